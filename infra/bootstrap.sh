@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Bootstrap a Kubernetes cluster for Graft:
+#   1. Kubeflow Pipelines (standalone, kustomize manifests of a pinned 2.x release)
+#   2. the KubeRay operator (its Helm chart, pinned v1.x; installs the ray.io CRDs)
+#   3. the Graft namespace and the Secrets the chart reads, from environment variables
+#   4. the Graft chart (charts/graft): MLflow + Postgres, a RayCluster, RBAC, NetworkPolicies
+#
+# Usage:
+#   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...     # S3 for MLflow artifacts
+#   export GRAFT_DB_PASSWORD=...      # optional: generated when unset (in-chart Postgres)
+#   infra/bootstrap.sh [extra helm args, e.g. -f charts/graft/values-production.yaml]
+#
+# Environment (defaults in brackets):
+#   KUBE_CONTEXT          kubectl/helm context [current context]
+#   GRAFT_NAMESPACE       namespace for the chart [graft]
+#   GRAFT_RELEASE         Helm release name [graft]
+#   GRAFT_DB_SECRET       Secret holding the database password [graft-postgres]; with
+#                         values-production.yaml use its externalDatabase.existingSecret
+#   KFP_VERSION           Kubeflow Pipelines release [2.14.3]
+#   KFP_ENV               KFP kustomize env: platform-agnostic | dev [platform-agnostic]
+#   KUBERAY_VERSION       KubeRay operator chart version [1.7.0]
+#   KUBERAY_NAMESPACE     namespace for the operator [kuberay-system]
+#   SKIP_KFP=1            do not install KFP
+#   SKIP_KUBERAY=1        do not install the KubeRay operator
+#   GRAFT_S3_ENDPOINT_URL S3-compatible endpoint (MinIO, SeaweedFS); empty for AWS S3
+#   GRAFT_ARTIFACTS_URI   MLflow artifact destination [chart default s3://graft-mlflow/artifacts]
+#   KIND_CLUSTER          when set, build the images and `kind load` them into this cluster
+#   DRY_RUN=1             print the commands instead of running them (secret values are
+#                         never printed)
+#
+# Needs kubectl (with kustomize, >= 1.27) and helm 3.8+; docker and kind only with
+# KIND_CLUSTER. Re-running is safe: every step is an apply or an upgrade --install.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
+readonly CHART_DIR="${ROOT}/charts/graft"
+
+GRAFT_NAMESPACE="${GRAFT_NAMESPACE:-graft}"
+GRAFT_RELEASE="${GRAFT_RELEASE:-graft}"
+GRAFT_DB_SECRET="${GRAFT_DB_SECRET:-graft-postgres}"
+KFP_VERSION="${KFP_VERSION:-2.14.3}"
+KFP_ENV="${KFP_ENV:-platform-agnostic}"
+KUBERAY_VERSION="${KUBERAY_VERSION:-1.7.0}"
+KUBERAY_NAMESPACE="${KUBERAY_NAMESPACE:-kuberay-system}"
+DRY_RUN="${DRY_RUN:-0}"
+
+KUBECTL=(kubectl)
+HELM=(helm)
+if [[ -n "${KUBE_CONTEXT:-}" ]]; then
+  KUBECTL+=(--context "${KUBE_CONTEXT}")
+  HELM+=(--kube-context "${KUBE_CONTEXT}")
+fi
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command, or print it under DRY_RUN=1.
+run() {
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    printf '+ %s\n' "$*"
+  else
+    "$@"
+  fi
+}
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 is required but not on PATH ($2)"
+}
+
+check_tools() {
+  [[ "${DRY_RUN}" == "1" ]] && return 0
+  need kubectl "https://kubernetes.io/docs/tasks/tools/"
+  need helm "https://helm.sh/docs/intro/install/"
+  if [[ -n "${KIND_CLUSTER:-}" ]]; then
+    need docker "https://docs.docker.com/engine/install/"
+    need kind "https://kind.sigs.k8s.io/docs/user/quick-start/"
+  fi
+  "${KUBECTL[@]}" version >/dev/null || die "cannot reach the cluster; check KUBE_CONTEXT / kubeconfig"
+}
+
+install_kfp() {
+  local base="github.com/kubeflow/pipelines/manifests/kustomize"
+  log "Kubeflow Pipelines ${KFP_VERSION} (${KFP_ENV})"
+  run "${KUBECTL[@]}" apply -k "${base}/cluster-scoped-resources?ref=${KFP_VERSION}"
+  run "${KUBECTL[@]}" wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+  run "${KUBECTL[@]}" apply -k "${base}/env/${KFP_ENV}?ref=${KFP_VERSION}"
+  run "${KUBECTL[@]}" -n kubeflow wait --for=condition=Available deployment --all --timeout=900s
+}
+
+install_kuberay() {
+  log "KubeRay operator ${KUBERAY_VERSION}"
+  run "${HELM[@]}" repo add kuberay https://ray-project.github.io/kuberay-helm/ --force-update
+  run "${HELM[@]}" repo update kuberay
+  run "${HELM[@]}" upgrade --install kuberay-operator kuberay/kuberay-operator \
+    --version "${KUBERAY_VERSION}" --namespace "${KUBERAY_NAMESPACE}" --create-namespace --wait
+  run "${KUBECTL[@]}" wait --for condition=established --timeout=120s \
+    crd/rayclusters.ray.io crd/rayjobs.ray.io
+}
+
+# Create or update a generic Secret from KEY=VALUE lines on stdin, so values never appear
+# in a process's arguments or in this script's output.
+apply_secret() {
+  local name="$1"
+  shift
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    cat >/dev/null
+    printf '+ kubectl -n %s create secret generic %s (keys: %s) | kubectl apply -f -\n' \
+      "${GRAFT_NAMESPACE}" "${name}" "$*"
+    return 0
+  fi
+  "${KUBECTL[@]}" -n "${GRAFT_NAMESPACE}" create secret generic "${name}" \
+    --from-env-file=/dev/stdin --dry-run=client -o yaml \
+    | "${KUBECTL[@]}" apply -f -
+}
+
+create_namespace_and_secrets() {
+  log "namespace ${GRAFT_NAMESPACE} and secrets"
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    printf '+ kubectl create namespace %s | kubectl apply -f -\n' "${GRAFT_NAMESPACE}"
+  else
+    "${KUBECTL[@]}" create namespace "${GRAFT_NAMESPACE}" --dry-run=client -o yaml \
+      | "${KUBECTL[@]}" apply -f -
+  fi
+
+  [[ -n "${AWS_ACCESS_KEY_ID:-}" ]] || die "AWS_ACCESS_KEY_ID is not set (S3 key for MLflow artifacts)"
+  [[ -n "${AWS_SECRET_ACCESS_KEY:-}" ]] || die "AWS_SECRET_ACCESS_KEY is not set"
+  printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' \
+    "${AWS_ACCESS_KEY_ID}" "${AWS_SECRET_ACCESS_KEY}" \
+    | apply_secret graft-s3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+
+  local db_password="${GRAFT_DB_PASSWORD:-}"
+  if [[ -z "${db_password}" ]]; then
+    # Hex only: the password is embedded in MLflow's database URI.
+    db_password="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+    log "GRAFT_DB_PASSWORD unset: generated one (kept only in Secret ${GRAFT_DB_SECRET})"
+  fi
+  printf 'password=%s\n' "${db_password}" | apply_secret "${GRAFT_DB_SECRET}" password
+}
+
+load_kind_images() {
+  [[ -n "${KIND_CLUSTER:-}" ]] || return 0
+  log "building images and loading them into kind cluster ${KIND_CLUSTER}"
+  run docker build -f "${ROOT}/images/Dockerfile.cpu" -t graft:0.1.0-cpu "${ROOT}"
+  run docker build -f "${ROOT}/images/Dockerfile.mlflow" -t graft-mlflow:3.17.2 "${ROOT}/images"
+  run kind load docker-image --name "${KIND_CLUSTER}" graft:0.1.0-cpu graft-mlflow:3.17.2
+}
+
+install_chart() {
+  local args=()
+  if [[ -n "${GRAFT_S3_ENDPOINT_URL:-}" ]]; then
+    args+=(--set-string "mlflow.artifacts.endpointUrl=${GRAFT_S3_ENDPOINT_URL}")
+  fi
+  if [[ -n "${GRAFT_ARTIFACTS_URI:-}" ]]; then
+    args+=(--set-string "mlflow.artifacts.destination=${GRAFT_ARTIFACTS_URI}")
+  fi
+  log "chart ${CHART_DIR} as release ${GRAFT_RELEASE} in ${GRAFT_NAMESPACE}"
+  run "${HELM[@]}" upgrade --install "${GRAFT_RELEASE}" "${CHART_DIR}" \
+    --namespace "${GRAFT_NAMESPACE}" --wait --timeout 15m "${args[@]}" "$@"
+}
+
+main() {
+  check_tools
+  [[ "${SKIP_KFP:-0}" == "1" ]] || install_kfp
+  [[ "${SKIP_KUBERAY:-0}" == "1" ]] || install_kuberay
+  create_namespace_and_secrets
+  load_kind_images
+  install_chart "$@"
+  log "done; see infra/README.md for pointing graft at this cluster"
+}
+
+main "$@"

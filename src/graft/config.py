@@ -1,0 +1,452 @@
+"""The one schema of Graft: every stage's settings and every default live here.
+
+A run's configuration is a preset YAML (``graft/configs/<name>.yaml``) or a user YAML laid over
+these defaults, then ``--set a.b=c`` overrides. The resolved model is what stages receive, what
+KFP carries as a pipeline parameter (JSON), and what MLflow records.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from graft.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base for every config block: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+SplitStrategy = Literal["stratified", "random"]
+
+
+class TransferTaskConfig(Strict):
+    """The book's A/B protocol: task A (source) on most classes, task B (target) on the rest.
+
+    ``target_classes`` empty means no class split: source and target are the same task.
+    """
+
+    target_classes: list[int] = Field(
+        default_factory=list, description="original labels forming the target task B"
+    )
+    target_train_size: int | None = Field(
+        default=None, ge=2, description="labelled target examples for finetuning (None = all)"
+    )
+
+
+class DataConfig(Strict):
+    source: str = Field(
+        default="builtin:fashion_mnist",
+        description="builtin:digits | builtin:fashion_mnist | a local .npz/.parquet path | s3://",
+    )
+    label_column: str = "label"
+    max_rows: int | None = Field(default=None, ge=10, description="stratified subsample cap")
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
+    split: SplitStrategy = "stratified"
+    transfer: TransferTaskConfig = Field(default_factory=TransferTaskConfig)
+
+
+# ----------------------------------------------------------------------------- model
+
+InitScheme = Literal[
+    "auto",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "he_avg_uniform",
+    "lecun_uniform",
+    "lecun_normal",
+    "torch_default",
+]
+ActivationName = Literal[
+    "relu",
+    "leaky_relu",
+    "rrelu",
+    "prelu",
+    "elu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "gelu_sigmoid",
+    "silu",
+    "swish",
+    "mish",
+    "tanh",
+    "sigmoid",
+]
+
+
+class ActivationConfig(Strict):
+    name: ActivationName = "relu"
+    negative_slope: float = Field(default=0.2, description="leaky_relu slope (paper's best)")
+    rrelu_lower: float = 1.0 / 8.0
+    rrelu_upper: float = 1.0 / 3.0
+    prelu_init: float = 0.25
+    elu_alpha: float = 1.0
+    swish_beta: float = 1.0
+    swish_beta_trainable: bool = False
+
+
+class BatchNormConfig(Strict):
+    enabled: bool = False
+    placement: Literal["before_activation", "after_activation"] = "before_activation"
+    ema_decay: float = Field(
+        default=0.99, gt=0.0, lt=1.0, description="Keras meaning: weight on the OLD average"
+    )
+    eps: float = Field(default=1e-3, gt=0.0)
+    sync: bool = Field(default=True, description="SyncBatchNorm when training with >1 worker")
+
+
+class DropoutConfig(Strict):
+    kind: Literal["standard", "alpha"] = "standard"
+    rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="hidden-layer dropout")
+    input_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on the input")
+
+
+class ModelConfig(Strict):
+    family: Literal["mlp", "cnn"] = "mlp"
+    hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [300, 100])
+    conv_channels: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [32, 64], description="cnn only: channels per conv block"
+    )
+    activation: ActivationConfig = Field(default_factory=ActivationConfig)
+    init: InitScheme = "auto"
+    batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
+    dropout: DropoutConfig = Field(default_factory=DropoutConfig)
+
+
+# ----------------------------------------------------------------------------- training
+
+OptimizerName = Literal[
+    "sgd", "momentum", "nag", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw"
+]
+
+
+class OptimizerConfig(Strict):
+    name: OptimizerName = "adamw"
+    lr: float = Field(default=1e-3, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    rho: float = Field(default=0.9, description="RMSProp decay (book 0.9; torch alpha 0.99)")
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = Field(default=1e-7, description="Keras epsilon")
+    weight_decay: float = Field(default=0.0, ge=0.0, description="decoupled decay (adamw)")
+
+
+class ScheduleConfig(Strict):
+    name: Literal["constant", "power", "exponential", "piecewise", "plateau", "one_cycle"] = (
+        "constant"
+    )
+    granularity: Literal["epoch", "step"] = "epoch"
+    decay_steps: float = Field(default=10.0, gt=0.0, description="s in power/exponential")
+    power: float = Field(default=1.0, gt=0.0, description="c in lr0/(1+t/s)^c")
+    boundaries: list[int] = Field(default_factory=list, description="piecewise boundaries")
+    values: list[float] = Field(default_factory=list, description="piecewise lrs")
+    plateau_factor: float = Field(default=0.5, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(default=5, ge=1, description="epochs WITHOUT improvement")
+    one_cycle_max_lr: float | None = Field(default=None, description="None = optimizer.lr")
+    one_cycle_start_div: float = 10.0
+    one_cycle_final_div: float = 1000.0
+    one_cycle_momentum: tuple[float, float] = (0.95, 0.85)
+
+
+class ClipConfig(Strict):
+    mode: Literal["none", "value", "norm_per_param", "global_norm"] = "none"
+    threshold: float = Field(default=1.0, gt=0.0)
+
+
+class RegularizationConfig(Strict):
+    l1: float = Field(default=0.0, ge=0.0, description="penalty l1*sum|w| on kernels only")
+    l2: float = Field(default=0.0, ge=0.0, description="penalty l2*sum w^2 on kernels only")
+    max_norm: float | None = Field(default=None, gt=0.0, description="per-neuron row norm cap")
+
+
+class EarlyStoppingConfig(Strict):
+    enabled: bool = True
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(default=3, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    restore_best: bool = True
+
+
+class CheckpointConfig(Strict):
+    num_to_keep: int = Field(default=2, ge=1)
+    max_failures: int = Field(default=2, ge=0, description="worker-group restarts from ckpt")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=64, ge=1, description="per worker")
+    num_workers: int = Field(default=2, ge=1, description="Ray Train DDP workers")
+    deterministic: bool = True
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    clip: ClipConfig = Field(default_factory=ClipConfig)
+    regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    preflight_overfit_batch: bool = Field(
+        default=True, description="overfit one batch on one process before the distributed fit"
+    )
+
+
+Trainable = Literal["head", "top_k", "all"]
+
+
+class PhaseConfig(Strict):
+    trainable: Trainable
+    epochs: int = Field(ge=1)
+    lr_scale: float = Field(
+        default=1.0, gt=0.0, description="phase LR = lr_scale * finetune.optimizer.lr"
+    )
+    top_k: int = Field(default=1, ge=1, description="backbone blocks unfrozen when top_k")
+
+
+class FinetuneConfig(TrainConfig):
+    reuse_blocks: int | None = Field(
+        default=None, ge=1, description="reuse the first k backbone blocks (None = all)"
+    )
+    phases: list[PhaseConfig] = Field(
+        default_factory=lambda: [
+            PhaseConfig(trainable="head", epochs=4),
+            PhaseConfig(trainable="all", epochs=6, lr_scale=0.1),
+        ]
+    )
+
+    @model_validator(mode="after")
+    def _phases_drive_epochs(self) -> FinetuneConfig:
+        if not self.phases:
+            raise ValueError("finetune.phases needs at least one phase")
+        return self
+
+
+# ----------------------------------------------------------------------------- tune
+
+
+class SearchDimension(Strict):
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds_match_type(self) -> SearchDimension:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a 'choice' dimension needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"a '{self.type}' dimension needs low < high")
+        elif self.type == "loguniform" and self.low <= 0:
+            raise ValueError("a 'loguniform' dimension needs low > 0")
+        return self
+
+
+class TuneConfig(Strict):
+    enabled: bool = True
+    num_samples: int = Field(default=6, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+    searcher: Literal["optuna", "hyperopt", "random"] = "optuna"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(default=1, ge=1, description="ASHA: epochs before a first cut")
+    reduction_factor: float = Field(default=3.0, gt=1.0)
+    workers_per_trial: int = Field(default=1, ge=1)
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    seed: int = 0
+    space: dict[str, SearchDimension] = Field(
+        default_factory=lambda: {
+            "finetune.optimizer.lr": SearchDimension(type="loguniform", low=1e-4, high=3e-2),
+            "model.dropout.rate": SearchDimension(type="uniform", low=0.0, high=0.5),
+        },
+        description="dotted config key -> dimension; keys are validated against the schema",
+    )
+
+    @property
+    def mode(self) -> Literal["max", "min"]:
+        return "max" if self.metric == "val_accuracy" else "min"
+
+
+# ----------------------------------------------------------------------------- evaluate/export
+
+
+class EvaluateConfig(Strict):
+    baseline_margin: float = Field(
+        default=0.0, ge=0.0, description="accuracy points above the majority baseline required"
+    )
+    champion_margin: float = Field(
+        default=0.0, description="accuracy above the current champion required to promote"
+    )
+
+
+class ExportConfig(Strict):
+    model_name: str = Field(default="graft-classifier", pattern=r"^[A-Za-z0-9][\w.-]*$")
+    onnx_opset: int = Field(default=18, ge=13)
+    parity_atol: float = Field(default=1e-4, gt=0.0)
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+class TrackingConfig(Strict):
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow server URL or sqlite URI; None = <work_dir>/mlflow.db"
+    )
+    experiment_name: str = "graft"
+
+
+class RayConfig(Strict):
+    mode: Literal["local", "address"] = "local"
+    address: str | None = Field(default=None, description="ray://host:10001 or auto")
+    num_cpus: int | None = Field(default=None, ge=1, description="local mode CPU count")
+
+
+class GraftConfig(Strict):
+    name: str = "graft"
+    seed: int = 42
+    work_dir: str = Field(default="work", description="run outputs, Ray storage, local MLflow")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _search_space_names_real_keys(self) -> GraftConfig:
+        for key in self.tune.space:
+            _check_dotted_key(self, key)
+        return self
+
+    # -- derived paths -------------------------------------------------------------------
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir)
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking.tracking_uri:
+            return self.tracking.tracking_uri
+        return f"sqlite:///{(self.work_path / 'mlflow.db').resolve()}"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def _check_dotted_key(config: BaseModel, key: str) -> None:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, BaseModel) or part not in type(node).model_fields:
+            raise ValueError(f"tune.space key '{key}' is not a config key ('{part}' unknown)")
+        node = getattr(node, part)
+
+
+# ----------------------------------------------------------------------------- loading
+
+PRESETS = ("default", "tiny")
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return Path(str(resources.files("graft.configs").joinpath(f"{name}.yaml")))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], c) with c parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    result = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def validate_config(data: dict[str, Any]) -> GraftConfig:
+    try:
+        return GraftConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid config: {problems}") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+) -> GraftConfig:
+    """Preset (default: ``default``) < user YAML < ``--set`` overrides."""
+    data = _read_yaml(preset_path(preset or "default"))
+    if path is not None:
+        data = _deep_merge(data, _read_yaml(Path(path)))
+    data = apply_overrides(data, overrides or [])
+    return validate_config(data)
+
+
+def config_from_json(text: str) -> GraftConfig:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config parameter is not valid JSON: {exc}") from None
+    return validate_config(data)
+
+
+def with_overrides(config: GraftConfig, overrides: dict[str, Any]) -> GraftConfig:
+    """A copy of ``config`` with dotted-key overrides (tune trials use this)."""
+    data = config.model_dump(mode="json")
+    texts = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    return validate_config(apply_overrides(data, texts))

@@ -1,0 +1,1 @@
+"""Dataset sources, validation, splits and the prepared-dataset layout."""

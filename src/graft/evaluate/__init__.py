@@ -1,0 +1,1 @@
+"""Metrics, baselines, the promotion gate and plots."""

@@ -1,0 +1,1 @@
+"""TorchScript and ONNX export, parity checks, registry."""

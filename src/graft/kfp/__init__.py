@@ -1,0 +1,1 @@
+"""KFP v2 components, the pipeline, and its compiler."""

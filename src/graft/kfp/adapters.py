@@ -1,0 +1,97 @@
+"""Translate KFP artifact paths and parameters into ``graft.stages`` calls.
+
+Components import only this module, so each component body is one line and all logic stays
+testable without KFP. Output artifact paths are used as directories.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from graft import stages
+from graft.config import config_from_json
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _dir(path: str) -> str:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_prep(config_json: str, kfp_run_id: str, dataset_path: str, report_path: str) -> str:
+    config = config_from_json(config_json)
+    out = stages.data_prep(config, _dir(dataset_path), kfp_run_id=kfp_run_id)
+    shutil.copyfile(Path(dataset_path) / "report.html", report_path)
+    return out.parent_run_id
+
+
+def pretrain(config_json: str, dataset_path: str, model_path: str, parent_run_id: str) -> float:
+    config = config_from_json(config_json)
+    out = stages.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
+    return out.val_accuracy
+
+
+def finetune(
+    config_json: str, dataset_path: str, pretrained_path: str, model_path: str, parent_run_id: str
+) -> float:
+    config = config_from_json(config_json)
+    out = stages.finetune(config, dataset_path, pretrained_path, _dir(model_path), parent_run_id)
+    return out.val_accuracy
+
+
+def tune(
+    config_json: str,
+    dataset_path: str,
+    pretrained_path: str,
+    finetuned_path: str,
+    best_model_path: str,
+    parent_run_id: str,
+) -> str:
+    config = config_from_json(config_json)
+    scratch = Path(best_model_path).parent / "tune-work"
+    out = stages.tune(
+        config, dataset_path, pretrained_path, finetuned_path, str(scratch), parent_run_id
+    )
+    shutil.copytree(out.model_dir, best_model_path, dirs_exist_ok=True)
+    return json.dumps(out.best_params)
+
+
+def evaluate(
+    config_json: str,
+    dataset_path: str,
+    model_path: str,
+    evaluation_path: str,
+    metrics: Any,
+    classification: Any,
+    parent_run_id: str,
+) -> bool:
+    config = config_from_json(config_json)
+    out = stages.evaluate(config, dataset_path, model_path, _dir(evaluation_path), parent_run_id)
+    for name in ("accuracy", "baseline_accuracy", "champion_accuracy"):
+        value = getattr(out, name)
+        if value is not None:
+            metrics.log_metric(f"test_{name}" if name == "accuracy" else name, float(value))
+    metrics.log_metric("gate_passed", float(out.gate_passed))
+    report = json.loads((Path(evaluation_path) / "metrics.json").read_text())
+    classification.log_confusion_matrix(report["class_names"], report["report"]["confusion"])
+    return out.gate_passed
+
+
+def export(
+    config_json: str,
+    dataset_path: str,
+    model_path: str,
+    evaluation_path: str,
+    exported_path: str,
+    parent_run_id: str,
+) -> str:
+    config = config_from_json(config_json)
+    out = stages.export(
+        config, dataset_path, model_path, evaluation_path, _dir(exported_path), parent_run_id
+    )
+    return out.to_json()

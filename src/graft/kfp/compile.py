@@ -1,0 +1,35 @@
+"""Compile the pipeline IR and one reusable component spec per stage (generated files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kfp import compiler
+
+from graft.config import load_config
+from graft.kfp.components import make_components
+from graft.kfp.pipeline import DEFAULT_IMAGE, build_pipeline
+
+PIPELINE_FILE = "training.yaml"
+
+
+def compile_all(
+    pipelines_dir: Path, components_dir: Path, image: str = DEFAULT_IMAGE
+) -> list[Path]:
+    """Write ``pipelines/training.yaml`` and ``components/<stage>.yaml``; return the paths.
+
+    The pipeline's default ``config_json`` is the ``default`` preset, resolved.
+    """
+    pipelines_dir.mkdir(parents=True, exist_ok=True)
+    components_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    pipeline_path = pipelines_dir / PIPELINE_FILE
+    compiler.Compiler().compile(
+        build_pipeline(image, load_config(preset="default")), str(pipeline_path)
+    )
+    written.append(pipeline_path)
+    for name, component in make_components(image).items():
+        path = components_dir / f"{name}.yaml"
+        compiler.Compiler().compile(component, str(path))
+        written.append(path)
+    return written

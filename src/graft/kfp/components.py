@@ -1,0 +1,110 @@
+"""The six KFP v2 components: each body calls one ``graft.kfp.adapters`` function.
+
+Bodies are module-level functions so KFP can ship their source; ``make_components`` binds
+them to an image chosen at compile time (the image already has graft installed, so
+``packages_to_install`` stays empty).
+"""
+
+
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+
+def data_prep(
+    config_json: str, kfp_run_id: str, dataset: Output[Dataset], data_report: Output[HTML]
+) -> str:
+    """Read, validate, deduplicate and split the data; start the MLflow parent run."""
+    from graft.kfp import adapters
+
+    return adapters.data_prep(config_json, kfp_run_id, dataset.path, data_report.path)
+
+
+def pretrain(
+    config_json: str, parent_run_id: str, dataset: Input[Dataset], model: Output[Model]
+) -> float:
+    """Train the source-task model with Ray Train (DDP, checkpointed, early stopping)."""
+    from graft.kfp import adapters
+
+    return adapters.pretrain(config_json, dataset.path, model.path, parent_run_id)
+
+
+def transfer_finetune(
+    config_json: str,
+    parent_run_id: str,
+    dataset: Input[Dataset],
+    pretrained: Input[Model],
+    model: Output[Model],
+) -> float:
+    """Reuse the pretrained backbone, new head, frozen then unfrozen phases."""
+    from graft.kfp import adapters
+
+    return adapters.finetune(config_json, dataset.path, pretrained.path, model.path, parent_run_id)
+
+
+def tune(
+    config_json: str,
+    parent_run_id: str,
+    dataset: Input[Dataset],
+    pretrained: Input[Model],
+    finetuned: Input[Model],
+    best_model: Output[Model],
+) -> str:
+    """Ray Tune (Bayesian search + ASHA) over the finetune; outputs the best model."""
+    from graft.kfp import adapters
+
+    return adapters.tune(
+        config_json, dataset.path, pretrained.path, finetuned.path, best_model.path, parent_run_id
+    )
+
+
+def evaluate(
+    config_json: str,
+    parent_run_id: str,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+) -> bool:
+    """Test split vs majority baseline and current champion; the promotion gate."""
+    from graft.kfp import adapters
+
+    return adapters.evaluate(
+        config_json, dataset.path, model.path, evaluation.path, metrics, classification,
+        parent_run_id,
+    )
+
+
+def export(
+    config_json: str,
+    parent_run_id: str,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    evaluation: Input[Dataset],
+    exported: Output[Model],
+) -> str:
+    """TorchScript + ONNX with parity checks; register; move aliases through the gate."""
+    from graft.kfp import adapters
+
+    return adapters.export(
+        config_json, dataset.path, model.path, evaluation.path, exported.path, parent_run_id
+    )
+
+
+STAGE_FUNCTIONS = {
+    "data-prep": data_prep,
+    "pretrain": pretrain,
+    "transfer-finetune": transfer_finetune,
+    "tune": tune,
+    "evaluate": evaluate,
+    "export": export,
+}
+
+
+def make_components(image: str) -> dict[str, Any]:
+    return {
+        name: dsl.component(base_image=image)(function)
+        for name, function in STAGE_FUNCTIONS.items()
+    }

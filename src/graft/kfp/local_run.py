@@ -1,0 +1,39 @@
+"""Run the compiled-in-memory pipeline on this machine with KFP's local SubprocessRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from graft.config import GraftConfig
+from graft.kfp.pipeline import build_pipeline
+
+
+def run_local(config: GraftConfig) -> dict[str, Any]:
+    """Execute every stage as a local KFP task (same code path as on a cluster) and return
+    the export summary."""
+    from kfp import local
+
+    work = config.work_path.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    # KFP's local runner leaves per-task scratch files in TMPDIR: keep them in the run folder.
+    scratch = work / "tmp"
+    scratch.mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = str(scratch)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(work / "kfp"),
+        raise_on_error=True,
+    )
+    pipeline = build_pipeline(default_config=config)
+    task = pipeline(config_json=config.to_json())
+    output = task.output if hasattr(task, "output") else task.outputs["Output"]
+    return dict(json.loads(output))
+
+
+def stage_outputs(config: GraftConfig) -> Path:
+    return config.work_path.resolve() / "kfp"

@@ -1,0 +1,1 @@
+"""Model families, initialization, activations and MC dropout."""

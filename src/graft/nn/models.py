@@ -1,0 +1,182 @@
+"""Model families (MLP, small CNN) built from a serializable :class:`ModelSpec`.
+
+Every model is ``stem -> backbone (a list of blocks) -> head``. The stem standardizes raw
+inputs with statistics fitted on the training split, so an exported model takes raw inputs
+and serving applies exactly what training did. Transfer learning reuses the stem and the
+first k backbone blocks and replaces the head.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from graft.config import ModelConfig
+from graft.nn.activations import build_activation
+from graft.nn.init import initialize
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model's architecture (weights live elsewhere)."""
+
+    model: dict[str, Any]  # a ModelConfig dump
+    input_shape: list[int]
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+    backbone_blocks: int | None = None  # keep only the first k blocks (transfer learning)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.model_validate(self.model)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        return cls(**json.loads(text))
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> ModelSpec:
+        return cls.from_json(path.read_text())
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with training-split statistics stored as buffers."""
+
+    def __init__(self, mean: list[float], std: list[float], image: bool) -> None:
+        super().__init__()
+        shape = (1, -1, 1, 1) if image else (1, -1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class GraftNet(nn.Module):
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module], head: nn.Linear) -> None:
+        super().__init__()
+        self.stem = stem
+        self.backbone = nn.Sequential(*blocks)
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _dropout(config: ModelConfig, rate: float) -> nn.Module:
+    if rate <= 0:
+        return nn.Identity()
+    return nn.AlphaDropout(rate) if config.dropout.kind == "alpha" else nn.Dropout(rate)
+
+
+def _batch_norm(config: ModelConfig, features: int, conv: bool) -> nn.Module:
+    # Keras' momentum weighs the old average; torch's weighs the new value.
+    momentum = 1.0 - config.batch_norm.ema_decay
+    cls = nn.BatchNorm2d if conv else nn.BatchNorm1d
+    return cls(features, eps=config.batch_norm.eps, momentum=momentum)
+
+
+def _block(config: ModelConfig, layer: nn.Module, width: int, conv: bool) -> nn.Sequential:
+    bn = config.batch_norm
+    parts: list[nn.Module] = [layer]
+    if bn.enabled and bn.placement == "before_activation":
+        parts.append(_batch_norm(config, width, conv))
+    parts.append(build_activation(config.activation))
+    if bn.enabled and bn.placement == "after_activation":
+        parts.append(_batch_norm(config, width, conv))
+    if conv:
+        parts.append(nn.MaxPool2d(2))
+    parts.append(_dropout(config, config.dropout.rate))
+    return nn.Sequential(*parts)
+
+
+def _bias(config: ModelConfig) -> bool:
+    # BN right after the layer subtracts the mean: a bias there is a wasted parameter.
+    return not (config.batch_norm.enabled and config.batch_norm.placement == "before_activation")
+
+
+def _mlp_blocks(config: ModelConfig, in_features: int) -> list[nn.Module]:
+    blocks: list[nn.Module] = []
+    for width in config.hidden_sizes:
+        blocks.append(_block(config, nn.Linear(in_features, width, bias=_bias(config)), width, False))
+        in_features = width
+    return blocks
+
+
+def _cnn_blocks(config: ModelConfig, input_shape: list[int]) -> list[nn.Module]:
+    channels, height, width = input_shape
+    blocks: list[nn.Module] = []
+    for out_channels in config.conv_channels:
+        conv = nn.Conv2d(channels, out_channels, 3, padding=1, bias=_bias(config))
+        blocks.append(_block(config, conv, out_channels, True))
+        channels, height, width = out_channels, height // 2, width // 2
+    flat = channels * height * width
+    dense = _mlp_blocks(config, flat)
+    if dense:
+        dense[0] = nn.Sequential(nn.Flatten(), *dense[0])
+    else:
+        dense = [nn.Flatten()]
+    return blocks + dense
+
+
+def _output_width(stem: nn.Module, blocks: list[nn.Module], input_shape: list[int]) -> int:
+    with torch.no_grad():
+        probe = torch.zeros(2, *input_shape)
+        out = nn.Sequential(stem, *blocks).eval()(probe)
+    return int(out.reshape(2, -1).shape[1])
+
+
+def build_model(spec: ModelSpec) -> GraftNet:
+    config = spec.model_config
+    image = len(spec.input_shape) == 3
+    if config.family == "cnn" and not image:
+        raise ValueError("model.family=cnn needs image inputs (N x C x H x W); use mlp")
+    stem_parts: list[nn.Module] = [Standardize(spec.mean, spec.std, image)]
+    if config.family == "mlp":
+        stem_parts.append(nn.Flatten())
+        stem_parts.append(_dropout(config, config.dropout.input_rate))
+        in_features = 1
+        for dim in spec.input_shape:
+            in_features *= dim
+        blocks = _mlp_blocks(config, in_features)
+    else:
+        blocks = _cnn_blocks(config, spec.input_shape)
+    if spec.backbone_blocks is not None:
+        blocks = blocks[: spec.backbone_blocks]
+    stem = nn.Sequential(*stem_parts)
+    head = nn.Linear(_output_width(stem, blocks, spec.input_shape), spec.num_classes)
+    model = GraftNet(stem, blocks, head)
+    initialize(model.stem, config.init, config.activation.name)
+    initialize(model.backbone, config.init, config.activation.name)
+    # The head feeds a softmax: Glorot, whatever the hidden activation (a He-scaled head
+    # starts with over-confident logits).
+    head_scheme = "torch_default" if config.init == "torch_default" else "glorot_uniform"
+    initialize(model.head, head_scheme, config.activation.name)
+    return model
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable, frozen and buffer (running statistics) counts, like Keras' summary."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    running = sum(
+        b.numel()
+        for name, b in model.named_buffers()
+        if name.endswith(("running_mean", "running_var"))
+    )
+    return {"trainable": trainable, "non_trainable": frozen + running, "running_stats": running}

@@ -1,0 +1,38 @@
+"""How a stage gets Ray: an in-process local instance, or an existing cluster's address."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from graft.config import RayConfig
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(config: RayConfig) -> None:
+    """Start (local) or join (address) Ray once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if config.mode == "address":
+        address = config.address or os.environ.get("RAY_ADDRESS") or "auto"
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
+        return
+    ray.init(
+        num_cpus=config.num_cpus or os.cpu_count() or 2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,399 @@
+"""The six stages: typed inputs (config, URIs/paths) -> typed outputs.
+
+KFP components and the CLI call these and nothing else; tests exercise them without KFP.
+Each stage writes into its own MLflow run nested under the pipeline's parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graft import tracking
+from graft.config import GraftConfig
+from graft.data.prepare import DataManifest, load_split, prepare_dataset
+from graft.evaluate.gate import decide
+from graft.evaluate.metrics import classification_report, majority_baseline
+from graft.evaluate.plots import plot_confusion, plot_learning_curves
+from graft.ray_cluster import ensure_ray
+from graft.train.fit import FitResult, fit
+from graft.train.loop import load_checkpoint_model
+from graft.train.requests import finetune_request, pretrain_request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataPrepOutput:
+    dataset_dir: str
+    parent_run_id: str
+    dataset_hash: str
+
+
+@dataclass
+class TrainOutput:
+    model_dir: str
+    run_id: str
+    val_accuracy: float
+    val_loss: float
+    epochs_run: int
+
+
+@dataclass
+class TuneOutput:
+    model_dir: str
+    run_id: str
+    val_accuracy: float
+    best_params: dict[str, Any]
+    source: str  # "tuned" or "finetune" (the untuned model was better)
+    trials: int = 0
+    stopped_early: int = 0
+
+
+@dataclass
+class EvaluateOutput:
+    evaluation_dir: str
+    run_id: str
+    accuracy: float
+    baseline_accuracy: float
+    champion_accuracy: float | None
+    gate_passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportOutput:
+    export_dir: str
+    run_id: str
+    model_name: str
+    model_version: str
+    aliases: list[str]
+    torchscript: str
+    onnx: str
+    gate_passed: bool
+    accuracy: float
+    baseline_accuracy: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def _run_name_key(parent_run_id: str) -> str:
+    return parent_run_id[:12]
+
+
+def data_prep(
+    config: GraftConfig, output_dir: str, kfp_run_id: str = "local", parent_run_id: str = ""
+) -> DataPrepOutput:
+    manifest = prepare_dataset(config.data, config.seed, output_dir)
+    parent = parent_run_id or tracking.start_pipeline_run(config, kfp_run_id)
+    client = tracking.client_for(config)
+    client.set_tag(parent, "graft.dataset_hash", manifest.dataset_hash)
+    with tracking.stage_run(config, parent, "data-prep") as run_id:
+        logger = tracking.logger_for(config, run_id)
+        logger.tags({"graft.dataset_hash": manifest.dataset_hash})
+        sizes = {
+            f"{task}_{split}_rows": float(n)
+            for task, info in manifest.tasks.items()
+            for split, n in info.sizes.items()
+        }
+        logger.metrics(
+            {**sizes, "duplicates_dropped": manifest.duplicates.exact_duplicates_dropped}, step=0
+        )
+        for name in ("manifest.json", "report.json", "report.html"):
+            logger.artifact(Path(output_dir) / name, "data")
+    log.info("data-prep: %d rows, hash %s", manifest.num_rows, manifest.dataset_hash)
+    return DataPrepOutput(str(output_dir), parent, manifest.dataset_hash)
+
+
+def _log_fit(config: GraftConfig, run_id: str, result: FitResult, title: str) -> None:
+    logger = tracking.logger_for(config, run_id)
+    if result.history:
+        plot = plot_learning_curves(
+            result.history, title, Path(result.model_dir) / "learning_curves.png"
+        )
+        logger.artifact(plot, "plots")
+    logger.dict({"history": result.history}, "history.json")
+
+
+def _train_output(result: FitResult, run_id: str) -> TrainOutput:
+    """The monitored best epoch's validation figures (the weights restored at the end)."""
+    best = max(result.history, key=lambda h: h["val_accuracy"], default=result.final_metrics)
+    return TrainOutput(
+        model_dir=result.model_dir,
+        run_id=run_id,
+        val_accuracy=float(best.get("val_accuracy", 0.0)),
+        val_loss=float(best.get("val_loss", 0.0)),
+        epochs_run=len(result.history),
+    )
+
+
+def pretrain(
+    config: GraftConfig, dataset_dir: str, output_dir: str, parent_run_id: str
+) -> TrainOutput:
+    ensure_ray(config.ray)
+    with tracking.stage_run(config, parent_run_id, "pretrain") as run_id:
+        tracking.logger_for(config, run_id).params(
+            tracking.flatten(config.pretrain.model_dump(mode="json"), "pretrain.")
+        )
+        request = pretrain_request(config, dataset_dir, run_id)
+        result = fit(
+            request,
+            num_workers=config.pretrain.num_workers,
+            storage_path=config.work_path / "ray",
+            run_name=f"pretrain-{_run_name_key(parent_run_id)}",
+            output_dir=Path(output_dir),
+            max_failures=config.pretrain.checkpoint.max_failures,
+            num_to_keep=config.pretrain.checkpoint.num_to_keep,
+        )
+        _log_fit(config, run_id, result, "pretrain (source task)")
+    return _train_output(result, run_id)
+
+
+def finetune(
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+) -> TrainOutput:
+    ensure_ray(config.ray)
+    with tracking.stage_run(config, parent_run_id, "transfer-finetune") as run_id:
+        tracking.logger_for(config, run_id).params(
+            tracking.flatten(config.finetune.model_dump(mode="json"), "finetune.")
+        )
+        request = finetune_request(
+            config, dataset_dir, pretrained_dir, Path(output_dir) / "scratch", run_id
+        )
+        result = fit(
+            request,
+            num_workers=config.finetune.num_workers,
+            storage_path=config.work_path / "ray",
+            run_name=f"finetune-{_run_name_key(parent_run_id)}",
+            output_dir=Path(output_dir),
+            max_failures=config.finetune.checkpoint.max_failures,
+            num_to_keep=config.finetune.checkpoint.num_to_keep,
+        )
+        _log_fit(config, run_id, result, "transfer-finetune (target task)")
+    return _train_output(result, run_id)
+
+
+def tune(
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    finetuned_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+) -> TuneOutput:
+    """Search the finetune space; hand on the best model, the untuned one if it was better.
+
+    Both candidates are re-scored on the validation split here, since a trial's last report
+    may predate its restored-best weights."""
+    out = Path(output_dir)
+    finetuned_val_accuracy = validation_accuracy(dataset_dir, finetuned_dir)
+    with tracking.stage_run(config, parent_run_id, "tune") as run_id:
+        logger = tracking.logger_for(config, run_id)
+        if not config.tune.enabled:
+            logger.tags({"graft.tune": "disabled"})
+            return TuneOutput(finetuned_dir, run_id, finetuned_val_accuracy, {}, "finetune")
+        from graft.tune.search import run_search
+
+        ensure_ray(config.ray)
+        result = run_search(
+            config,
+            dataset_dir,
+            pretrained_dir,
+            out,
+            tune_run_id=run_id,
+            experiment_name=f"tune-{_run_name_key(parent_run_id)}",
+        )
+        logger.params({f"best.{k}": v for k, v in result.best_params.items()})
+        logger.metrics(
+            {
+                "best_val_accuracy": result.best_metric,
+                "trials": result.num_trials,
+                "trials_stopped_early": result.num_stopped_early,
+                "trial_epochs": result.total_epochs,
+            },
+            step=0,
+        )
+        logger.artifact(result.trials_table, "tune")
+        tuned_val_accuracy = validation_accuracy(dataset_dir, result.best_checkpoint_dir)
+        tuned_better = tuned_val_accuracy >= finetuned_val_accuracy
+        logger.tags({"graft.tune.winner": "tuned" if tuned_better else "finetune"})
+    return TuneOutput(
+        model_dir=result.best_checkpoint_dir if tuned_better else finetuned_dir,
+        run_id=run_id,
+        val_accuracy=max(tuned_val_accuracy, finetuned_val_accuracy),
+        best_params=result.best_params,
+        source="tuned" if tuned_better else "finetune",
+        trials=result.num_trials,
+        stopped_early=result.num_stopped_early,
+    )
+
+
+def _predict(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x.astype(np.float32)))
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def _champion_accuracy(config: GraftConfig, x: np.ndarray, y: np.ndarray) -> float | None:
+    version = tracking.champion_version(config)
+    if version is None:
+        return None
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(config.resolved_tracking_uri())
+    champion = mlflow.pytorch.load_model(f"models:/{config.export.model_name}@champion")
+    probabilities = _predict(champion, x)
+    if probabilities.shape[1] <= int(y.max()):
+        log.warning("the champion predicts a different label set; it cannot be compared")
+        return None
+    return float((probabilities.argmax(1) == y).mean())
+
+
+def validation_accuracy(dataset_dir: str, model_dir: str) -> float:
+    """Accuracy of a saved model on the target validation split (what tune compares)."""
+    x_val, y_val = load_split(dataset_dir, "target", "val")
+    model, _ = load_checkpoint_model(model_dir)
+    return float((_predict(model, x_val).argmax(1) == y_val).mean())
+
+
+def evaluate(
+    config: GraftConfig, dataset_dir: str, model_dir: str, output_dir: str, parent_run_id: str
+) -> EvaluateOutput:
+    """Test-split metrics vs the majority baseline and the registered champion; the gate."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = DataManifest.read(dataset_dir)
+    task = manifest.tasks["target"]
+    x_test, y_test = load_split(dataset_dir, "target", "test")
+    _, y_train = load_split(dataset_dir, "target", "train")
+    model, _ = load_checkpoint_model(model_dir)
+    report = classification_report(y_test, _predict(model, x_test), len(task.classes))
+    majority, baseline = majority_baseline(y_train, y_test)
+    champion = _champion_accuracy(config, x_test, y_test)
+    decision = decide(config.evaluate, report.accuracy, baseline, champion)
+    metrics = {
+        "test_accuracy": report.accuracy,
+        "test_loss": report.loss,
+        "test_macro_f1": report.macro_f1,
+        "baseline_accuracy": baseline,
+    }
+    if champion is not None:
+        metrics["champion_accuracy"] = champion
+    (out / "metrics.json").write_text(
+        json.dumps({**metrics, "report": asdict(report), "class_names": task.class_names}, indent=2)
+    )
+    (out / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
+    plot_confusion(report.confusion, task.class_names, out / "confusion_matrix.png")
+    with tracking.stage_run(config, parent_run_id, "evaluate") as run_id:
+        logger = tracking.logger_for(config, run_id)
+        logger.metrics(metrics, step=0)
+        per_class = {
+            f"f1_{name}": f1 for name, f1 in zip(task.class_names, report.f1, strict=True)
+        }
+        logger.metrics(per_class, step=0)
+        logger.tags(
+            {
+                "graft.gate": "passed" if decision.passed else "refused",
+                "graft.dataset_hash": manifest.dataset_hash,
+                "graft.baseline_class": str(majority),
+            }
+        )
+        logger.artifact(out, "evaluation")
+    return EvaluateOutput(
+        evaluation_dir=str(out),
+        run_id=run_id,
+        accuracy=report.accuracy,
+        baseline_accuracy=baseline,
+        champion_accuracy=champion,
+        gate_passed=decision.passed,
+        reasons=decision.reasons,
+    )
+
+
+def export(
+    config: GraftConfig,
+    dataset_dir: str,
+    model_dir: str,
+    evaluation_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+) -> ExportOutput:
+    """TorchScript + ONNX (parity-checked), registry version with signature, aliases."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    from graft.export.formats import export_and_check
+
+    out = Path(output_dir)
+    model, spec = load_checkpoint_model(model_dir)
+    x_test, _ = load_split(dataset_dir, "target", "test")
+    example = torch.from_numpy(x_test[:8].astype(np.float32))
+    files = export_and_check(
+        model, example, out, config.export.onnx_opset, config.export.parity_atol
+    )
+    gate = json.loads((Path(evaluation_dir) / "gate.json").read_text())
+    metrics = json.loads((Path(evaluation_dir) / "metrics.json").read_text())
+    (out / "spec.json").write_text(spec.to_json())
+    mlflow.set_tracking_uri(config.resolved_tracking_uri())
+    mlflow.set_registry_uri(config.resolved_tracking_uri())
+    with tracking.stage_run(config, parent_run_id, "export") as run_id:
+        logger = tracking.logger_for(config, run_id)
+        logger.metrics(
+            {
+                "torchscript_max_abs_diff": files.torchscript_max_abs_diff,
+                "onnx_max_abs_diff": files.onnx_max_abs_diff,
+            },
+            step=0,
+        )
+        logger.artifact(out, "exported")
+        with torch.no_grad():
+            logits = model.eval()(example).numpy()
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                registered_model_name=config.export.model_name,
+                serialization_format="pickle",
+                signature=infer_signature(example.numpy(), logits),
+                input_example=example.numpy(),
+                pip_requirements=["torch==2.13.0", "graft"],
+            )
+        version = str(info.registered_model_version)
+        aliases = ["challenger"]
+        tracking.set_alias(config, "challenger", version)
+        if gate["passed"]:
+            tracking.set_alias(config, "champion", version)
+            aliases.append("champion")
+        client = tracking.client_for(config)
+        client.set_model_version_tag(config.export.model_name, version, "gate", str(gate["passed"]))
+        client.set_model_version_tag(
+            config.export.model_name, version, "test_accuracy", str(metrics["test_accuracy"])
+        )
+    tracking.finish_pipeline_run(config, parent_run_id)
+    result = ExportOutput(
+        export_dir=str(out),
+        run_id=run_id,
+        model_name=config.export.model_name,
+        model_version=version,
+        aliases=aliases,
+        torchscript=files.torchscript,
+        onnx=files.onnx,
+        gate_passed=bool(gate["passed"]),
+        accuracy=float(metrics["test_accuracy"]),
+        baseline_accuracy=float(metrics["baseline_accuracy"]),
+    )
+    (out / "summary.json").write_text(result.to_json())
+    return result

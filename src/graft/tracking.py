@@ -1,0 +1,195 @@
+"""Every MLflow call of Graft goes through this module.
+
+Graft uses ``MlflowClient`` with explicit run ids rather than MLflow's fluent "active run":
+stages run in separate processes (KFP tasks, Ray workers, Tune trials), and an explicit id is
+the only way they can all write into one parent run without collisions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from graft import __version__
+from graft.config import GraftConfig
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def client_for(config: GraftConfig) -> Any:
+    return _client(config.resolved_tracking_uri())
+
+
+def experiment_id(config: GraftConfig) -> str:
+    client = client_for(config)
+    experiment = client.get_experiment_by_name(config.tracking.experiment_name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(config.tracking.experiment_name))
+    except Exception:
+        # another process created it between our lookup and create
+        experiment = client.get_experiment_by_name(config.tracking.experiment_name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def git_commit() -> str:
+    if os.environ.get("GRAFT_GIT_COMMIT"):
+        return os.environ["GRAFT_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if not isinstance(value, str) else value
+    return flat
+
+
+def start_pipeline_run(config: GraftConfig, kfp_run_id: str) -> str:
+    """The parent run of one pipeline run: resolved config as params and as an artifact."""
+    from mlflow.entities import Param
+
+    client = client_for(config)
+    run = client.create_run(
+        experiment_id(config),
+        run_name=f"{config.name}-pipeline",
+        tags={
+            "graft.kind": "pipeline",
+            "graft.kfp_run_id": kfp_run_id,
+            "graft.git_commit": git_commit(),
+            "graft.version": __version__,
+            "graft.image": os.environ.get("GRAFT_IMAGE", "local"),
+        },
+    )
+    params = [Param(k, v[:6000]) for k, v in flatten(config.model_dump(mode="json")).items()]
+    for start in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[start : start + 100])
+    client.log_dict(run.info.run_id, config.model_dump(mode="json"), "config/resolved.json")
+    return str(run.info.run_id)
+
+
+def finish_pipeline_run(config: GraftConfig, run_id: str, status: str = "FINISHED") -> None:
+    client_for(config).set_terminated(run_id, status)
+
+
+@contextmanager
+def stage_run(config: GraftConfig, parent_run_id: str, stage: str) -> Iterator[str]:
+    """A nested run for one stage; marked FAILED if the stage raises."""
+    client = client_for(config)
+    run = client.create_run(
+        experiment_id(config),
+        run_name=stage,
+        tags={PARENT_TAG: parent_run_id, "graft.stage": stage, "graft.kind": "stage"},
+    )
+    run_id = str(run.info.run_id)
+    try:
+        yield run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+
+def create_child_run(
+    tracking_uri: str, experiment: str, parent_run_id: str, name: str, tags: dict[str, str]
+) -> str:
+    client = _client(tracking_uri)
+    run = client.create_run(
+        experiment, run_name=name, tags={PARENT_TAG: parent_run_id, **tags}
+    )
+    return str(run.info.run_id)
+
+
+class RunLogger:
+    """Logs into one existing run by id; safe to use from Ray workers and Tune trials."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self._client = _client(tracking_uri)
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in values.items()]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def params(self, values: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        batch = [Param(k, str(v)[:6000]) for k, v in values.items()]
+        self._client.log_batch(self.run_id, params=batch)
+
+    def tags(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._client.set_tag(self.run_id, key, value)
+
+    def artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        self._client.log_dict(self.run_id, data, artifact_file)
+
+    def terminate(self, status: str) -> None:
+        self._client.set_terminated(self.run_id, status)
+
+
+def logger_for(config: GraftConfig, run_id: str) -> RunLogger:
+    return RunLogger(config.resolved_tracking_uri(), run_id)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def champion_version(config: GraftConfig) -> Any | None:
+    """The registered version behind the ``champion`` alias, or None."""
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(config)
+    try:
+        return client.get_model_version_by_alias(config.export.model_name, "champion")
+    except MlflowException:
+        return None
+
+
+def set_alias(config: GraftConfig, alias: str, version: str) -> None:
+    client_for(config).set_registered_model_alias(config.export.model_name, alias, version)

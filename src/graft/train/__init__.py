@@ -1,0 +1,1 @@
+"""Training: optimizers, LR schedules, gradient clipping, regularizers and the fit loop."""

@@ -1,0 +1,79 @@
+"""Build the fit requests for pretrain and transfer-finetune from the config and artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from graft.config import GraftConfig
+from graft.data.prepare import DataManifest
+from graft.nn.models import ModelSpec, build_model
+from graft.nn.transfer import transfer_model, transfer_spec
+from graft.train.loop import FitRequest, load_checkpoint_model, phases_for
+from graft.train.preflight import overfit_one_batch
+
+
+def pretrain_request(
+    config: GraftConfig, dataset_dir: str, tracking_run_id: str | None
+) -> FitRequest:
+    manifest = DataManifest.read(dataset_dir)
+    task = manifest.tasks["source"]
+    spec = ModelSpec(
+        model=config.model.model_dump(mode="json"),
+        input_shape=manifest.input_shape,
+        num_classes=len(task.classes),
+        mean=task.mean,
+        std=task.std,
+    )
+    train_path = str(Path(dataset_dir) / "source" / "train.npz")
+    if config.pretrain.preflight_overfit_batch:
+        overfit_one_batch(build_model(spec), train_path, config.seed)
+    return FitRequest(
+        train_path=train_path,
+        val_path=str(Path(dataset_dir) / "source" / "val.npz"),
+        spec_json=spec.to_json(),
+        train_config_json=config.pretrain.model_dump_json(),
+        phases=[p.model_dump() for p in phases_for(config.pretrain)],
+        seed=config.seed,
+        tracking_uri=config.resolved_tracking_uri(),
+        mlflow_run_id=tracking_run_id,
+    )
+
+
+def finetune_request(
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    scratch_dir: Path,
+    tracking_run_id: str | None,
+) -> FitRequest:
+    """Copy the pretrained backbone into a new target model (the source stays untouched),
+    save it as the workers' starting weights, and describe the phases."""
+    manifest = DataManifest.read(dataset_dir)
+    source_model, source_spec = load_checkpoint_model(pretrained_dir)
+    # Architecture-free settings (dropout rate, activation parameters) may differ from pretrain:
+    # tune explores them. Weights only depend on widths, so they load into the new layout.
+    source_spec.model = config.model.model_dump(mode="json")
+    spec = transfer_spec(
+        source_spec,
+        num_classes=len(manifest.tasks["target"].classes),
+        reuse_blocks=config.finetune.reuse_blocks,
+        available_blocks=len(source_model.backbone),
+    )
+    torch.manual_seed(config.seed)
+    target = transfer_model(source_model, spec)
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    init_path = scratch_dir / "init_weights.pt"
+    torch.save(target.state_dict(), init_path)
+    return FitRequest(
+        train_path=str(Path(dataset_dir) / "target" / "train.npz"),
+        val_path=str(Path(dataset_dir) / "target" / "val.npz"),
+        spec_json=spec.to_json(),
+        train_config_json=config.finetune.model_dump_json(),
+        phases=[p.model_dump() for p in phases_for(config.finetune)],
+        seed=config.seed,
+        init_weights_path=str(init_path),
+        tracking_uri=config.resolved_tracking_uri(),
+        mlflow_run_id=tracking_run_id,
+    )
