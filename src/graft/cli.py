@@ -51,6 +51,8 @@ def _config(config: Path | None, preset: str | None, overrides: list[str] | None
 
 def _summary(summary: dict[str, object], config: GraftConfig) -> None:
     table = Table(title="Graft pipeline run", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("test accuracy", f"{float(summary['accuracy']):.4f}")  # type: ignore[arg-type]
     table.add_row("majority baseline", f"{float(summary['baseline_accuracy']):.4f}")  # type: ignore[arg-type]
     table.add_row("gate", "passed" if summary["gate_passed"] else "refused")

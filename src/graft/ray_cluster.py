@@ -25,7 +25,8 @@ def ensure_ray(config: RayConfig) -> None:
         return
     ray.init(
         num_cpus=config.num_cpus or os.cpu_count() or 2,
-        include_dashboard=False,
+        # the dashboard serves the State API that Train V2's controller polls
+        dashboard_host="127.0.0.1",
         log_to_driver=False,
         configure_logging=False,
     )

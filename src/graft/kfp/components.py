@@ -105,6 +105,7 @@ STAGE_FUNCTIONS = {
 
 def make_components(image: str) -> dict[str, Any]:
     return {
-        name: dsl.component(base_image=image)(function)
+        # the image ships graft and kfp: nothing is pip-installed when a pod starts
+        name: dsl.component(base_image=image, install_kfp_package=False)(function)
         for name, function in STAGE_FUNCTIONS.items()
     }

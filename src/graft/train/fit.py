@@ -40,6 +40,7 @@ def fit(
     max_failures: int,
     num_to_keep: int,
     use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
     callbacks: list[Any] | None = None,
 ) -> FitResult:
     """Train on ``num_workers`` DDP workers; a rerun with the same ``run_name`` and storage
@@ -51,7 +52,7 @@ def fit(
         train_loop_per_worker,
         train_loop_config=request.as_dict(),
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
         ),
         run_config=RunConfig(
             name=run_name,

@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from graft.config import GraftConfig, load_config, with_overrides
+from graft.errors import ConfigError
+
+
+def test_presets_resolve_over_schema_defaults() -> None:
+    tiny = load_config(preset="tiny")
+    assert tiny.data.source == "builtin:digits"
+    assert tiny.model.hidden_sizes == [64, 32]
+    # a key the preset does not set keeps the schema default
+    assert tiny.pretrain.optimizer.name == GraftConfig().pretrain.optimizer.name
+    default = load_config()
+    assert default.data.source == "builtin:fashion_mnist"
+    assert default.data.transfer.target_classes == [0, 2]
+
+
+def test_overrides_are_typed_and_win_over_files(tmp_path: Path) -> None:
+    user = tmp_path / "my.yaml"
+    user.write_text("finetune:\n  epochs: 7\npretrain:\n  epochs: 2\n")
+    config = load_config(
+        user,
+        preset="tiny",
+        overrides=["finetune.epochs=3", "model.hidden_sizes=[8, 4]", "data.source=s3://b/x.npz"],
+    )
+    assert config.finetune.epochs == 3
+    assert config.pretrain.epochs == 2
+    assert config.model.hidden_sizes == [8, 4]
+    assert config.data.source == "s3://b/x.npz"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("pretrain.epochz=3", "pretrain.epochz"),
+        ("pretrain.epochs=zero", "pretrain.epochs"),
+        ("tune.space={'nope.lr': {type: uniform, low: 0, high: 1}}", "nope.lr"),
+        ("tune.space={'pretrain.optimizer.lr': {type: loguniform, low: 0, high: 1}}", "low > 0"),
+        ("pretrain", "key.path=value"),
+    ],
+)
+def test_bad_config_names_the_key(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config(preset="tiny", overrides=[override])
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_with_overrides_copies(tmp_path: Path) -> None:
+    base = load_config(preset="tiny")
+    trial = with_overrides(base, {"finetune.optimizer.lr": 0.01, "model.dropout.rate": 0.25})
+    assert trial.finetune.optimizer.lr == 0.01
+    assert trial.model.dropout.rate == 0.25
+    assert base.model.dropout.rate == GraftConfig().model.dropout.rate
