@@ -93,9 +93,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "logs").mkdir()
     process = subprocess.Popen(
         [
-            weed, "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-s3.port={port}", f"-s3.config={config}", "-admin.ui=false",
-            f"-logdir={root / 'logs'}",
+            weed, f"-logdir={root / 'logs'}", "mini", f"-dir={root / 'data'}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={port}",
+            f"-s3.config={config}", "-admin.ui=false",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -34,7 +34,8 @@ def s3_client() -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    # a fresh session reads the environment now (boto3's default session caches credentials)
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=s3_endpoint(),
         config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30),

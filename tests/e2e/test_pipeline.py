@@ -1,0 +1,63 @@
+"""The whole pipeline through the KFP local runner on the tiny preset, with real Ray and a
+real MLflow tracking server."""
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from graft.config import load_config
+from graft.kfp.local_run import run_local
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+STAGES = {"data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"}
+
+
+def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            f"work_dir={tmp_path / 'work'}",
+            f"tracking.tracking_uri={mlflow_server}",
+            "tracking.experiment_name=e2e",
+            "export.model_name=graft-e2e",
+        ],
+    )
+    summary = run_local(config)
+
+    assert summary["gate_passed"] is True
+    assert summary["accuracy"] > summary["baseline_accuracy"]
+    assert set(summary["aliases"]) == {"challenger", "champion"}
+    assert Path(summary["torchscript"]).stat().st_size > 0
+    assert Path(summary["onnx"]).stat().st_size > 0
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    parents = [r for r in runs if r.data.tags.get("graft.kind") == "pipeline"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["graft.dataset_hash"]
+    children = {
+        r.data.tags["graft.stage"]: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert set(children) == STAGES
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    trials = [
+        r for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == children["tune"].info.run_id
+    ]
+    assert len(trials) == config.tune.num_samples
+    assert all("val_accuracy" in r.data.metrics for r in trials)
+    pretrain_history = client.get_metric_history(children["pretrain"].info.run_id, "val_loss")
+    assert len(pretrain_history) >= 2
+
+    version = client.get_model_version_by_alias("graft-e2e", "champion")
+    assert version.version == summary["model_version"]
+    assert version.run_id == children["export"].info.run_id
