@@ -46,10 +46,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -93,9 +103,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "logs").mkdir()
     process = subprocess.Popen(
         [
-            weed, f"-logdir={root / 'logs'}", "mini", f"-dir={root / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={port}",
-            f"-s3.config={config}", "-admin.ui=false",
+            weed,
+            f"-logdir={root / 'logs'}",
+            "mini",
+            f"-dir={root / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={port}",
+            f"-s3.config={config}",
+            "-admin.ui=false",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

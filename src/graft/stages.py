@@ -299,9 +299,7 @@ def evaluate(
     with tracking.stage_run(config, parent_run_id, "evaluate") as run_id:
         logger = tracking.logger_for(config, run_id)
         logger.metrics(metrics, step=0)
-        per_class = {
-            f"f1_{name}": f1 for name, f1 in zip(task.class_names, report.f1, strict=True)
-        }
+        per_class = {f"f1_{name}": f1 for name, f1 in zip(task.class_names, report.f1, strict=True)}
         logger.metrics(per_class, step=0)
         logger.tags(
             {

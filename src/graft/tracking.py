@@ -128,9 +128,7 @@ def create_child_run(
     tracking_uri: str, experiment: str, parent_run_id: str, name: str, tags: dict[str, str]
 ) -> str:
     client = _client(tracking_uri)
-    run = client.create_run(
-        experiment, run_name=name, tags={PARENT_TAG: parent_run_id, **tags}
-    )
+    run = client.create_run(experiment, run_name=name, tags={PARENT_TAG: parent_run_id, **tags})
     return str(run.info.run_id)
 
 

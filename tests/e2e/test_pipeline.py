@@ -50,8 +50,7 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     assert set(children) == STAGES
     assert all(r.info.status == "FINISHED" for r in children.values())
     trials = [
-        r for r in runs
-        if r.data.tags.get("mlflow.parentRunId") == children["tune"].info.run_id
+        r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["tune"].info.run_id
     ]
     assert len(trials) == config.tune.num_samples
     assert all("val_accuracy" in r.data.metrics for r in trials)

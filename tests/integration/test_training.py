@@ -67,9 +67,7 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_uninterrupted(
     counter continues and, in deterministic mode, the weights equal an uninterrupted run."""
     config = _config(tmp_path, "pretrain.epochs=3", "pretrain.early_stopping.enabled=false")
     clean = _pretrain(config, dataset, "clean", tmp_path / "clean")
-    crashed = _pretrain(
-        config, dataset, "crashed", tmp_path / "crashed", fail_at_epoch=2
-    )
+    crashed = _pretrain(config, dataset, "crashed", tmp_path / "crashed", fail_at_epoch=2)
     assert (Path(dataset) / "source" / ".failed-2").exists()
     (Path(dataset) / "source" / ".failed-2").unlink()
     assert [h["epoch"] for h in crashed.history] == [1.0, 2.0, 3.0]

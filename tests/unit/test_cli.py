@@ -38,8 +38,15 @@ def test_nan_values(tmp_path: Path) -> None:
     x = np.ones((40, 3), dtype=np.float32)
     x[5, 0] = np.nan
     np.savez(tmp_path / "nan.npz", x=x, y=np.repeat([0, 1], 20))
-    result = _graft("run", "-p", "tiny", "--set", f"data.source={tmp_path}/nan.npz",
-                    "--set", "data.transfer.target_classes=[]")
+    result = _graft(
+        "run",
+        "-p",
+        "tiny",
+        "--set",
+        f"data.source={tmp_path}/nan.npz",
+        "--set",
+        "data.transfer.target_classes=[]",
+    )
     _assert_one_clear_error(result, "NaN/inf values")
 
 
@@ -55,9 +62,17 @@ def test_bad_override_key() -> None:
 
 def test_unreachable_s3() -> None:
     result = _graft(
-        "run", "-p", "tiny", "--set", "data.source=s3://bucket/data.npz",
-        env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "k",
-             "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"},
+        "run",
+        "-p",
+        "tiny",
+        "--set",
+        "data.source=s3://bucket/data.npz",
+        env={
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
     )
     _assert_one_clear_error(result, "cannot reach S3")
 

@@ -19,7 +19,12 @@ def test_committed_yaml_is_not_stale(tmp_path: Path) -> None:
 
 
 def test_pipeline_ir_has_the_six_stages_in_order() -> None:
-    spec = yaml.safe_load((ROOT / "pipelines" / PIPELINE_FILE).read_text())
+    spec, platform = yaml.safe_load_all((ROOT / "pipelines" / PIPELINE_FILE).read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(executors) == 6
+    assert all(
+        e["podMetadata"]["labels"] == {"graft.dev/pipeline": "true"} for e in executors.values()
+    )
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGE_FUNCTIONS)
     assert tasks["pretrain"]["dependentTasks"] == ["data-prep"]

@@ -75,9 +75,7 @@ def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(kept)
 
 
-def split_indices(
-    y: np.ndarray, config: DataConfig, seed: int
-) -> dict[str, np.ndarray]:
+def split_indices(y: np.ndarray, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
     """Train/val/test indices, stratified by label unless ``split: random``."""
     indices = np.arange(len(y))
     stratify = y if config.split == "stratified" else None

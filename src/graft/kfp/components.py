@@ -5,7 +5,6 @@ them to an image chosen at compile time (the image already has graft installed, 
 ``packages_to_install`` stays empty).
 """
 
-
 from typing import Any
 
 from kfp import dsl
@@ -72,7 +71,12 @@ def evaluate(
     from graft.kfp import adapters
 
     return adapters.evaluate(
-        config_json, dataset.path, model.path, evaluation.path, metrics, classification,
+        config_json,
+        dataset.path,
+        model.path,
+        evaluation.path,
+        metrics,
+        classification,
         parent_run_id,
     )
 

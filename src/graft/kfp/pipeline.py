@@ -4,15 +4,16 @@ Only evaluate and export read the test split's artifact (through ``dataset``): t
 stages read only train/val files from it.
 """
 
-
 from typing import Any
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from graft.config import GraftConfig
 from graft.kfp.components import make_components
 
 PIPELINE_NAME = "graft-training"
+# The chart's NetworkPolicy lets only pods with this label reach the MLflow server.
+PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
 
 
@@ -31,9 +32,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | Non
         prep.set_display_name("data-prep")
         parent = prep.outputs["Output"]
         dataset = prep.outputs["dataset"]
-        pre = components["pretrain"](
-            config_json=config_json, parent_run_id=parent, dataset=dataset
-        )
+        pre = components["pretrain"](config_json=config_json, parent_run_id=parent, dataset=dataset)
         pre.set_display_name("pretrain")
         fine = components["transfer-finetune"](
             config_json=config_json,
@@ -68,6 +67,8 @@ def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | Non
         )
         ship.set_display_name("export")
         ship.set_caching_options(False)
+        for task in (prep, pre, fine, search, score, ship):
+            kubernetes.add_pod_label(task, *PIPELINE_POD_LABEL)
         return ship.outputs["Output"]
 
     return training_pipeline

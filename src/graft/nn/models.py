@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graft.config import ModelConfig
+from graft.config import InitScheme, ModelConfig
 from graft.nn.activations import build_activation
 from graft.nn.init import initialize
 
@@ -59,6 +59,9 @@ class Standardize(nn.Module):
         shape = (1, -1, 1, 1) if image else (1, -1)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -110,10 +113,12 @@ def _bias(config: ModelConfig) -> bool:
     return not (config.batch_norm.enabled and config.batch_norm.placement == "before_activation")
 
 
-def _mlp_blocks(config: ModelConfig, in_features: int) -> list[nn.Module]:
-    blocks: list[nn.Module] = []
+def _mlp_blocks(config: ModelConfig, in_features: int) -> list[nn.Sequential]:
+    blocks: list[nn.Sequential] = []
     for width in config.hidden_sizes:
-        blocks.append(_block(config, nn.Linear(in_features, width, bias=_bias(config)), width, False))
+        blocks.append(
+            _block(config, nn.Linear(in_features, width, bias=_bias(config)), width, False)
+        )
         in_features = width
     return blocks
 
@@ -126,9 +131,11 @@ def _cnn_blocks(config: ModelConfig, input_shape: list[int]) -> list[nn.Module]:
         blocks.append(_block(config, conv, out_channels, True))
         channels, height, width = out_channels, height // 2, width // 2
     flat = channels * height * width
-    dense = _mlp_blocks(config, flat)
+    dense: list[nn.Module] = list(_mlp_blocks(config, flat))
     if dense:
-        dense[0] = nn.Sequential(nn.Flatten(), *dense[0])
+        first = dense[0]
+        assert isinstance(first, nn.Sequential)
+        dense[0] = nn.Sequential(nn.Flatten(), *first)
     else:
         dense = [nn.Flatten()]
     return blocks + dense
@@ -153,7 +160,7 @@ def build_model(spec: ModelSpec) -> GraftNet:
         in_features = 1
         for dim in spec.input_shape:
             in_features *= dim
-        blocks = _mlp_blocks(config, in_features)
+        blocks: list[nn.Module] = list(_mlp_blocks(config, in_features))
     else:
         blocks = _cnn_blocks(config, spec.input_shape)
     if spec.backbone_blocks is not None:
@@ -165,7 +172,9 @@ def build_model(spec: ModelSpec) -> GraftNet:
     initialize(model.backbone, config.init, config.activation.name)
     # The head feeds a softmax: Glorot, whatever the hidden activation (a He-scaled head
     # starts with over-confident logits).
-    head_scheme = "torch_default" if config.init == "torch_default" else "glorot_uniform"
+    head_scheme: InitScheme = (
+        "torch_default" if config.init == "torch_default" else "glorot_uniform"
+    )
     initialize(model.head, head_scheme, config.activation.name)
     return model
 

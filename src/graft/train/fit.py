@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -9,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from graft.errors import TrainingError
-import json
-
 from graft.train.loop import (
     HISTORY_FILE,
     MODEL_FILE,
@@ -76,7 +75,7 @@ def fit(
     return FitResult(
         model_dir=str(output_dir),
         history=history,
-        final_metrics={k: float(v) for k, v in result.metrics.items() if _is_number(v)},
+        final_metrics={k: float(v) for k, v in (result.metrics or {}).items() if _is_number(v)},
         checkpoint_path=str(result.checkpoint.path),
     )
 

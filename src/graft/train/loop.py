@@ -60,7 +60,11 @@ class FitRequest:
     @property
     def train_config(self) -> TrainConfig:
         data = json.loads(self.train_config_json)
-        return FinetuneConfig.model_validate(data) if "phases" in data else TrainConfig.model_validate(data)
+        return (
+            FinetuneConfig.model_validate(data)
+            if "phases" in data
+            else TrainConfig.model_validate(data)
+        )
 
 
 def phases_for(config: TrainConfig) -> list[PhaseConfig]:
@@ -121,7 +125,9 @@ def _load_npz(path: str) -> TensorDataset:
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, dataset: TensorDataset, batch_size: int = 1024) -> dict[str, float]:
+def evaluate_model(
+    model: nn.Module, dataset: TensorDataset, batch_size: int = 1024
+) -> dict[str, float]:
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
     for xb, yb in DataLoader(dataset, batch_size=batch_size):
@@ -208,12 +214,18 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = build_optimizer(trainable, config.optimizer, lr)
         loader = DataLoader(
-            train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+            train_set,
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=generator,
             drop_last=len(train_set) > config.batch_size * world,
         )
         loader = ray_torch.prepare_data_loader(loader, move_to_device=False)
         schedule = build_schedule(
-            optimizer, config.schedule, lr, steps_per_epoch=max(1, len(loader)),
+            optimizer,
+            config.schedule,
+            lr,
+            steps_per_epoch=max(1, len(loader)),
             total_epochs=phase.epochs,
         )
         if saved is not None:
@@ -228,7 +240,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                 if not marker.exists():
                     marker.touch()
                     raise RuntimeError(f"injected worker failure at epoch {state.global_epoch}")
-            sampler = getattr(loader, "sampler", None)
+            sampler: Any = getattr(loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(state.global_epoch)
             set_train_mode(model, unfrozen if phase.trainable != "all" else None)

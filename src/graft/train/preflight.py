@@ -1,4 +1,4 @@
-""""Useful overfitting" as a preflight: before paying for a distributed fit, check on one
+""" "Useful overfitting" as a preflight: before paying for a distributed fit, check on one
 process that the model can drive the loss on one small batch near zero. If it cannot, the
 wiring (labels, loss, architecture, normalization) is broken and the real run would waste
 its budget."""

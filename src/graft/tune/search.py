@@ -40,15 +40,16 @@ def to_tune_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
 
     converted: dict[str, Any] = {}
     for key, dim in space.items():
+        if dim.type == "choice":
+            converted[key] = tune.choice(list(dim.values or []))
+            continue
+        assert dim.low is not None and dim.high is not None  # the schema guarantees bounds
         if dim.type == "uniform":
             converted[key] = tune.uniform(dim.low, dim.high)
         elif dim.type == "loguniform":
             converted[key] = tune.loguniform(dim.low, dim.high)
-        elif dim.type == "int":
-            assert dim.low is not None and dim.high is not None
-            converted[key] = tune.randint(int(dim.low), int(dim.high) + 1)
         else:
-            converted[key] = tune.choice(list(dim.values or []))
+            converted[key] = tune.randint(int(dim.low), int(dim.high) + 1)
     return converted
 
 
@@ -179,9 +180,7 @@ def run_search(
     experiment_path = storage / experiment_name
     if tune.Tuner.can_restore(str(experiment_path)):
         log.info("resuming tuning experiment at %s", experiment_path)
-        tuner = tune.Tuner.restore(
-            str(experiment_path), trainable=trainable, resume_errored=True
-        )
+        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -193,31 +192,32 @@ def run_search(
                 scheduler=make_scheduler(config, max_epochs),
                 num_samples=config.tune.num_samples,
             ),
-            run_config=tune.RunConfig(
-                name=experiment_name, storage_path=str(storage), verbose=0
-            ),
+            run_config=tune.RunConfig(name=experiment_name, storage_path=str(storage), verbose=0),
         )
     grid = tuner.fit()
     frame = grid.get_dataframe()
     output_dir.mkdir(parents=True, exist_ok=True)
     table = output_dir / "trials.csv"
     frame.to_csv(table, index=False)
-    usable = [r for r in grid if r.metrics and "checkpoint_path" in r.metrics]
+    results = [grid[index] for index in range(len(grid))]
+    usable = [r for r in results if r.metrics and "checkpoint_path" in r.metrics]
     if not usable:
-        errors = [str(r.error) for r in grid if r.error is not None]
+        errors = [str(r.error) for r in results if r.error is not None]
         raise TrainingError(
             "no tuning trial produced a checkpoint"
             + (f" (first error: {errors[0].splitlines()[-1]})" if errors else "")
         )
     sign = 1.0 if config.tune.mode == "max" else -1.0
-    best = max(usable, key=lambda r: sign * float(r.metrics[config.tune.metric]))
-    iterations = [int(r.metrics.get("training_iteration", 0)) for r in grid if r.metrics]
-    params = {k: best.config[k] for k in config.tune.space}
+    final: list[dict[str, Any]] = [r.metrics or {} for r in usable]
+    best_index = max(range(len(usable)), key=lambda i: sign * float(final[i][config.tune.metric]))
+    best_metrics, best_config = final[best_index], usable[best_index].config or {}
+    iterations = [int(r.metrics.get("training_iteration", 0)) for r in results if r.metrics]
+    params = {k: best_config[k] for k in config.tune.space}
     result = SearchResult(
         best_params=params,
-        best_metric=float(best.metrics[config.tune.metric]),
+        best_metric=float(best_metrics[config.tune.metric]),
         best_checkpoint_dir=_best_model_dir(
-            best.metrics["checkpoint_path"], output_dir / "best_model"
+            best_metrics["checkpoint_path"], output_dir / "best_model"
         ),
         trials_table=str(table),
         num_trials=len(iterations),
