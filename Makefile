@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_TRAIN_V2_ENABLED ?= 1
 export RAY_TMPDIR ?= /tmp/graft-ray
 
-.PHONY: setup data run run-tiny test test-all lint compile bench clean
+.PHONY: setup data chromium run run-tiny test test-all lint compile bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,11 +21,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package (no network downloads).
 data: $(FASHION_MNIST)
 $(FASHION_MNIST):
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
-	else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; fi
+	$(APT_INSTALL) dataset-fashion-mnist
+
+# Headless Chromium renders the HTML reports in the tests.
+chromium: /usr/bin/chromium
+/usr/bin/chromium:
+	$(APT_INSTALL) chromium
 
 run: setup data
 	$(GRAFT) run
@@ -33,11 +40,11 @@ run: setup data
 run-tiny: setup
 	$(GRAFT) run --preset tiny --set work_dir=work-tiny
 
-test: setup data
+test: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: setup data
+test-all: setup data chromium
 	$(PY) -m pytest -q
 
 lint: setup

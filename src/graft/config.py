@@ -8,6 +8,7 @@ KFP carries as a pipeline parameter (JSON), and what MLflow records.
 from __future__ import annotations
 
 import json
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from graft.errors import ConfigError
+from graft.presets import TRAINING_PRESETS
+
+config_logger = logging.getLogger(__name__)
 
 
 class Strict(BaseModel):
@@ -26,7 +30,8 @@ class Strict(BaseModel):
 
 # ----------------------------------------------------------------------------- data
 
-SplitStrategy = Literal["stratified", "random"]
+SplitStrategy = Literal["stratified", "random", "time", "group", "sequential"]
+NearDuplicatePolicy = Literal["drop", "keep_together", "error"]
 
 
 class TransferTaskConfig(Strict):
@@ -52,8 +57,71 @@ class DataConfig(Strict):
     max_rows: int | None = Field(default=None, ge=10, description="stratified subsample cap")
     val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
-    split: SplitStrategy = "stratified"
+    split: SplitStrategy = Field(
+        default="stratified",
+        description="stratified | random | time (by time_column, oldest rows train) | group "
+        "(by group_column, an entity never spans two splits) | sequential (file order cut)",
+    )
+    time_column: str | None = Field(
+        default=None,
+        description="Parquet column of timestamps (an .npz declares one with a 't' array)",
+    )
+    time_gap: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="split: time embargo between consecutive splits, in the time column's "
+        "units (seconds for datetime columns); rows inside the gap are dropped",
+    )
+    allow_shuffled_time: bool = Field(
+        default=False,
+        description="permit a random/stratified split of data that declares a time column",
+    )
+    group_column: str | None = Field(
+        default=None,
+        description="Parquet column of entity ids (an .npz declares them with a 'groups' array)",
+    )
+    normalize: Literal["standardize", "minmax", "divide_by_255", "none"] = Field(
+        default="standardize", description="input scaling, fitted on the train split only"
+    )
+    missing_values: Literal["error", "fill_median"] = Field(
+        default="error",
+        description="tabular NaNs: refuse them, or fill with the train median and add a "
+        "0/1 indicator column per column that has gaps in train",
+    )
+    near_duplicate_threshold: float = Field(
+        default=0.99,
+        gt=0.0,
+        le=1.0,
+        description="similarity (cosine that also requires equal length) of train-standardized "
+        "features at or above which a val/test row counts as a near duplicate of an earlier "
+        "split's row; tables with fewer than 8 features are not checked",
+    )
+    near_duplicate_policy: NearDuplicatePolicy = Field(
+        default="drop",
+        description="drop the val/test copy | keep_together (move it to train) | error",
+    )
+    leakage_threshold: float = Field(
+        default=0.98,
+        gt=0.5,
+        le=1.0,
+        description="val balanced accuracy of a one-feature classifier that flags leakage",
+    )
+    leakage_policy: Literal["warn", "error"] = "warn"
+    max_imbalance_ratio: float = Field(
+        default=9.0, gt=1.0, description="largest/smallest class count that triggers a warning"
+    )
     transfer: TransferTaskConfig = Field(default_factory=TransferTaskConfig)
+
+    @model_validator(mode="after")
+    def _split_settings_agree(self) -> DataConfig:
+        if self.split in ("time", "group") and self.near_duplicate_policy == "keep_together":
+            raise ValueError(
+                f"near_duplicate_policy 'keep_together' moves rows into train, which breaks a "
+                f"'{self.split}' split; use 'drop' or 'error'"
+            )
+        if self.time_gap and self.split != "time":
+            raise ValueError("data.time_gap applies only to split: time")
+        return self
 
 
 # ----------------------------------------------------------------------------- model
@@ -114,6 +182,13 @@ class DropoutConfig(Strict):
     input_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on the input")
 
 
+_SELF_NORMALIZING_FIX = (
+    "the self-normalizing recipe is SELU + LeCun init + standardized inputs + a plain MLP, no "
+    "batch norm, no L1/L2, no max-norm, alpha dropout only (training_preset=self_normalizing); "
+    "otherwise use another activation (training_preset=default_shallow or default_deep)"
+)
+
+
 class ModelConfig(Strict):
     family: Literal["mlp", "cnn"] = "mlp"
     hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [300, 100])
@@ -124,6 +199,42 @@ class ModelConfig(Strict):
     init: InitScheme = "auto"
     batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
     dropout: DropoutConfig = Field(default_factory=DropoutConfig)
+
+    @model_validator(mode="after")
+    def _self_normalizing_recipe_holds(self) -> ModelConfig:
+        """SELU self-normalizes only under the book's recipe (T6); refuse what breaks it.
+
+        Alpha dropout without SELU is allowed with a warning: it still regularizes (Keras
+        accepts it), but it is built to preserve SELU's fixed point, and refusing it would make
+        a search over ``model.activation.name`` fail for every non-SELU trial.
+        """
+        uses_dropout = self.dropout.rate > 0 or self.dropout.input_rate > 0
+        if self.activation.name == "selu":
+            if self.batch_norm.enabled:
+                raise ValueError(
+                    "model.activation.name=selu with model.batch_norm.enabled=true: batch norm "
+                    f"breaks self-normalization; {_SELF_NORMALIZING_FIX}"
+                )
+            if uses_dropout and self.dropout.kind == "standard":
+                raise ValueError(
+                    "model.activation.name=selu with standard dropout (model.dropout.rate="
+                    f"{self.dropout.rate}, input_rate={self.dropout.input_rate}) breaks "
+                    f"self-normalization; set model.dropout.kind=alpha. {_SELF_NORMALIZING_FIX}"
+                )
+            if self.init not in ("auto", "lecun_normal", "lecun_uniform"):
+                config_logger.warning(
+                    "model.activation.name=selu with model.init=%s: SELU self-normalizes only "
+                    "with LeCun init; use model.init=lecun_normal (or auto)",
+                    self.init,
+                )
+        elif self.dropout.kind == "alpha" and uses_dropout:
+            config_logger.warning(
+                "model.dropout.kind=alpha with model.activation.name=%s: alpha dropout is built "
+                "to keep SELU's mean and variance; with other activations use "
+                "model.dropout.kind=standard",
+                self.activation.name,
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- training
@@ -137,11 +248,29 @@ class OptimizerConfig(Strict):
     name: OptimizerName = "adamw"
     lr: float = Field(default=1e-3, gt=0.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    rho: float = Field(default=0.9, description="RMSProp decay (book 0.9; torch alpha 0.99)")
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = Field(default=1e-7, description="Keras epsilon")
+    rho: float = Field(
+        default=0.9, gt=0.0, lt=1.0, description="RMSProp decay (book 0.9; torch alpha 0.99)"
+    )
+    beta1: float = Field(default=0.9, gt=0.0, lt=1.0)
+    beta2: float = Field(default=0.999, gt=0.0, lt=1.0)
+    eps: float = Field(default=1e-7, gt=0.0, description="Keras epsilon")
     weight_decay: float = Field(default=0.0, ge=0.0, description="decoupled decay (adamw)")
+
+    @model_validator(mode="after")
+    def _knobs_the_optimizer_uses(self) -> OptimizerConfig:
+        if self.weight_decay > 0 and self.name != "adamw":
+            raise ValueError(
+                f"optimizer.weight_decay={self.weight_decay} is only applied by 'adamw' "
+                f"(decoupled decay); with '{self.name}' use optimizer.name=adamw, or set "
+                "optimizer.weight_decay=0 and use regularization.l2 for an L2 penalty on the "
+                "kernels"
+            )
+        if self.name in ("momentum", "nag") and self.momentum <= 0:
+            raise ValueError(
+                f"optimizer '{self.name}' needs optimizer.momentum > 0 (got {self.momentum}); "
+                "set it (the book uses 0.9) or use optimizer.name=sgd"
+            )
+        return self
 
 
 class ScheduleConfig(Strict):
@@ -158,7 +287,41 @@ class ScheduleConfig(Strict):
     one_cycle_max_lr: float | None = Field(default=None, description="None = optimizer.lr")
     one_cycle_start_div: float = 10.0
     one_cycle_final_div: float = 1000.0
-    one_cycle_momentum: tuple[float, float] = (0.95, 0.85)
+    one_cycle_momentum: tuple[float, float] = Field(
+        default=(0.95, 0.85), description="(high, low): momentum/beta1 at the ends, at the peak"
+    )
+
+    @model_validator(mode="after")
+    def _schedule_tables_are_consistent(self) -> ScheduleConfig:
+        if self.name == "piecewise":
+            if len(self.values) != len(self.boundaries) + 1:
+                raise ValueError(
+                    "schedule.values needs one more entry than schedule.boundaries (got "
+                    f"{len(self.values)} values for {len(self.boundaries)} boundaries); e.g. "
+                    "boundaries [5, 15] with values [0.01, 0.005, 0.001]"
+                )
+            if any(v <= 0 for v in self.values):
+                raise ValueError(f"schedule.values must all be > 0, got {self.values}")
+            increasing = all(
+                b1 < b2 for b1, b2 in zip(self.boundaries, self.boundaries[1:], strict=False)
+            )
+            if any(b <= 0 for b in self.boundaries) or not increasing:
+                raise ValueError(
+                    "schedule.boundaries must be positive and strictly increasing, got "
+                    f"{self.boundaries}; e.g. [5, 15]"
+                )
+        high, low = self.one_cycle_momentum
+        if not (0.0 <= low <= high < 1.0):
+            raise ValueError(
+                f"schedule.one_cycle_momentum must be (high, low) with 0 <= low <= high < 1, got "
+                f"{list(self.one_cycle_momentum)}; the book uses [0.95, 0.85]"
+            )
+        if self.one_cycle_max_lr is not None and self.one_cycle_max_lr <= 0:
+            raise ValueError(
+                f"schedule.one_cycle_max_lr must be > 0 (got {self.one_cycle_max_lr}); set it "
+                "from the LR finder's suggestion, or null to use optimizer.lr"
+            )
+        return self
 
 
 class ClipConfig(Strict):
@@ -199,6 +362,24 @@ class TrainConfig(Strict):
     preflight_overfit_batch: bool = Field(
         default=True, description="overfit one batch on one process before the distributed fit"
     )
+
+    @model_validator(mode="after")
+    def _plateau_can_act_before_early_stopping(self) -> TrainConfig:
+        stopping = self.early_stopping
+        if (
+            self.schedule.name == "plateau"
+            and stopping.enabled
+            and stopping.monitor == "val_loss"
+            and self.schedule.plateau_patience >= stopping.patience
+        ):
+            config_logger.warning(
+                "schedule.plateau_patience=%d >= early_stopping.patience=%d: early stopping ends "
+                "the run before the plateau schedule ever lowers the LR; set "
+                "schedule.plateau_patience below early_stopping.patience",
+                self.schedule.plateau_patience,
+                stopping.patience,
+            )
+        return self
 
 
 Trainable = Literal["head", "top_k", "all"]
@@ -286,6 +467,34 @@ class EvaluateConfig(Strict):
     champion_margin: float = Field(
         default=0.0, description="accuracy above the current champion required to promote"
     )
+    n_bins: int = Field(
+        default=10, ge=1, description="equal-width confidence bins for ECE and the reliability plot"
+    )
+    daily_volume: int | None = Field(
+        default=None,
+        gt=0,
+        description="cases scored per day (binary tasks); None = no expected daily counts",
+    )
+    prevalence: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="share of positives in production (binary); None = the test split's own",
+    )
+    sweep_thresholds: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=lambda: [round(0.1 * step, 1) for step in range(1, 10)],
+        min_length=1,
+        description="positive-score thresholds of the binary threshold sweep table",
+    )
+    confident_errors: int = Field(
+        default=10, ge=0, description="how many most-confident wrong predictions to list"
+    )
+    linear_baseline_max_iter: int = Field(
+        default=100, ge=1, description="LogisticRegression iterations of the linear baseline"
+    )
+    linear_baseline_max_rows: int = Field(
+        default=20_000, ge=1, description="train rows (seeded sample) the linear baseline fits on"
+    )
 
 
 class ExportConfig(Strict):
@@ -323,11 +532,50 @@ class GraftConfig(Strict):
     export: ExportConfig = Field(default_factory=ExportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    training_preset: str | None = Field(
+        default=None,
+        description="a recipe of the book's guideline tables applied by load_config under the "
+        "user's keys: " + ", ".join(TRAINING_PRESETS),
+    )
 
     @model_validator(mode="after")
     def _search_space_names_real_keys(self) -> GraftConfig:
         for key in self.tune.space:
             _check_dotted_key(self, key)
+        return self
+
+    @model_validator(mode="after")
+    def _training_recipe_is_consistent(self) -> GraftConfig:
+        if self.training_preset is not None and self.training_preset not in TRAINING_PRESETS:
+            raise ValueError(_unknown_training_preset(self.training_preset))
+        if self.model.activation.name == "selu":
+            for stage, train in (("pretrain", self.pretrain), ("finetune", self.finetune)):
+                reg = train.regularization
+                if reg.l1 > 0 or reg.l2 > 0 or reg.max_norm is not None:
+                    sparse = (
+                        " (for a sparse model the book's exception 1 applies: "
+                        "training_preset=default_shallow with L1)"
+                        if reg.l1 > 0
+                        else ""
+                    )
+                    raise ValueError(
+                        f"model.activation.name=selu with {stage}.regularization (l1={reg.l1}, "
+                        f"l2={reg.l2}, max_norm={reg.max_norm}) breaks self-normalization"
+                        f"{sparse}; {_SELF_NORMALIZING_FIX}"
+                    )
+            searched = self.tune.space.get("model.dropout.rate")
+            if (
+                self.tune.enabled
+                and self.model.dropout.kind == "standard"
+                and searched is not None
+                and _may_be_positive(searched)
+            ):
+                raise ValueError(
+                    "model.activation.name=selu while tune.space searches model.dropout.rate "
+                    "with standard dropout: those trials would break self-normalization; set "
+                    "model.dropout.kind=alpha, drop the key from tune.space or set "
+                    "tune.enabled=false"
+                )
         return self
 
     # -- derived paths -------------------------------------------------------------------
@@ -342,6 +590,16 @@ class GraftConfig(Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+def _may_be_positive(dimension: SearchDimension) -> bool:
+    if dimension.type == "choice":
+        return any(isinstance(v, int | float) and v > 0 for v in dimension.values or [])
+    return (dimension.high or 0.0) > 0
+
+
+def _unknown_training_preset(name: object) -> str:
+    return f"unknown training_preset '{name}'; choose one of {', '.join(TRAINING_PRESETS)}"
 
 
 def _check_dotted_key(config: BaseModel, key: str) -> None:
@@ -424,16 +682,44 @@ def validate_config(data: dict[str, Any]) -> GraftConfig:
         raise ConfigError(f"invalid config: {problems}") from None
 
 
+def training_preset_data(name: str) -> dict[str, Any]:
+    """The partial config of training preset ``name`` (a deep copy: safe to mutate)."""
+    if name not in TRAINING_PRESETS:
+        raise ConfigError(_unknown_training_preset(name))
+    data: dict[str, Any] = json.loads(json.dumps(TRAINING_PRESETS[name]))
+    return data
+
+
 def load_config(
     path: str | Path | None = None,
     preset: str | None = None,
     overrides: list[str] | None = None,
 ) -> GraftConfig:
-    """Preset (default: ``default``) < user YAML < ``--set`` overrides."""
-    data = _read_yaml(preset_path(preset or "default"))
-    if path is not None:
-        data = _deep_merge(data, _read_yaml(Path(path)))
-    data = apply_overrides(data, overrides or [])
+    """Schema defaults < preset YAML < ``training_preset`` < user YAML < ``--set`` overrides.
+
+    ``training_preset`` may come from the preset, the user YAML or ``--set``; once known, its
+    partial config is laid over the preset and the user YAML and overrides are laid over it
+    again, so every key the user wrote explicitly wins over the recipe.
+    """
+    base = _read_yaml(preset_path(preset or "default"))
+    user = _read_yaml(Path(path)) if path is not None else {}
+    data = apply_overrides(_deep_merge(base, user), overrides or [])
+    name = data.get("training_preset")
+    if name is not None:
+        if not isinstance(name, str) or name not in TRAINING_PRESETS:
+            raise ConfigError(_unknown_training_preset(name))
+        recipe = training_preset_data(name)
+        data = apply_overrides(_deep_merge(_deep_merge(base, recipe), user), overrides or [])
+        config = validate_config(data)
+        config_logger.info(
+            "training preset %s applied under explicit keys; resolved model %s, pretrain "
+            "optimizer %s, schedule %s",
+            name,
+            config.model.model_dump(mode="json"),
+            config.pretrain.optimizer.model_dump(mode="json"),
+            config.pretrain.schedule.name,
+        )
+        return config
     return validate_config(data)
 
 

@@ -23,3 +23,7 @@ class TrainingError(GraftError):
 
 class ExportError(GraftError):
     """An exported model does not match the PyTorch model it came from."""
+
+
+class PipelineServerError(GraftError):
+    """The KFP API server cannot be reached, refuses the credentials or rejects a request."""

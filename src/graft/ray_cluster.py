@@ -10,6 +10,11 @@ from graft.config import RayConfig
 log = logging.getLogger(__name__)
 
 
+def _log_to_driver() -> bool:
+    # the training loop's per-epoch progress lines come from the workers
+    return os.environ.get("GRAFT_RAY_LOG_TO_DRIVER", "1") == "1"
+
+
 def ensure_ray(config: RayConfig) -> None:
     """Start (local) or join (address) Ray once per process."""
     import ray
@@ -21,13 +26,13 @@ def ensure_ray(config: RayConfig) -> None:
     if config.mode == "address":
         address = config.address or os.environ.get("RAY_ADDRESS") or "auto"
         log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=_log_to_driver())
         return
     ray.init(
         num_cpus=config.num_cpus or os.cpu_count() or 2,
         # the dashboard serves the State API that Train V2's controller polls
         dashboard_host="127.0.0.1",
-        log_to_driver=False,
+        log_to_driver=_log_to_driver(),
         configure_logging=False,
     )
 

@@ -120,6 +120,8 @@ def _log_fit(config: GraftConfig, run_id: str, result: FitResult, title: str) ->
         )
         logger.artifact(plot, "plots")
     logger.dict({"history": result.history}, "history.json")
+    # the checkpoint index: where the final checkpoint lives in Ray Train's storage
+    logger.tags({"graft.checkpoint_path": result.checkpoint_path})
 
 
 def _train_output(result: FitResult, run_id: str) -> TrainOutput:
@@ -276,18 +278,38 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     manifest = DataManifest.read(dataset_dir)
     task = manifest.tasks["target"]
+    from graft.evaluate.baselines import linear_baseline
+    from graft.evaluate.summary import summarize, write_summary
+
     x_test, y_test = load_split(dataset_dir, "target", "test")
-    _, y_train = load_split(dataset_dir, "target", "train")
+    x_train, y_train = load_split(dataset_dir, "target", "train")
     model, _ = load_checkpoint_model(model_dir)
-    report = classification_report(y_test, _predict(model, x_test), len(task.classes))
+    probabilities = _predict(model, x_test)
+    report = classification_report(y_test, probabilities, len(task.classes))
     majority, baseline = majority_baseline(y_train, y_test)
+    settings = config.evaluate
+    linear = linear_baseline(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        settings.linear_baseline_max_iter,
+        settings.linear_baseline_max_rows,
+        config.seed,
+    )
+    # eval mode (dropout off) on the train split: set against training's train accuracy
+    train_accuracy_eval = float((_predict(model, x_train).argmax(1) == y_train).mean())
     champion = _champion_accuracy(config, x_test, y_test)
-    decision = decide(config.evaluate, report.accuracy, baseline, champion)
+    decision = decide(settings, report.accuracy, baseline, champion)
+    summary = summarize(settings, y_test, probabilities, task.class_names, report)
     metrics = {
         "test_accuracy": report.accuracy,
         "test_loss": report.loss,
         "test_macro_f1": report.macro_f1,
         "baseline_accuracy": baseline,
+        "linear_baseline_accuracy": linear,
+        "train_accuracy_eval": train_accuracy_eval,
+        **summary.metrics,
     }
     if champion is not None:
         metrics["champion_accuracy"] = champion
@@ -296,6 +318,7 @@ def evaluate(
     )
     (out / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
     plot_confusion(report.confusion, task.class_names, out / "confusion_matrix.png")
+    write_summary(summary, metrics, decision, out, title=f"Graft evaluation: {config.name}")
     with tracking.stage_run(config, parent_run_id, "evaluate") as run_id:
         logger = tracking.logger_for(config, run_id)
         logger.metrics(metrics, step=0)

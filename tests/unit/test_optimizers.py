@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from graft.config import OptimizerConfig, RegularizationConfig
@@ -269,7 +270,11 @@ def test_adam_with_l2_penalty_is_not_weight_decay() -> None:
 
 @pytest.mark.parametrize("name", [n for n in REFERENCES if n != "adamw"])
 def test_weight_decay_outside_adamw_is_refused(name: str) -> None:
-    cfg = OptimizerConfig(name=name, weight_decay=1e-4)  # type: ignore[arg-type]
+    # refused when the config is loaded (before any Ray worker starts) ...
+    with pytest.raises(ValidationError, match=r"adamw.*regularization\.l2"):
+        OptimizerConfig(name=name, weight_decay=1e-4)  # type: ignore[arg-type]
+    # ... and still by the builder for a config that skipped validation
+    cfg = OptimizerConfig.model_construct(name=name, weight_decay=1e-4)
     with pytest.raises(ConfigError, match=r"adamw.*regularization\.l2"):
         build_optimizer([nn.Parameter(torch.zeros(2))], cfg, lr=0.1)
 
@@ -289,6 +294,8 @@ def test_group_lr_is_kept_and_lr_argument_is_the_default() -> None:
 
 
 def test_nag_without_momentum_is_refused() -> None:
+    with pytest.raises(ValidationError, match="momentum > 0"):
+        OptimizerConfig(name="nag", momentum=0)
+    cfg = OptimizerConfig.model_construct(name="nag", momentum=0.0)
     with pytest.raises(ConfigError, match="momentum"):
-        cfg = OptimizerConfig(name="nag", momentum=0)
         build_optimizer([nn.Parameter(torch.zeros(2))], cfg, lr=0.1)

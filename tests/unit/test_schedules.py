@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from graft.config import OptimizerConfig, ScheduleConfig
@@ -86,8 +87,10 @@ def test_piecewise_switches_at_the_boundaries() -> None:
     [([5, 15], [0.01, 0.005]), ([15, 5], [0.01, 0.005, 0.001]), ([5], [0.01, 0.0])],
 )
 def test_piecewise_rejects_inconsistent_tables(boundaries: list[int], values: list[float]) -> None:
-    cfg = ScheduleConfig(name="piecewise", boundaries=boundaries, values=values)
-    with pytest.raises(ConfigError, match="schedule"):
+    with pytest.raises(ValidationError, match="schedule"):  # at config load
+        ScheduleConfig(name="piecewise", boundaries=boundaries, values=values)
+    cfg = ScheduleConfig.model_construct(name="piecewise", boundaries=boundaries, values=values)
+    with pytest.raises(ConfigError, match="schedule"):  # and for an unvalidated config
         make(cfg)
 
 

@@ -10,16 +10,35 @@ Layout of a prepared dataset directory::
 
 from __future__ import annotations
 
-import html
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from graft.config import DataConfig
+from graft.data.near_duplicates import resolve_near_duplicates
+from graft.data.preprocessing import (
+    MissingValueFill,
+    apply_missing_fill,
+    fit_missing_fill,
+    scaling_statistics,
+)
+from graft.data.quality import (
+    MAX_LEAKAGE_FEATURES,
+    QualityReport,
+    column_names,
+    constant_columns,
+    imbalance_finding,
+    leakage_findings,
+    missing_per_column,
+)
+from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset, load_source
+from graft.data.splits import SPLITS, check_split_labels, split_rows, write_split_manifest
 from graft.data.validation import (
     DuplicateReport,
     assert_disjoint,
@@ -30,7 +49,8 @@ from graft.data.validation import (
 )
 from graft.errors import DatasetError
 
-SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
+
 TASKS = ("source", "target")
 
 
@@ -39,7 +59,7 @@ class TaskInfo:
     classes: list[int]  # original labels, in the order of the remapped ids 0..K-1
     class_names: list[str]
     sizes: dict[str, int]
-    mean: list[float]
+    mean: list[float]  # the model stem computes (x - mean) / std; see scaling_statistics
     std: list[float]
 
 
@@ -52,10 +72,17 @@ class DataManifest:
     num_rows: int
     duplicates: DuplicateReport
     tasks: dict[str, TaskInfo] = field(default_factory=dict)
+    split_strategy: str = "stratified"
+    normalize: str = "standardize"
+    missing_fill: MissingValueFill | None = None  # tabular NaN filling fitted on train
+    feature_names: list[str] | None = None
+    near_duplicates_found: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def read(cls, dataset_dir: str | Path) -> DataManifest:
         data = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+        fill = data.get("missing_fill")
         return cls(
             dataset_hash=data["dataset_hash"],
             source=data["source"],
@@ -64,6 +91,12 @@ class DataManifest:
             num_rows=data["num_rows"],
             duplicates=DuplicateReport(**data["duplicates"]),
             tasks={name: TaskInfo(**info) for name, info in data["tasks"].items()},
+            split_strategy=data.get("split_strategy", "stratified"),
+            normalize=data.get("normalize", "standardize"),
+            missing_fill=None if fill is None else MissingValueFill(**fill),
+            feature_names=data.get("feature_names"),
+            near_duplicates_found=data.get("near_duplicates_found", 0),
+            warnings=data.get("warnings", []),
         )
 
 
@@ -73,29 +106,6 @@ def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
         return indices
     kept, _ = train_test_split(indices, train_size=limit, stratify=y, random_state=seed)
     return np.sort(kept)
-
-
-def split_indices(y: np.ndarray, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
-    """Train/val/test indices, stratified by label unless ``split: random``."""
-    indices = np.arange(len(y))
-    stratify = y if config.split == "stratified" else None
-    try:
-        rest, test = train_test_split(
-            indices, test_size=config.test_fraction, stratify=stratify, random_state=seed
-        )
-        val_share = config.val_fraction / (1.0 - config.test_fraction)
-        train, val = train_test_split(
-            rest,
-            test_size=val_share,
-            stratify=None if stratify is None else y[rest],
-            random_state=seed + 1,
-        )
-    except ValueError as exc:
-        raise DatasetError(
-            f"cannot split {len(y)} rows into train/val/test ({exc}); "
-            "add rows or lower data.val_fraction / data.test_fraction"
-        ) from None
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
 def _task_labels(raw: RawDataset, target_classes: list[int]) -> dict[str, list[int]]:
@@ -108,36 +118,121 @@ def _task_labels(raw: RawDataset, target_classes: list[int]) -> dict[str, list[i
     }
 
 
-def _normalization(x: np.ndarray, kind: str) -> tuple[list[float], list[float]]:
-    """Statistics from the training split only: per channel for images, per column for tables."""
-    axes = (0, 2, 3) if kind == "image" else (0,)
-    mean = x.mean(axis=axes)
-    std = x.std(axis=axes)
-    std = np.where(std < 1e-8, 1.0, std)  # constant columns pass through unscaled
-    return mean.astype(float).tolist(), std.astype(float).tolist()
+def _read(config: DataConfig) -> RawDataset:
+    raw = load_source(config.source, config.label_column, config.time_column, config.group_column)
+    validate_raw(raw, allow_missing=config.missing_values == "fill_median")
+    validate_target_classes(raw, config.transfer.target_classes)
+    return raw
+
+
+def _quality_checks(
+    raw: RawDataset,
+    x: np.ndarray,
+    x_names: list[str],
+    splits: dict[str, np.ndarray],
+    config: DataConfig,
+) -> QualityReport:
+    """Findings on the prepared rows; leakage is an error only under leakage_policy: error."""
+    flat = raw.x.reshape(len(raw.x), -1)
+    names = column_names(flat.shape[1], raw.feature_names)
+    report = QualityReport(
+        missing_values=missing_per_column(flat, names),
+        constant_columns=constant_columns(flat, names),
+        imbalance=imbalance_finding(raw.y, raw.class_names, config.max_imbalance_ratio),
+    )
+    x_flat = x.reshape(len(x), -1)
+    if raw.kind == "tabular" and x_flat.shape[1] <= MAX_LEAKAGE_FEATURES:
+        report.leakage = leakage_findings(
+            x_flat[splits["train"]],
+            raw.y[splits["train"]],
+            x_flat[splits["val"]],
+            raw.y[splits["val"]],
+            x_names,
+            config.leakage_threshold,
+        )
+        report.leakage_checked = True
+    for finding in report.leakage:
+        message = (
+            f"feature '{finding.feature}' alone predicts the label (val balanced accuracy "
+            f"{finding.val_balanced_accuracy:.3f} >= {config.leakage_threshold}): is it "
+            "available at prediction time, or derived from the label?"
+        )
+        if config.leakage_policy == "error":
+            raise DatasetError(
+                message + " Drop the column, or set data.leakage_policy=warn if it is legitimate"
+            )
+        report.warnings.append("leakage: " + message)
+    if report.constant_columns:
+        report.warnings.append(
+            f"{len(report.constant_columns)} constant columns carry no information: "
+            + ", ".join(report.constant_columns[:10])
+            + (" ..." if len(report.constant_columns) > 10 else "")
+        )
+    if report.imbalance is not None and report.imbalance.imbalanced:
+        report.warnings.append(
+            f"class imbalance (largest/smallest = {report.imbalance.ratio}): "
+            + report.imbalance.suggestion
+        )
+    return report
 
 
 def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> DataManifest:
     out = Path(output_dir)
-    raw = load_source(config.source, config.label_column)
-    validate_raw(raw)
-    validate_target_classes(raw, config.transfer.target_classes)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = _read(config)
     raw, duplicates, hashes = drop_exact_duplicates(raw)
     keep = _subsample(raw.y, config.max_rows, seed)
-    x, y, hashes = raw.x[keep], raw.y[keep], hashes[keep]
+    raw, hashes = raw.take(keep), hashes[keep]
     if not raw.class_names:
-        raw.class_names = [str(c) for c in range(int(y.max()) + 1)]
+        raw.class_names = [str(c) for c in range(int(raw.y.max()) + 1)]
+    y, row_ids = raw.y, raw.ids()
 
-    splits = split_indices(y, config, seed)
+    result = split_rows(raw, config, seed)
+    check_split_labels(y, result)
+    x = raw.x
+    fill: MissingValueFill | None = None
+    feature_names = raw.feature_names
+    if raw.kind == "tabular" and config.missing_values == "fill_median":
+        names = column_names(x.shape[1], raw.feature_names)
+        fill = fit_missing_fill(x[result.indices["train"]], names)
+        x = apply_missing_fill(x, fill)
+        feature_names = names + [f"{names[i]}_missing" for i in fill.indicator_columns]
+    result.indices, near_dropped, near_report = resolve_near_duplicates(
+        x,
+        result.indices,
+        row_ids,
+        config.near_duplicate_threshold,
+        config.near_duplicate_policy,
+    )
+    splits = result.indices
+    check_split_labels(y, result)
     assert_disjoint({name: hashes[idx] for name, idx in splits.items()})
+    x_names = column_names(x.reshape(len(x), -1).shape[1], feature_names)
+    quality = _quality_checks(raw, x, x_names, splits, config)
+
+    digest = dataset_hash(raw.x, y)
+    dropped = {"time_gap": result.dropped_by_time_gap, "near_duplicates": near_dropped}
+    write_split_manifest(out / "splits.json", result, row_ids, hashes, seed, digest, dropped)
     manifest = DataManifest(
-        dataset_hash=dataset_hash(x, y),
+        dataset_hash=digest,
         source=config.source,
         kind=raw.kind,
         input_shape=list(x.shape[1:]),
         num_rows=len(x),
         duplicates=duplicates,
+        split_strategy=result.strategy,
+        normalize=config.normalize,
+        missing_fill=fill,
+        feature_names=feature_names,
+        near_duplicates_found=near_report.found,
+        warnings=list(quality.warnings),
     )
+    if config.allow_shuffled_time and raw.time is not None and result.strategy != "time":
+        manifest.warnings.insert(
+            0, "OVERRIDE: time-ordered data split with shuffling (allow_shuffled_time=true)"
+        )
+    for warning in manifest.warnings:
+        log.warning("data-prep: %s", warning)
     rng = np.random.default_rng(seed)
     for task, labels in _task_labels(raw, config.transfer.target_classes).items():
         remap = {label: new for new, label in enumerate(labels)}
@@ -160,7 +255,7 @@ def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> Da
             np.savez(task_dir / f"{split}.npz", x=x[idx], y=task_y, row_hash=hashes[idx])
             sizes[split] = len(idx)
             if split == "train":
-                stats = _normalization(x[idx], raw.kind)
+                stats = scaling_statistics(x[idx], raw.kind, config.normalize)
         manifest.tasks[task] = TaskInfo(
             classes=labels,
             class_names=[raw.class_names[c] for c in labels],
@@ -169,7 +264,15 @@ def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> Da
             std=stats[1],
         )
     (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
-    write_report(manifest, out)
+    summary = SplitSummary.build(raw, result, dropped)
+    report: dict[str, Any] = {
+        "manifest": asdict(manifest),
+        "quality": asdict(quality),
+        "near_duplicates": asdict(near_report),
+        "splits": asdict(summary),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_report(out / "report.html", manifest, quality, near_report, summary, raw, x)
     return manifest
 
 
@@ -178,32 +281,6 @@ def load_split(dataset_dir: str | Path, task: str, split: str) -> tuple[np.ndarr
         return archive["x"], archive["y"]
 
 
-def write_report(manifest: DataManifest, out: Path) -> None:
-    report = asdict(manifest)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    rows = []
-    for task, info in manifest.tasks.items():
-        names = ", ".join(html.escape(n) for n in info.class_names)
-        sizes = " / ".join(f"{info.sizes[s]}" for s in SPLITS)
-        rows.append(f"<tr><td>{task}</td><td>{names}</td><td>{sizes}</td></tr>")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Graft data report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;"
-        "border-bottom:1px solid #ddd}</style></head><body>"
-        f"<h1>Data report</h1><p>source <code>{html.escape(manifest.source)}</code>, "
-        f"hash <code>{manifest.dataset_hash}</code>, {manifest.num_rows} rows, input shape "
-        f"{manifest.input_shape}</p><p>exact duplicates dropped before splitting: "
-        f"{manifest.duplicates.exact_duplicates_dropped} "
-        f"(with conflicting labels: {manifest.duplicates.conflicting_labels})</p>"
-        "<table><tr><th>task</th><th>classes</th><th>train / val / test</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
-    )
-    (out / "report.html").write_text(page)
-
-
 def check_source(config: DataConfig) -> None:
     """Read and validate the source without writing anything: the CLI's fail-fast check."""
-    raw = load_source(config.source, config.label_column)
-    validate_raw(raw)
-    validate_target_classes(raw, config.transfer.target_classes)
+    _read(config)

@@ -38,6 +38,25 @@ class RawDataset:
     class_names: list[str]
     kind: str  # "image" or "tabular"
     feature_names: list[str] | None = None
+    time: np.ndarray | None = None  # float64 per row (datetimes as epoch seconds)
+    groups: np.ndarray | None = None  # entity id per row, as strings
+    row_ids: np.ndarray | None = None  # row number in the source file; None = 0..N-1
+
+    def ids(self) -> np.ndarray:
+        return np.arange(len(self.y)) if self.row_ids is None else self.row_ids
+
+    def take(self, rows: np.ndarray) -> RawDataset:
+        """The given rows, with every per-row array (time, groups, ids) kept aligned."""
+        return RawDataset(
+            x=self.x[rows],
+            y=self.y[rows],
+            class_names=self.class_names,
+            kind=self.kind,
+            feature_names=self.feature_names,
+            time=None if self.time is None else self.time[rows],
+            groups=None if self.groups is None else self.groups[rows],
+            row_ids=self.ids()[rows],
+        )
 
 
 def _read_idx(path: Path, offset: int) -> np.ndarray:
@@ -80,6 +99,8 @@ def _load_npz(path: Path) -> RawDataset:
                     f"{path} must hold arrays 'x' and 'y'; it has {sorted(archive.files)}"
                 )
             x, y = archive["x"], archive["y"]
+            time = _time_values(archive["t"], f"{path}: 't'") if "t" in archive else None
+            groups = archive["groups"].astype(str) if "groups" in archive else None
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{path} is not a readable .npz file: {exc}") from None
     if not np.issubdtype(x.dtype, np.number):
@@ -87,12 +108,39 @@ def _load_npz(path: Path) -> RawDataset:
     kind = "image" if x.ndim in (3, 4) else "tabular"
     if x.ndim == 3:
         x = x[:, None]
+    for name, values in (("t", time), ("groups", groups)):
+        if values is not None and values.shape != (len(x),):
+            raise DatasetError(
+                f"{path}: '{name}' must hold one value per row ({len(x)}), got {values.shape}"
+            )
     return RawDataset(
-        x=x.astype(np.float32), y=_integer_labels(y, str(path)), class_names=[], kind=kind
+        x=x.astype(np.float32),
+        y=_integer_labels(y, str(path)),
+        class_names=[],
+        kind=kind,
+        time=time,
+        groups=groups,
     )
 
 
-def _load_parquet(path: Path, label_column: str) -> RawDataset:
+def _time_values(values: np.ndarray, where: str) -> np.ndarray:
+    """Timestamps as float64: datetimes become epoch seconds, numbers stay as they are."""
+    if np.issubdtype(values.dtype, np.datetime64):
+        if np.isnat(values).any():
+            raise DatasetError(f"{where} has missing timestamps; drop those rows")
+        return values.astype("datetime64[ns]").astype(np.int64) / 1e9
+    if not np.issubdtype(values.dtype, np.number):
+        raise DatasetError(f"{where} has dtype {values.dtype}; timestamps must be numbers or dates")
+    out = values.astype(np.float64)
+    if not np.isfinite(out).all():
+        raise DatasetError(f"{where} has missing or infinite timestamps; drop those rows")
+    return out
+
+
+def _load_parquet(
+    path: Path, label_column: str, time_column: str | None, group_column: str | None
+) -> RawDataset:
+    import pandas as pd
     import pyarrow.parquet as pq
 
     try:
@@ -104,18 +152,32 @@ def _load_parquet(path: Path, label_column: str) -> RawDataset:
             f"{path} has no label column '{label_column}' (columns: {list(table.columns)}); "
             "set data.label_column"
         )
-    features = table.drop(columns=[label_column])
-    non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)]
+    for role, column in (("time_column", time_column), ("group_column", group_column)):
+        if column is not None and column not in table.columns:
+            raise DatasetError(
+                f"{path} has no column '{column}' (columns: {list(table.columns)}); fix data.{role}"
+            )
+    time = None if time_column is None else _time_values(table[time_column].to_numpy(), path.name)
+    groups = None if group_column is None else table[group_column].astype(str).to_numpy()
+    roles = [c for c in (label_column, time_column, group_column) if c is not None]
+    features = table.drop(columns=roles)
+    non_numeric = [
+        c
+        for c in features.columns
+        if not pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c])
+    ]
     if non_numeric:
         raise DatasetError(
             f"{path}: columns {non_numeric} are not numeric; encode them before training"
         )
     return RawDataset(
-        x=features.to_numpy(dtype=np.float32),
+        x=features.to_numpy(dtype=np.float32, na_value=np.nan),
         y=_integer_labels(table[label_column].to_numpy(), str(path)),
         class_names=[],
         kind="tabular",
         feature_names=[str(c) for c in features.columns],
+        time=time,
+        groups=groups,
     )
 
 
@@ -131,8 +193,17 @@ def _integer_labels(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_source(source: str, label_column: str) -> RawDataset:
-    """Dispatch on the source string; see ``DataConfig.source``."""
+def load_source(
+    source: str,
+    label_column: str,
+    time_column: str | None = None,
+    group_column: str | None = None,
+) -> RawDataset:
+    """Dispatch on the source string; see ``DataConfig.source``.
+
+    ``time_column`` / ``group_column`` name Parquet columns that are taken out of the
+    features; an .npz carries the same roles as optional arrays ``t`` and ``groups``.
+    """
     if source == "builtin:digits":
         return load_digits()
     if source == "builtin:fashion_mnist":
@@ -148,4 +219,4 @@ def load_source(source: str, label_column: str) -> RawDataset:
         local = storage.download(source, Path(tmp) / f"data{suffix}")
         if suffix == ".npz":
             return _load_npz(local)
-        return _load_parquet(local, label_column)
+        return _load_parquet(local, label_column, time_column, group_column)

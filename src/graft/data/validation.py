@@ -16,20 +16,28 @@ def _rows_preview(rows: np.ndarray, limit: int = 5) -> str:
     return shown + (", ..." if len(rows) > limit else "")
 
 
-def validate_raw(raw: RawDataset) -> None:
-    """Shape, emptiness, finiteness and label sanity of a freshly read dataset."""
+def validate_raw(raw: RawDataset, allow_missing: bool = False) -> None:
+    """Shape, emptiness, finiteness and label sanity of a freshly read dataset.
+
+    ``allow_missing`` lets NaNs through in tabular data (``missing_values: fill_median``
+    fills them later from train statistics); infinities are refused either way.
+    """
     if len(raw.x) == 0:
         raise DatasetError("the dataset is empty; point data.source at a file with rows")
     if len(raw.x) != len(raw.y):
         raise DatasetError(
             f"features have {len(raw.x)} rows but labels have {len(raw.y)}; they must match"
         )
-    bad = ~np.isfinite(raw.x.reshape(len(raw.x), -1))
+    flat = raw.x.reshape(len(raw.x), -1)
+    if allow_missing and raw.kind == "tabular":
+        bad, what = np.isinf(flat), "inf"
+    else:
+        bad, what = ~np.isfinite(flat), "NaN/inf"
     if bad.any():
         bad_rows = np.flatnonzero(bad.any(axis=1))
         raise DatasetError(
-            f"{int(bad.sum())} NaN/inf values in the features (rows {_rows_preview(bad_rows)}); "
-            "drop or impute them"
+            f"{int(bad.sum())} {what} values in the features (rows {_rows_preview(bad_rows)}); "
+            "drop or impute them (tabular NaNs: data.missing_values=fill_median)"
         )
     if (raw.y < 0).any():
         rows = np.flatnonzero(raw.y < 0)
@@ -86,13 +94,7 @@ def drop_exact_duplicates(raw: RawDataset) -> tuple[RawDataset, DuplicateReport,
     for h, label in zip(hashes, raw.y.tolist(), strict=True):
         label_sets.setdefault(h, set()).add(label)
     conflicting = sum(1 for labels in label_sets.values() if len(labels) > 1)
-    deduped = RawDataset(
-        x=raw.x[keep],
-        y=raw.y[keep],
-        class_names=raw.class_names,
-        kind=raw.kind,
-        feature_names=raw.feature_names,
-    )
+    deduped = raw.take(keep)
     report = DuplicateReport(
         exact_duplicates_dropped=int(len(raw.x) - len(keep)), conflicting_labels=conflicting
     )

@@ -1,4 +1,4 @@
-"""Plots people would rather look at than read: confusion matrix and learning curves."""
+"""Plots people would rather look at than read: confusion, reliability, learning curves."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt
 import numpy as np
+
+from graft.evaluate.calibration import Calibration
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path) -> Path:
@@ -25,6 +27,49 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Pat
         color = "white" if value > threshold else "black"
         ax.text(col, row, str(value), ha="center", va="center", color=color)
     ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(result: Calibration, path: Path) -> Path:
+    """Accuracy per confidence bin against the diagonal of perfect calibration."""
+    lower = np.array([b.lower for b in result.bins])
+    width = np.array([b.upper - b.lower for b in result.bins])
+    counts = np.array([b.count for b in result.bins])
+    accuracy = np.array([b.accuracy for b in result.bins])
+    confidence = np.array([b.mean_confidence for b in result.bins])
+    fig, (ax, count_ax) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    filled = counts > 0
+    ax.bar(
+        lower[filled],
+        accuracy[filled],
+        width=width[filled],
+        align="edge",
+        edgecolor="black",
+        color="tab:blue",
+        label="accuracy in bin",
+    )
+    centers = lower + width / 2
+    ax.plot(
+        centers[filled],
+        confidence[filled],
+        "o",
+        color="tab:red",
+        label="mean confidence in bin",
+    )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfectly calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability diagram (test split), ECE = {result.ece:.4f}")
+    ax.legend(loc="upper left")
+    count_ax.bar(lower, counts, width=width, align="edge", edgecolor="black", color="lightgray")
+    count_ax.set_xlabel("confidence of the predicted class")
+    count_ax.set_ylabel("examples")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import random
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +33,8 @@ from graft.train.clipping import clip_gradients
 from graft.train.optimizers import build_optimizer
 from graft.train.regularizers import apply_max_norm, kernel_penalty
 from graft.train.schedules import build_schedule
+
+progress = logging.getLogger("graft.progress")
 
 MODEL_FILE = "model.pt"
 SPEC_FILE = "spec.json"
@@ -199,6 +203,10 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
             state = _next_phase(state)
             saved = None  # optimizer/schedule state belongs to the finished phase
 
+    if rank == 0 and not progress.handlers:
+        progress.addHandler(logging.StreamHandler(sys.stderr))
+        progress.setLevel(logging.INFO)
+    total_epochs = sum(p.epochs for p in phases)
     logger = None
     if rank == 0 and request.tracking_uri and request.mlflow_run_id:
         from graft.tracking import RunLogger
@@ -256,7 +264,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                 if config.regularization.max_norm is not None:
                     apply_max_norm(model, config.regularization.max_norm)
                 schedule.after_batch()
-                loss_sum += float(loss) * len(yb)
+                loss_sum += loss.item() * len(yb)
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(yb)
             val = evaluate_model(model, val_set)
@@ -287,6 +295,21 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                 model.load_state_dict(state.best_state)
             state.phase_done = phase_over
             state.history.append(metrics)
+            if rank == 0:
+                progress.info(
+                    "epoch %d/%d (phase %d: %s) train_loss %.4f train_acc %.4f "
+                    "val_loss %.4f val_acc %.4f lr %.2e%s",
+                    state.global_epoch,
+                    total_epochs,
+                    phase_index,
+                    phase.trainable,
+                    metrics["train_loss"],
+                    metrics["train_accuracy"],
+                    metrics["val_loss"],
+                    metrics["val_accuracy"],
+                    metrics["lr"],
+                    " (early stop)" if stop else "",
+                )
             if logger is not None:
                 logger.metrics(metrics, step=state.global_epoch)
             payload = None
@@ -299,7 +322,12 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                     "rng": _rng_state(generator),
                     "spec_json": request.spec_json,
                 }
-            checkpointer.report({**metrics, "stopped_early": float(stop)}, payload)
+            # fit_complete tells a scheduler's cut (no final report) from a finished fit
+            fit_complete = phase_over and phase_index == len(phases) - 1
+            checkpointer.report(
+                {**metrics, "stopped_early": float(stop), "fit_complete": float(fit_complete)},
+                payload,
+            )
             if phase_over:
                 break
         state = _next_phase(state)

@@ -37,8 +37,8 @@ def overfit_one_batch(model: nn.Module, train_path: str, seed: int) -> tuple[flo
         loss.backward()
         optimizer.step()
         if step == 0:
-            first = float(loss)
-        last = float(loss)
+            first = loss.item()
+        last = loss.item()
     log.info("preflight: loss on one batch %.4f -> %.4f in %d steps", first, last, STEPS)
     if not last < max(REQUIRED_DROP * first, 1e-3):
         raise TrainingError(

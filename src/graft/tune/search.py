@@ -211,7 +211,8 @@ def run_search(
     final: list[dict[str, Any]] = [r.metrics or {} for r in usable]
     best_index = max(range(len(usable)), key=lambda i: sign * float(final[i][config.tune.metric]))
     best_metrics, best_config = final[best_index], usable[best_index].config or {}
-    iterations = [int(r.metrics.get("training_iteration", 0)) for r in results if r.metrics]
+    reported = [r.metrics for r in results if r.metrics]
+    iterations = [int(m.get("training_iteration", 0)) for m in reported]
     params = {k: best_config[k] for k in config.tune.space}
     result = SearchResult(
         best_params=params,
@@ -221,7 +222,7 @@ def run_search(
         ),
         trials_table=str(table),
         num_trials=len(iterations),
-        num_stopped_early=sum(1 for it in iterations if it < max_epochs),
+        num_stopped_early=sum(1 for m in reported if not m.get("fit_complete")),
         total_epochs=sum(iterations),
     )
     (output_dir / "best.json").write_text(json.dumps(result.__dict__, indent=2))

@@ -1,0 +1,273 @@
+"""report.html: the data report a person reads before trusting a model trained on the data.
+
+One self-contained page (figures embedded as base64 PNG): split summary, class counts per
+split, a class-count chart and feature histograms, a sample gallery for images, the
+missing-value table, duplicates, leakage and quality findings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from graft.data.near_duplicates import MIN_FEATURES, NearDuplicateReport
+from graft.data.quality import QualityReport, column_names
+from graft.data.sources import RawDataset
+from graft.data.splits import SPLITS, SplitResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from graft.data.prepare import DataManifest
+
+GALLERY_PER_CLASS = 6
+HISTOGRAM_FEATURES = 12
+
+
+@dataclass
+class SplitSummary:
+    strategy: str
+    rows: dict[str, int]
+    class_counts: dict[str, dict[str, int]]  # split -> class name -> rows
+    dropped: dict[str, int]  # reason -> rows
+    time_ranges: dict[str, list[float]] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)  # split -> distinct groups
+    groups_in_several_splits: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        raw: RawDataset,
+        result: SplitResult,
+        dropped: dict[str, np.ndarray],
+    ) -> SplitSummary:
+        counts = {}
+        for name in SPLITS:
+            labels, n = np.unique(raw.y[result.indices[name]], return_counts=True)
+            counts[name] = {raw.class_names[int(c)]: int(k) for c, k in zip(labels, n, strict=True)}
+        summary = cls(
+            strategy=result.strategy,
+            rows={name: len(result.indices[name]) for name in SPLITS},
+            class_counts=counts,
+            dropped={reason: len(rows) for reason, rows in dropped.items()},
+            time_ranges={name: list(span) for name, span in result.time_ranges.items()},
+        )
+        if raw.groups is not None:
+            members = {name: set(raw.groups[result.indices[name]].tolist()) for name in SPLITS}
+            summary.groups = {name: len(g) for name, g in members.items()}
+            seen: dict[str, int] = {}
+            for groups in members.values():
+                for group in groups:
+                    seen[group] = seen.get(group, 0) + 1
+            summary.groups_in_several_splits = sum(1 for n in seen.values() if n > 1)
+        return summary
+
+
+def _png(figure: Figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"<img alt='figure' src='data:image/png;base64,{encoded}'>"
+
+
+def _class_count_chart(summary: SplitSummary) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({c for counts in summary.class_counts.values() for c in counts})
+    figure, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3))
+    width = 0.8 / len(SPLITS)
+    for i, split in enumerate(SPLITS):
+        values = [summary.class_counts[split].get(n, 0) for n in names]
+        ax.bar(np.arange(len(names)) + i * width, values, width, label=split)
+    ax.set_xticks(np.arange(len(names)) + width, names, rotation=45, ha="right")
+    ax.set_ylabel("rows")
+    ax.set_title("Rows per class and split")
+    ax.legend()
+    return _png(figure)
+
+
+def _feature_histograms(x: np.ndarray, names: list[str]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    flat = x.reshape(len(x), -1)
+    if flat.shape[1] > HISTOGRAM_FEATURES:  # images: the distribution of all pixel values
+        columns, titles = [flat.ravel()], ["all feature values"]
+    else:
+        columns, titles = [flat[:, i] for i in range(flat.shape[1])], names
+    cols = min(4, len(columns))
+    rows = (len(columns) + cols - 1) // cols
+    figure, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), squeeze=False)
+    for ax, values, title in zip(axes.ravel(), columns, titles, strict=False):
+        ax.hist(values[np.isfinite(values)], bins=30)
+        ax.set_title(title, fontsize=9)
+    for ax in axes.ravel()[len(columns) :]:
+        ax.axis("off")
+    figure.suptitle("Feature value histograms (all rows)")
+    return _png(figure)
+
+
+def _gallery(raw: RawDataset) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = np.unique(raw.y)
+    figure, axes = plt.subplots(
+        len(classes),
+        GALLERY_PER_CLASS,
+        figsize=(GALLERY_PER_CLASS * 0.9, len(classes) * 0.9),
+        squeeze=False,
+    )
+    for row, label in enumerate(classes):
+        members = np.flatnonzero(raw.y == label)[:GALLERY_PER_CLASS]
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(members):
+                image = raw.x[members[col]]
+                ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0) / 255.0)
+        axes[row][0].set_title(raw.class_names[int(label)], fontsize=8, loc="left")
+    figure.suptitle("Sample gallery: first examples of each class")
+    return _png(figure)
+
+
+def _table(header: list[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(
+    path: Path,
+    manifest: DataManifest,
+    quality: QualityReport,
+    near: NearDuplicateReport,
+    summary: SplitSummary,
+    raw: RawDataset,
+    x: np.ndarray,
+) -> None:
+    names = sorted({c for counts in summary.class_counts.values() for c in counts})
+    class_rows = [[n] + [summary.class_counts[s].get(n, 0) for s in SPLITS] for n in names]
+    split_rows = [[s, summary.rows[s]] for s in SPLITS]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Graft data report</title>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}td,th{padding:4px 10px;"
+        "border-bottom:1px solid #ddd;text-align:left}.warn{color:#b00020}</style></head><body>",
+        "<h1>Data report</h1>",
+        f"<p>source <code>{html.escape(manifest.source)}</code>, hash "
+        f"<code>{manifest.dataset_hash}</code>, {manifest.num_rows} rows, {manifest.kind}, "
+        f"input shape {manifest.input_shape}, normalization "
+        f"<code>{html.escape(manifest.normalize)}</code> (fitted on train only)</p>",
+    ]
+    if manifest.warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in manifest.warnings)
+        parts.append(f"<h2 class='warn'>Warnings</h2><ul class='warn' id='warnings'>{items}</ul>")
+    parts.append(f"<h2>Split summary</h2><p>strategy <code>{summary.strategy}</code></p>")
+    parts.append(_table(["split", "rows"], split_rows))
+    dropped = [[reason, n] for reason, n in summary.dropped.items()]
+    dropped.insert(0, ["exact duplicates", manifest.duplicates.exact_duplicates_dropped])
+    parts.append(_table(["rows removed", "count"], dropped))
+    if summary.time_ranges:
+        parts.append(
+            _table(
+                ["split", "first time", "last time"],
+                [[s, *summary.time_ranges[s]] for s in SPLITS if s in summary.time_ranges],
+            )
+        )
+    if summary.groups:
+        parts.append(
+            _table(["split", "distinct groups"], [[s, summary.groups[s]] for s in SPLITS])
+            + f"<p>groups present in more than one split: {summary.groups_in_several_splits}</p>"
+        )
+    parts.append("<h2>Class counts</h2>")
+    parts.append(_table(["class", *SPLITS], class_rows))
+    if quality.imbalance is not None:
+        parts.append(
+            f"<p id='imbalance'>largest/smallest class = {quality.imbalance.ratio}, minority "
+            f"share {quality.imbalance.minority_share:.2%}: "
+            f"{html.escape(quality.imbalance.suggestion)}</p>"
+        )
+    parts.append(_class_count_chart(summary))
+    feature_names = column_names(raw.x.reshape(len(raw.x), -1).shape[1], raw.feature_names)
+    parts.append("<h2>Feature values</h2>" + _feature_histograms(raw.x, feature_names))
+    if raw.kind == "image":
+        parts.append("<h2>Sample gallery</h2>" + _gallery(raw))
+    parts.append("<h2>Missing values</h2>")
+    if quality.missing_values:
+        parts.append(
+            _table(
+                ["column", "missing", "share"],
+                [[c, n, f"{n / len(raw.x):.2%}"] for c, n in quality.missing_values.items()],
+            )
+        )
+        if manifest.missing_fill is not None:
+            parts.append("<p>filled with the train median; indicator columns added</p>")
+    else:
+        parts.append("<p>none</p>")
+    parts.append(
+        "<h2>Duplicates</h2>"
+        f"<p>exact duplicates dropped before splitting: "
+        f"{manifest.duplicates.exact_duplicates_dropped} (with conflicting labels: "
+        f"{manifest.duplicates.conflicting_labels})</p>"
+        + (
+            f"<p id='near-duplicates'>near duplicates across splits (similarity &ge; "
+            f"{near.threshold}): {near.found}, policy <code>{near.policy}</code></p>"
+            if near.checked
+            else "<p id='near-duplicates'>near duplicates: not checked (fewer than "
+            f"{MIN_FEATURES} features, where neighbours look alike by chance)</p>"
+        )
+    )
+    if near.by_pair:
+        parts.append(_table(["pair", "found"], [[k, v] for k, v in near.by_pair.items()]))
+    if near.examples:
+        parts.append(
+            _table(
+                ["split", "row id", "partner split", "partner row id", "similarity"],
+                [
+                    [e.split, e.row_id, e.partner_split, e.partner_row_id, f"{e.similarity:.4f}"]
+                    for e in near.examples
+                ],
+            )
+        )
+    parts.append("<h2>Leakage and quality</h2>")
+    if not quality.leakage_checked:
+        parts.append("<p>single-feature leakage check: not run (image data)</p>")
+    elif quality.leakage:
+        parts.append(
+            "<p class='warn'>features that alone predict the label:</p>"
+            + _table(
+                ["feature", "val balanced accuracy"],
+                [[f.feature, f.val_balanced_accuracy] for f in quality.leakage],
+            )
+        )
+    else:
+        parts.append("<p>no single feature predicts the label alone</p>")
+    parts.append(
+        f"<p>constant columns: {len(quality.constant_columns)}"
+        + (
+            ": " + html.escape(", ".join(quality.constant_columns[:30]))
+            if quality.constant_columns
+            else ""
+        )
+        + "</p>"
+    )
+    parts.append("</body></html>")
+    path.write_text("".join(parts))

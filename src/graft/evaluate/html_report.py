@@ -1,0 +1,207 @@
+"""The evaluation as one self-contained HTML page: tables, embedded plots, the gate's reasons."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from graft.evaluate.calibration import Calibration
+from graft.evaluate.confident_errors import ConfidentError
+from graft.evaluate.gate import GateDecision
+from graft.evaluate.metrics import ClassificationReport
+from graft.evaluate.stakeholder import StakeholderView, ThresholdRow
+
+# metrics.json key -> what the row says, for the baseline comparison
+BASELINE_ROWS = {
+    "baseline_accuracy": "majority class (always predict the most frequent train class)",
+    "linear_baseline_accuracy": "linear model (logistic regression on standardized pixels)",
+    "champion_accuracy": "current registered champion, same test split",
+}
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1100px}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
+    "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}"
+    "td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    ".passed{color:#0a7a2f}.refused{color:#b00020}img{max-width:100%;border:1px solid #eee}"
+)
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _table(table_id: str, header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = []
+        for cell in row:
+            if isinstance(cell, float):
+                cells.append(f"<td class='num'>{_number(cell)}</td>")
+            elif isinstance(cell, int):
+                cells.append(f"<td class='num'>{cell}</td>")
+            else:
+                cells.append(f"<td>{_esc(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<table id='{table_id}'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _image(path: Path, alt: str) -> str:
+    payload = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<img alt='{_esc(alt)}' src='data:image/png;base64,{payload}'>"
+
+
+def _baselines(metrics: Mapping[str, float]) -> str:
+    accuracy = metrics["test_accuracy"]
+    rows: list[list[object]] = [["this model", accuracy, "-"]]
+    for key, label in BASELINE_ROWS.items():
+        if key in metrics:
+            rows.append([label, metrics[key], f"{accuracy - metrics[key]:+.4f}"])
+    table = _table("baselines", ["predictor", "test accuracy", "model minus it"], rows)
+    if "train_accuracy_eval" not in metrics:
+        return table
+    train = metrics["train_accuracy_eval"]
+    return table + (
+        f"<p id='train-eval'>Accuracy on the train split in eval mode (dropout off): "
+        f"{_number(train)}; train minus test: {train - accuracy:+.4f}. Compare it with the "
+        f"train accuracy logged during training (dropout on) to see the dropout gap.</p>"
+    )
+
+
+def _stakeholder(view: StakeholderView, sweep: list[ThresholdRow]) -> str:
+    parts = ["<h2>What the errors mean</h2>", f"<p id='plain-words'>{_esc(view.summary)}</p>"]
+    if view.daily_sentence is not None and view.daily is not None:
+        parts.append(
+            f"<p id='daily-counts'>At {view.daily.volume:,} cases a day: "
+            f"<strong>{_esc(view.daily_sentence)}</strong>.</p>"
+        )
+    else:
+        parts.append("<p>Set <code>evaluate.daily_volume</code> to see expected daily counts.</p>")
+    parts.append(
+        _table(
+            "error-rates",
+            ["", "count on test split", "rate"],
+            [
+                [
+                    f"{view.positive_name} caught (TP)",
+                    view.true_positive,
+                    1 - view.false_negative_rate,
+                ],
+                [
+                    f"{view.positive_name} missed (FN)",
+                    view.false_negative,
+                    view.false_negative_rate,
+                ],
+                [
+                    f"{view.negative_name} flagged (FP)",
+                    view.false_positive,
+                    view.false_positive_rate,
+                ],
+                [
+                    f"{view.negative_name} cleared (TN)",
+                    view.true_negative,
+                    1 - view.false_positive_rate,
+                ],
+            ],
+        )
+    )
+    parts.append(
+        f"<h3>Threshold sweep (flag {_esc(view.positive_name)} when score &ge; threshold)</h3>"
+    )
+    parts.append(
+        _table(
+            "threshold-sweep",
+            ["threshold", "precision", "recall", "FPR", "FNR", "TP", "FP", "FN", "TN"],
+            [
+                [
+                    r.threshold,
+                    r.precision,
+                    r.recall,
+                    r.false_positive_rate,
+                    r.false_negative_rate,
+                    r.true_positive,
+                    r.false_positive,
+                    r.false_negative,
+                    r.true_negative,
+                ]
+                for r in sweep
+            ],
+        )
+    )
+    return "".join(parts)
+
+
+def render_report(
+    title: str,
+    metrics: Mapping[str, float],
+    report: ClassificationReport,
+    class_names: list[str],
+    calibration: Calibration,
+    decision: GateDecision,
+    confident_errors: list[ConfidentError],
+    reliability_png: Path,
+    confusion_png: Path | None = None,
+    stakeholder: StakeholderView | None = None,
+    sweep: list[ThresholdRow] | None = None,
+) -> str:
+    """One self-contained HTML page; the PNGs are embedded as base64 ``<img>``."""
+    verdict = "passed" if decision.passed else "refused"
+    reasons = "".join(f"<li>{_esc(reason)}</li>" for reason in decision.reasons)
+    per_class = _table(
+        "per-class",
+        ["class", "precision", "recall", "F1", "support"],
+        [
+            [name, p, r, f, s]
+            for name, p, r, f, s in zip(
+                class_names, report.precision, report.recall, report.f1, report.support, strict=True
+            )
+        ],
+    )
+    errors = _table(
+        "confident-errors",
+        ["row", "true", "predicted", "confidence"],
+        [
+            [e.index, class_names[e.true], class_names[e.predicted], e.confidence]
+            for e in confident_errors
+        ],
+    )
+    confusion = _image(confusion_png, "confusion matrix") if confusion_png else "<p>not plotted</p>"
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f"<h2>Gate: <span id='gate' class='{verdict}'>{verdict}</span></h2>",
+        f"<ul id='gate-reasons'>{reasons}</ul>",
+        "<h2>Metrics (test split)</h2>",
+        _table("metrics", ["metric", "value"], [[k, float(v)] for k, v in metrics.items()]),
+        "<h2>Against common-sense baselines</h2>",
+        _baselines(metrics),
+        "<h2>Per class</h2>",
+        per_class,
+        "<h2>Confusion matrix</h2>",
+        confusion,
+        f"<h2>Calibration</h2><p>Expected calibration error over {len(calibration.bins)} "
+        f"equal-width bins: <strong id='ece'>{_number(calibration.ece)}</strong> "
+        "(0 = confidence matches accuracy).</p>",
+        _image(reliability_png, "reliability diagram"),
+    ]
+    if stakeholder is not None:
+        parts.append(_stakeholder(stakeholder, sweep or []))
+    parts += [
+        "<h2>Most confident errors</h2>",
+        "<p>Wrong predictions the model was surest of: read these rows first "
+        "(mislabelled data or a blind spot).</p>",
+        errors,
+        "</body></html>",
+    ]
+    return "".join(parts)

@@ -1,0 +1,342 @@
+"""Submit, schedule and list runs of the compiled pipeline on a KFP server (``kfp.Client``).
+
+The resolved config travels as the pipeline's only parameter, ``config_json``. Every failure to
+talk to the server (unreachable, refused credentials, an API error) becomes one
+``PipelineServerError`` naming the fix. The bearer token is handed to ``kfp.Client`` and sent
+as an ``Authorization`` header; it is never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from graft.config import GraftConfig
+from graft.errors import ConfigError, PipelineServerError, StorageError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/apis/v2beta1"
+CONFIG_PARAMETER = "config_json"
+PACKAGE_SUFFIXES = (".yaml", ".yml", ".tar.gz", ".tgz", ".zip")
+# KFP's ScheduledWorkflow controller parses robfig/cron expressions with a seconds field.
+_CRON_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week")
+_CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*?/,#-]+$")
+_HEALTHZ_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class SubmittedRun:
+    run_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    recurring_run_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    name: str
+    state: str
+    created_at: datetime | None
+    url: str
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def normalize_host(host: str | None) -> str:
+    """``http(s)://host[:port][/prefix]`` without a trailing slash; no host is a ConfigError."""
+    if not host or not host.strip():
+        raise ConfigError(
+            "no KFP host given; pass --host http://HOST:PORT or set KFP_HOST "
+            "(e.g. after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`, "
+            "use http://localhost:8080)"
+        )
+    host = host.strip().rstrip("/")
+    if not host.startswith(("http://", "https://")):
+        raise ConfigError(f"KFP host '{host}' has no scheme; use http://{host} or https://{host}")
+    return host
+
+
+def validate_cron(cron: str) -> str:
+    """Check KFP's 6-field cron form (seconds first) and return it with single spaces."""
+    fields = cron.split()
+    if len(fields) == 5:
+        suggestion = " ".join(["0", *fields])
+        raise ConfigError(
+            f"cron '{cron}' has 5 fields, but KFP cron expressions have 6, seconds first; "
+            f"use '{suggestion}'"
+        )
+    if len(fields) != 6:
+        raise ConfigError(
+            f"cron '{cron}' has {len(fields)} fields; KFP needs 6 "
+            f"({', '.join(_CRON_FIELDS)}), e.g. '0 0 3 * * 1' for Mondays at 03:00"
+        )
+    for name, field in zip(_CRON_FIELDS, fields, strict=True):
+        if not _CRON_FIELD_RE.match(field):
+            raise ConfigError(f"cron '{cron}': the {name} field '{field}' is not valid")
+    return " ".join(fields)
+
+
+def check_package(package_path: Path) -> Path:
+    """The compiled pipeline must exist and declare the ``config_json`` parameter."""
+    if not package_path.is_file():
+        raise StorageError(
+            f"pipeline package {package_path} does not exist; run `graft compile` first "
+            "or pass --package"
+        )
+    name = package_path.name
+    if not name.endswith(PACKAGE_SUFFIXES):
+        raise StorageError(
+            f"pipeline package {package_path} must end with one of {', '.join(PACKAGE_SUFFIXES)}"
+        )
+    if name.endswith((".yaml", ".yml")):
+        try:
+            spec = next(iter(yaml.safe_load_all(package_path.read_text())), None)
+        except yaml.YAMLError as exc:
+            raise StorageError(
+                f"pipeline package {package_path} is not valid YAML: {exc}"
+            ) from None
+        root = spec.get("root", {}) if isinstance(spec, dict) else {}
+        parameters = root.get("inputDefinitions", {}).get("parameters", {})
+        if CONFIG_PARAMETER not in parameters:
+            raise StorageError(
+                f"pipeline package {package_path} has no '{CONFIG_PARAMETER}' parameter, so it "
+                "is not Graft's pipeline; rebuild it with `graft compile`"
+            )
+    return package_path
+
+
+# ----------------------------------------------------------------------------- connection
+
+
+def _check_server(host: str, token: str | None) -> None:
+    """GET healthz once with a timeout, so a wrong host or token fails fast and clearly.
+
+    ``kfp.Client()`` itself calls healthz at construction and retries an API error five
+    times with 5 s pauses.
+    """
+    request = urllib.request.Request(f"{host}{API_PREFIX}/healthz")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=_HEALTHZ_TIMEOUT_S) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise PipelineServerError(_refused(host, exc.code, token)) from None
+        raise PipelineServerError(
+            f"{host} answered {exc.code} to GET {API_PREFIX}/healthz, so it is not a KFP v2 "
+            "API server; point --host/KFP_HOST at the KFP UI or ml-pipeline service"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineServerError(_unreachable(host, reason)) from None
+
+
+def _unreachable(host: str, reason: object) -> str:
+    return (
+        f"cannot reach the KFP API server at {host} ({reason}); check --host/KFP_HOST and "
+        "that the server is up (e.g. `kubectl port-forward -n kubeflow svc/ml-pipeline-ui "
+        "8080:80`)"
+    )
+
+
+def _refused(host: str, status: int, token: str | None) -> str:
+    hint = "the token was refused; renew it" if token else "set KFP_TOKEN or pass --token"
+    return f"the KFP API server at {host} refused the request ({status}); {hint}"
+
+
+@contextlib.contextmanager
+def _server_errors(host: str, token: str | None) -> Iterator[None]:
+    """Translate kfp/urllib3 failures into one PipelineServerError; keep kfp's prints quiet."""
+    import kfp_server_api
+    import urllib3
+
+    captured = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
+            # kfp warns on every Client() that it needs a v2 server, and prints links itself.
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    except kfp_server_api.ApiException as exc:
+        if exc.status in (401, 403):
+            raise PipelineServerError(_refused(host, exc.status, token)) from None
+        if exc.status == 0:
+            raise PipelineServerError(_unreachable(host, exc.reason)) from None
+        raise PipelineServerError(
+            f"the KFP API server at {host} answered {exc.status} {exc.reason}: "
+            f"{_api_message(exc.body)}"
+        ) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise PipelineServerError(_unreachable(host, exc)) from None
+    except TimeoutError as exc:  # kfp.Client gave up on healthz after its own retries
+        raise PipelineServerError(_unreachable(host, exc)) from None
+    except ValueError as exc:  # kfp's own checks, e.g. two experiments with one name
+        raise PipelineServerError(f"KFP at {host}: {exc}") from None
+    finally:
+        if captured.getvalue().strip():
+            log.debug("kfp.Client said: %s", captured.getvalue().strip())
+
+
+def _api_message(body: Any) -> str:
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip()[:300] or "(no message)"
+    if isinstance(parsed, dict):
+        return str(parsed.get("message") or parsed.get("error") or parsed)[:300]
+    return str(parsed)[:300]
+
+
+def _client(host: str, token: str | None, namespace: str | None) -> Any:
+    import kfp
+
+    kwargs: dict[str, Any] = {"host": host, "existing_token": token or None}
+    if namespace:
+        kwargs["namespace"] = namespace
+    return kfp.Client(**kwargs)
+
+
+def _experiment_id(client: Any, name: str, namespace: str | None) -> str:
+    """The id of the named experiment, created if it does not exist yet."""
+    return str(client.create_experiment(name=name, namespace=namespace).experiment_id)
+
+
+def run_url(host: str, run_id: str) -> str:
+    return f"{host}/#/runs/details/{run_id}"
+
+
+def recurring_run_url(host: str, recurring_run_id: str) -> str:
+    return f"{host}/#/recurringrun/details/{recurring_run_id}"
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+def submit_run(
+    host: str | None,
+    package_path: Path,
+    config: GraftConfig,
+    experiment: str,
+    run_name: str | None = None,
+    namespace: str | None = None,
+    token: str | None = None,
+) -> SubmittedRun:
+    """Start one run of the compiled pipeline with ``config`` as its ``config_json``."""
+    base = normalize_host(host)
+    package = check_package(package_path)
+    name = run_name or f"{config.name} {datetime.now():%Y-%m-%d %H-%M-%S}"
+    _check_server(base, token)
+    with _server_errors(base, token):
+        client = _client(base, token, namespace)
+        experiment_id = _experiment_id(client, experiment, namespace)
+        run = client.run_pipeline(
+            experiment_id=experiment_id,
+            job_name=name,
+            pipeline_package_path=str(package),
+            params={CONFIG_PARAMETER: config.to_json()},
+        )
+    run_id = str(run.run_id)
+    log.info("submitted run %s (%s) to experiment %s", run_id, name, experiment)
+    return SubmittedRun(run_id=run_id, url=run_url(base, run_id))
+
+
+def schedule_run(
+    host: str | None,
+    package_path: Path,
+    config: GraftConfig,
+    experiment: str,
+    cron: str,
+    job_name: str,
+    max_concurrency: int = 1,
+    catchup: bool = False,
+    namespace: str | None = None,
+    token: str | None = None,
+) -> ScheduledRun:
+    """Create an enabled recurring run on KFP's 6-field cron schedule (seconds first)."""
+    cron = validate_cron(cron)
+    if max_concurrency < 1:
+        raise ConfigError(f"max concurrency must be at least 1, got {max_concurrency}")
+    base = normalize_host(host)
+    package = check_package(package_path)
+    _check_server(base, token)
+    with _server_errors(base, token):
+        client = _client(base, token, namespace)
+        experiment_id = _experiment_id(client, experiment, namespace)
+        recurring = client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=job_name,
+            cron_expression=cron,
+            max_concurrency=max_concurrency,
+            no_catchup=not catchup,
+            params={CONFIG_PARAMETER: config.to_json()},
+            pipeline_package_path=str(package),
+            enabled=True,
+        )
+    recurring_id = str(recurring.recurring_run_id)
+    log.info("scheduled recurring run %s (%s) with cron %s", recurring_id, job_name, cron)
+    return ScheduledRun(recurring_run_id=recurring_id, url=recurring_run_url(base, recurring_id))
+
+
+def list_runs(
+    host: str | None,
+    experiment: str | None = None,
+    page_size: int = 20,
+    namespace: str | None = None,
+    token: str | None = None,
+) -> list[RunStatus]:
+    """The newest ``page_size`` runs, of one experiment or of all."""
+    if page_size < 1:
+        raise ConfigError(f"page size must be at least 1, got {page_size}")
+    base = normalize_host(host)
+    _check_server(base, token)
+    with _server_errors(base, token):
+        client = _client(base, token, namespace)
+        experiment_id = None
+        if experiment:
+            try:
+                found = client.get_experiment(experiment_name=experiment, namespace=namespace)
+            except ValueError as exc:
+                if not str(exc).startswith("No experiment is found"):
+                    raise
+                raise PipelineServerError(
+                    f"KFP at {base} has no experiment '{experiment}'; submit a run first "
+                    "(`graft submit`) or pass another --experiment"
+                ) from None
+            experiment_id = found.experiment_id
+        response = client.list_runs(
+            page_size=page_size,
+            sort_by="created_at desc",
+            experiment_id=experiment_id,
+            namespace=namespace,
+        )
+    return [
+        RunStatus(
+            run_id=str(run.run_id),
+            name=str(run.display_name or ""),
+            state=str(run.state or "UNKNOWN"),
+            created_at=run.created_at,
+            url=run_url(base, str(run.run_id)),
+        )
+        for run in response.runs or []
+    ]
