@@ -97,12 +97,20 @@ def compile_(
     components_dir: Annotated[Path, typer.Option(help="Where <stage>.yaml go.")] = Path(
         "components"
     ),
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    set_: SetOption = None,
 ) -> None:
-    """Write the KFP pipeline IR and one component spec per stage."""
+    """Write the KFP pipeline IR and one component spec per stage.
+
+    The resolved config becomes the pipeline's default `config_json` parameter, and its
+    `cluster` block sets each task's resources, accelerators, placement, retries and secrets.
+    """
     from graft.kfp.compile import compile_all
     from graft.kfp.pipeline import DEFAULT_IMAGE
 
-    for path in compile_all(pipelines_dir, components_dir, image or DEFAULT_IMAGE):
+    resolved = load_config(config, preset, set_)
+    for path in compile_all(pipelines_dir, components_dir, image or DEFAULT_IMAGE, resolved):
         console.print(f"wrote {path}")
 
 

@@ -513,6 +513,85 @@ class TrackingConfig(Strict):
     experiment_name: str = "graft"
 
 
+StageName = Literal["data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"]
+
+
+class TolerationConfig(Strict):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoExecute", "NoSchedule", "PreferNoSchedule"] | None = None
+
+
+class StageResources(Strict):
+    """Kubernetes settings of one pipeline task (the local runner ignores them)."""
+
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    accelerator_type: str | None = Field(
+        default=None, description="e.g. nvidia.com/gpu; needs accelerator_count >= 1"
+    )
+    accelerator_count: int = Field(default=0, ge=0)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[TolerationConfig] = Field(default_factory=list)
+    retries: int = Field(default=0, ge=0, description="KFP task retries (pods lost, OOM)")
+
+    @model_validator(mode="after")
+    def _accelerator_pair(self) -> StageResources:
+        if (self.accelerator_type is None) != (self.accelerator_count == 0):
+            raise ValueError("set accelerator_type and accelerator_count together")
+        return self
+
+
+class LightStageResources(StageResources):
+    cpu_request: str | None = "1"
+    cpu_limit: str | None = "2"
+    memory_request: str | None = "2Gi"
+    memory_limit: str | None = "4Gi"
+
+
+class TrainingStageResources(StageResources):
+    cpu_request: str | None = "2"
+    cpu_limit: str | None = "4"
+    memory_request: str | None = "8Gi"
+    memory_limit: str | None = "16Gi"
+    retries: int = Field(default=2, ge=0, description="a retried task resumes from checkpoint")
+
+
+class ClusterStages(Strict):
+    """One block per task. Each block's defaults are its class's, so overriding one key
+    (``cluster.stages.pretrain.accelerator_count=1``) keeps the others."""
+
+    data_prep: LightStageResources = Field(default_factory=LightStageResources)
+    pretrain: TrainingStageResources = Field(default_factory=TrainingStageResources)
+    transfer_finetune: TrainingStageResources = Field(default_factory=TrainingStageResources)
+    tune: TrainingStageResources = Field(default_factory=TrainingStageResources)
+    evaluate: LightStageResources = Field(default_factory=LightStageResources)
+    export: LightStageResources = Field(default_factory=LightStageResources)
+
+    def for_stage(self, stage: StageName) -> StageResources:
+        resources: StageResources = getattr(self, stage.replace("-", "_"))
+        return resources
+
+
+class ClusterConfig(Strict):
+    """How the compiled pipeline runs on Kubernetes; read at `graft compile` time."""
+
+    s3_secret: str | None = Field(
+        default="graft-s3", description="Kubernetes Secret with the S3 keys (None = no env)"
+    )
+    s3_secret_keys: dict[str, str] = Field(
+        default_factory=lambda: {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
+        description="secret key -> environment variable in every pipeline pod",
+    )
+    stages: ClusterStages = Field(default_factory=ClusterStages)
+
+
 class RayConfig(Strict):
     mode: Literal["local", "address"] = "local"
     address: str | None = Field(default=None, description="ray://host:10001 or auto")
@@ -532,6 +611,7 @@ class GraftConfig(Strict):
     export: ExportConfig = Field(default_factory=ExportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     training_preset: str | None = Field(
         default=None,
         description="a recipe of the book's guideline tables applied by load_config under the "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kfp import compiler
 
-from graft.config import load_config
+from graft.config import GraftConfig, load_config
 from graft.kfp.components import make_components
 from graft.kfp.pipeline import DEFAULT_IMAGE, build_pipeline
 
@@ -14,18 +14,21 @@ PIPELINE_FILE = "training.yaml"
 
 
 def compile_all(
-    pipelines_dir: Path, components_dir: Path, image: str = DEFAULT_IMAGE
+    pipelines_dir: Path,
+    components_dir: Path,
+    image: str = DEFAULT_IMAGE,
+    config: GraftConfig | None = None,
 ) -> list[Path]:
     """Write ``pipelines/training.yaml`` and ``components/<stage>.yaml``; return the paths.
 
-    The pipeline's default ``config_json`` is the ``default`` preset, resolved.
+    The pipeline's default ``config_json`` is ``config`` (the ``default`` preset if None).
     """
     pipelines_dir.mkdir(parents=True, exist_ok=True)
     components_dir.mkdir(parents=True, exist_ok=True)
     written = []
     pipeline_path = pipelines_dir / PIPELINE_FILE
     compiler.Compiler().compile(
-        build_pipeline(image, load_config(preset="default")), str(pipeline_path)
+        build_pipeline(image, config or load_config(preset="default")), str(pipeline_path)
     )
     written.append(pipeline_path)
     for name, component in make_components(image).items():

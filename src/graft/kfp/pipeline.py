@@ -8,7 +8,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from graft.config import GraftConfig
+from graft.config import ClusterConfig, GraftConfig, StageName
 from graft.kfp.components import make_components
 
 PIPELINE_NAME = "graft-training"
@@ -17,9 +17,44 @@ PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
 
 
+def apply_cluster_settings(task: Any, stage: StageName, cluster: ClusterConfig) -> None:
+    """Resources, accelerators, placement, retries, pod label and S3 secret env for a task."""
+    settings = cluster.stages.for_stage(stage)
+    if settings.cpu_request:
+        task.set_cpu_request(settings.cpu_request)
+    if settings.cpu_limit:
+        task.set_cpu_limit(settings.cpu_limit)
+    if settings.memory_request:
+        task.set_memory_request(settings.memory_request)
+    if settings.memory_limit:
+        task.set_memory_limit(settings.memory_limit)
+    if settings.accelerator_type:
+        task.set_accelerator_type(settings.accelerator_type)
+        task.set_accelerator_limit(settings.accelerator_count)
+    for key, value in settings.node_selector.items():
+        kubernetes.add_node_selector(task, key, value)
+    for toleration in settings.tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=toleration.key,
+            operator=toleration.operator,
+            value=toleration.value,
+            effect=toleration.effect,
+        )
+    if settings.retries:
+        task.set_retry(settings.retries, backoff_duration="30s", backoff_factor=2.0)
+    kubernetes.add_pod_label(task, *PIPELINE_POD_LABEL)
+    if cluster.s3_secret:
+        # credentials reach pods as env vars from a Secret, never through the config
+        kubernetes.use_secret_as_env(
+            task, cluster.s3_secret, secret_key_to_env=dict(cluster.s3_secret_keys), optional=True
+        )
+
+
 def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | None = None) -> Any:
     components = make_components(image)
-    default_json = (default_config or GraftConfig()).to_json()
+    config = default_config or GraftConfig()
+    default_json = config.to_json()
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -67,8 +102,16 @@ def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | Non
         )
         ship.set_display_name("export")
         ship.set_caching_options(False)
-        for task in (prep, pre, fine, search, score, ship):
-            kubernetes.add_pod_label(task, *PIPELINE_POD_LABEL)
+        stages: dict[StageName, Any] = {
+            "data-prep": prep,
+            "pretrain": pre,
+            "transfer-finetune": fine,
+            "tune": search,
+            "evaluate": score,
+            "export": ship,
+        }
+        for stage, task in stages.items():
+            apply_cluster_settings(task, stage, config.cluster)
         return ship.outputs["Output"]
 
     return training_pipeline

@@ -1,0 +1,67 @@
+"""Kubernetes settings from the config reach the compiled IR, task by task."""
+
+from pathlib import Path
+
+import yaml
+from kfp import compiler
+
+from graft.config import load_config
+from graft.kfp.pipeline import build_pipeline
+
+
+def _compile(tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
+    config = load_config(preset="tiny", overrides=list(overrides))
+    path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(build_pipeline("registry.example/graft:test", config), str(path))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _executor(spec: dict, task: str) -> tuple[str, dict]:
+    label = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
+    return label, spec["deploymentSpec"]["executors"][label]["container"]
+
+
+def test_resources_accelerators_placement_and_retries_per_task(tmp_path: Path) -> None:
+    spec, platform = _compile(
+        tmp_path,
+        "cluster.stages.pretrain.accelerator_type=nvidia.com/gpu",
+        "cluster.stages.pretrain.accelerator_count=2",
+        "cluster.stages.pretrain.node_selector={pool: gpu}",
+        "cluster.stages.pretrain.tolerations=[{key: nvidia.com/gpu, operator: Exists, "
+        "effect: NoSchedule}]",
+        "cluster.stages.evaluate.memory_limit=3Gi",
+    )
+    name, container = _executor(spec, "pretrain")
+    resources = container["resources"]
+    assert resources["accelerator"]["resourceCount"] == "2"
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["resourceCpuRequest"] == "2"
+    assert resources["resourceMemoryLimit"] == "16Gi"
+    assert platform[name]["nodeSelector"]["labels"] == {"pool": "gpu"}
+    assert platform[name]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] == 2
+    assert "retryPolicy" not in tasks["evaluate"]
+    eval_name, eval_container = _executor(spec, "evaluate")
+    assert eval_container["resources"]["resourceMemoryLimit"] == "3Gi"
+    assert "accelerator" not in eval_container["resources"]
+    assert "nodeSelector" not in platform[eval_name]
+    assert container["image"] == "registry.example/graft:test"
+
+
+def test_s3_credentials_come_from_a_secret_on_every_task(tmp_path: Path) -> None:
+    _, platform = _compile(tmp_path)
+    assert len(platform) == 6
+    for executor in platform.values():
+        (secret,) = executor["secretAsEnv"]
+        assert secret["secretName"] == "graft-s3"
+        envs = {pair["envVar"] for pair in secret["keyToEnv"]}
+        assert envs == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_no_secret_when_disabled(tmp_path: Path) -> None:
+    _, platform = _compile(tmp_path, "cluster.s3_secret=null")
+    assert all("secretAsEnv" not in executor for executor in platform.values())
