@@ -1,6 +1,7 @@
 """The whole pipeline through the KFP local runner on the tiny preset, with real Ray and a
 real MLflow tracking server."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
             "export.model_name=graft-e2e",
         ],
     )
+    tmpdir_before = os.environ.get("TMPDIR")
     summary = run_local(config)
+    # the runner's scratch TMPDIR is scoped to the run
+    assert os.environ.get("TMPDIR") == tmpdir_before
 
     assert summary["gate_passed"] is True
     assert summary["accuracy"] > summary["baseline_accuracy"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +21,34 @@ def run_local(config: GraftConfig) -> dict[str, Any]:
 
     work = config.work_path.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    # KFP's local runner leaves per-task scratch files in TMPDIR: keep them in the run folder.
-    scratch = work / "tmp"
-    scratch.mkdir(exist_ok=True)
-    os.environ["TMPDIR"] = str(scratch)
-    tempfile.tempdir = str(scratch)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(work / "kfp"),
         raise_on_error=True,
     )
     pipeline = build_pipeline(default_config=config)
-    task = pipeline(config_json=config.to_json())
+    with _scratch_tmpdir(work / "tmp"):
+        task = pipeline(config_json=config.to_json())
     output = task.output if hasattr(task, "output") else task.outputs["Output"]
     return dict(json.loads(output))
+
+
+@contextmanager
+def _scratch_tmpdir(scratch: Path) -> Iterator[None]:
+    """KFP's local runner leaves per-task scratch files in TMPDIR: point it at the run folder
+    for the run only, then restore it (later code must not inherit a folder that may vanish)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    previous_env, previous_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = str(scratch)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous_tempdir
+        if previous_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous_env
 
 
 def stage_outputs(config: GraftConfig) -> Path:
