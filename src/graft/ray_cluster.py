@@ -23,6 +23,8 @@ def ensure_ray(config: RayConfig) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Worker processes import torch: on a loaded 2-core machine 60 s is not always enough.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
     if config.mode == "address":
         address = config.address or os.environ.get("RAY_ADDRESS") or "auto"
         log.info("joining Ray cluster at %s", address)

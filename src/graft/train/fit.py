@@ -20,6 +20,8 @@ from graft.train.loop import (
 
 log = logging.getLogger(__name__)
 
+CONTROLLER_FAILURE_LIMIT = 2
+
 
 @dataclass
 class FitResult:
@@ -44,8 +46,13 @@ def fit(
 ) -> FitResult:
     """Train on ``num_workers`` DDP workers; a rerun with the same ``run_name`` and storage
     resumes from the latest checkpoint (Ray Train V2 restores its checkpoint manager)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
+    from ray.train.v2.api.config import (
+        CheckpointConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
 
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -57,7 +64,11 @@ def fit(
             name=run_name,
             storage_path=str(storage_path.resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
-            failure_config=FailureConfig(max_failures=max_failures),
+            # Train V2 retries controller errors (e.g. a worker group that cannot start)
+            # forever by default: a starved trial would hang the whole tune stage.
+            failure_config=FailureConfig(
+                max_failures=max_failures, controller_failure_limit=CONTROLLER_FAILURE_LIMIT
+            ),
             callbacks=callbacks,
         ),
     )
