@@ -317,6 +317,96 @@ def runs(
     Console().print(table)
 
 
+@app.command(name="tune")
+def tune_(
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            "--output-dir", "-o", help="Where the results go (and the session file --resume reads)."
+        ),
+    ],
+    dataset_dir: Annotated[
+        Path | None, typer.Option(help="Prepared dataset folder (data-prep's output).")
+    ] = None,
+    pretrained_dir: Annotated[
+        Path | None, typer.Option(help="Pretrained model folder (model.pt, spec.json).")
+    ] = None,
+    finetuned_dir: Annotated[
+        Path | None,
+        typer.Option(help="Untuned finetuned model to compare with (optional)."),
+    ] = None,
+    parent_run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow run id of an existing pipeline run: tune under it (and resume its "
+            "interrupted tune stage). Default: a new parent run."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted search of --output-dir; finished trials are not rerun.",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run the tune stage alone: search the finetune space from a dataset and a pretrained model.
+
+    A killed search continues with `graft tune --resume --output-dir DIR` (same config, same
+    inputs, same MLflow runs).
+    """
+    from graft.ray_cluster import shutdown_ray
+    from graft.stages import tune as tune_stage
+    from graft.tune.session import load_session, start_session
+
+    if resume:
+        if config or preset or set_ or dataset_dir or pretrained_dir or finetuned_dir:
+            raise GraftError(
+                "--resume continues a search with its saved config and inputs; drop "
+                "--config/--preset/--set and the directory options"
+            )
+        session = load_session(output_dir)
+    else:
+        if dataset_dir is None or pretrained_dir is None:
+            raise GraftError("graft tune needs --dataset-dir and --pretrained-dir (or --resume)")
+        session = start_session(
+            _config(config, preset, set_),
+            dataset_dir,
+            pretrained_dir,
+            finetuned_dir,
+            output_dir,
+            parent_run_id,
+        )
+    console.print(
+        f"[bold]graft[/bold]: tuning under MLflow run {session.parent_run_id}; resume with "
+        f"graft tune --resume --output-dir {output_dir}"
+    )
+    try:
+        result = tune_stage(
+            session.config,
+            session.dataset_dir,
+            session.pretrained_dir,
+            session.finetuned_dir,
+            session.output_dir,
+            session.parent_run_id,
+        )
+    finally:
+        shutdown_ray()
+    table = Table(title="Graft tune", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_row("trials", f"{result.trials} ({result.stopped_early} stopped early)")
+    table.add_row("best validation accuracy", f"{result.val_accuracy:.4f} ({result.source})")
+    for key, value in result.best_params.items():
+        table.add_row(key, str(value))
+    table.add_row("model", result.model_dir)
+    table.add_row("results", session.output_dir)
+    console.print(table)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("GRAFT_LOG_LEVEL", "WARNING"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

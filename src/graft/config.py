@@ -348,6 +348,38 @@ class CheckpointConfig(Strict):
     max_failures: int = Field(default=2, ge=0, description="worker-group restarts from ckpt")
 
 
+class DiagnosticsConfig(Strict):
+    """Training diagnostics logged to MLflow by rank 0 (graft.train.diagnostics)."""
+
+    every_n_steps: int = Field(
+        default=0,
+        ge=0,
+        description="log per-block activation mean/std, dead-ReLU fraction, gradient norms "
+        "before/after clipping, LR and momentum every N optimizer steps (0 = off)",
+    )
+    activations: bool = Field(
+        default=True, description="include per-block activation stats (forward hooks)"
+    )
+
+
+class BudgetConfig(Strict):
+    """How long a fit trains: whole epochs, or a fixed example budget cut into virtual epochs
+    (ML Design Patterns' checkpoint pattern; graft.train.budget has the arithmetic)."""
+
+    mode: Literal["epochs", "virtual_epochs"] = Field(
+        default="epochs",
+        description="epochs: `epochs` passes over the data | virtual_epochs: stop_point x "
+        "num_examples examples in num_checkpoints virtual epochs (then `epochs` is ignored; a "
+        "finetune's phase epochs count virtual epochs and must sum to num_checkpoints)",
+    )
+    stop_point: float = Field(
+        default=1.0, gt=0.0, description="passes over the training data the run is worth"
+    )
+    num_checkpoints: int = Field(
+        default=5, ge=1, description="virtual epochs: report + checkpoint + early-stop check"
+    )
+
+
 class TrainConfig(Strict):
     epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=64, ge=1, description="per worker")
@@ -361,6 +393,13 @@ class TrainConfig(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     preflight_overfit_batch: bool = Field(
         default=True, description="overfit one batch on one process before the distributed fit"
+    )
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    scale_lr_with_workers: bool = Field(
+        default=False,
+        description="linear scaling rule: LR (and 1cycle peak, piecewise values) x num_workers, "
+        "the reference batch being one worker's batch_size",
     )
 
     @model_validator(mode="after")
@@ -404,6 +443,11 @@ class FinetuneConfig(TrainConfig):
             PhaseConfig(trainable="all", epochs=6, lr_scale=0.1),
         ]
     )
+    warm_start_from_champion: bool = Field(
+        default=False,
+        description="start from models:/<export.model_name>@champion when one exists and its "
+        "architecture matches (the retraining loop); else from the pretrained backbone",
+    )
 
     @model_validator(mode="after")
     def _phases_drive_epochs(self) -> FinetuneConfig:
@@ -420,6 +464,11 @@ class SearchDimension(Strict):
     low: float | None = None
     high: float | None = None
     values: list[Any] | None = None
+    when: str | None = Field(
+        default=None,
+        description='conditional key: "<choice key> == <value>"; the key is searched only '
+        "in trials where that choice dimension took that value (else the config value is kept)",
+    )
 
     @model_validator(mode="after")
     def _bounds_match_type(self) -> SearchDimension:
@@ -430,17 +479,54 @@ class SearchDimension(Strict):
             raise ValueError(f"a '{self.type}' dimension needs low < high")
         elif self.type == "loguniform" and self.low <= 0:
             raise ValueError("a 'loguniform' dimension needs low > 0")
+        if self.when is not None:
+            self.condition()  # raises on a malformed condition
         return self
+
+    def condition(self) -> tuple[str, Any] | None:
+        """``when`` parsed: (parent key, value); the value as YAML reads it (3 -> int)."""
+        if self.when is None:
+            return None
+        key, sep, text = self.when.partition("==")
+        if not sep or not key.strip() or not text.strip():
+            raise ValueError(
+                f"'when: {self.when}' is not a condition; write '<choice key> == <value>', "
+                "e.g. 'when: finetune.optimizer.name == sgd'"
+            )
+        return key.strip(), yaml.safe_load(text.strip())
+
+    def is_active(self, params: dict[str, Any]) -> bool:
+        """Whether this dimension applies to a trial whose sampled values are ``params``."""
+        condition = self.condition()
+        if condition is None:
+            return True
+        key, value = condition
+        return key in params and params[key] == value
 
 
 class TuneConfig(Strict):
     enabled: bool = True
-    num_samples: int = Field(default=6, ge=1)
+    num_samples: int = Field(
+        default=6, ge=1, description="trials; with searcher=grid, repeats of the whole grid"
+    )
     max_concurrent: int = Field(default=2, ge=1)
-    searcher: Literal["optuna", "hyperopt", "random"] = "optuna"
-    scheduler: Literal["asha", "fifo"] = "asha"
-    grace_period: int = Field(default=1, ge=1, description="ASHA: epochs before a first cut")
+    searcher: Literal["optuna", "hyperopt", "random", "grid"] = "optuna"
+    scheduler: Literal["asha", "hyperband", "median", "pbt", "fifo"] = "asha"
+    grace_period: int = Field(
+        default=1, ge=1, description="asha/hyperband/median: epochs before a first cut"
+    )
     reduction_factor: float = Field(default=3.0, gt=1.0)
+    hyperband_brackets: int = Field(
+        default=3, ge=1, description="hyperband: brackets of asynchronous successive halving"
+    )
+    median_min_samples: int = Field(
+        default=3, ge=1, description="median: trials reporting at an epoch before any is cut"
+    )
+    time_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="wall-clock budget of the whole search; running trials stop when it ends",
+    )
     workers_per_trial: int = Field(default=1, ge=1)
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     seed: int = 0
@@ -456,8 +542,61 @@ class TuneConfig(Strict):
     def mode(self) -> Literal["max", "min"]:
         return "max" if self.metric == "val_accuracy" else "min"
 
+    @model_validator(mode="after")
+    def _searcher_scheduler_and_space_agree(self) -> TuneConfig:
+        if self.scheduler == "pbt":
+            raise ValueError(
+                "tune.scheduler=pbt is not supported: PBT exploits by restarting a trial from "
+                "another trial's checkpoint with perturbed hyperparameters, and a Graft trial "
+                "resumes its own Ray Train run with the optimizer and schedule state (LR "
+                "included) saved in it, so a perturbation would be silently undone; use asha, "
+                "hyperband or median"
+            )
+        if self.searcher == "grid":
+            continuous = [k for k, d in self.space.items() if d.type in ("uniform", "loguniform")]
+            if continuous:
+                raise ValueError(
+                    f"tune.searcher=grid needs discrete dimensions, but {continuous} are "
+                    "continuous; make them 'choice' with explicit values or use another searcher"
+                )
+        for key, dim in self.space.items():
+            condition = dim.condition()
+            if condition is None:
+                continue
+            parent_key, value = condition
+            parent = self.space.get(parent_key)
+            if parent is None or parent.type != "choice" or parent_key == key:
+                raise ValueError(
+                    f"tune.space['{key}'].when refers to '{parent_key}', which is not another "
+                    "'choice' dimension of tune.space"
+                )
+            if value not in (parent.values or []):
+                raise ValueError(
+                    f"tune.space['{key}'].when compares '{parent_key}' with {value!r}, which is "
+                    f"not one of its values {parent.values}"
+                )
+            if parent.when is not None:
+                raise ValueError(
+                    f"tune.space['{key}'].when refers to '{parent_key}', which is conditional "
+                    "itself; only one level of conditions is supported"
+                )
+        return self
+
 
 # ----------------------------------------------------------------------------- evaluate/export
+
+
+class MCDropoutConfig(Strict):
+    """Monte Carlo dropout at evaluation: average many stochastic passes (dropout on, BN in
+    inference mode) for an accuracy and a per-example uncertainty."""
+
+    enabled: bool = False
+    samples: int = Field(default=100, ge=1, description="stochastic passes averaged")
+    seed: int | None = Field(default=None, description="torch seed of the passes; None = seed")
+    latency_sample_counts: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 10],
+        description="sample counts whose latency is measured besides `samples`",
+    )
 
 
 class EvaluateConfig(Strict):
@@ -495,12 +634,49 @@ class EvaluateConfig(Strict):
     linear_baseline_max_rows: int = Field(
         default=20_000, ge=1, description="train rows (seeded sample) the linear baseline fits on"
     )
+    mc_dropout: MCDropoutConfig = Field(default_factory=MCDropoutConfig)
 
 
 class ExportConfig(Strict):
     model_name: str = Field(default="graft-classifier", pattern=r"^[A-Za-z0-9][\w.-]*$")
-    onnx_opset: int = Field(default=18, ge=13)
-    parity_atol: float = Field(default=1e-4, gt=0.0)
+    onnx_opset: int = Field(default=18, ge=13, description="pinned ONNX opset of every graph")
+    parity_atol: float = Field(
+        default=1e-4, gt=0.0, description="largest fp32 logit difference TorchScript/ONNX may show"
+    )
+    fold_batch_norm: bool = Field(
+        default=True,
+        description="fold each BN placed right after a Linear/Conv into it in the served files",
+    )
+    fold_atol: float = Field(
+        default=1e-5,
+        gt=0.0,
+        description="largest logit difference BN folding may introduce, per unit of the "
+        "largest |logit| (when above 1)",
+    )
+    int8: bool = Field(default=True, description="dynamic int8 quantized TorchScript variant")
+    fp16: bool = Field(default=True, description="float16 ONNX variant (GPU serving)")
+    latency_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 64], description="batch sizes of the latency figures"
+    )
+    latency_runs: int = Field(
+        default=20, ge=1, description="timed calls per latency figure (the median is reported)"
+    )
+    intended_use: str = Field(
+        default="Classifying inputs drawn from the same distribution as the training data's "
+        "target task; a decision aid whose errors a person can catch, not an unattended "
+        "decision maker.",
+        description="model card: what the model is for",
+    )
+    limitations: list[str] = Field(
+        default_factory=lambda: [
+            "Measured on one held-out test split of the training data; accuracy on data "
+            "from another source, period or population is unknown.",
+            "Probabilities are only as calibrated as the reported ECE says.",
+            "The quantized and float16 variants trade the reported accuracy delta for speed "
+            "and size.",
+        ],
+        description="model card: known limits",
+    )
 
 
 # ----------------------------------------------------------------------------- runtime

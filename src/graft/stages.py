@@ -197,12 +197,28 @@ def tune(
     """Search the finetune space; hand on the best model, the untuned one if it was better.
 
     Both candidates are re-scored on the validation split here, since a trial's last report
-    may predate its restored-best weights."""
+    may predate its restored-best weights. ``finetuned_dir`` may be empty (``graft tune`` on
+    its own): the best trial is then handed on as is.
+
+    The Tune experiment is named after ``parent_run_id``: a retry with the same parent (a KFP
+    retry, ``graft tune --resume``) resumes it, reuses its MLflow runs and does not rerun the
+    trials that finished."""
+    from graft.errors import ConfigError
+    from graft.tune.runs import tag_best_trial, tune_stage_run
+
     out = Path(output_dir)
-    finetuned_val_accuracy = validation_accuracy(dataset_dir, finetuned_dir)
-    with tracking.stage_run(config, parent_run_id, "tune") as run_id:
+    finetuned_val_accuracy = (
+        validation_accuracy(dataset_dir, finetuned_dir) if finetuned_dir else float("-inf")
+    )
+    experiment_name = f"tune-{_run_name_key(parent_run_id)}"
+    with tune_stage_run(config, parent_run_id, experiment_name) as run_id:
         logger = tracking.logger_for(config, run_id)
         if not config.tune.enabled:
+            if not finetuned_dir:
+                raise ConfigError(
+                    "tune.enabled=false and no finetuned model to hand on; enable tuning or "
+                    "pass the finetuned model directory"
+                )
             logger.tags({"graft.tune": "disabled"})
             return TuneOutput(finetuned_dir, run_id, finetuned_val_accuracy, {}, "finetune")
         from graft.tune.search import run_search
@@ -214,12 +230,12 @@ def tune(
             pretrained_dir,
             out,
             tune_run_id=run_id,
-            experiment_name=f"tune-{_run_name_key(parent_run_id)}",
+            experiment_name=experiment_name,
         )
         logger.params({f"best.{k}": v for k, v in result.best_params.items()})
         logger.metrics(
             {
-                "best_val_accuracy": result.best_metric,
+                f"best_{config.tune.metric}": result.best_metric,
                 "trials": result.num_trials,
                 "trials_stopped_early": result.num_stopped_early,
                 "trial_epochs": result.total_epochs,
@@ -227,6 +243,13 @@ def tune(
             step=0,
         )
         logger.artifact(result.trials_table, "tune")
+        for plot in result.plots:
+            logger.artifact(plot, "tune/plots")
+        best_run = tag_best_trial(config, run_id, result.best_trial_id)
+        logger.tags(
+            {"graft.tune.best_trial_id": result.best_trial_id}
+            | ({"graft.tune.best_trial_run_id": best_run} if best_run else {})
+        )
         tuned_val_accuracy = validation_accuracy(dataset_dir, result.best_checkpoint_dir)
         tuned_better = tuned_val_accuracy >= finetuned_val_accuracy
         logger.tags({"graft.tune.winner": "tuned" if tuned_better else "finetune"})
@@ -280,6 +303,7 @@ def evaluate(
     task = manifest.tasks["target"]
     from graft.evaluate.baselines import linear_baseline
     from graft.evaluate.summary import summarize, write_summary
+    from graft.evaluate.uncertainty import mc_dropout_evaluation
 
     x_test, y_test = load_split(dataset_dir, "target", "test")
     x_train, y_train = load_split(dataset_dir, "target", "train")
@@ -302,6 +326,16 @@ def evaluate(
     champion = _champion_accuracy(config, x_test, y_test)
     decision = decide(settings, report.accuracy, baseline, champion)
     summary = summarize(settings, y_test, probabilities, task.class_names, report)
+    mc = settings.mc_dropout
+    if mc.enabled:
+        summary.mc_dropout = mc_dropout_evaluation(
+            model,
+            x_test,
+            y_test,
+            mc.samples,
+            config.seed if mc.seed is None else mc.seed,
+            mc.latency_sample_counts,
+        )
     metrics = {
         "test_accuracy": report.accuracy,
         "test_loss": report.loss,
@@ -351,20 +385,22 @@ def export(
     output_dir: str,
     parent_run_id: str,
 ) -> ExportOutput:
-    """TorchScript + ONNX (parity-checked), registry version with signature, aliases."""
+    """TorchScript + ONNX (BN folded, parity-checked), int8/fp16 variants with their accuracy
+    delta and latency, model card, registry version with signature, aliases and tags."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    from graft.export.formats import export_and_check
+    from graft.export.bundle import build_export_bundle
+    from graft.export.model_card import build_model_card, write_model_card
 
     out = Path(output_dir)
     model, spec = load_checkpoint_model(model_dir)
-    x_test, _ = load_split(dataset_dir, "target", "test")
+    manifest = DataManifest.read(dataset_dir)
+    x_test, y_test = load_split(dataset_dir, "target", "test")
     example = torch.from_numpy(x_test[:8].astype(np.float32))
-    files = export_and_check(
-        model, example, out, config.export.onnx_opset, config.export.parity_atol
-    )
+    bundle = build_export_bundle(model, example, x_test, y_test, out, config.export)
+    files = bundle.files
     gate = json.loads((Path(evaluation_dir) / "gate.json").read_text())
     metrics = json.loads((Path(evaluation_dir) / "metrics.json").read_text())
     (out / "spec.json").write_text(spec.to_json())
@@ -372,14 +408,21 @@ def export(
     mlflow.set_registry_uri(config.resolved_tracking_uri())
     with tracking.stage_run(config, parent_run_id, "export") as run_id:
         logger = tracking.logger_for(config, run_id)
-        logger.metrics(
-            {
-                "torchscript_max_abs_diff": files.torchscript_max_abs_diff,
-                "onnx_max_abs_diff": files.onnx_max_abs_diff,
-            },
-            step=0,
-        )
-        logger.artifact(out, "exported")
+        export_metrics = {
+            "torchscript_max_abs_diff": files.torchscript_max_abs_diff,
+            "onnx_max_abs_diff": files.onnx_max_abs_diff,
+            "bn_fold_max_abs_diff": bundle.fold_max_abs_diff,
+            "batch_norm_folded": float(bundle.batch_norm_folded),
+            "fp32_accuracy": bundle.fp32_accuracy,
+        }
+        for variant in bundle.variants:
+            export_metrics[f"{variant.name}_accuracy"] = variant.accuracy
+            export_metrics[f"{variant.name}_accuracy_delta"] = variant.accuracy_delta
+            export_metrics[f"{variant.name}_size_bytes"] = float(variant.size_bytes)
+            for batch, ms in variant.latency_ms.items():
+                export_metrics[f"{variant.name}_latency_ms_{batch}"] = ms
+        logger.metrics(export_metrics, step=0)
+        logger.tags({"graft.dataset_hash": manifest.dataset_hash})
         with torch.no_grad():
             logits = model.eval()(example).numpy()
         with mlflow.start_run(run_id=run_id):
@@ -399,10 +442,33 @@ def export(
             tracking.set_alias(config, "champion", version)
             aliases.append("champion")
         client = tracking.client_for(config)
-        client.set_model_version_tag(config.export.model_name, version, "gate", str(gate["passed"]))
-        client.set_model_version_tag(
-            config.export.model_name, version, "test_accuracy", str(metrics["test_accuracy"])
+        name = config.export.model_name
+        version_tags = {
+            "gate": str(gate["passed"]),
+            "gate_reasons": "; ".join(gate.get("reasons", [])),
+            "test_accuracy": str(metrics["test_accuracy"]),
+            "dataset_hash": manifest.dataset_hash,
+            "onnx_opset": str(config.export.onnx_opset),
+        }
+        for variant in bundle.variants:
+            if variant.name in ("int8_dynamic", "onnx_fp16"):
+                tag = "quantized" if variant.name == "int8_dynamic" else "fp16"
+                version_tags[f"{tag}_accuracy_delta"] = f"{variant.accuracy_delta:.6f}"
+        for key, value in version_tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        card = build_model_card(
+            config,
+            bundle,
+            metrics,
+            gate,
+            manifest.dataset_hash,
+            manifest.tasks["target"].class_names,
+            version,
+            aliases,
+            tracking.git_commit(),
         )
+        write_model_card(card, out)
+        logger.artifact(out, "exported")
     tracking.finish_pipeline_run(config, parent_run_id)
     result = ExportOutput(
         export_dir=str(out),

@@ -12,6 +12,7 @@ from graft.evaluate.confident_errors import ConfidentError
 from graft.evaluate.gate import GateDecision
 from graft.evaluate.metrics import ClassificationReport
 from graft.evaluate.stakeholder import StakeholderView, ThresholdRow
+from graft.evaluate.uncertainty import MCDropoutReport
 
 # metrics.json key -> what the row says, for the baseline comparison
 BASELINE_ROWS = {
@@ -141,6 +142,32 @@ def _stakeholder(view: StakeholderView, sweep: list[ThresholdRow]) -> str:
     return "".join(parts)
 
 
+def _mc_dropout(mc: MCDropoutReport) -> str:
+    accuracy_text = (
+        f"<p id='mc-dropout-summary'>Mean of {mc.samples} stochastic passes (dropout on, batch "
+        f"norm in inference mode, seed {mc.seed}): accuracy <strong>{_number(mc.accuracy)}"
+        f"</strong>, mean std of the predicted class's probability "
+        f"<strong>{_number(mc.mean_std)}</strong>"
+    )
+    if mc.mean_std_correct == mc.mean_std_correct and mc.mean_std_wrong == mc.mean_std_wrong:
+        accuracy_text += (
+            f" ({_number(mc.mean_std_correct)} on correct predictions, "
+            f"{_number(mc.mean_std_wrong)} on errors: a useful uncertainty is higher on errors)"
+        )
+    accuracy_text += ".</p>"
+    if mc.dropout_layers == 0:
+        accuracy_text += "<p>The model has no dropout layer: every pass is identical.</p>"
+    table = _table(
+        "mc-dropout-latency",
+        ["samples", "latency (ms, whole split)", "ms per example", "accuracy"],
+        [
+            [row.samples, row.latency_ms, row.latency_ms_per_example, row.accuracy]
+            for row in mc.by_sample_count
+        ],
+    )
+    return "<h2>Uncertainty (MC dropout)</h2>" + accuracy_text + table
+
+
 def render_report(
     title: str,
     metrics: Mapping[str, float],
@@ -153,6 +180,7 @@ def render_report(
     confusion_png: Path | None = None,
     stakeholder: StakeholderView | None = None,
     sweep: list[ThresholdRow] | None = None,
+    mc_dropout: MCDropoutReport | None = None,
 ) -> str:
     """One self-contained HTML page; the PNGs are embedded as base64 ``<img>``."""
     verdict = "passed" if decision.passed else "refused"
@@ -197,6 +225,8 @@ def render_report(
     ]
     if stakeholder is not None:
         parts.append(_stakeholder(stakeholder, sweep or []))
+    if mc_dropout is not None:
+        parts.append(_mc_dropout(mc_dropout))
     parts += [
         "<h2>Most confident errors</h2>",
         "<p>Wrong predictions the model was surest of: read these rows first "

@@ -1,14 +1,15 @@
 """Everything the evaluation reports beyond accuracy, computed from predictions, written as files.
 
 Files (in the evaluation dir, logged to MLflow with it): ``reliability_diagram.png``,
-``calibration.json``, ``confident_errors.json``, ``report.html`` and, for binary tasks,
-``stakeholder.json`` and ``threshold_sweep.csv``.
+``calibration.json``, ``confident_errors.json``, ``report.html``, for binary tasks
+``stakeholder.json`` and ``threshold_sweep.csv``, and with MC dropout on ``mc_dropout.json``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from graft.evaluate.stakeholder import (
     stakeholder_view,
     threshold_sweep,
 )
+from graft.evaluate.uncertainty import MCDropoutReport
 
 
 @dataclass
@@ -38,6 +40,7 @@ class EvaluationSummary:
     confident_errors: list[ConfidentError]
     stakeholder: StakeholderView | None = None  # binary tasks only
     sweep: list[ThresholdRow] = field(default_factory=list)  # binary tasks only
+    mc_dropout: MCDropoutReport | None = None  # evaluate.mc_dropout.enabled only
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -46,6 +49,8 @@ class EvaluationSummary:
         if self.stakeholder is not None:
             values["test_false_negative_rate"] = self.stakeholder.false_negative_rate
             values["test_false_positive_rate"] = self.stakeholder.false_positive_rate
+        if self.mc_dropout is not None:
+            values.update(self.mc_dropout.metrics)
         return values
 
 
@@ -92,6 +97,13 @@ def write_summary(
             writer = csv.DictWriter(handle, fieldnames=list(asdict(summary.sweep[0])))
             writer.writeheader()
             writer.writerows(asdict(row) for row in summary.sweep)
+    if summary.mc_dropout is not None:
+        # NaN (no wrong predictions, say) is not JSON: written as null
+        mc = {
+            k: None if isinstance(v, float) and math.isnan(v) else v
+            for k, v in asdict(summary.mc_dropout).items()
+        }
+        (out / "mc_dropout.json").write_text(json.dumps(mc, indent=2))
     confusion = out / "confusion_matrix.png"
     page = render_report(
         title=title,
@@ -105,6 +117,7 @@ def write_summary(
         confusion_png=confusion if confusion.exists() else None,
         stakeholder=summary.stakeholder,
         sweep=summary.sweep,
+        mc_dropout=summary.mc_dropout,
     )
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")

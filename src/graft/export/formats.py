@@ -53,15 +53,25 @@ def _max_abs_diff(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def export_and_check(
-    model: nn.Module, example: torch.Tensor, output_dir: Path, opset: int, atol: float
+    model: nn.Module,
+    example: torch.Tensor,
+    output_dir: Path,
+    opset: int,
+    atol: float,
+    reference_model: nn.Module | None = None,
 ) -> ExportedFiles:
-    """Write both formats; raise ExportError if either disagrees with PyTorch beyond atol."""
+    """Write both formats; raise ExportError if either disagrees with PyTorch beyond atol.
+
+    ``reference_model`` (default: ``model``) is what the files are compared with: the trained
+    model when ``model`` is its BN-folded copy.
+    """
     import onnxruntime
 
     output_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
+    checked_against = (reference_model or model).eval()
     with torch.no_grad():
-        reference = model(example).numpy()
+        reference = checked_against(example).numpy()
     script_path = export_torchscript(model, example, output_dir / "model.torchscript.pt")
     with torch.no_grad():
         scripted = torch.jit.load(str(script_path))(example).numpy()

@@ -46,13 +46,13 @@ def fit(
 ) -> FitResult:
     """Train on ``num_workers`` DDP workers; a rerun with the same ``run_name`` and storage
     resumes from the latest checkpoint (Ray Train V2 restores its checkpoint manager)."""
-    from ray.train.v2.torch.torch_trainer import TorchTrainer
     from ray.train.v2.api.config import (
         CheckpointConfig,
         FailureConfig,
         RunConfig,
         ScalingConfig,
     )
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
 
     trainer = TorchTrainer(
         train_loop_per_worker,

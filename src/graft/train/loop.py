@@ -6,17 +6,27 @@ change the optimizer is rebuilt and the model re-wrapped for DDP, since both cap
 trainable set at construction. Every epoch the full training state is checkpointed, and a
 restarted run continues from the latest checkpoint: same phase, same epoch, same LR sequence,
 same RNG streams.
+
+With ``budget.mode = virtual_epochs`` an "epoch" (report + checkpoint + early-stopping check) is
+``steps_per_virtual_epoch`` optimizer steps drawn from a loader that cycles pass after pass
+(graft.train.budget has the arithmetic); the position inside the current pass is part of the
+checkpoint, so a resumed run draws the same batches. ``scale_lr_with_workers`` applies the
+linear scaling rule, and ``diagnostics.every_n_steps`` makes rank 0 log per-step diagnostics
+(graft.train.diagnostics) to MLflow.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import os
 import random
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +36,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from graft.config import FinetuneConfig, PhaseConfig, TrainConfig
+from graft.config import FinetuneConfig, PhaseConfig, ScheduleConfig, TrainConfig
+from graft.errors import ConfigError, TrainingError
 from graft.nn.models import GraftNet, ModelSpec, build_model
 from graft.nn.transfer import apply_phase, set_train_mode
+from graft.train.budget import VirtualEpochBudget, linear_scaled_lr, virtual_epoch_budget
 from graft.train.clipping import clip_gradients
+from graft.train.diagnostics import ActivationRecorder, step_diagnostics
 from graft.train.optimizers import build_optimizer
 from graft.train.regularizers import apply_max_norm, kernel_penalty
 from graft.train.schedules import build_schedule
@@ -72,9 +85,60 @@ class FitRequest:
 
 
 def phases_for(config: TrainConfig) -> list[PhaseConfig]:
+    """The fit's phases; with virtual epochs a phase's ``epochs`` count virtual epochs."""
+    virtual = config.budget.mode == "virtual_epochs"
     if isinstance(config, FinetuneConfig):
-        return list(config.phases)
-    return [PhaseConfig(trainable="all", epochs=config.epochs)]
+        phases = list(config.phases)
+        total = sum(p.epochs for p in phases)
+        if virtual and total != config.budget.num_checkpoints:
+            raise ConfigError(
+                f"finetune.budget.mode=virtual_epochs: the phases' epochs (virtual epochs) sum "
+                f"to {total} but finetune.budget.num_checkpoints is "
+                f"{config.budget.num_checkpoints}; make them equal"
+            )
+        return phases
+    epochs = config.budget.num_checkpoints if virtual else config.epochs
+    return [PhaseConfig(trainable="all", epochs=epochs)]
+
+
+def lr_scale_factor(config: TrainConfig, world_size: int) -> float:
+    """What the LR is multiplied by on ``world_size`` workers: 1, or ``world_size`` under the
+    linear scaling rule (``scale_lr_with_workers``; reference batch: one worker's batch)."""
+    if not config.scale_lr_with_workers:
+        return 1.0
+    return linear_scaled_lr(1.0, config.batch_size * world_size, config.batch_size)
+
+
+def worker_lr(config: TrainConfig, world_size: int) -> float:
+    """The base LR of a fit on ``world_size`` workers (``optimizer.lr`` x the scale factor)."""
+    return config.optimizer.lr * lr_scale_factor(config, world_size)
+
+
+def scaled_schedule(schedule: ScheduleConfig, factor: float) -> ScheduleConfig:
+    """The schedule with its absolute LRs (1cycle peak, piecewise values) times ``factor``."""
+    if factor == 1.0:
+        return schedule
+    update: dict[str, Any] = {"values": [v * factor for v in schedule.values]}
+    if schedule.one_cycle_max_lr is not None:
+        update["one_cycle_max_lr"] = schedule.one_cycle_max_lr * factor
+    return schedule.model_copy(update=update)
+
+
+def virtual_plan(
+    config: TrainConfig, num_examples: int, world_size: int
+) -> VirtualEpochBudget | None:
+    """The virtual-epoch plan of a fit (None in ``epochs`` mode); global batch = batch_size x
+    world_size, so the examples budget does not depend on the worker count."""
+    budget = config.budget
+    if budget.mode != "virtual_epochs":
+        return None
+    return virtual_epoch_budget(
+        num_examples=num_examples,
+        stop_point=budget.stop_point,
+        per_worker_batch=config.batch_size,
+        num_workers=world_size,
+        num_checkpoints=budget.num_checkpoints,
+    )
 
 
 @dataclass
@@ -87,6 +151,11 @@ class LoopState:
     best_state: dict[str, torch.Tensor] | None = None
     wait: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    global_step: int = 0  # optimizer steps overall
+    examples_seen: int = 0  # training examples over all workers
+    data_pass: int = 0  # virtual epochs: the cycling loader's pass (the sampler's epoch)
+    batch_in_pass: int = 0  # virtual epochs: batches of the pass already drawn
+    pass_rng: Any = None  # virtual epochs: the loader generator's state when the pass began
 
 
 def _next_phase(state: LoopState) -> LoopState:
@@ -94,7 +163,56 @@ def _next_phase(state: LoopState) -> LoopState:
         phase_index=state.phase_index + 1,
         global_epoch=state.global_epoch,
         history=state.history,
+        global_step=state.global_step,
+        examples_seen=state.examples_seen,
+        # a phase builds a new loader: it starts a fresh pass
+        data_pass=state.data_pass + (1 if state.batch_in_pass else 0),
     )
+
+
+def cycling_batches(
+    loader: DataLoader[Any], state: LoopState, generator: torch.Generator
+) -> Iterator[Any]:
+    """Batches from ``loader``, pass after pass without end, the position kept in ``state``.
+
+    A state restored from a checkpoint mid-pass replays the pass's shuffle (the sampler's
+    epoch, or the loader generator's state when the pass began) and skips the batches already
+    drawn, so the resumed run sees the batches the uninterrupted one saw.
+    """
+    resuming = state.batch_in_pass > 0
+    while True:
+        sampler: Any = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(state.data_pass)
+        if resuming:
+            generator.set_state(state.pass_rng)
+        else:
+            state.pass_rng = generator.get_state()
+        skip = state.batch_in_pass if resuming else 0
+        resuming = False
+        drawn = False
+        for index, batch in enumerate(loader):
+            drawn = True
+            if index < skip:
+                continue
+            state.batch_in_pass = index + 1
+            yield batch
+        if not drawn:
+            raise TrainingError(
+                "the training loader yields no batch; use a batch_size x num_workers no "
+                "larger than the training split"
+            )
+        state.data_pass += 1
+        state.batch_in_pass = 0
+
+
+def _global_sum(value: int, world_size: int) -> int:
+    """``value`` summed over the workers (the process group is Ray Train's)."""
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return value
+    total = torch.tensor([value], dtype=torch.int64)
+    torch.distributed.all_reduce(total)
+    return int(total.item())
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -214,11 +332,29 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
         logger = RunLogger(request.tracking_uri, request.mlflow_run_id)
     checkpointer = _Checkpointer(rank)
     early = config.early_stopping
+    plan = virtual_plan(config, len(train_set), world)
+    if plan is not None and rank == 0:
+        progress.info(
+            "virtual epochs: %d steps x global batch %d (%d x %d workers) per checkpoint, %d "
+            "checkpoints, %d examples",
+            plan.steps_per_virtual_epoch,
+            plan.global_batch,
+            plan.per_worker_batch,
+            plan.num_workers,
+            plan.num_checkpoints,
+            plan.examples_seen,
+        )
+    base_lr = worker_lr(config, world)
+    schedule_config = scaled_schedule(config.schedule, lr_scale_factor(config, world))
+    every = config.diagnostics.every_n_steps
+    recorder = None
+    if every and logger is not None and config.diagnostics.activations:
+        recorder = ActivationRecorder(list(model.backbone))
 
     for phase_index in range(state.phase_index, len(phases)):
         phase = phases[phase_index]
         unfrozen = apply_phase(model, phase)
-        lr = config.optimizer.lr * phase.lr_scale
+        lr = base_lr * phase.lr_scale
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = build_optimizer(trainable, config.optimizer, lr)
         loader = DataLoader(
@@ -226,14 +362,15 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
             batch_size=config.batch_size,
             shuffle=True,
             generator=generator,
-            drop_last=len(train_set) > config.batch_size * world,
+            # every virtual-epoch step is one full global batch: the budget is exact
+            drop_last=plan is not None or len(train_set) > config.batch_size * world,
         )
         loader = ray_torch.prepare_data_loader(loader, move_to_device=False)
         schedule = build_schedule(
             optimizer,
-            config.schedule,
+            schedule_config,
             lr,
-            steps_per_epoch=max(1, len(loader)),
+            steps_per_epoch=plan.steps_per_virtual_epoch if plan else max(1, len(loader)),
             total_epochs=phase.epochs,
         )
         if saved is not None:
@@ -241,6 +378,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
             schedule.load_state_dict(saved["schedule"])
             saved = None
         wrapped = ray_torch.prepare_model(model, move_to_device=False) if world > 1 else model
+        cycling = cycling_batches(loader, state, generator) if plan is not None else None
 
         while state.epoch_in_phase < phase.epochs:
             if request.fail_at_epoch is not None and state.global_epoch == request.fail_at_epoch:
@@ -248,25 +386,47 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                 if not marker.exists():
                     marker.touch()
                     raise RuntimeError(f"injected worker failure at epoch {state.global_epoch}")
-            sampler: Any = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(state.global_epoch)
+            batches: Any
+            if cycling is not None and plan is not None:
+                batches = itertools.islice(cycling, plan.steps_per_virtual_epoch)
+            else:
+                sampler: Any = getattr(loader, "sampler", None)
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(state.global_epoch)
+                batches = loader
             set_train_mode(model, unfrozen if phase.trainable != "all" else None)
             loss_sum, correct, seen, grad_before, grad_after = 0.0, 0, 0, 0.0, 0.0
-            for xb, yb in loader:
+            epoch_steps = 0
+            for xb, yb in batches:
+                step = state.global_step + 1
+                diagnose = logger is not None and every > 0 and step % every == 0
+                capture: AbstractContextManager[Any] = (
+                    recorder.capture() if diagnose and recorder is not None else nullcontext()
+                )
                 optimizer.zero_grad(set_to_none=True)
-                logits = wrapped(xb)
+                with capture:
+                    logits = wrapped(xb)
                 loss = nn.functional.cross_entropy(logits, yb)
                 total = loss + kernel_penalty(model, config.regularization)
                 total.backward()  # DDP has all-reduced the gradients when this returns
                 grad_before, grad_after = clip_gradients(trainable, config.clip)
+                step_lr, step_momentum = schedule.current_lr(), schedule.current_momentum()
                 optimizer.step()
                 if config.regularization.max_norm is not None:
                     apply_max_norm(model, config.regularization.max_norm)
                 schedule.after_batch()
+                state.global_step = step
+                epoch_steps += 1
+                if diagnose and logger is not None:
+                    values = step_diagnostics(grad_before, grad_after, step_lr, step_momentum)
+                    values["diag.train_loss"] = loss.item()
+                    if recorder is not None:
+                        values.update(recorder.metrics())
+                    logger.metrics(values, step=step)
                 loss_sum += loss.item() * len(yb)
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(yb)
+            state.examples_seen += _global_sum(seen, world)
             val = evaluate_model(model, val_set)
             schedule.after_epoch(val["loss"])
             state.epoch_in_phase += 1
@@ -281,6 +441,9 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                 "lr": schedule.current_lr(),
                 "grad_norm_before_clip": grad_before,
                 "grad_norm_after_clip": grad_after,
+                "steps": float(state.global_step),
+                "epoch_steps": float(epoch_steps),
+                "examples_seen": float(state.examples_seen),
             }
             monitored = metrics[early.monitor]
             if _improved(monitored, state.best_metric, early.monitor, early.min_delta):
@@ -331,6 +494,8 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
             if phase_over:
                 break
         state = _next_phase(state)
+    if recorder is not None:
+        recorder.remove()
 
 
 def load_checkpoint_model(checkpoint_dir: str | Path) -> tuple[GraftNet, ModelSpec]:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from graft import tracking
 from graft.config import GraftConfig
 from graft.data.prepare import DataManifest
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import transfer_model, transfer_spec
 from graft.train.loop import FitRequest, load_checkpoint_model, phases_for
 from graft.train.preflight import overfit_one_batch
+
+log = logging.getLogger(__name__)
 
 
 def pretrain_request(
@@ -49,7 +54,11 @@ def finetune_request(
     tracking_run_id: str | None,
 ) -> FitRequest:
     """Copy the pretrained backbone into a new target model (the source stays untouched),
-    save it as the workers' starting weights, and describe the phases."""
+    save it as the workers' starting weights, and describe the phases.
+
+    With ``finetune.warm_start_from_champion`` and a registered champion of the same
+    architecture, the starting weights are the champion's instead (the retraining loop).
+    """
     manifest = DataManifest.read(dataset_dir)
     source_model, source_spec = load_checkpoint_model(pretrained_dir)
     # Architecture-free settings (dropout rate, activation parameters) may differ from pretrain:
@@ -63,6 +72,10 @@ def finetune_request(
     )
     torch.manual_seed(config.seed)
     target = transfer_model(source_model, spec)
+    if config.finetune.warm_start_from_champion:
+        start = _load_champion_weights(config, target)
+        if tracking_run_id is not None:
+            tracking.logger_for(config, tracking_run_id).tags({"graft.init": start})
     scratch_dir.mkdir(parents=True, exist_ok=True)
     init_path = scratch_dir / "init_weights.pt"
     torch.save(target.state_dict(), init_path)
@@ -77,3 +90,39 @@ def finetune_request(
         tracking_uri=config.resolved_tracking_uri(),
         mlflow_run_id=tracking_run_id,
     )
+
+
+def _load_champion_weights(config: GraftConfig, target: nn.Module) -> str:
+    """Load ``models:/<name>@champion``'s weights into ``target`` when the architectures match;
+    return where the weights come from (tagged on the finetune run)."""
+    version = tracking.champion_version(config)
+    name = config.export.model_name
+    if version is None:
+        log.warning(
+            "warm start: no champion of '%s' yet; starting from the pretrained backbone", name
+        )
+        return "pretrained"
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(config.resolved_tracking_uri())
+    mlflow.set_registry_uri(config.resolved_tracking_uri())
+    champion = mlflow.pytorch.load_model(f"models:/{name}@champion", map_location="cpu")
+    wanted = {key: tuple(t.shape) for key, t in target.state_dict().items()}
+    state = champion.state_dict()
+    found = {key: tuple(t.shape) for key, t in state.items()}
+    if wanted != found:
+        differing = sorted(set(wanted) ^ set(found)) or sorted(
+            key for key in wanted if wanted[key] != found[key]
+        )
+        log.warning(
+            "warm start: champion %s v%s has another architecture (%s differ); starting from "
+            "the pretrained backbone",
+            name,
+            version.version,
+            ", ".join(differing[:5]),
+        )
+        return "pretrained"
+    target.load_state_dict(state)
+    log.info("warm start: finetuning from champion %s v%s", name, version.version)
+    return f"champion:{version.version}"

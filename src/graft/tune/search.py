@@ -1,7 +1,12 @@
 """Ray Tune over the finetune: each trial is a full Ray Train fit (its own DDP workers), a
-nested MLflow run under the tune stage's run, searched by Optuna TPE / HyperOpt / random and
-stopped early by ASHA. An interrupted experiment resumes from its storage and does not rerun
-finished trials.
+nested MLflow run under the tune stage's run, searched by Optuna TPE / HyperOpt / random /
+grid and stopped early by ASHA, asynchronous Hyperband or the median stopping rule. An
+interrupted experiment resumes from its storage and does not rerun finished trials; a trial
+that was running restarts from its last Ray Train checkpoint.
+
+Conditional keys (``when: "<choice key> == <value>"``): Optuna suggests them define-by-run, so
+TPE only models them over the trials where they apply; the other searchers sample every key
+and a trial drops the inactive ones (they keep their config value).
 
 Ray 2.60 (Train V2) rejects ``Tuner(trainer)``: the trainable is a function that calls
 ``TorchTrainer.fit()`` with a ``TuneReportCallback`` relaying worker reports to Tune.
@@ -12,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from graft.config import GraftConfig, SearchDimension, config_from_json, with_overrides
-from graft.errors import TrainingError
+from graft.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +38,81 @@ class SearchResult:
     num_trials: int
     num_stopped_early: int
     total_epochs: int
+    best_trial_id: str = ""
+    plots: list[str] = field(default_factory=list)
 
 
-def to_tune_space(space: dict[str, SearchDimension]) -> dict[str, Any]:
+def to_tune_space(space: dict[str, SearchDimension], grid: bool = False) -> dict[str, Any]:
+    """Ray Tune domains; ``grid`` turns choice and int dimensions into ``tune.grid_search``."""
     from ray import tune
 
     converted: dict[str, Any] = {}
     for key, dim in space.items():
         if dim.type == "choice":
-            converted[key] = tune.choice(list(dim.values or []))
+            values = list(dim.values or [])
+            converted[key] = tune.grid_search(values) if grid else tune.choice(values)
             continue
         assert dim.low is not None and dim.high is not None  # the schema guarantees bounds
-        if dim.type == "uniform":
+        if dim.type == "int":
+            low, high = int(dim.low), int(dim.high)
+            converted[key] = (
+                tune.grid_search(list(range(low, high + 1)))
+                if grid
+                else tune.randint(low, high + 1)
+            )
+        elif grid:
+            raise ConfigError(
+                f"tune.searcher=grid cannot enumerate the continuous dimension '{key}'; make it "
+                "'choice' with explicit values"
+            )
+        elif dim.type == "uniform":
             converted[key] = tune.uniform(dim.low, dim.high)
-        elif dim.type == "loguniform":
-            converted[key] = tune.loguniform(dim.low, dim.high)
         else:
-            converted[key] = tune.randint(int(dim.low), int(dim.high) + 1)
+            converted[key] = tune.loguniform(dim.low, dim.high)
     return converted
+
+
+class OptunaSpace:
+    """Optuna define-by-run space: unconditional keys first, then each conditional key only
+    when its condition holds on the values already suggested."""
+
+    def __init__(self, space: dict[str, SearchDimension]) -> None:
+        self.space = dict(sorted(space.items(), key=lambda item: item[1].when is not None))
+
+    def __call__(self, trial: Any) -> None:
+        suggested: dict[str, Any] = {}
+        for key, dim in self.space.items():
+            if not dim.is_active(suggested):
+                continue
+            if dim.type == "choice":
+                suggested[key] = trial.suggest_categorical(key, list(dim.values or []))
+                continue
+            assert dim.low is not None and dim.high is not None
+            if dim.type == "int":
+                suggested[key] = trial.suggest_int(key, int(dim.low), int(dim.high))
+            else:
+                suggested[key] = trial.suggest_float(
+                    key, dim.low, dim.high, log=dim.type == "loguniform"
+                )
+
+
+def active_params(space: dict[str, SearchDimension], params: dict[str, Any]) -> dict[str, Any]:
+    """The sampled values a trial applies: searched keys whose condition (if any) holds."""
+    return {k: v for k, v in params.items() if k in space and space[k].is_active(params)}
+
+
+def param_space(config: GraftConfig) -> dict[str, Any]:
+    """What the Tuner gets as ``param_space`` (empty for Optuna: its space is define-by-run)."""
+    if config.tune.searcher == "optuna":
+        return {}
+    return to_tune_space(config.tune.space, grid=config.tune.searcher == "grid")
 
 
 def make_searcher(config: GraftConfig) -> Any:
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     tune_cfg = config.tune
-    if tune_cfg.searcher == "random":
+    if tune_cfg.searcher in ("random", "grid"):
         return BasicVariantGenerator(
             random_state=tune_cfg.seed, max_concurrent=tune_cfg.max_concurrent
         )
@@ -66,6 +121,7 @@ def make_searcher(config: GraftConfig) -> Any:
         from ray.tune.search.optuna import OptunaSearch
 
         searcher: Any = OptunaSearch(
+            space=OptunaSpace(tune_cfg.space),
             metric=tune_cfg.metric,
             mode=tune_cfg.mode,
             sampler=optuna.samplers.TPESampler(seed=tune_cfg.seed, n_startup_trials=3),
@@ -79,16 +135,34 @@ def make_searcher(config: GraftConfig) -> Any:
     return ConcurrencyLimiter(searcher, max_concurrent=tune_cfg.max_concurrent)
 
 
-def make_scheduler(config: GraftConfig, max_epochs: int) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+# schedulers measure a trial's progress in epochs: a trial restarted from its Train checkpoint
+# reports its true epoch, while Tune's training_iteration would start again at 1
+TIME_ATTR = "epoch"
 
-    if config.tune.scheduler == "fifo":
+
+def make_scheduler(config: GraftConfig, max_epochs: int) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    tune_cfg = config.tune
+    grace = min(tune_cfg.grace_period, max_epochs)
+    if tune_cfg.scheduler == "fifo":
         return FIFOScheduler()
+    if tune_cfg.scheduler == "median":
+        return MedianStoppingRule(
+            time_attr=TIME_ATTR,
+            grace_period=grace,
+            min_samples_required=tune_cfg.median_min_samples,
+        )
+    if tune_cfg.scheduler == "pbt":  # refused by TuneConfig; kept for configs built unchecked
+        raise ConfigError("tune.scheduler=pbt is not supported; use asha, hyperband or median")
+    # hyperband: asynchronous Hyperband, i.e. ASHA over several brackets (Li et al., 2020).
+    # Synchronous HyperBand pauses and resumes trials, which a Train V2 trial cannot do cheaply.
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr=TIME_ATTR,
         max_t=max_epochs,
-        grace_period=min(config.tune.grace_period, max_epochs),
-        reduction_factor=config.tune.reduction_factor,
+        grace_period=grace,
+        reduction_factor=tune_cfg.reduction_factor,
+        brackets=tune_cfg.hyperband_brackets if tune_cfg.scheduler == "hyperband" else 1,
     )
 
 
@@ -100,6 +174,7 @@ def run_trial(
     pretrained_dir: str,
     tune_run_id: str,
     trials_dir: str,
+    experiment_name: str = "",
 ) -> None:
     """One trial: a nested MLflow run around a finetune fit with the trial's parameters."""
     from ray import tune
@@ -108,18 +183,15 @@ def run_trial(
     from graft import tracking
     from graft.train.fit import fit
     from graft.train.requests import finetune_request
+    from graft.tune.runs import trial_run
 
-    config = with_overrides(config_from_json(base_config_json), params)
+    base = config_from_json(base_config_json)
+    applied = active_params(base.tune.space, params)
+    config = with_overrides(base, applied)
     trial_id = tune.get_context().get_trial_id()
-    run_id = tracking.create_child_run(
-        config.resolved_tracking_uri(),
-        tracking.experiment_id(config),
-        tune_run_id,
-        name=f"trial-{trial_id}",
-        tags={"graft.stage": "tune-trial", "graft.trial_id": trial_id},
-    )
+    run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
     logger = tracking.RunLogger(config.resolved_tracking_uri(), run_id)
-    logger.params(params)
+    logger.params(applied)
     trial_dir = Path(trials_dir) / trial_id
     request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, run_id)
     try:
@@ -174,6 +246,7 @@ def run_search(
             pretrained_dir=str(Path(pretrained_dir).resolve()),
             tune_run_id=tune_run_id,
             trials_dir=str(trials_dir),
+            experiment_name=experiment_name,
         ),
         {"CPU": TRIAL_CPU},
     )
@@ -184,13 +257,18 @@ def run_search(
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=to_tune_space(config.tune.space),
+            param_space=param_space(config),
             tune_config=tune.TuneConfig(
                 metric=config.tune.metric,
                 mode=config.tune.mode,
                 search_alg=make_searcher(config),
                 scheduler=make_scheduler(config, max_epochs),
-                num_samples=config.tune.num_samples,
+                # a grid enumerates its trials itself: each grid point runs once
+                num_samples=1 if config.tune.searcher == "grid" else config.tune.num_samples,
+                time_budget_s=config.tune.time_budget_s,
+                # a reused trial actor keeps a stopped trial's Train controller alive, and with
+                # it the workers' placement group: the CPUs leak and later trials never start
+                reuse_actors=False,
             ),
             run_config=tune.RunConfig(name=experiment_name, storage_path=str(storage), verbose=0),
         )
@@ -212,18 +290,24 @@ def run_search(
     best_index = max(range(len(usable)), key=lambda i: sign * float(final[i][config.tune.metric]))
     best_metrics, best_config = final[best_index], usable[best_index].config or {}
     reported = [r.metrics for r in results if r.metrics]
-    iterations = [int(m.get("training_iteration", 0)) for m in reported]
-    params = {k: best_config[k] for k in config.tune.space}
+    epochs = [int(m.get(TIME_ATTR, m.get("training_iteration", 0))) for m in reported]
+    params = {k: best_config[k] for k in config.tune.space if k in best_config}
     result = SearchResult(
-        best_params=params,
+        best_params=active_params(config.tune.space, params),
         best_metric=float(best_metrics[config.tune.metric]),
         best_checkpoint_dir=_best_model_dir(
             best_metrics["checkpoint_path"], output_dir / "best_model"
         ),
         trials_table=str(table),
-        num_trials=len(iterations),
+        num_trials=len(epochs),
         num_stopped_early=sum(1 for m in reported if not m.get("fit_complete")),
-        total_epochs=sum(iterations),
+        total_epochs=sum(epochs),
+        best_trial_id=str(best_metrics.get("trial_id", "")),
+    )
+    from graft.tune.plots import plot_search
+
+    result.plots = plot_search(
+        frame, config.tune.space, config.tune.metric, config.tune.mode, output_dir
     )
     (output_dir / "best.json").write_text(json.dumps(result.__dict__, indent=2))
     return result

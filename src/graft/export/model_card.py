@@ -1,0 +1,188 @@
+"""The model card: what was trained on what, how good it is, what it is for, what it is not.
+
+Written as ``model_card.json`` (for machines) and ``model_card.md`` (for people) next to the
+exported files, from the evaluation's metrics/gate and the export bundle's measurements.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from graft.config import GraftConfig
+from graft.export.bundle import ExportBundle
+
+METRIC_LABELS = {
+    "test_accuracy": "Test accuracy",
+    "test_loss": "Test loss (cross-entropy)",
+    "test_macro_f1": "Test macro F1",
+    "baseline_accuracy": "Majority-class baseline accuracy",
+    "linear_baseline_accuracy": "Linear baseline accuracy",
+    "champion_accuracy": "Previous champion accuracy (same split)",
+    "train_accuracy_eval": "Train accuracy (eval mode)",
+    "test_ece": "Expected calibration error",
+    "test_false_negative_rate": "False-negative rate",
+    "test_false_positive_rate": "False-positive rate",
+}
+
+
+def config_summary(config: GraftConfig) -> dict[str, Any]:
+    """The resolved settings a reader needs to know what was trained (the full config is
+    logged on the pipeline run as config/resolved.json)."""
+    model = config.model
+    finetune = config.finetune
+    return {
+        "name": config.name,
+        "seed": config.seed,
+        "training_preset": config.training_preset,
+        "data_source": config.data.source,
+        "split": config.data.split,
+        "target_classes": config.data.transfer.target_classes,
+        "model_family": model.family,
+        "hidden_sizes": model.hidden_sizes,
+        "conv_channels": model.conv_channels if model.family == "cnn" else [],
+        "activation": model.activation.name,
+        "batch_norm": model.batch_norm.placement if model.batch_norm.enabled else "off",
+        "dropout_rate": model.dropout.rate,
+        "pretrain_epochs": config.pretrain.epochs,
+        "finetune_phases": [
+            f"{p.trainable}{'' if p.trainable != 'top_k' else f'({p.top_k})'} x{p.epochs} "
+            f"@ lr {finetune.optimizer.lr * p.lr_scale:g}"
+            for p in finetune.phases
+        ],
+        "optimizer": finetune.optimizer.name,
+        "warm_start_from_champion": finetune.warm_start_from_champion,
+        "onnx_opset": config.export.onnx_opset,
+    }
+
+
+def build_model_card(
+    config: GraftConfig,
+    bundle: ExportBundle,
+    metrics: dict[str, Any],
+    gate: dict[str, Any],
+    dataset_hash: str,
+    class_names: list[str],
+    model_version: str,
+    aliases: list[str],
+    git_commit: str,
+    created: datetime | None = None,
+) -> dict[str, Any]:
+    scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    return {
+        "model_name": config.export.model_name,
+        "model_version": model_version,
+        "aliases": aliases,
+        "created": (created or datetime.now(UTC)).isoformat(timespec="seconds"),
+        "git_commit": git_commit,
+        "dataset_hash": dataset_hash,
+        "class_names": class_names,
+        "config": config_summary(config),
+        "metrics": scalars,
+        "calibration": {"ece": scalars["test_ece"]} if "test_ece" in scalars else None,
+        "gate": {"passed": bool(gate["passed"]), "reasons": list(gate.get("reasons", []))},
+        "export": {
+            "onnx_opset": bundle.opset,
+            "torchscript_max_abs_diff": bundle.files.torchscript_max_abs_diff,
+            "onnx_max_abs_diff": bundle.files.onnx_max_abs_diff,
+            "parity_atol": config.export.parity_atol,
+            "batch_norm_folded": bundle.batch_norm_folded,
+            "batch_norm_left": bundle.batch_norm_left,
+            "fold_max_abs_diff": bundle.fold_max_abs_diff,
+            "fp32_accuracy": bundle.fp32_accuracy,
+            "test_rows": bundle.test_rows,
+            "variants": [
+                {
+                    "name": v.name,
+                    "file": Path(v.path).name,
+                    "accuracy": v.accuracy,
+                    "accuracy_delta": v.accuracy_delta,
+                    "max_abs_diff": v.max_abs_diff,
+                    "size_bytes": v.size_bytes,
+                    "latency_ms": v.latency_ms,
+                }
+                for v in bundle.variants
+            ],
+        },
+        "intended_use": config.export.intended_use,
+        "limitations": list(config.export.limitations),
+    }
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    lines = [
+        f"# Model card: {card['model_name']} v{card['model_version']}",
+        "",
+        f"- Created: {card['created']}",
+        f"- Git commit: `{card['git_commit']}`",
+        f"- Data hash: `{card['dataset_hash']}`",
+        f"- Classes: {', '.join(card['class_names'])}",
+        f"- Registry aliases at export: {', '.join(card['aliases'])}",
+        "",
+        "## Intended use",
+        "",
+        card["intended_use"],
+        "",
+        "## Limitations",
+        "",
+        *[f"- {item}" for item in card["limitations"]],
+        "",
+        "## Metrics (test split)",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    for key, value in card["metrics"].items():
+        lines.append(f"| {METRIC_LABELS.get(key, key)} | {value:.4f} |")
+    gate = card["gate"]
+    lines += [
+        "",
+        f"## Promotion gate: {'passed' if gate['passed'] else 'refused'}",
+        "",
+        *[f"- {reason}" for reason in gate["reasons"]],
+        "",
+        "## Export",
+        "",
+        f"ONNX opset {card['export']['onnx_opset']}. Parity with PyTorch on a fixed batch: "
+        f"TorchScript {card['export']['torchscript_max_abs_diff']:.2e}, "
+        f"ONNX Runtime {card['export']['onnx_max_abs_diff']:.2e} "
+        f"(limit {card['export']['parity_atol']:.0e}). "
+        f"BatchNorm layers folded: {card['export']['batch_norm_folded']} "
+        f"(logit change {card['export']['fold_max_abs_diff']:.2e}); "
+        f"left: {card['export']['batch_norm_left']}.",
+        "",
+        f"Variants on the {card['export']['test_rows']} test rows "
+        f"(fp32 PyTorch accuracy {card['export']['fp32_accuracy']:.4f}):",
+        "",
+    ]
+    batches = sorted(
+        {key for v in card["export"]["variants"] for key in v["latency_ms"]},
+        key=lambda key: int(key.split("_")[1]),
+    )
+    header = ["variant", "file", "accuracy", "delta", "max abs diff", "size (KiB)"]
+    header += [f"median ms, {b.replace('_', ' ')}" for b in batches]
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for v in card["export"]["variants"]:
+        cells = [
+            v["name"],
+            f"`{v['file']}`",
+            f"{v['accuracy']:.4f}",
+            f"{v['accuracy_delta']:+.4f}",
+            f"{v['max_abs_diff']:.2e}",
+            f"{v['size_bytes'] / 1024:.1f}",
+        ] + [f"{v['latency_ms'].get(b, float('nan')):.3f}" for b in batches]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Configuration (summary)", "", "| key | value |", "| --- | --- |"]
+    for key, value in card["config"].items():
+        lines.append(f"| {key} | {json.dumps(value)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(card: dict[str, Any], output_dir: Path) -> tuple[Path, Path]:
+    json_path = output_dir / "model_card.json"
+    md_path = output_dir / "model_card.md"
+    json_path.write_text(json.dumps(card, indent=2))
+    md_path.write_text(_markdown(card))
+    return json_path, md_path

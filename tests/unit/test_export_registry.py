@@ -1,0 +1,207 @@
+"""Registry aliases, version tags and the champion warm start, without a pipeline run: the
+export stage against a SQLite MLflow in tmp_path, with a hand-written evaluation folder."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from graft import stages, tracking
+from graft.config import GraftConfig, load_config
+from graft.data.prepare import DataManifest
+from graft.nn.models import ModelSpec, build_model
+from graft.train.loop import MODEL_FILE, SPEC_FILE
+from graft.train.requests import finetune_request
+
+MODEL_NAME = "graft-unit"
+
+
+def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
+    return load_config(
+        preset="tiny",
+        overrides=[
+            f"work_dir={tmp_path / 'work'}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.experiment_name=unit",
+            f"export.model_name={MODEL_NAME}",
+            "export.latency_runs=1",
+            *overrides,
+        ],
+    )
+
+
+def _save_model(
+    config: GraftConfig, manifest: DataManifest, task: str, out: Path, seed: int
+) -> Path:
+    info = manifest.tasks[task]
+    spec = ModelSpec(
+        model=config.model.model_dump(mode="json"),
+        input_shape=manifest.input_shape,
+        num_classes=len(info.classes),
+        mean=info.mean,
+        std=info.std,
+    )
+    torch.manual_seed(seed)
+    out.mkdir(parents=True)
+    torch.save(build_model(spec).state_dict(), out / MODEL_FILE)
+    spec.save(out / SPEC_FILE)
+    return out
+
+
+def _evaluation(out: Path, passed: bool, reasons: list[str]) -> Path:
+    out.mkdir(parents=True)
+    (out / "gate.json").write_text(json.dumps({"passed": passed, "reasons": reasons}))
+    (out / "metrics.json").write_text(
+        json.dumps({"test_accuracy": 0.9, "baseline_accuracy": 0.5, "test_ece": 0.05})
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Two exports back to back: v1 through the gate, v2 refused against the champion."""
+    tmp_path = tmp_path_factory.mktemp("registry")
+    config = _config(tmp_path)
+    data = stages.data_prep(config, str(tmp_path / "data"))
+    manifest = DataManifest.read(data.dataset_dir)
+    model_dir = _save_model(config, manifest, "target", tmp_path / "model", seed=1)
+    first = stages.export(
+        config,
+        data.dataset_dir,
+        str(model_dir),
+        str(_evaluation(tmp_path / "eval1", True, ["no current champion: nothing else to beat"])),
+        str(tmp_path / "export1"),
+        data.parent_run_id,
+    )
+    refused = "does not beat the champion: 0.9000 < 1.9000"
+    second = stages.export(
+        config,
+        data.dataset_dir,
+        str(model_dir),
+        str(_evaluation(tmp_path / "eval2", False, ["beats the majority baseline", refused])),
+        str(tmp_path / "export2"),
+        tracking.start_pipeline_run(config, "local-2"),
+    )
+    return {
+        "config": config,
+        "tmp_path": tmp_path,
+        "data": data,
+        "manifest": manifest,
+        "first": first,
+        "second": second,
+        "refused": refused,
+    }
+
+
+def _client(config: GraftConfig) -> MlflowClient:
+    uri = config.resolved_tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_champion_moves_only_through_the_gate(registry: dict) -> None:
+    first, second = registry["first"], registry["second"]
+    assert (first.model_version, sorted(first.aliases)) == ("1", ["challenger", "champion"])
+    assert (second.model_version, second.aliases) == ("2", ["challenger"])
+    client = _client(registry["config"])
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == "2"
+    champion = tracking.champion_version(registry["config"])
+    assert champion is not None and str(champion.version) == "1"
+
+
+def test_versions_carry_gate_data_hash_and_quantized_delta_tags(registry: dict) -> None:
+    client = _client(registry["config"])
+    data_hash = registry["manifest"].dataset_hash
+    v1 = client.get_model_version(MODEL_NAME, "1").tags
+    v2 = client.get_model_version(MODEL_NAME, "2").tags
+    assert v1["gate"] == "True" and v2["gate"] == "False"
+    assert registry["refused"] in v2["gate_reasons"]
+    for tags in (v1, v2):
+        assert tags["dataset_hash"] == data_hash
+        assert abs(float(tags["quantized_accuracy_delta"])) <= 0.05
+        assert abs(float(tags["fp16_accuracy_delta"])) <= 0.05
+        assert tags["onnx_opset"] == str(registry["config"].export.onnx_opset)
+
+
+def test_model_card_and_variants_are_logged_next_to_the_files(registry: dict) -> None:
+    second = registry["second"]
+    card = json.loads((Path(second.export_dir) / "model_card.json").read_text())
+    assert card["model_version"] == "2"
+    assert card["aliases"] == ["challenger"]
+    assert card["dataset_hash"] == registry["manifest"].dataset_hash
+    assert card["gate"]["passed"] is False
+    assert registry["refused"] in card["gate"]["reasons"]
+    assert card["calibration"] == {"ece": 0.05}
+    assert card["export"]["onnx_max_abs_diff"] <= 1e-4
+    client = _client(registry["config"])
+    logged = {Path(a.path).name for a in client.list_artifacts(second.run_id, "exported")}
+    assert {
+        "model.torchscript.pt",
+        "model.onnx",
+        "model.int8.torchscript.pt",
+        "model.fp16.onnx",
+        "model_card.md",
+        "model_card.json",
+        "export_report.json",
+    } <= logged
+    run = client.get_run(second.run_id)
+    assert run.data.metrics["onnx_max_abs_diff"] <= 1e-4
+    assert "int8_dynamic_accuracy_delta" in run.data.metrics
+    assert run.data.metrics["int8_dynamic_latency_ms_batch_64"] > 0
+
+
+def _init_weights(request_path: str | None) -> dict[str, torch.Tensor]:
+    assert request_path is not None
+    return dict(torch.load(request_path, weights_only=True))
+
+
+def test_finetune_warm_starts_from_the_champion(registry: dict) -> None:
+    tmp_path: Path = registry["tmp_path"]
+    config = _config(tmp_path, "finetune.warm_start_from_champion=true")
+    data, manifest = registry["data"], registry["manifest"]
+    pretrained = _save_model(config, manifest, "source", tmp_path / "pretrained-warm", seed=2)
+    client = _client(config)
+    run_id = client.create_run(client.get_experiment_by_name("unit").experiment_id).info.run_id
+    request = finetune_request(
+        config, data.dataset_dir, str(pretrained), tmp_path / "scratch-warm", run_id
+    )
+    champion = torch.load(Path(tmp_path / "model" / MODEL_FILE), weights_only=True)
+    init = _init_weights(request.init_weights_path)
+    assert init.keys() == champion.keys()
+    assert all(torch.equal(init[k], champion[k]) for k in champion)
+    assert client.get_run(run_id).data.tags["graft.init"] == "champion:1"
+
+
+def test_warm_start_falls_back_to_the_backbone_when_the_architecture_differs(
+    registry: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    tmp_path: Path = registry["tmp_path"]
+    config = _config(tmp_path, "finetune.warm_start_from_champion=true", "model.hidden_sizes=[16]")
+    data, manifest = registry["data"], registry["manifest"]
+    pretrained = _save_model(config, manifest, "source", tmp_path / "pretrained-other", seed=3)
+    request = finetune_request(
+        config, data.dataset_dir, str(pretrained), tmp_path / "scratch-other", None
+    )
+    init = _init_weights(request.init_weights_path)
+    source = torch.load(pretrained / MODEL_FILE, weights_only=True)
+    assert init["backbone.0.0.weight"].shape == (16, 64)
+    assert torch.equal(init["backbone.0.0.weight"], source["backbone.0.0.weight"])
+    assert "has another architecture" in caplog.text
+
+
+def test_warm_start_off_ignores_the_champion(registry: dict) -> None:
+    tmp_path: Path = registry["tmp_path"]
+    config = _config(tmp_path)
+    assert config.finetune.warm_start_from_champion is False
+    data, manifest = registry["data"], registry["manifest"]
+    pretrained = _save_model(config, manifest, "source", tmp_path / "pretrained-off", seed=4)
+    request = finetune_request(
+        config, data.dataset_dir, str(pretrained), tmp_path / "scratch-off", None
+    )
+    init = _init_weights(request.init_weights_path)
+    source = torch.load(pretrained / MODEL_FILE, weights_only=True)
+    champion = torch.load(Path(tmp_path / "model" / MODEL_FILE), weights_only=True)
+    assert torch.equal(init["backbone.0.0.weight"], source["backbone.0.0.weight"])
+    assert not torch.equal(init["backbone.0.0.weight"], champion["backbone.0.0.weight"])
