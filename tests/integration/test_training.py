@@ -1,35 +1,17 @@
 """Ray Train on a real local Ray instance: DDP fits, checkpoint resume, frozen layers."""
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import prepare_dataset
-from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.fit import fit
 from graft.train.loop import load_checkpoint_model
 from graft.train.requests import finetune_request, pretrain_request
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    ensure_ray(load_config(preset="tiny").ray)
-    yield
-    shutdown_ray()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
-    config = load_config(preset="tiny")
-    out = tmp_path_factory.mktemp("dataset")
-    prepare_dataset(config.data, config.seed, out)
-    return str(out)
 
 
 def _config(tmp: Path, *overrides: str) -> GraftConfig:

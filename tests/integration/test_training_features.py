@@ -3,7 +3,6 @@ diagnostics in a real MLflow server, and a mid-pass resume that matches the unin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,6 @@ import pytest
 import torch
 
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import prepare_dataset
-from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.budget import virtual_epoch_budget
 from graft.train.fit import FitResult, fit
 from graft.train.loop import load_checkpoint_model
@@ -22,21 +19,6 @@ from graft.train.requests import pretrain_request
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 STOP_POINT, NUM_CHECKPOINTS, BATCH, LR, EVERY = 1.5, 3, 32, 0.002, 5
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    ensure_ray(load_config(preset="tiny").ray)
-    yield
-    shutdown_ray()
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
-    config = load_config(preset="tiny")
-    out = tmp_path_factory.mktemp("dataset")
-    prepare_dataset(config.data, config.seed, out)
-    return str(out)
 
 
 def _config(tmp: Path, tracking_uri: str | None = None) -> GraftConfig:
