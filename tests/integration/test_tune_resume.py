@@ -17,9 +17,10 @@ import torch
 
 from graft import tracking
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import DataManifest, prepare_dataset
-from graft.nn.models import ModelSpec, build_model
+from graft.data.prepare import prepare_dataset
+from graft.nn.models import build_model
 from graft.train.loop import MODEL_FILE, SPEC_FILE
+from graft.train.requests import source_model_spec
 from graft.tune.runs import BEST_TAG, EXPERIMENT_TAG, TRIAL_TAG
 from graft.tune.session import load_session
 
@@ -31,15 +32,7 @@ PHASES = '[{"trainable": "head", "epochs": 3}, {"trainable": "all", "epochs": 3,
 
 def untrained_backbone(config: GraftConfig, dataset: Path, out: Path) -> Path:
     """A source model without a pretrain fit: resume does not depend on what it learned."""
-    manifest = DataManifest.read(str(dataset))
-    task = manifest.tasks["source"]
-    spec = ModelSpec(
-        model=config.model.model_dump(mode="json"),
-        input_shape=manifest.input_shape,
-        num_classes=len(task.classes),
-        mean=task.mean,
-        std=task.std,
-    )
+    spec = source_model_spec(config, str(dataset))
     out.mkdir(parents=True)
     torch.save(build_model(spec).state_dict(), out / MODEL_FILE)
     (out / SPEC_FILE).write_text(spec.to_json())

@@ -19,18 +19,23 @@ from graft.train.preflight import overfit_one_batch
 log = logging.getLogger(__name__)
 
 
-def pretrain_request(
-    config: GraftConfig, dataset_dir: str, tracking_run_id: str | None
-) -> FitRequest:
+def source_model_spec(config: GraftConfig, dataset_dir: str) -> ModelSpec:
+    """The pretrain (source task) architecture for a prepared dataset."""
     manifest = DataManifest.read(dataset_dir)
     task = manifest.tasks["source"]
-    spec = ModelSpec(
+    return ModelSpec(
         model=config.model.model_dump(mode="json"),
         input_shape=manifest.input_shape,
         num_classes=len(task.classes),
         mean=task.mean,
         std=task.std,
     )
+
+
+def pretrain_request(
+    config: GraftConfig, dataset_dir: str, tracking_run_id: str | None
+) -> FitRequest:
+    spec = source_model_spec(config, dataset_dir)
     train_path = str(Path(dataset_dir) / "source" / "train.npz")
     if config.pretrain.preflight_overfit_batch:
         overfit_one_batch(build_model(spec), train_path, config.seed)
