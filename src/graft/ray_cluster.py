@@ -15,6 +15,20 @@ def _log_to_driver() -> bool:
     return os.environ.get("GRAFT_RAY_LOG_TO_DRIVER", "1") == "1"
 
 
+def train_env_defaults() -> dict[str, str]:
+    """Ray Train settings every Graft driver, controller and worker runs with (a user's own
+    environment wins)."""
+    defaults = {
+        "RAY_TRAIN_V2_ENABLED": "1",
+        # Worker processes import torch: on a loaded 2-core machine 60 s is not always enough.
+        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180",
+        # The controller drains each worker's one-slot report queue once per health check
+        # (2 s by default), so a report per epoch made every short epoch last 2 s.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    }
+    return {key: os.environ.get(key, value) for key, value in defaults.items()}
+
+
 def ensure_ray(config: RayConfig) -> None:
     """Start (local) or join (address) Ray once per process."""
     import ray
@@ -22,13 +36,21 @@ def ensure_ray(config: RayConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    # Worker processes import torch: on a loaded 2-core machine 60 s is not always enough.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
+    train_env = train_env_defaults()
+    # a local instance's controller and workers inherit this process's environment
+    os.environ.update(train_env)
     if config.mode == "address":
         address = config.address or os.environ.get("RAY_ADDRESS") or "auto"
         log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=_log_to_driver())
+        # A cluster's processes don't: the job's runtime environment carries the settings,
+        # unless this driver already runs as a submitted Ray job (whose runtime environment
+        # is set at submission, and a second one for the same keys is refused).
+        in_submitted_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        ray.init(
+            address=address,
+            log_to_driver=_log_to_driver(),
+            runtime_env=None if in_submitted_job else {"env_vars": train_env},
+        )
         return
     ray.init(
         num_cpus=config.num_cpus or os.cpu_count() or 2,

@@ -232,6 +232,16 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     }
 
 
+def _quiet_per_report_logging() -> None:
+    """Ray Train logs every report (all metrics, on every rank) at INFO under a logger named
+    by its file path, which drowns the one-line-per-epoch progress; keep its warnings."""
+    if os.environ.get("GRAFT_LOG_LEVEL", "").upper() == "DEBUG":
+        return
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -324,6 +334,9 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
     if rank == 0 and not progress.handlers:
         progress.addHandler(logging.StreamHandler(sys.stderr))
         progress.setLevel(logging.INFO)
+        # Ray's worker logging also handles the root logger: propagating prints each line twice
+        progress.propagate = False
+    _quiet_per_report_logging()
     total_epochs = sum(p.epochs for p in phases)
     logger = None
     if rank == 0 and request.tracking_uri and request.mlflow_run_id:
