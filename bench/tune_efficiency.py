@@ -76,6 +76,7 @@ def _search(
     pretrained: str,
     root: Path,
     target: float,
+    schedule: list[str],
 ) -> SearchFigures:
     from graft import tracking
     from graft.config import load_config
@@ -88,6 +89,7 @@ def _search(
             f"work_dir={work}",
             f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}",
             *METHODS[method],
+            *schedule,
             f"tune.seed={seed}",
             f"seed={seed}",
             f"tune.num_samples={samples}",
@@ -114,6 +116,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--target", type=float, default=0.95, help="validation accuracy")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument(
+        "--grace-period", type=int, default=None, help="ASHA epochs before a first cut"
+    )
+    parser.add_argument("--reduction-factor", type=float, default=None, help="ASHA's eta")
     args = parser.parse_args()
 
     from rich.console import Console
@@ -131,6 +137,14 @@ def main() -> None:
     prepare_dataset(config.data, config.seed, dataset)
     ensure_ray(config.ray)
     figures: list[SearchFigures] = []
+    schedule = [
+        f"tune.{key}={value}"
+        for key, value in (
+            ("grace_period", args.grace_period),
+            ("reduction_factor", args.reduction_factor),
+        )
+        if value is not None
+    ]
     try:
         pretrained = fit(
             pretrain_request(config, str(dataset), None),
@@ -154,6 +168,7 @@ def main() -> None:
                         pretrained,
                         root,
                         args.target,
+                        schedule,
                     )
                 )
     finally:
@@ -162,7 +177,8 @@ def main() -> None:
     console = Console()
     table = Table(
         title=f"Tune efficiency: {args.preset} preset, {args.samples} trials per search, "
-        f"target val accuracy {args.target}"
+        f"target val accuracy {args.target}, ASHA grace period "
+        f"{config.tune.grace_period if args.grace_period is None else args.grace_period}"
     )
     for column in (
         "method",

@@ -7,14 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from graft.config import GraftConfig, load_config
 from graft.errors import GraftError
+from graft.stage_command import RayStage, StageInputs
 
 app = typer.Typer(
     name="graft",
@@ -407,6 +409,148 @@ def tune_(
     console.print(table)
 
 
+StageNameArgument = Annotated[
+    str, typer.Argument(help="The training stage: pretrain, transfer-finetune or tune.")
+]
+DatasetDirOption = Annotated[
+    str, typer.Option("--dataset-dir", help="Prepared dataset folder (data-prep's output).")
+]
+StageOutputOption = Annotated[
+    str, typer.Option("--output-dir", "-o", help="Where the stage writes its model.")
+]
+ParentRunOption = Annotated[
+    str,
+    typer.Option(
+        "--parent-run-id", help="MLflow run id of the pipeline run (data-prep's parent_run_id)."
+    ),
+]
+PretrainedDirOption = Annotated[
+    str,
+    typer.Option(help="Pretrained model folder: transfer-finetune and tune only."),
+]
+FinetunedDirOption = Annotated[
+    str, typer.Option(help="tune only: the untuned finetuned model to compare with (optional).")
+]
+
+
+def _stage_inputs(
+    name: str,
+    dataset_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+    pretrained_dir: str,
+    finetuned_dir: str,
+) -> tuple[RayStage, StageInputs]:
+    inputs = StageInputs(dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir)
+    inputs.check(name)  # refuses a stage that is not one of RayStage's
+    return cast(RayStage, name), inputs
+
+
+@app.command(name="stage")
+def stage_(
+    name: StageNameArgument,
+    dataset_dir: DatasetDirOption,
+    output_dir: StageOutputOption,
+    parent_run_id: ParentRunOption,
+    pretrained_dir: PretrainedDirOption = "",
+    finetuned_dir: FinetunedDirOption = "",
+    config_json: Annotated[
+        str | None,
+        typer.Option(
+            "--config-json",
+            help="The resolved config as JSON (what a submitted job receives), instead of "
+            "--config/--preset/--set.",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Run one training stage and print its output as a `GRAFT_STAGE_RESULT {json}` line.
+
+    The stage runs here as the config's `ray` block says: local Ray, a driver of an existing
+    cluster (ray.mode=address, ray.submit=driver), or a Ray job submitted to that cluster
+    (ray.submit=job), whose log is relayed here. A submitted job and a KubeRay RayJob
+    (`graft rayjob`) run this same command on the cluster as a driver.
+    """
+    from dataclasses import asdict
+
+    from graft import stages
+    from graft.config import config_from_json
+    from graft.ray_cluster import shutdown_ray
+    from graft.stage_command import result_line
+    from graft.stages import TrainOutput, TuneOutput
+
+    if config_json is not None and (config or preset or set_):
+        raise GraftError("pass either --config-json or --config/--preset/--set, not both")
+    resolved = (
+        config_from_json(config_json) if config_json is not None else _config(config, preset, set_)
+    )
+    stage, inputs = _stage_inputs(
+        name, dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir
+    )
+    try:
+        output: TrainOutput | TuneOutput
+        if stage == "pretrain":
+            output = stages.pretrain(
+                resolved, inputs.dataset_dir, inputs.output_dir, inputs.parent_run_id
+            )
+        elif stage == "transfer-finetune":
+            output = stages.finetune(
+                resolved,
+                inputs.dataset_dir,
+                inputs.pretrained_dir,
+                inputs.output_dir,
+                inputs.parent_run_id,
+            )
+        else:
+            output = stages.tune(
+                resolved,
+                inputs.dataset_dir,
+                inputs.pretrained_dir,
+                inputs.finetuned_dir,
+                inputs.output_dir,
+                inputs.parent_run_id,
+            )
+    finally:
+        shutdown_ray()
+    typer.echo(result_line(asdict(output)))
+
+
+@app.command(name="rayjob")
+def rayjob(
+    name: StageNameArgument,
+    dataset_dir: DatasetDirOption,
+    output_dir: StageOutputOption,
+    parent_run_id: ParentRunOption,
+    pretrained_dir: PretrainedDirOption = "",
+    finetuned_dir: FinetunedDirOption = "",
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image of the Ray pods. Default: ray.rayjob.image, else compile's."),
+    ] = None,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Print a KubeRay RayJob (ray.io/v1) that runs one training stage on its own cluster.
+
+    Apply it with `graft rayjob pretrain ... | kubectl apply -f -`. The head runs the stage's
+    driver; one worker pod per Ray Train worker takes the stage's `cluster.stages` resources;
+    `ray.rayjob` sets the image, TTL, deadline and retries. The folders must be paths the
+    cluster's pods can read (a shared volume or s3://).
+    """
+    from graft.kfp.pipeline import DEFAULT_IMAGE
+    from graft.rayjob_manifest import rayjob_yaml
+
+    resolved = load_config(config, preset, set_)
+    stage, inputs = _stage_inputs(
+        name, dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir
+    )
+    chosen = image or resolved.ray.rayjob.image or DEFAULT_IMAGE
+    typer.echo(rayjob_yaml(resolved, stage, inputs, chosen), nl=False)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("GRAFT_LOG_LEVEL", "WARNING"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -414,7 +558,8 @@ def main() -> None:
     try:
         app()
     except GraftError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        # escaped: a message may quote a log line with [brackets] that rich would parse
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     except RuntimeError as exc:
         # KFP's local runner raises RuntimeError naming the failed task; its log is above.

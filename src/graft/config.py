@@ -333,6 +333,11 @@ class RegularizationConfig(Strict):
     l1: float = Field(default=0.0, ge=0.0, description="penalty l1*sum|w| on kernels only")
     l2: float = Field(default=0.0, ge=0.0, description="penalty l2*sum w^2 on kernels only")
     max_norm: float | None = Field(default=None, gt=0.0, description="per-neuron row norm cap")
+    prune_below: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="after every step, zero the kernel weights with |w| below this (sparsity)",
+    )
 
 
 class EarlyStoppingConfig(Strict):
@@ -380,10 +385,39 @@ class BudgetConfig(Strict):
     )
 
 
+class WorkerResources(Strict):
+    """What one Ray Train worker reserves. ``gpus > 0`` trains on CUDA with NCCL (one process
+    per GPU); fractions pack several workers on a GPU or CPU."""
+
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: float = Field(default=0.0, ge=0)
+
+    def ray_resources(self, cpu_discount: float = 0.0) -> dict[str, float]:
+        """Ray's ``resources_per_worker``; ``cpu_discount`` is CPU the caller holds already
+        (a tune trial's own actor), taken off so a trial costs exactly what it says."""
+        resources = {"CPU": max(self.cpus - cpu_discount, self.cpus / 100)}
+        if self.gpus:
+            resources["GPU"] = self.gpus
+        return resources
+
+
+Objective = Literal["classify", "autoencoder"]
+
+
 class TrainConfig(Strict):
+    objective: Objective = Field(
+        default="classify",
+        description="pretrain only: autoencoder learns the backbone as an MLP encoder by "
+        "reconstructing the standardized inputs (no labels used); finetune reuses the encoder",
+    )
     epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=64, ge=1, description="per worker")
     num_workers: int = Field(default=2, ge=1, description="Ray Train DDP workers")
+    resources: WorkerResources = Field(
+        default_factory=WorkerResources,
+        description="per worker; a tune trial is a finetune fit, so finetune.resources x "
+        "tune.workers_per_trial is what one trial reserves",
+    )
     deterministic: bool = True
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -448,11 +482,21 @@ class FinetuneConfig(TrainConfig):
         description="start from models:/<export.model_name>@champion when one exists and its "
         "architecture matches (the retraining loop); else from the pretrained backbone",
     )
+    cache_bottleneck_features: bool = Field(
+        default=False,
+        description="head-only phases: run the frozen trunk once per training example (in "
+        "inference mode, so frozen dropout is off) and train the head on the cached features",
+    )
 
     @model_validator(mode="after")
     def _phases_drive_epochs(self) -> FinetuneConfig:
         if not self.phases:
             raise ValueError("finetune.phases needs at least one phase")
+        if self.objective != "classify":
+            raise ValueError(
+                "finetune.objective must be classify: the target task has labels; "
+                "autoencoder is a pretrain objective"
+            )
         return self
 
 
@@ -504,6 +548,30 @@ class SearchDimension(Strict):
         return key in params and params[key] == value
 
 
+LR_SEARCH_KEY = "finetune.optimizer.lr"
+
+
+class LRFinderPreStep(Strict):
+    """Before the search, sweep the LR once (the book's LR finder, in-process, over the
+    finetune's first phase) and narrow ``tune.space['finetune.optimizer.lr']`` to a window
+    around the suggested LR, so trials are not spent on LRs that diverge or barely move.
+    Skipped when the space does not search the LR."""
+
+    enabled: bool = False
+    min_lr: float = Field(default=1e-5, gt=0)
+    max_lr: float = Field(default=1.0, gt=0)
+    num_steps: int = Field(default=100, ge=2, description="mini-batches in the sweep")
+    window_decades: float = Field(
+        default=1.0, gt=0, description="width of the narrowed range, centred on the suggestion"
+    )
+
+    @model_validator(mode="after")
+    def _sweep_goes_up(self) -> LRFinderPreStep:
+        if self.min_lr >= self.max_lr:
+            raise ValueError("tune.lr_finder needs min_lr < max_lr")
+        return self
+
+
 class TuneConfig(Strict):
     enabled: bool = True
     num_samples: int = Field(
@@ -530,9 +598,10 @@ class TuneConfig(Strict):
     workers_per_trial: int = Field(default=1, ge=1)
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     seed: int = 0
+    lr_finder: LRFinderPreStep = Field(default_factory=LRFinderPreStep)
     space: dict[str, SearchDimension] = Field(
         default_factory=lambda: {
-            "finetune.optimizer.lr": SearchDimension(type="loguniform", low=1e-4, high=3e-2),
+            LR_SEARCH_KEY: SearchDimension(type="loguniform", low=1e-4, high=3e-2),
             "model.dropout.rate": SearchDimension(type="uniform", low=0.0, high=0.5),
         },
         description="dotted config key -> dimension; keys are validated against the schema",
@@ -551,6 +620,17 @@ class TuneConfig(Strict):
                 "resumes its own Ray Train run with the optimizer and schedule state (LR "
                 "included) saved in it, so a perturbation would be silently undone; use asha, "
                 "hyperband or median"
+            )
+        lr_dim = self.space.get(LR_SEARCH_KEY)
+        if (
+            self.lr_finder.enabled
+            and lr_dim is not None
+            and (lr_dim.type != "loguniform" or lr_dim.when is not None)
+        ):
+            raise ValueError(
+                f"tune.lr_finder narrows tune.space['{LR_SEARCH_KEY}'], which must be an "
+                "unconditional 'loguniform' dimension (or leave the LR out of the space: "
+                "then there is nothing to narrow and the pre-step is skipped)"
             )
         if self.searcher == "grid":
             continuous = [k for k, d in self.space.items() if d.type in ("uniform", "loguniform")]
@@ -599,6 +679,98 @@ class MCDropoutConfig(Strict):
     )
 
 
+ProtocolName = Literal["holdout", "kfold", "iterated_kfold", "auto"]
+
+
+class ProtocolConfig(Strict):
+    """How the transfer-finetune stage estimates accuracy on its small target task.
+
+    ``holdout`` (the default) is the pipeline's own train/val split and costs nothing extra.
+    Any other protocol additionally trains a fresh model per fold, in process, on the pooled
+    target train+val rows (never test) and logs ``cv_mean_val_accuracy`` ± ``cv_std_...``.
+    ``auto`` probes how much the holdout score moves with the shuffle and picks K-fold when
+    holdout is unreliable (graft.evaluate.protocols).
+    """
+
+    name: ProtocolName = Field(
+        default="holdout",
+        description="holdout | kfold | iterated_kfold (K-fold repeated with a fresh shuffle "
+        "each time) | auto (the split-stability probe picks holdout or auto_picks)",
+    )
+    folds: int = Field(default=5, ge=2, description="k of K-fold and iterated K-fold")
+    repeats: int = Field(
+        default=3, ge=1, description="iterated_kfold: P shuffled K-fold passes (P x k models)"
+    )
+    auto_picks: Literal["kfold", "iterated_kfold"] = Field(
+        default="kfold", description="auto: the protocol run when holdout is unreliable"
+    )
+    probe_splits: int = Field(
+        default=5, ge=2, description="auto: seeded holdout re-splits the stability probe scores"
+    )
+    probe_max_std: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="auto: std of the probe's holdout accuracies above which holdout is unreliable",
+    )
+    min_val_rows: int = Field(
+        default=1000,
+        ge=1,
+        description="auto: a holdout validation set smaller than this is unreliable whatever "
+        "the probe's std",
+    )
+    max_models: int = Field(
+        default=50,
+        ge=1,
+        description="cost guard: most models one protocol may train (folds x repeats for "
+        "iterated K-fold)",
+    )
+
+    def models_to_train(self, protocol: str) -> int:
+        """Fits of ``protocol`` under these settings (the probe's fits not counted)."""
+        return {"holdout": 1, "kfold": self.folds, "iterated_kfold": self.folds * self.repeats}[
+            protocol
+        ]
+
+    @model_validator(mode="after")
+    def _protocol_settings_make_sense(self) -> ProtocolConfig:
+        iterated = self.name == "iterated_kfold" or (
+            self.name == "auto" and self.auto_picks == "iterated_kfold"
+        )
+        if self.name == "iterated_kfold" and self.repeats < 2:
+            raise ValueError(
+                "evaluate.protocol.name=iterated_kfold with repeats=1 is plain K-fold; set "
+                "evaluate.protocol.repeats >= 2 or name=kfold"
+            )
+        worst = self.models_to_train("iterated_kfold" if iterated else "kfold")
+        if self.name != "holdout" and worst > self.max_models:
+            raise ValueError(
+                f"evaluate.protocol trains up to {worst} models (folds={self.folds}"
+                + (f" x repeats={self.repeats}" if iterated else "")
+                + f") > max_models={self.max_models}; lower folds/repeats or raise "
+                "evaluate.protocol.max_models"
+            )
+        return self
+
+
+class LabelShuffleControl(Strict):
+    """Train the same finetune recipe on permuted target labels: what "learning" looks like
+    when there is no signal. The gate then asks the real model to beat it by ``margin``."""
+
+    enabled: bool = False
+    margin: float = Field(
+        default=0.05, ge=0.0, description="accuracy points above the control required"
+    )
+    seed: int = 0
+
+
+class TransferReportConfig(Strict):
+    """The book's A/B protocol as a report: transfer vs the same net from scratch, per seed."""
+
+    enabled: bool = False
+    seeds: int = Field(default=5, ge=1, description="seeds per arm (the book: one is anecdote)")
+
+
 class EvaluateConfig(Strict):
     baseline_margin: float = Field(
         default=0.0, ge=0.0, description="accuracy points above the majority baseline required"
@@ -635,6 +807,20 @@ class EvaluateConfig(Strict):
         default=20_000, ge=1, description="train rows (seeded sample) the linear baseline fits on"
     )
     mc_dropout: MCDropoutConfig = Field(default_factory=MCDropoutConfig)
+    max_calibration_error: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="gate: refuse a model whose expected calibration error (ECE) exceeds this",
+    )
+    label_shuffle_control: LabelShuffleControl = Field(default_factory=LabelShuffleControl)
+    transfer_report: TransferReportConfig = Field(default_factory=TransferReportConfig)
+    allow_repeat_test: bool = Field(
+        default=False,
+        description="score a model already scored on this test split again (tagged as a "
+        "repeat); off, the second look is refused",
+    )
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
 
 
 class ExportConfig(Strict):
@@ -687,6 +873,12 @@ class TrackingConfig(Strict):
         default=None, description="MLflow server URL or sqlite URI; None = <work_dir>/mlflow.db"
     )
     experiment_name: str = "graft"
+    artifact_location: str | None = Field(
+        default=None,
+        description="where a new experiment keeps run artifacts and registered model files, "
+        "e.g. s3://bucket/mlflow (credentials from the AWS_* environment, on a cluster the "
+        "cluster.s3_secret Secret); None = the tracking server's default",
+    )
 
 
 StageName = Literal["data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"]
@@ -768,10 +960,100 @@ class ClusterConfig(Strict):
     stages: ClusterStages = Field(default_factory=ClusterStages)
 
 
+class RayJobConfig(Strict):
+    """A KubeRay RayJob that runs one training stage on a cluster of its own (`graft rayjob`).
+
+    Its worker pods take the stage's block of ``cluster.stages`` (requests, limits,
+    accelerator, node selector, tolerations) and one pod per Ray Train worker; this block holds
+    the rest.
+    """
+
+    image: str | None = Field(
+        default=None,
+        description="image of the Ray head, workers and submitter (None = the image "
+        "`graft compile` puts in the pipeline)",
+    )
+    namespace: str | None = Field(
+        default=None, description="metadata.namespace (None = kubectl's current namespace)"
+    )
+    ray_version: str = Field(
+        default="2.60.0", description="rayClusterSpec.rayVersion: the Ray inside the image"
+    )
+    head_cpu: str = Field(
+        default="1", description="head pod CPU, request = limit (the stage's driver runs there)"
+    )
+    head_memory: str = "4Gi"
+    submitter_cpu: str = Field(default="500m", description="the `ray job submit` pod's CPU")
+    submitter_memory: str = "512Mi"
+    shutdown_after_job_finishes: bool = Field(
+        default=True, description="delete the RayCluster when the job ends"
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=600,
+        ge=0,
+        description="seconds a finished job's cluster is kept (logs, dashboard) before deletion",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=7200, gt=0, description="fail the RayJob after this long (None = no deadline)"
+    )
+    backoff_limit: int = Field(
+        default=0, ge=0, description="retries of a failed RayJob, each on a fresh cluster"
+    )
+
+
 class RayConfig(Strict):
+    """Where the training stages (pretrain, transfer-finetune, tune) get Ray.
+
+    ``local`` starts Ray inside the stage's process. ``address`` uses an existing cluster: with
+    ``submit: job`` the stage itself runs on the cluster as a Ray job submitted through the
+    Jobs API (its log streams into the caller's, a retry of the same pipeline run re-attaches
+    to the job instead of starting a second one, and a failed job fails the caller); with
+    ``submit: driver`` the stage runs in this process and joins the cluster with
+    ``ray.init(address)``. ``graft rayjob`` prints a KubeRay RayJob per stage from ``rayjob``.
+    """
+
     mode: Literal["local", "address"] = "local"
-    address: str | None = Field(default=None, description="ray://host:10001 or auto")
+    address: str | None = Field(
+        default=None,
+        description="address mode: ray://host:10001 or auto (None = RAY_ADDRESS, else auto); "
+        "with submit=job it also locates the dashboard when dashboard_address is unset",
+    )
+    submit: Literal["job", "driver"] = Field(
+        default="job",
+        description="address mode: run each training stage on the cluster as a Ray job (job) "
+        "or here as a Ray driver (driver)",
+    )
+    dashboard_address: str | None = Field(
+        default=None,
+        description="submit=job: the Jobs API, http://<head>:8265 (None = derived from "
+        "address); RAY_API_SERVER_ADDRESS or RAY_ADDRESS override it, as everywhere in Ray",
+    )
+    job_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="submit=job: stop a job still running after this long and fail the stage",
+    )
+    job_log_tail_lines: int = Field(
+        default=40, ge=1, description="submit=job: lines of a failed job's log in the error"
+    )
     num_cpus: int | None = Field(default=None, ge=1, description="local mode CPU count")
+    rayjob: RayJobConfig = Field(default_factory=RayJobConfig)
+
+    @model_validator(mode="after")
+    def _dashboard_is_http(self) -> RayConfig:
+        if self.dashboard_address and not self.dashboard_address.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"ray.dashboard_address '{self.dashboard_address}' must be the Jobs API's HTTP "
+                "address, e.g. http://ray-head:8265; a ray:// client address goes in ray.address"
+            )
+        return self
+
+    @property
+    def submits_jobs(self) -> bool:
+        """Whether a training stage runs on the cluster as a Ray job instead of here."""
+        return self.mode == "address" and self.submit == "job"
 
 
 class GraftConfig(Strict):
@@ -804,6 +1086,17 @@ class GraftConfig(Strict):
     def _training_recipe_is_consistent(self) -> GraftConfig:
         if self.training_preset is not None and self.training_preset not in TRAINING_PRESETS:
             raise ValueError(_unknown_training_preset(self.training_preset))
+        if self.pretrain.objective == "autoencoder":
+            if self.model.family != "mlp":
+                raise ValueError(
+                    "pretrain.objective=autoencoder mirrors the dense backbone in its decoder: "
+                    "it needs model.family=mlp"
+                )
+            if self.pretrain.early_stopping.monitor != "val_loss":
+                raise ValueError(
+                    "pretrain.objective=autoencoder has no accuracy to monitor: set "
+                    "pretrain.early_stopping.monitor=val_loss (the reconstruction error)"
+                )
         if self.model.activation.name == "selu":
             for stage, train in (("pretrain", self.pretrain), ("finetune", self.finetune)):
                 reg = train.regularization

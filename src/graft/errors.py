@@ -27,3 +27,30 @@ class ExportError(GraftError):
 
 class PipelineServerError(GraftError):
     """The KFP API server cannot be reached, refuses the credentials or rejects a request."""
+
+
+class HoldoutReuseError(GraftError):
+    """A model already scored on the sealed test split would be scored on it again."""
+
+
+class RayJobError(GraftError):
+    """A stage submitted as a Ray job failed, was stopped, timed out or cannot be reached.
+
+    Carries the job's submission id, terminal status, Ray's message and the last lines of its
+    log, so the KFP task that waited on it fails with the cause in its own log.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        submission_id: str = "",
+        status: str = "",
+        job_message: str = "",
+        log_tail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.submission_id = submission_id
+        self.status = status
+        self.job_message = job_message
+        self.log_tail = log_tail

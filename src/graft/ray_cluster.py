@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from graft.config import RayConfig
 
 log = logging.getLogger(__name__)
+
+API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"  # read by Ray's State and Jobs API clients
+_replaced_env: dict[str, str | None] = {}  # what ensure_ray overrode, for shutdown_ray
 
 
 def _log_to_driver() -> bool:
@@ -52,10 +56,18 @@ def ensure_ray(config: RayConfig) -> None:
             runtime_env=None if in_submitted_job else {"env_vars": train_env},
         )
         return
+    # The dashboard serves the State API that Train V2's controller and its placement-group
+    # cleaner query. Without an address they look for "the" local Ray and fail when another
+    # Ray instance runs on the machine (a second pipeline, a test run), which strands the
+    # workers' placement groups. Pinning the port and exporting it before the raylet starts
+    # gives every process of this instance its own dashboard's address.
+    dashboard_port = _free_port()
+    _replaced_env[API_SERVER_ADDRESS] = os.environ.get(API_SERVER_ADDRESS)
+    os.environ[API_SERVER_ADDRESS] = f"http://127.0.0.1:{dashboard_port}"
     ray.init(
         num_cpus=config.num_cpus or os.cpu_count() or 2,
-        # the dashboard serves the State API that Train V2's controller polls
         dashboard_host="127.0.0.1",
+        dashboard_port=dashboard_port,
         log_to_driver=_log_to_driver(),
         configure_logging=False,
     )
@@ -66,3 +78,15 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    for key, value in _replaced_env.items():  # the caller's own values come back
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _replaced_env.clear()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,18 @@ import numpy as np
 import torch
 
 from graft import tracking
-from graft.config import GraftConfig
+from graft.config import LR_SEARCH_KEY, GraftConfig
+from graft.data.holdout import HoldoutManifest, default_holdout_dir, load_holdout
 from graft.data.prepare import DataManifest, load_split, prepare_dataset
+from graft.data.splits import SPLIT_MANIFEST_FILE, read_task_splits
+from graft.errors import ConfigError
+from graft.evaluate.finetune_cv import cross_validate_finetune
 from graft.evaluate.gate import decide
 from graft.evaluate.metrics import classification_report, majority_baseline
 from graft.evaluate.plots import plot_confusion, plot_learning_curves
 from graft.ray_cluster import ensure_ray
+from graft.ray_jobs import run_stage_as_job
+from graft.stage_command import StageInputs
 from graft.train.fit import FitResult, fit
 from graft.train.loop import load_checkpoint_model
 from graft.train.requests import finetune_request, pretrain_request
@@ -31,9 +38,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataPrepOutput:
-    dataset_dir: str
+    dataset_dir: str  # train/val only: what the training stages receive
     parent_run_id: str
     dataset_hash: str
+    test_split_dir: str  # the sealed test rows: evaluate alone reads them
 
 
 @dataclass
@@ -89,9 +97,17 @@ def _run_name_key(parent_run_id: str) -> str:
 
 
 def data_prep(
-    config: GraftConfig, output_dir: str, kfp_run_id: str = "local", parent_run_id: str = ""
+    config: GraftConfig,
+    output_dir: str,
+    kfp_run_id: str = "local",
+    parent_run_id: str = "",
+    test_split_dir: str = "",
 ) -> DataPrepOutput:
-    manifest = prepare_dataset(config.data, config.seed, output_dir)
+    """Prepare the dataset (train/val) into ``output_dir`` and the sealed test rows into
+    ``test_split_dir`` (default ``<output_dir>-test``); log each task's split manifests as
+    MLflow dataset inputs of the data-prep run."""
+    holdout = test_split_dir or str(default_holdout_dir(output_dir))
+    manifest = prepare_dataset(config.data, config.seed, output_dir, holdout)
     parent = parent_run_id or tracking.start_pipeline_run(config, kfp_run_id)
     client = tracking.client_for(config)
     client.set_tag(parent, "graft.dataset_hash", manifest.dataset_hash)
@@ -108,8 +124,10 @@ def data_prep(
         )
         for name in ("manifest.json", "report.json", "report.html"):
             logger.artifact(Path(output_dir) / name, "data")
+        splits = read_task_splits(Path(output_dir) / SPLIT_MANIFEST_FILE)
+        tracking.log_split_inputs(config, run_id, splits, manifest.dataset_hash)
     log.info("data-prep: %d rows, hash %s", manifest.num_rows, manifest.dataset_hash)
-    return DataPrepOutput(str(output_dir), parent, manifest.dataset_hash)
+    return DataPrepOutput(str(output_dir), parent, manifest.dataset_hash, holdout)
 
 
 def _log_fit(config: GraftConfig, run_id: str, result: FitResult, title: str) -> None:
@@ -126,7 +144,12 @@ def _log_fit(config: GraftConfig, run_id: str, result: FitResult, title: str) ->
 
 def _train_output(result: FitResult, run_id: str) -> TrainOutput:
     """The monitored best epoch's validation figures (the weights restored at the end)."""
-    best = max(result.history, key=lambda h: h["val_accuracy"], default=result.final_metrics)
+    # an autoencoder pretrain has no accuracy: its best epoch has the lowest reconstruction loss
+    best = max(
+        result.history,
+        key=lambda h: h.get("val_accuracy", -h["val_loss"]),
+        default=result.final_metrics,
+    )
     return TrainOutput(
         model_dir=result.model_dir,
         run_id=run_id,
@@ -139,6 +162,9 @@ def _train_output(result: FitResult, run_id: str) -> TrainOutput:
 def pretrain(
     config: GraftConfig, dataset_dir: str, output_dir: str, parent_run_id: str
 ) -> TrainOutput:
+    if config.ray.submits_jobs:
+        inputs = StageInputs(dataset_dir, output_dir, parent_run_id)
+        return TrainOutput(**run_stage_as_job(config, "pretrain", inputs))
     ensure_ray(config.ray)
     with tracking.stage_run(config, parent_run_id, "pretrain") as run_id:
         tracking.logger_for(config, run_id).params(
@@ -148,6 +174,7 @@ def pretrain(
         result = fit(
             request,
             num_workers=config.pretrain.num_workers,
+            resources=config.pretrain.resources,
             storage_path=config.work_path / "ray",
             run_name=f"pretrain-{_run_name_key(parent_run_id)}",
             output_dir=Path(output_dir),
@@ -165,6 +192,9 @@ def finetune(
     output_dir: str,
     parent_run_id: str,
 ) -> TrainOutput:
+    if config.ray.submits_jobs:
+        inputs = StageInputs(dataset_dir, output_dir, parent_run_id, pretrained_dir)
+        return TrainOutput(**run_stage_as_job(config, "transfer-finetune", inputs))
     ensure_ray(config.ray)
     with tracking.stage_run(config, parent_run_id, "transfer-finetune") as run_id:
         tracking.logger_for(config, run_id).params(
@@ -176,6 +206,7 @@ def finetune(
         result = fit(
             request,
             num_workers=config.finetune.num_workers,
+            resources=config.finetune.resources,
             storage_path=config.work_path / "ray",
             run_name=f"finetune-{_run_name_key(parent_run_id)}",
             output_dir=Path(output_dir),
@@ -183,6 +214,9 @@ def finetune(
             num_to_keep=config.finetune.checkpoint.num_to_keep,
         )
         _log_fit(config, run_id, result, "transfer-finetune (target task)")
+        if config.evaluate.protocol.name != "holdout":
+            # small target task: also estimate accuracy with K-fold (fresh model per fold)
+            cross_validate_finetune(config, request, Path(output_dir), run_id)
     return _train_output(result, run_id)
 
 
@@ -203,9 +237,11 @@ def tune(
     The Tune experiment is named after ``parent_run_id``: a retry with the same parent (a KFP
     retry, ``graft tune --resume``) resumes it, reuses its MLflow runs and does not rerun the
     trials that finished."""
-    from graft.errors import ConfigError
     from graft.tune.runs import tag_best_trial, tune_stage_run
 
+    if config.ray.submits_jobs:
+        inputs = StageInputs(dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir)
+        return TuneOutput(**run_stage_as_job(config, "tune", inputs))
     out = Path(output_dir)
     finetuned_val_accuracy = (
         validation_accuracy(dataset_dir, finetuned_dir) if finetuned_dir else float("-inf")
@@ -223,6 +259,14 @@ def tune(
             return TuneOutput(finetuned_dir, run_id, finetuned_val_accuracy, {}, "finetune")
         from graft.tune.search import run_search
 
+        if config.tune.lr_finder.enabled and LR_SEARCH_KEY in config.tune.space:
+            from graft.tune.lr_range import narrow_lr_range
+
+            config, lr_range = narrow_lr_range(
+                config, dataset_dir, pretrained_dir, out / "lr_finder"
+            )
+            logger.metrics(lr_range.metrics(), step=0)
+            logger.artifact(lr_range.plot, "tune/lr_finder")
         ensure_ray(config.ray)
         result = run_search(
             config,
@@ -271,14 +315,21 @@ def _predict(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return torch.softmax(logits, dim=1).numpy()
 
 
-def _champion_accuracy(config: GraftConfig, x: np.ndarray, y: np.ndarray) -> float | None:
+def _champion_accuracy(
+    config: GraftConfig, x: np.ndarray, y: np.ndarray, manifest: DataManifest
+) -> float | None:
     version = tracking.champion_version(config)
     if version is None:
         return None
     import mlflow.pytorch
 
+    from graft.export.raw_inputs import RawInputModel, raw_rows
+
     mlflow.set_tracking_uri(config.resolved_tracking_uri())
     champion = mlflow.pytorch.load_model(f"models:/{config.export.model_name}@champion")
+    if isinstance(champion, RawInputModel):
+        # a served model fills NaNs itself: give it the rows as a client would send them
+        x = raw_rows(x, manifest.missing_fill)
     probabilities = _predict(champion, x)
     if probabilities.shape[1] <= int(y.max()):
         log.warning("the champion predicts a different label set; it cannot be compared")
@@ -294,18 +345,35 @@ def validation_accuracy(dataset_dir: str, model_dir: str) -> float:
 
 
 def evaluate(
-    config: GraftConfig, dataset_dir: str, model_dir: str, output_dir: str, parent_run_id: str
+    config: GraftConfig,
+    dataset_dir: str,
+    test_split_dir: str,
+    model_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+    pretrained_dir: str = "",
 ) -> EvaluateOutput:
-    """Test-split metrics vs the majority baseline and the registered champion; the gate."""
+    """Test-split metrics vs the majority baseline and the registered champion; the gate.
+
+    With ``pretrained_dir`` it can also train the finetune recipe in process for two
+    comparisons scored on the same test rows: the label-shuffle control (the gate asks the
+    model to beat it) and the transfer-vs-scratch A/B report over seeds.
+
+    The only stage that reads the sealed test split (``test_split_dir``), and once per model:
+    a model already scored on these test rows is refused before they are read, unless
+    ``evaluate.allow_repeat_test`` (see :mod:`graft.evaluate.ledger`)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest = DataManifest.read(dataset_dir)
     task = manifest.tasks["target"]
     from graft.evaluate.baselines import linear_baseline
+    from graft.evaluate.ledger import check_first_look, model_fingerprint
     from graft.evaluate.summary import summarize, write_summary
     from graft.evaluate.uncertainty import mc_dropout_evaluation
 
-    x_test, y_test = load_split(dataset_dir, "target", "test")
+    split_digest = HoldoutManifest.read(test_split_dir).digests["target"]
+    ledger_tags = check_first_look(config, model_fingerprint(model_dir), split_digest)
+    x_test, y_test = load_holdout(test_split_dir, "target", dataset_dir)
     x_train, y_train = load_split(dataset_dir, "target", "train")
     model, _ = load_checkpoint_model(model_dir)
     probabilities = _predict(model, x_test)
@@ -323,9 +391,19 @@ def evaluate(
     )
     # eval mode (dropout off) on the train split: set against training's train accuracy
     train_accuracy_eval = float((_predict(model, x_train).argmax(1) == y_train).mean())
-    champion = _champion_accuracy(config, x_test, y_test)
-    decision = decide(settings, report.accuracy, baseline, champion)
+    champion = _champion_accuracy(config, x_test, y_test, manifest)
     summary = summarize(settings, y_test, probabilities, task.class_names, report)
+    recipe = _recipe_comparisons(
+        config, dataset_dir, pretrained_dir, (x_train, y_train), (x_test, y_test), out
+    )
+    decision = decide(
+        settings,
+        report.accuracy,
+        baseline,
+        champion,
+        calibration_error=summary.metrics.get("test_ece"),
+        control_accuracy=recipe.get("label_shuffle_control_accuracy"),
+    )
     mc = settings.mc_dropout
     if mc.enabled:
         summary.mc_dropout = mc_dropout_evaluation(
@@ -344,6 +422,7 @@ def evaluate(
         "linear_baseline_accuracy": linear,
         "train_accuracy_eval": train_accuracy_eval,
         **summary.metrics,
+        **recipe,
     }
     if champion is not None:
         metrics["champion_accuracy"] = champion
@@ -363,6 +442,7 @@ def evaluate(
                 "graft.gate": "passed" if decision.passed else "refused",
                 "graft.dataset_hash": manifest.dataset_hash,
                 "graft.baseline_class": str(majority),
+                **ledger_tags,
             }
         )
         logger.artifact(out, "evaluation")
@@ -377,6 +457,45 @@ def evaluate(
     )
 
 
+def _recipe_comparisons(
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    train: tuple[np.ndarray, np.ndarray],
+    scored: tuple[np.ndarray, np.ndarray],
+    out: Path,
+) -> dict[str, float]:
+    """The label-shuffle control and the A/B report, when configured: both retrain the
+    finetune recipe (the config's, not the tuned trial's) from the pretrained backbone."""
+    settings = config.evaluate
+    control, ab = settings.label_shuffle_control, settings.transfer_report
+    if not (control.enabled or ab.enabled):
+        return {}
+    if not pretrained_dir:
+        raise ConfigError(
+            "evaluate.label_shuffle_control / evaluate.transfer_report retrain the finetune "
+            "recipe and need the pretrained model; pass it to the evaluate stage"
+        )
+    from graft.evaluate.shuffle_control import label_shuffle_control
+    from graft.evaluate.transfer_report import plot_transfer_report, transfer_vs_scratch
+    from graft.train.fold_fit import FinetuneStart
+
+    request = finetune_request(config, dataset_dir, pretrained_dir, out / "recipe", None)
+    start = FinetuneStart.from_request(request)
+    values: dict[str, float] = {}
+    if control.enabled:
+        values["label_shuffle_control_accuracy"] = label_shuffle_control(
+            start, train, scored, control.seed
+        )
+    if ab.enabled:
+        report = transfer_vs_scratch(start, train, scored, list(range(ab.seeds)))
+        (out / "transfer_vs_scratch.json").write_text(json.dumps(report.to_dict(), indent=2))
+        plot_transfer_report(report, out / "transfer_vs_scratch.png", "test")
+        values.update(report.metrics())
+    shutil.rmtree(out / "recipe", ignore_errors=True)  # starting weights, not a result
+    return values
+
+
 def export(
     config: GraftConfig,
     dataset_dir: str,
@@ -386,20 +505,32 @@ def export(
     parent_run_id: str,
 ) -> ExportOutput:
     """TorchScript + ONNX (BN folded, parity-checked), int8/fp16 variants with their accuracy
-    delta and latency, model card, registry version with signature, aliases and tags."""
+    delta and latency, model card, registry version with signature, aliases and tags.
+
+    Export never sees the sealed test split: the example input, the parity checks and the
+    int8/fp16 accuracy deltas use the target *validation* split (hence the ``val_`` metric
+    names). The served files and the registered model take raw rows: with a tabular NaN fill
+    the trained network is wrapped so it fills NaNs exactly as data-prep did
+    (:mod:`graft.export.raw_inputs`)."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     from graft.export.bundle import build_export_bundle
     from graft.export.model_card import build_model_card, write_model_card
+    from graft.export.raw_inputs import raw_rows, with_missing_fill
 
     out = Path(output_dir)
     model, spec = load_checkpoint_model(model_dir)
     manifest = DataManifest.read(dataset_dir)
-    x_test, y_test = load_split(dataset_dir, "target", "test")
-    example = torch.from_numpy(x_test[:8].astype(np.float32))
-    bundle = build_export_bundle(model, example, x_test, y_test, out, config.export)
+    x_val, y_val = load_split(dataset_dir, "target", "val")
+    # what a client sends: NaNs back where data-prep filled them
+    x_val = raw_rows(x_val, manifest.missing_fill).astype(np.float32)
+    example = torch.from_numpy(x_val[:8])
+    bundle = build_export_bundle(
+        model, example, x_val, y_val, out, config.export, missing_fill=manifest.missing_fill
+    )
+    served = with_missing_fill(model, manifest.missing_fill)
     files = bundle.files
     gate = json.loads((Path(evaluation_dir) / "gate.json").read_text())
     metrics = json.loads((Path(evaluation_dir) / "metrics.json").read_text())
@@ -413,21 +544,21 @@ def export(
             "onnx_max_abs_diff": files.onnx_max_abs_diff,
             "bn_fold_max_abs_diff": bundle.fold_max_abs_diff,
             "batch_norm_folded": float(bundle.batch_norm_folded),
-            "fp32_accuracy": bundle.fp32_accuracy,
+            "val_fp32_accuracy": bundle.fp32_accuracy,
         }
         for variant in bundle.variants:
-            export_metrics[f"{variant.name}_accuracy"] = variant.accuracy
-            export_metrics[f"{variant.name}_accuracy_delta"] = variant.accuracy_delta
+            export_metrics[f"{variant.name}_val_accuracy"] = variant.accuracy
+            export_metrics[f"{variant.name}_val_accuracy_delta"] = variant.accuracy_delta
             export_metrics[f"{variant.name}_size_bytes"] = float(variant.size_bytes)
             for batch, ms in variant.latency_ms.items():
                 export_metrics[f"{variant.name}_latency_ms_{batch}"] = ms
         logger.metrics(export_metrics, step=0)
         logger.tags({"graft.dataset_hash": manifest.dataset_hash})
         with torch.no_grad():
-            logits = model.eval()(example).numpy()
+            logits = served.eval()(example).numpy()
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
-                model,
+                served,
                 name="model",
                 registered_model_name=config.export.model_name,
                 serialization_format="pickle",
@@ -453,7 +584,7 @@ def export(
         for variant in bundle.variants:
             if variant.name in ("int8_dynamic", "onnx_fp16"):
                 tag = "quantized" if variant.name == "int8_dynamic" else "fp16"
-                version_tags[f"{tag}_accuracy_delta"] = f"{variant.accuracy_delta:.6f}"
+                version_tags[f"{tag}_val_accuracy_delta"] = f"{variant.accuracy_delta:.6f}"
         for key, value in version_tags.items():
             client.set_model_version_tag(name, version, key, value)
         card = build_model_card(

@@ -12,13 +12,17 @@ import logging
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graft import __version__
 from graft.config import GraftConfig
+
+if TYPE_CHECKING:
+    from graft.data.splits import TaskSplit
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,23 @@ def client_for(config: GraftConfig) -> Any:
 
 def experiment_id(config: GraftConfig) -> str:
     client = client_for(config)
+    wanted = config.tracking.artifact_location
     experiment = client.get_experiment_by_name(config.tracking.experiment_name)
     if experiment is not None:
+        if wanted and experiment.artifact_location.rstrip("/") != wanted.rstrip("/"):
+            # MLflow fixes an experiment's artifact root at creation
+            log.warning(
+                "experiment '%s' keeps its artifacts at %s, not tracking.artifact_location=%s; "
+                "use a new tracking.experiment_name to move them",
+                config.tracking.experiment_name,
+                experiment.artifact_location,
+                wanted,
+            )
         return str(experiment.experiment_id)
     try:
-        return str(client.create_experiment(config.tracking.experiment_name))
+        return str(
+            client.create_experiment(config.tracking.experiment_name, artifact_location=wanted)
+        )
     except Exception:
         # another process created it between our lookup and create
         experiment = client.get_experiment_by_name(config.tracking.experiment_name)
@@ -173,6 +189,76 @@ class RunLogger:
 
 def logger_for(config: GraftConfig, run_id: str) -> RunLogger:
     return RunLogger(config.resolved_tracking_uri(), run_id)
+
+
+def runs_tagged(config: GraftConfig, tags: dict[str, str]) -> list[str]:
+    """Ids of the runs of the experiment carrying every one of ``tags`` (any status; deleted
+    runs excluded), oldest first."""
+    from mlflow.entities import ViewType
+
+    conditions = " AND ".join(f"tags.`{key}` = '{value}'" for key, value in sorted(tags.items()))
+    runs = client_for(config).search_runs(
+        [experiment_id(config)],
+        filter_string=conditions,
+        run_view_type=ViewType.ACTIVE_ONLY,
+        order_by=["attributes.start_time ASC"],
+    )
+    return [str(run.info.run_id) for run in runs]
+
+
+# ----------------------------------------------------------------------------- datasets
+
+# MLflow's conventional dataset contexts for Graft's split names
+SPLIT_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def _dataset_source(uri: str) -> Any:
+    """The rows' origin as MLflow models it: the file or S3 URI when MLflow knows the scheme,
+    else (``builtin:*``) a code source naming it."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.exceptions import MlflowException
+
+    with warnings.catch_warnings():
+        # a plain path matches both the "" and "file" local sources: either is right
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return resolve_dataset_source(uri)
+        except MlflowException:
+            return CodeDatasetSource(tags={"graft.data_source": uri})
+
+
+def log_split_inputs(
+    config: GraftConfig, run_id: str, splits: list[TaskSplit], dataset_hash: str
+) -> None:
+    """Each task's split manifest (row ids and row hashes) as an MLflow dataset input of the
+    run: named ``<task>-<split>-<dataset hash>``, context train/validation/test, digest the
+    manifest's, so two runs over the same rows show the same digest in the UI."""
+    import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    source = _dataset_source(config.data.source)
+    inputs = []
+    for split in splits:
+        frame = pd.DataFrame({"row_id": split.row_ids, "row_hash": split.row_hashes})
+        with warnings.catch_warnings():
+            # the schema hint about integer columns and missing values: row ids have none
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            dataset = from_pandas(
+                frame,
+                source=source,
+                name=f"{split.task}-{split.split}-{dataset_hash}",
+                digest=split.digest,
+            )
+        tags = [
+            InputTag(key=MLFLOW_DATASET_CONTEXT, value=SPLIT_CONTEXTS[split.split]),
+            InputTag(key="graft.task", value=split.task),
+            InputTag(key="graft.split", value=split.split),
+        ]
+        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags))
+    client_for(config).log_inputs(run_id, datasets=inputs)
 
 
 # ----------------------------------------------------------------------------- registry

@@ -64,3 +64,18 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     version = client.get_model_version_by_alias("graft-e2e", "champion")
     assert version.version == summary["model_version"]
     assert version.run_id == children["export"].info.run_id
+
+    # tiny's LR-finder pre-step narrowed the searched range before the trials
+    tune_metrics = children["tune"].data.metrics
+    assert tune_metrics["lr_search_low"] < tune_metrics["lr_search_high"]
+    assert all(
+        tune_metrics["lr_search_low"]
+        <= float(r.data.params["finetune.optimizer.lr"])
+        <= tune_metrics["lr_search_high"]
+        for r in trials
+    )
+    # the evaluate stage ran the label-shuffle control and the A/B report on the test rows
+    evaluation = children["evaluate"].data.metrics
+    assert evaluation["test_accuracy"] > evaluation["label_shuffle_control_accuracy"]
+    assert evaluation["ab_seeds"] == config.evaluate.transfer_report.seeds
+    assert 0.0 <= evaluation["ab_transfer_mean_accuracy"] <= 1.0

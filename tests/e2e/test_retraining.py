@@ -64,3 +64,12 @@ def test_second_run_warm_starts_and_the_gate_keeps_the_champion(tmp_path: Path) 
     assert len(finetunes) == 2
     inits = sorted(run.data.tags.get("graft.init", "none") for run in finetunes)
     assert inits == ["champion:1", "none"]
+
+    # the test-split ledger: run 2's warm-started model has other weights, so its evaluation
+    # is a first look at the test split, not a refused repeat
+    evaluations = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`graft.stage` = 'evaluate'"
+    )
+    assert len(evaluations) == 2
+    assert len({run.data.tags["graft.test_evaluated_model"] for run in evaluations}) == 2
+    assert all(run.data.tags["graft.test_repeat"] == "false" for run in evaluations)

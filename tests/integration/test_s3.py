@@ -35,3 +35,47 @@ def test_missing_key_and_wrong_credentials_are_clear(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
     with pytest.raises(StorageError, match="refused access"):
         prepare_dataset(DataConfig(source="s3://graft-auth/present.npz"), 0, tmp_path / "b")
+
+
+def test_run_artifacts_and_registered_models_live_on_s3(s3_env: str, tmp_path: Path) -> None:
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from graft import tracking
+    from graft.config import load_config
+
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="graft-mlflow")
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            f"work_dir={tmp_path}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.experiment_name=on-s3",
+            "tracking.artifact_location=s3://graft-mlflow/experiments/on-s3",
+        ],
+    )
+    parent = tracking.start_pipeline_run(config, "s3-test")  # logs config/resolved.json
+    model = torch.nn.Linear(4, 2)
+    mlflow.set_tracking_uri(config.resolved_tracking_uri())
+    mlflow.set_registry_uri(config.resolved_tracking_uri())
+    with mlflow.start_run(run_id=parent):
+        info = mlflow.pytorch.log_model(
+            model, name="model", registered_model_name="graft-s3", serialization_format="pickle"
+        )
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="graft-mlflow", Prefix="experiments/on-s3/")["Contents"]
+    ]
+    assert any(key.endswith(f"{parent}/artifacts/config/resolved.json") for key in keys)
+    assert any(key.endswith("MLmodel") for key in keys)
+    assert not (tmp_path / "mlartifacts").exists()  # nothing fell back to local disk
+    loaded = mlflow.pytorch.load_model(f"models:/graft-s3/{info.registered_model_version}")
+    probe = torch.randn(3, 4)
+    assert torch.equal(loaded(probe), model(probe))
+    # a later run of the same experiment keeps writing there
+    assert (
+        tracking.client_for(config).get_experiment(tracking.experiment_id(config)).artifact_location
+        == "s3://graft-mlflow/experiments/on-s3"
+    )

@@ -3,12 +3,15 @@
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from graft.config import GraftConfig, load_config
+from graft.nn.models import build_model
 from graft.train.fit import fit
 from graft.train.loop import load_checkpoint_model
+from graft.train.objectives import objective_loss
 from graft.train.requests import finetune_request, pretrain_request
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -95,3 +98,79 @@ def test_head_phase_keeps_backbone_weights_and_bn_buffers_bit_identical(
     again, _ = load_checkpoint_model(pre.model_dir)
     for key, value in again.state_dict().items():
         assert torch.equal(value, source_state[key])
+
+
+def test_cached_bottleneck_features_run_the_trunk_once_and_train_the_same_head(
+    ray_local: None, dataset: str, tmp_path: Path
+) -> None:
+    settings = (
+        "model.batch_norm.enabled=true",
+        "pretrain.epochs=2",
+        "finetune.early_stopping.enabled=false",
+        "finetune.phases=[{trainable: head, epochs: 3}]",
+    )
+    config = _config(tmp_path, *settings)
+    pre = _pretrain(config, dataset, "cache-pre", tmp_path / "pre")
+    heads, histories = {}, {}
+    for cached in (False, True):
+        run = _config(tmp_path, *settings, f"finetune.cache_bottleneck_features={cached}")
+        request = finetune_request(run, dataset, pre.model_dir, tmp_path / f"s-{cached}", None)
+        tuned = fit(
+            request,
+            num_workers=2,
+            storage_path=run.work_path / "ray",
+            run_name=f"cache-{cached}",
+            output_dir=tmp_path / f"finetuned-{cached}",
+            max_failures=0,
+            num_to_keep=1,
+        )
+        model, _ = load_checkpoint_model(tuned.model_dir)
+        heads[cached] = model.head.state_dict()
+        histories[cached] = [m["trunk_examples"] for m in tuned.history]
+    # the trunk ran once over the training set (each worker half of it), then never again
+    rows = len(np.load(Path(dataset) / "target" / "train.npz")["y"])
+    assert histories[True] == [float(-(-rows // 2)), 0.0, 0.0]
+    # without the cache it runs on every batch of every epoch
+    assert all(n > 0 for n in histories[False])
+    assert sum(histories[False]) > histories[True][0]
+    # frozen BN in eval mode and no dropout: the cached features are the trunk's outputs, so
+    # the head learns the same weights (up to float summation order)
+    for key, value in heads[False].items():
+        assert torch.allclose(value, heads[True][key], atol=1e-5), key
+
+
+def test_autoencoder_pretrain_under_ddp_then_finetune_reuses_the_encoder(
+    ray_local: None, dataset: str, tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path,
+        "pretrain.objective=autoencoder",
+        "pretrain.epochs=4",
+        "finetune.phases=[{trainable: head, epochs: 2}]",
+    )
+    pre = _pretrain(config, dataset, "ae-pre", tmp_path / "ae")
+    losses = [h["val_loss"] for h in pre.history]
+    assert "val_accuracy" not in pre.history[0]  # nothing to score without labels
+    encoder, spec = load_checkpoint_model(pre.model_dir)
+    assert spec.objective == "autoencoder"
+    untrained = build_model(spec)
+    val = np.load(Path(dataset) / "source" / "val.npz")
+    x = torch.from_numpy(val["x"].astype(np.float32))
+    with torch.no_grad():
+        start = float(objective_loss(untrained, untrained(x), x, x, "autoencoder"))
+    assert min(losses) <= 0.5 * start  # the reconstruction error at least halved
+    request = finetune_request(config, dataset, pre.model_dir, tmp_path / "scratch", None)
+    tuned = fit(
+        request,
+        num_workers=1,
+        storage_path=config.work_path / "ray",
+        run_name="ae-finetune",
+        output_dir=tmp_path / "finetuned",
+        max_failures=0,
+        num_to_keep=1,
+    )
+    classifier, target_spec = load_checkpoint_model(tuned.model_dir)
+    assert target_spec.objective == "classify" and classifier.head.out_features == 2
+    assert tuned.history[-1]["val_accuracy"] > 0.5
+    for key, value in encoder.backbone.state_dict().items():  # head phase: encoder frozen
+        assert torch.equal(classifier.backbone.state_dict()[key], value), key

@@ -88,6 +88,7 @@ def test_virtual_epochs_budget_lr_scaling_diagnostics_and_mid_pass_resume(
     assert len(_checkpoints(config, "two")) == NUM_CHECKPOINTS
     assert [h["epoch"] for h in two.history] == [1.0, 2.0, 3.0]
     assert [h["epoch_steps"] for h in two.history] == [plan2.steps_per_virtual_epoch] * 3
+    assert all(0.0 < h["epoch_seconds"] < 60.0 for h in two.history)  # the steps' wall time
     assert [h["examples_seen"] for h in two.history] == [
         k * plan2.examples_per_virtual_epoch for k in (1, 2, 3)
     ]

@@ -5,10 +5,18 @@ import pandas as pd
 import pytest
 
 from graft.config import DataConfig
+from graft.data.holdout import default_holdout_dir, holdout_path, load_holdout
 from graft.data.prepare import DataManifest, check_source, load_split, prepare_dataset
 from graft.data.sources import load_source
 from graft.data.validation import row_hashes
 from graft.errors import DatasetError, StorageError
+
+
+def _split_file(dataset: Path, task: str, split: str) -> Path:
+    """Train/val in the dataset directory, test in the sealed sibling data-prep wrote."""
+    if split == "test":
+        return holdout_path(default_holdout_dir(dataset), task)
+    return dataset / task / f"{split}.npz"
 
 
 def _digits_ab(tmp_path: Path, **transfer: object) -> tuple[DataManifest, Path]:
@@ -28,7 +36,7 @@ def test_splits_are_disjoint_and_tasks_split_by_class(tmp_path: Path) -> None:
     for task in ("source", "target"):
         hashes = {}
         for split in ("train", "val", "test"):
-            with np.load(out / task / f"{split}.npz") as archive:
+            with np.load(_split_file(out, task, split)) as archive:
                 hashes[split] = set(archive["row_hash"].tolist())
                 assert set(archive["y"].tolist()) == set(range(len(manifest.tasks[task].classes)))
         assert not hashes["train"] & hashes["test"]
@@ -40,16 +48,17 @@ def test_same_seed_gives_identical_splits(tmp_path: Path) -> None:
     _, first = _digits_ab(tmp_path / "a")
     _, second = _digits_ab(tmp_path / "b")
     for split in ("train", "val", "test"):
-        assert (first / "target" / f"{split}.npz").read_bytes() == (
-            second / "target" / f"{split}.npz"
-        ).read_bytes()
+        assert (
+            _split_file(first, "target", split).read_bytes()
+            == _split_file(second, "target", split).read_bytes()
+        )
 
 
 def test_normalization_statistics_come_from_train_only(tmp_path: Path) -> None:
     manifest, out = _digits_ab(tmp_path)
     x_train, _ = load_split(out, "source", "train")
     assert manifest.tasks["source"].mean[0] == pytest.approx(float(x_train.mean()), rel=1e-5)
-    x_test, _ = load_split(out, "source", "test")
+    x_test, _ = load_holdout(default_holdout_dir(out), "source", out)
     assert float(x_test.mean()) != pytest.approx(manifest.tasks["source"].mean[0], rel=1e-6)
 
 
@@ -67,7 +76,7 @@ def test_planted_duplicates_are_dropped_before_splitting(tmp_path: Path) -> None
     assert manifest.num_rows == 300
     all_hashes = []
     for split in ("train", "val", "test"):
-        with np.load(tmp_path / "out" / "target" / f"{split}.npz") as archive:
+        with np.load(_split_file(tmp_path / "out", "target", split)) as archive:
             all_hashes.extend(archive["row_hash"].tolist())
     assert len(all_hashes) == len(set(all_hashes)) == 300
 

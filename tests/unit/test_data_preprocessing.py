@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from graft.config import DataConfig
+from graft.data.holdout import default_holdout_dir, load_holdout
 from graft.data.prepare import DataManifest, load_split, prepare_dataset
 
 
@@ -35,7 +36,7 @@ def test_statistics_unchanged_by_an_outlier_planted_in_test(tmp_path: Path, meth
     after = prepare_dataset(config, 0, tmp_path / "b")
     assert after.tasks["target"].mean == before.tasks["target"].mean
     assert after.tasks["target"].std == before.tasks["target"].std
-    x_test, _ = load_split(tmp_path / "b", "target", "test")
+    x_test, _ = load_holdout(default_holdout_dir(tmp_path / "b"), "target", tmp_path / "b")
     assert x_test.max() == 1e6  # the outlier is there, it just did not move the statistics
     x_train, _ = load_split(tmp_path / "b", "target", "train")
     mean = np.asarray(after.tasks["target"].mean)
@@ -81,8 +82,12 @@ def test_missing_values_filled_with_train_median_and_indicator(tmp_path: Path) -
     assert manifest.missing_fill.medians[1] == pytest.approx(median)
     assert manifest.missing_fill.indicator_columns == [1]
     assert DataManifest.read(tmp_path / "out").missing_fill == manifest.missing_fill
+    out = tmp_path / "out"
     for split in ("train", "val", "test"):
-        x, _ = load_split(tmp_path / "out", "target", split)
+        if split == "test":
+            x, _ = load_holdout(default_holdout_dir(out), "target", out)
+        else:
+            x, _ = load_split(out, "target", split)
         assert np.isfinite(x).all()
         holes = x[:, 3] == 1.0
         assert np.all(x[holes, 1] == np.float32(median))

@@ -120,8 +120,8 @@ def test_versions_carry_gate_data_hash_and_quantized_delta_tags(registry: dict) 
     assert registry["refused"] in v2["gate_reasons"]
     for tags in (v1, v2):
         assert tags["dataset_hash"] == data_hash
-        assert abs(float(tags["quantized_accuracy_delta"])) <= 0.05
-        assert abs(float(tags["fp16_accuracy_delta"])) <= 0.05
+        assert abs(float(tags["quantized_val_accuracy_delta"])) <= 0.05
+        assert abs(float(tags["fp16_val_accuracy_delta"])) <= 0.05
         assert tags["onnx_opset"] == str(registry["config"].export.onnx_opset)
 
 
@@ -148,7 +148,7 @@ def test_model_card_and_variants_are_logged_next_to_the_files(registry: dict) ->
     } <= logged
     run = client.get_run(second.run_id)
     assert run.data.metrics["onnx_max_abs_diff"] <= 1e-4
-    assert "int8_dynamic_accuracy_delta" in run.data.metrics
+    assert "int8_dynamic_val_accuracy_delta" in run.data.metrics
     assert run.data.metrics["int8_dynamic_latency_ms_batch_64"] > 0
 
 

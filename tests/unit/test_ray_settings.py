@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from graft.ray_cluster import train_env_defaults
@@ -20,3 +22,35 @@ def test_users_own_ray_train_settings_win(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
     assert settings["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "30"
     assert settings["RAY_TRAIN_V2_ENABLED"] == "1"
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_local_ray_points_state_api_clients_at_its_own_dashboard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Train V2's controller and placement-group cleaner query the State API; with two local
+    Ray instances on a machine an unpinned client cannot tell which one is its own."""
+    import urllib.request
+
+    from graft.config import RayConfig
+    from graft.ray_cluster import API_SERVER_ADDRESS, ensure_ray, shutdown_ray
+
+    monkeypatch.setenv(API_SERVER_ADDRESS, "http://elsewhere:8265")
+    ensure_ray(RayConfig(num_cpus=1))
+    try:
+        import ray
+
+        address = os.environ[API_SERVER_ADDRESS]
+        assert address.startswith("http://127.0.0.1:")
+
+        @ray.remote(num_cpus=0)
+        def seen_by_a_worker() -> str | None:
+            return os.environ.get(API_SERVER_ADDRESS)
+
+        assert ray.get(seen_by_a_worker.remote()) == address
+        with urllib.request.urlopen(f"{address}/api/version", timeout=30) as response:
+            assert response.status == 200  # it is this instance's dashboard
+    finally:
+        shutdown_ray()
+    assert os.environ[API_SERVER_ADDRESS] == "http://elsewhere:8265"  # restored

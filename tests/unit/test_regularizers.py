@@ -11,7 +11,7 @@ from torch import nn
 from graft.config import OptimizerConfig, RegularizationConfig
 from graft.errors import ConfigError
 from graft.train.optimizers import build_optimizer
-from graft.train.regularizers import apply_max_norm, kernel_penalty
+from graft.train.regularizers import apply_max_norm, kernel_penalty, kernel_sparsity, prune_below
 
 CONV_KERNEL = [1.0, -2.0, 0.5, 0.0, -1.0, 1.0, 3.0, -0.5]
 
@@ -146,3 +146,38 @@ def test_max_norm_leaves_frozen_layers_alone_and_rejects_nonpositive_r() -> None
     assert torch.equal(layer.weight, before)
     with pytest.raises(ConfigError, match="max_norm"):
         apply_max_norm(layer, 0.0)
+
+
+def test_prune_below_zeroes_small_kernel_weights_only() -> None:
+    model, conv, _, linear = tiny_model()
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[0.05, -0.2], [-0.09, 0.1], [0.3, -0.01]]))
+        linear.bias.fill_(0.01)  # a bias is not a kernel: never pruned
+    frozen_conv = conv.weight.detach().clone()
+    conv.weight.requires_grad_(False)
+    prune_below(model, 0.1)
+    expected = torch.tensor([[0.0, -0.2], [0.0, 0.1], [0.3, 0.0]])
+    assert torch.equal(linear.weight, expected)
+    assert torch.all(linear.bias == 0.01)
+    assert torch.equal(conv.weight, frozen_conv)  # frozen: bit-identical
+    assert kernel_sparsity(linear) == pytest.approx(3 / 6)
+    with pytest.raises(ConfigError, match="prune_below"):
+        prune_below(model, 0.0)
+
+
+def test_prune_below_with_l1_training_yields_a_sparse_model_that_still_fits() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(256, 20)
+    y = (x[:, 0] + x[:, 1] > 0).long()  # two informative inputs of twenty
+    model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = build_optimizer(list(model.parameters()), OptimizerConfig(name="adam"), 0.01)
+    penalty = RegularizationConfig(l1=1e-3)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y) + kernel_penalty(model, penalty)
+        loss.backward()
+        optimizer.step()
+        prune_below(model, 0.02)
+    accuracy = float((model(x).argmax(1) == y).float().mean())
+    assert kernel_sparsity(model) > 0.5
+    assert accuracy > 0.9

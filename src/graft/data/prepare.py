@@ -4,8 +4,12 @@ Layout of a prepared dataset directory::
 
     manifest.json                 dataset hash, sizes, class names, stats per task
     report.json / report.html     what a person reads: counts, duplicates, splits
-    source/{train,val,test}.npz   task A (pretrain)
-    target/{train,val,test}.npz   task B (transfer-finetune, tune, evaluate)
+    splits.json                   row ids and hashes per split and per task, with digests
+    source/{train,val}.npz         task A (pretrain)
+    target/{train,val}.npz         task B (transfer-finetune, tune, export)
+
+The test rows are not in it: they go to a separate directory (:mod:`graft.data.holdout`),
+which in the pipeline only evaluate receives.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from graft.config import DataConfig
+from graft.data.holdout import HoldoutManifest, default_holdout_dir
 from graft.data.near_duplicates import resolve_near_duplicates
 from graft.data.preprocessing import (
     MissingValueFill,
@@ -38,7 +43,14 @@ from graft.data.quality import (
 )
 from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset, load_source
-from graft.data.splits import SPLITS, check_split_labels, split_rows, write_split_manifest
+from graft.data.splits import (
+    SPLIT_MANIFEST_FILE,
+    SPLITS,
+    check_split_labels,
+    split_manifest_digest,
+    split_rows,
+    write_split_manifest,
+)
 from graft.data.validation import (
     DuplicateReport,
     assert_disjoint,
@@ -176,9 +188,18 @@ def _quality_checks(
     return report
 
 
-def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> DataManifest:
+def prepare_dataset(
+    config: DataConfig,
+    seed: int,
+    output_dir: str | Path,
+    test_split_dir: str | Path | None = None,
+) -> DataManifest:
+    """Write the dataset directory (train/val) to ``output_dir`` and the sealed test rows to
+    ``test_split_dir`` (default: the sibling ``<output_dir>-test``)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    holdout = Path(test_split_dir) if test_split_dir is not None else default_holdout_dir(out)
+    holdout.mkdir(parents=True, exist_ok=True)
     raw = _read(config)
     raw, duplicates, hashes = drop_exact_duplicates(raw)
     keep = _subsample(raw.y, config.max_rows, seed)
@@ -212,7 +233,6 @@ def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> Da
 
     digest = dataset_hash(raw.x, y)
     dropped = {"time_gap": result.dropped_by_time_gap, "near_duplicates": near_dropped}
-    write_split_manifest(out / "splits.json", result, row_ids, hashes, seed, digest, dropped)
     manifest = DataManifest(
         dataset_hash=digest,
         source=config.source,
@@ -234,10 +254,10 @@ def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> Da
     for warning in manifest.warnings:
         log.warning("data-prep: %s", warning)
     rng = np.random.default_rng(seed)
+    task_positions: dict[str, dict[str, np.ndarray]] = {}
     for task, labels in _task_labels(raw, config.transfer.target_classes).items():
         remap = {label: new for new, label in enumerate(labels)}
-        task_dir = out / task
-        task_dir.mkdir(parents=True, exist_ok=True)
+        task_positions[task] = {}
         sizes: dict[str, int] = {}
         stats: tuple[list[float], list[float]] = ([], [])
         for split in SPLITS:
@@ -252,7 +272,11 @@ def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> Da
                     f"the {task} task's {split} split has no examples of classes "
                     f"{[labels[m] for m in missing]}; add data or lower the split fractions"
                 )
+            # test rows never enter the dataset directory the training stages receive
+            task_dir = (holdout if split == "test" else out) / task
+            task_dir.mkdir(parents=True, exist_ok=True)
             np.savez(task_dir / f"{split}.npz", x=x[idx], y=task_y, row_hash=hashes[idx])
+            task_positions[task][split] = idx
             sizes[split] = len(idx)
             if split == "train":
                 stats = scaling_statistics(x[idx], raw.kind, config.normalize)
@@ -263,6 +287,16 @@ def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> Da
             mean=stats[0],
             std=stats[1],
         )
+    split_manifest = out / SPLIT_MANIFEST_FILE
+    digests = write_split_manifest(
+        split_manifest, result, row_ids, hashes, seed, digest, dropped, task_positions
+    )
+    HoldoutManifest(
+        dataset_hash=digest,
+        split_manifest_digest=split_manifest_digest(split_manifest),
+        rows={task: info.sizes["test"] for task, info in manifest.tasks.items()},
+        digests={task: by_split["test"] for task, by_split in digests.items()},
+    ).write(holdout)
     (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
     summary = SplitSummary.build(raw, result, dropped)
     report: dict[str, Any] = {
@@ -272,11 +306,20 @@ def prepare_dataset(config: DataConfig, seed: int, output_dir: str | Path) -> Da
         "splits": asdict(summary),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    write_report(out / "report.html", manifest, quality, near_report, summary, raw, x)
+    # the gallery shows actual rows: train ones only, the test rows are sealed
+    gallery = raw.take(np.sort(splits["train"]))
+    write_report(out / "report.html", manifest, quality, near_report, summary, raw, x, gallery)
     return manifest
 
 
 def load_split(dataset_dir: str | Path, task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Train or val rows of a task; test rows are sealed (:func:`graft.data.holdout.load_holdout`
+    reads them, in evaluate only)."""
+    if split == "test":
+        raise DatasetError(
+            "the dataset directory holds no test rows: they are sealed in data-prep's "
+            "test_split output, which only evaluate reads (graft.data.holdout.load_holdout)"
+        )
     with np.load(Path(dataset_dir) / task / f"{split}.npz") as archive:
         return archive["x"], archive["y"]
 

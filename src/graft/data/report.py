@@ -163,7 +163,10 @@ def write_report(
     summary: SplitSummary,
     raw: RawDataset,
     x: np.ndarray,
+    gallery: RawDataset | None = None,
 ) -> None:
+    """``gallery``: the rows whose images the sample gallery shows (default ``raw``); data-prep
+    passes the train rows, so no test image sits in the dataset artifact's report."""
     names = sorted({c for counts in summary.class_counts.values() for c in counts})
     class_rows = [[n] + [summary.class_counts[s].get(n, 0) for s in SPLITS] for n in names]
     split_rows = [[s, summary.rows[s]] for s in SPLITS]
@@ -209,7 +212,7 @@ def write_report(
     feature_names = column_names(raw.x.reshape(len(raw.x), -1).shape[1], raw.feature_names)
     parts.append("<h2>Feature values</h2>" + _feature_histograms(raw.x, feature_names))
     if raw.kind == "image":
-        parts.append("<h2>Sample gallery</h2>" + _gallery(raw))
+        parts.append("<h2>Sample gallery</h2>" + _gallery(raw if gallery is None else gallery))
     parts.append("<h2>Missing values</h2>")
     if quality.missing_values:
         parts.append(

@@ -1,12 +1,15 @@
 """Split strategies: random, stratified, time-ordered (with a gap), grouped, sequential.
 
 Every strategy is a pure function of the rows and the seed, so the same input and seed give
-the same split; :func:`write_split_manifest` records it (row ids and row hashes per split)
-as ``splits.json`` with a byte-stable layout.
+the same split; :func:`write_split_manifest` records it (row ids and row hashes per split, and
+per task and split) as ``splits.json`` with a byte-stable layout, plus a digest per task and
+split that names exactly those rows (logged as MLflow dataset inputs, keyed on by the
+test-split ledger).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from graft.data.sources import RawDataset
 from graft.errors import DatasetError
 
 SPLITS = ("train", "val", "test")
+SPLIT_MANIFEST_FILE = "splits.json"
 SHUFFLED = ("random", "stratified")
 
 
@@ -198,6 +202,21 @@ def check_split_labels(y: np.ndarray, result: SplitResult) -> None:
             )
 
 
+def _rows(row_ids: np.ndarray, hashes: np.ndarray, positions: np.ndarray) -> dict[str, list]:
+    order = np.sort(positions)
+    return {
+        "row_ids": row_ids[order].astype(int).tolist(),
+        "row_hashes": hashes[order].tolist(),
+    }
+
+
+def rows_digest(rows: dict[str, list]) -> str:
+    """32 hex digits (MLflow's dataset digest holds 36) naming one split's rows: the same row
+    ids with the same contents give the same digest, whatever run or machine wrote them."""
+    text = json.dumps(rows, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def write_split_manifest(
     path: Path,
     result: SplitResult,
@@ -206,23 +225,31 @@ def write_split_manifest(
     seed: int,
     dataset_hash: str,
     dropped: dict[str, np.ndarray],
-) -> None:
-    """``splits.json``: per split the source row ids and row hashes, sorted by row id.
+    tasks: dict[str, dict[str, np.ndarray]] | None = None,
+) -> dict[str, dict[str, str]]:
+    """``splits.json``: per split the source row ids and row hashes, sorted by row id; the
+    same per task (``tasks`` maps task -> split -> positions of the rows it holds, e.g. after
+    the class split and the target-train subsample) with a digest each. Returns the digests
+    (task -> split -> digest).
 
     Same input and seed give the same bytes (sorted keys, fixed separators, no timestamps).
     ``dropped`` maps a reason to the positions removed for it.
     """
+    task_rows = {
+        task: {split: _rows(row_ids, hashes, positions) for split, positions in splits.items()}
+        for task, splits in (tasks or {}).items()
+    }
+    digests = {
+        task: {split: rows_digest(rows) for split, rows in splits.items()}
+        for task, splits in task_rows.items()
+    }
     body = {
         "dataset_hash": dataset_hash,
         "seed": seed,
         "strategy": result.strategy,
-        "splits": {
-            name: {
-                "row_ids": row_ids[result.indices[name]].astype(int).tolist(),
-                "row_hashes": hashes[result.indices[name]].tolist(),
-            }
-            for name in SPLITS
-        },
+        "splits": {name: _rows(row_ids, hashes, result.indices[name]) for name in SPLITS},
+        "tasks": task_rows,
+        "digests": digests,
         "dropped": {
             reason: row_ids[np.sort(rows)].astype(int).tolist()
             for reason, rows in sorted(dropped.items())
@@ -230,3 +257,38 @@ def write_split_manifest(
         "time_ranges": {name: list(span) for name, span in sorted(result.time_ranges.items())},
     }
     path.write_text(json.dumps(body, sort_keys=True, indent=1) + "\n")
+    return digests
+
+
+def split_manifest_digest(path: Path) -> str:
+    """A digest of the whole ``splits.json``: two directories with the same one hold rows of
+    the very same split."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+
+
+@dataclass
+class TaskSplit:
+    """One task's rows of one split, as recorded in ``splits.json``."""
+
+    task: str
+    split: str
+    row_ids: list[int]
+    row_hashes: list[str]
+    digest: str
+
+
+def read_task_splits(path: Path) -> list[TaskSplit]:
+    """Every (task, split) of a ``splits.json``, tasks in order, splits train/val/test."""
+    body = json.loads(path.read_text())
+    return [
+        TaskSplit(
+            task=task,
+            split=split,
+            row_ids=splits[split]["row_ids"],
+            row_hashes=splits[split]["row_hashes"],
+            digest=body["digests"][task][split],
+        )
+        for task, splits in sorted(body.get("tasks", {}).items())
+        for split in SPLITS
+        if split in splits
+    ]

@@ -18,7 +18,12 @@ def decide(
     accuracy: float,
     baseline_accuracy: float,
     champion_accuracy: float | None,
+    *,
+    calibration_error: float | None = None,
+    control_accuracy: float | None = None,
 ) -> GateDecision:
+    """Every configured rule, each with a reason; ``control_accuracy`` is the label-shuffle
+    control's on the same split (None: no control was run)."""
     reasons: list[str] = []
     passed = True
     needed = baseline_accuracy + config.baseline_margin
@@ -38,4 +43,25 @@ def decide(
         else:
             passed = False
             reasons.append(f"does not beat the champion: {accuracy:.4f} < {needed:.4f}")
+    limit = config.max_calibration_error
+    if limit is not None and calibration_error is not None:
+        if calibration_error <= limit:
+            reasons.append(
+                f"calibration error within bounds: ECE {calibration_error:.4f} <= {limit}"
+            )
+        else:
+            passed = False
+            reasons.append(f"calibration error too high: ECE {calibration_error:.4f} > {limit}")
+    if control_accuracy is not None:
+        needed = control_accuracy + config.label_shuffle_control.margin
+        if accuracy > needed:
+            reasons.append(
+                f"learned signal: beats the label-shuffle control {accuracy:.4f} > {needed:.4f}"
+            )
+        else:
+            passed = False
+            reasons.append(
+                "no better than training on shuffled labels: "
+                f"{accuracy:.4f} <= {needed:.4f} (control + margin)"
+            )
     return GateDecision(passed=passed, reasons=reasons)

@@ -92,7 +92,7 @@ def build_model_card(
             "batch_norm_left": bundle.batch_norm_left,
             "fold_max_abs_diff": bundle.fold_max_abs_diff,
             "fp32_accuracy": bundle.fp32_accuracy,
-            "test_rows": bundle.test_rows,
+            "val_rows": bundle.val_rows,
             "variants": [
                 {
                     "name": v.name,
@@ -153,7 +153,7 @@ def _markdown(card: dict[str, Any]) -> str:
         f"(logit change {card['export']['fold_max_abs_diff']:.2e}); "
         f"left: {card['export']['batch_norm_left']}.",
         "",
-        f"Variants on the {card['export']['test_rows']} test rows "
+        f"Variants on the {card['export']['val_rows']} validation rows "
         f"(fp32 PyTorch accuracy {card['export']['fp32_accuracy']:.4f}):",
         "",
     ]

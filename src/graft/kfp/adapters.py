@@ -23,9 +23,13 @@ def _dir(path: str) -> str:
     return path
 
 
-def data_prep(config_json: str, kfp_run_id: str, dataset_path: str, report_path: str) -> str:
+def data_prep(
+    config_json: str, kfp_run_id: str, dataset_path: str, test_split_path: str, report_path: str
+) -> str:
     config = config_from_json(config_json)
-    out = stages.data_prep(config, _dir(dataset_path), kfp_run_id=kfp_run_id)
+    out = stages.data_prep(
+        config, _dir(dataset_path), kfp_run_id=kfp_run_id, test_split_dir=_dir(test_split_path)
+    )
     shutil.copyfile(Path(dataset_path) / "report.html", report_path)
     return out.parent_run_id
 
@@ -64,14 +68,24 @@ def tune(
 def evaluate(
     config_json: str,
     dataset_path: str,
+    test_split_path: str,
     model_path: str,
     evaluation_path: str,
     metrics: Any,
     classification: Any,
     parent_run_id: str,
+    pretrained_path: str = "",
 ) -> bool:
     config = config_from_json(config_json)
-    out = stages.evaluate(config, dataset_path, model_path, _dir(evaluation_path), parent_run_id)
+    out = stages.evaluate(
+        config,
+        dataset_path,
+        test_split_path,
+        model_path,
+        _dir(evaluation_path),
+        parent_run_id,
+        pretrained_path,
+    )
     for name in ("accuracy", "baseline_accuracy", "champion_accuracy"):
         value = getattr(out, name)
         if value is not None:

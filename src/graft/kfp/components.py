@@ -12,12 +12,19 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model,
 
 
 def data_prep(
-    config_json: str, kfp_run_id: str, dataset: Output[Dataset], data_report: Output[HTML]
+    config_json: str,
+    kfp_run_id: str,
+    dataset: Output[Dataset],
+    test_split: Output[Dataset],
+    data_report: Output[HTML],
 ) -> str:
-    """Read, validate, deduplicate and split the data; start the MLflow parent run."""
+    """Read, validate, deduplicate and split the data (test rows sealed in ``test_split``);
+    start the MLflow parent run."""
     from graft.kfp import adapters
 
-    return adapters.data_prep(config_json, kfp_run_id, dataset.path, data_report.path)
+    return adapters.data_prep(
+        config_json, kfp_run_id, dataset.path, test_split.path, data_report.path
+    )
 
 
 def pretrain(
@@ -62,7 +69,9 @@ def evaluate(
     config_json: str,
     parent_run_id: str,
     dataset: Input[Dataset],
+    test_split: Input[Dataset],
     model: Input[Model],
+    pretrained: Input[Model],
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
@@ -73,11 +82,13 @@ def evaluate(
     return adapters.evaluate(
         config_json,
         dataset.path,
+        test_split.path,
         model.path,
         evaluation.path,
         metrics,
         classification,
         parent_run_id,
+        pretrained.path,
     )
 
 
@@ -89,7 +100,8 @@ def export(
     evaluation: Input[Dataset],
     exported: Output[Model],
 ) -> str:
-    """TorchScript + ONNX with parity checks; register; move aliases through the gate."""
+    """TorchScript + ONNX with parity checks on the validation split; register; move aliases
+    through the gate."""
     from graft.kfp import adapters
 
     return adapters.export(

@@ -1,7 +1,8 @@
 """The training DAG: data-prep -> pretrain -> transfer-finetune -> tune -> evaluate -> export.
 
-Only evaluate and export read the test split's artifact (through ``dataset``): the earlier
-stages read only train/val files from it.
+The test rows are sealed: data-prep writes them to their own artifact, ``test_split``, and
+only evaluate receives it. ``dataset`` (train/val) feeds every other stage, export included
+(its parity and variant checks use the validation split).
 """
 
 from typing import Any
@@ -88,7 +89,9 @@ def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | Non
             config_json=config_json,
             parent_run_id=parent,
             dataset=dataset,
+            test_split=prep.outputs["test_split"],
             model=search.outputs["best_model"],
+            pretrained=pre.outputs["model"],
         )
         score.set_display_name("evaluate")
         # evaluate reads "the current champion": a cached result would be stale

@@ -8,6 +8,7 @@ first k backbone blocks and replaces the head.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class ModelSpec:
     mean: list[float]
     std: list[float]
     backbone_blocks: int | None = None  # keep only the first k blocks (transfer learning)
+    objective: str = "classify"  # autoencoder: the head is a decoder back to the input
 
     @property
     def model_config(self) -> ModelConfig:
@@ -68,7 +70,7 @@ class Standardize(nn.Module):
 
 
 class GraftNet(nn.Module):
-    def __init__(self, stem: nn.Module, blocks: list[nn.Module], head: nn.Linear) -> None:
+    def __init__(self, stem: nn.Sequential, blocks: list[nn.Module], head: nn.Module) -> None:
         super().__init__()
         self.stem = stem
         self.backbone = nn.Sequential(*blocks)
@@ -79,6 +81,13 @@ class GraftNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def reconstruction_target(self, x: torch.Tensor) -> torch.Tensor:
+        """What an autoencoder's decoder reproduces: the standardized, flattened input (before
+        the stem's input dropout, so a dropout rate makes it a denoising autoencoder)."""
+        standardize = self.stem[0]
+        assert isinstance(standardize, Standardize)
+        return standardize(x).flatten(1)
 
 
 def _dropout(config: ModelConfig, rate: float) -> nn.Module:
@@ -148,6 +157,20 @@ def _output_width(stem: nn.Module, blocks: list[nn.Module], input_shape: list[in
     return int(out.reshape(2, -1).shape[1])
 
 
+def _decoder(
+    config: ModelConfig, code_width: int, hidden_sizes: list[int], in_features: int
+) -> nn.Sequential:
+    """The encoder mirrored: dense layers back up through the hidden widths to the input's,
+    the last one linear (standardized inputs are unbounded)."""
+    widths = [code_width, *reversed(hidden_sizes[:-1]), in_features]
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if index < len(widths) - 2:
+            layers.append(build_activation(config.activation))
+    return nn.Sequential(*layers)
+
+
 def build_model(spec: ModelSpec) -> GraftNet:
     config = spec.model_config
     image = len(spec.input_shape) == 3
@@ -166,17 +189,29 @@ def build_model(spec: ModelSpec) -> GraftNet:
     if spec.backbone_blocks is not None:
         blocks = blocks[: spec.backbone_blocks]
     stem = nn.Sequential(*stem_parts)
-    head = nn.Linear(_output_width(stem, blocks, spec.input_shape), spec.num_classes)
+    width = _output_width(stem, blocks, spec.input_shape)
+    head: nn.Module
+    if spec.objective == "autoencoder":
+        if config.family != "mlp":
+            raise ValueError("an autoencoder's decoder mirrors a dense backbone: use mlp")
+        head = _decoder(config, width, [*config.hidden_sizes[: len(blocks)]], in_features)
+    else:
+        head = nn.Linear(width, spec.num_classes)
     model = GraftNet(stem, blocks, head)
     initialize(model.stem, config.init, config.activation.name)
     initialize(model.backbone, config.init, config.activation.name)
+    initialize_head(model, config)
+    return model
+
+
+def initialize_head(model: GraftNet, config: ModelConfig) -> None:
+    """(Re)draw the head's weights from torch's current RNG."""
     # The head feeds a softmax: Glorot, whatever the hidden activation (a He-scaled head
     # starts with over-confident logits).
     head_scheme: InitScheme = (
         "torch_default" if config.init == "torch_default" else "glorot_uniform"
     )
     initialize(model.head, head_scheme, config.activation.name)
-    return model
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -23,7 +23,8 @@ def transfer_spec(
     """The target architecture: the source's stem (and its input statistics, which the reused
     features were learned under) and first ``reuse_blocks`` blocks, plus a new head."""
     keep = available_blocks if reuse_blocks is None else min(reuse_blocks, available_blocks)
-    return replace(source, num_classes=num_classes, backbone_blocks=keep)
+    # an autoencoder source hands on its encoder; the target always classifies
+    return replace(source, num_classes=num_classes, backbone_blocks=keep, objective="classify")
 
 
 def transfer_model(source: GraftNet, target_spec: ModelSpec) -> GraftNet:

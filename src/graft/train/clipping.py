@@ -15,6 +15,7 @@ all-reduced then, so every rank clips identically.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -38,15 +39,22 @@ def _tensor_norm(grad: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(grad, 2.0, dtype=wide)
 
 
-def clip_gradients(parameters: Iterable[nn.Parameter], cfg: ClipConfig) -> tuple[float, float]:
+def clip_gradients(
+    parameters: Iterable[nn.Parameter], cfg: ClipConfig, measure: bool = True
+) -> tuple[float, float]:
     """Clip the gradients of ``parameters`` in place; return the global norm before and after.
+
+    Measuring costs a pass over every gradient and a sync, twice: with ``measure=False`` the
+    norms are not computed (NaN is returned) and only the clipping itself runs.
 
     The two norms are what the training loop logs (``grad_norm_preclip``/``_postclip``): a
     pre-clip norm far above the threshold on most steps means the threshold, or the LR, is off.
     Gradients already within the threshold are left bit-identical in every mode.
     """
     params = [p for p in parameters if p.grad is not None]
-    before = global_grad_norm(params)
+    if cfg.mode == "none" and not measure:
+        return math.nan, math.nan
+    before = global_grad_norm(params) if measure else math.nan
     if cfg.mode == "none" or not params:
         return before, before
     threshold = cfg.threshold
@@ -64,4 +72,4 @@ def clip_gradients(parameters: Iterable[nn.Parameter], cfg: ClipConfig) -> tuple
                     p.grad.mul_(threshold / norm)
         else:  # global_norm: torch scales by threshold / (norm + 1e-6) when norm > threshold
             torch.nn.utils.clip_grad_norm_(params, max_norm=threshold, norm_type=2.0)
-    return before, global_grad_norm(params)
+    return before, global_grad_norm(params) if measure else math.nan

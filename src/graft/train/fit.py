@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from graft.config import WorkerResources
 from graft.errors import TrainingError
 from graft.train.loop import (
     HISTORY_FILE,
@@ -40,8 +41,8 @@ def fit(
     output_dir: Path,
     max_failures: int,
     num_to_keep: int,
-    use_gpu: bool = False,
-    cpus_per_worker: float = 1.0,
+    resources: WorkerResources | None = None,
+    cpu_discount: float = 0.0,
     callbacks: list[Any] | None = None,
 ) -> FitResult:
     """Train on ``num_workers`` DDP workers; a rerun with the same ``run_name`` and storage
@@ -54,11 +55,15 @@ def fit(
     )
     from ray.train.v2.torch.torch_trainer import TorchTrainer
 
+    per_worker = resources or WorkerResources()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=request.as_dict(),
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+            num_workers=num_workers,
+            # use_gpu also makes Ray Train pick NCCL over gloo for the process group
+            use_gpu=per_worker.gpus > 0,
+            resources_per_worker=per_worker.ray_resources(cpu_discount),
         ),
         run_config=RunConfig(
             name=run_name,

@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -43,11 +44,18 @@ from graft.nn.transfer import apply_phase, set_train_mode
 from graft.train.budget import VirtualEpochBudget, linear_scaled_lr, virtual_epoch_budget
 from graft.train.clipping import clip_gradients
 from graft.train.diagnostics import ActivationRecorder, step_diagnostics
+from graft.train.objectives import objective_loss
 from graft.train.optimizers import build_optimizer
-from graft.train.regularizers import apply_max_norm, kernel_penalty
+from graft.train.regularizers import (
+    apply_max_norm,
+    kernel_penalty,
+    kernel_sparsity,
+    prune_below,
+)
 from graft.train.schedules import build_schedule
 
 progress = logging.getLogger("graft.progress")
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 SPEC_FILE = "spec.json"
@@ -206,11 +214,12 @@ def cycling_batches(
         state.batch_in_pass = 0
 
 
-def _global_sum(value: int, world_size: int) -> int:
-    """``value`` summed over the workers (the process group is Ray Train's)."""
+def _global_sum(value: int, world_size: int, device: torch.device) -> int:
+    """``value`` summed over the workers (the process group is Ray Train's; NCCL only
+    reduces tensors on the GPU)."""
     if world_size == 1 or not torch.distributed.is_initialized():
         return value
-    total = torch.tensor([value], dtype=torch.int64)
+    total = torch.tensor([value], dtype=torch.int64, device=device)
     torch.distributed.all_reduce(total)
     return int(total.item())
 
@@ -230,6 +239,77 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "loader": generator.get_state(),
     }
+
+
+@torch.no_grad()
+def bottleneck_features(
+    model: GraftNet,
+    dataset: TensorDataset,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
+    batch_size: int = 1024,
+) -> TensorDataset:
+    """The frozen trunk's outputs for every example, each computed once across the workers
+    (feature extraction): worker r runs rows r, r+world, ... and an all-gather shares them,
+    since the sampler deals every worker different rows each epoch.
+
+    The trunk runs in eval mode, as Keras' ``predict`` does for bottleneck features: frozen
+    BN uses its running statistics (as it does in a head phase anyway) and frozen dropout is
+    off. The train/eval flags are restored afterwards."""
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    inputs, targets = dataset.tensors
+    own = inputs[rank::world]
+    features = torch.cat(
+        [
+            model.features(own[start : start + batch_size].to(device))
+            for start in range(0, len(own), batch_size)
+        ]
+    )
+    for module, training in flags.items():
+        module.training = training
+    if world > 1:
+        features = _all_gather_interleaved(features, len(inputs), world)
+    return TensorDataset(features.cpu(), targets)
+
+
+def _all_gather_interleaved(own: torch.Tensor, total: int, world: int) -> torch.Tensor:
+    """Undo the ``rank::world`` deal: rows padded to one length (NCCL and gloo gather equal
+    shapes), gathered, and put back in dataset order."""
+    per_worker = -(-total // world)
+    padded = torch.zeros((per_worker, *own.shape[1:]), dtype=own.dtype, device=own.device)
+    padded[: len(own)] = own
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(gathered, padded)
+    out = torch.empty((total, *own.shape[1:]), dtype=own.dtype, device=own.device)
+    for rank, rows in enumerate(gathered):
+        out[rank::world] = rows[: len(range(rank, total, world))]
+    return out
+
+
+def _scores_line(metrics: dict[str, float]) -> str:
+    keys = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    short = {"train_accuracy": "train_acc", "val_accuracy": "val_acc"}
+    return " ".join(f"{short.get(k, k)} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def sync_batch_norm(model: GraftNet, device: torch.device, sync: bool) -> GraftNet:
+    """With ``batch_norm.sync``, BN layers normalize with the statistics of the global batch
+    (all workers') instead of each worker's shard. Torch implements SyncBatchNorm for GPUs
+    only, so CPU workers keep per-worker statistics (said once in the log). The parameter and
+    buffer names are unchanged, so checkpoints load into the plain model for export."""
+    if not sync:
+        return model
+    if device.type != "cuda":
+        log.warning(
+            "batch_norm.sync: SyncBatchNorm runs on GPUs only; CPU workers normalize with "
+            "their own batch statistics"
+        )
+        return model
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert isinstance(converted, GraftNet)  # only BN children are replaced
+    return converted
 
 
 def _quiet_per_report_logging() -> None:
@@ -258,16 +338,23 @@ def _load_npz(path: str) -> TensorDataset:
 
 @torch.no_grad()
 def evaluate_model(
-    model: nn.Module, dataset: TensorDataset, batch_size: int = 1024
+    model: GraftNet, dataset: TensorDataset, batch_size: int = 1024, objective: str = "classify"
 ) -> dict[str, float]:
+    """Mean loss, and accuracy when the objective has labels to score."""
     model.eval()
+    device = next(model.parameters()).device
     loss_sum, correct, count = 0.0, 0, 0
     for xb, yb in DataLoader(dataset, batch_size=batch_size):
+        xb, yb = xb.to(device), yb.to(device)
         logits = model(xb)
-        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
+        loss_sum += float(objective_loss(model, logits, xb, yb, objective, reduction="sum"))
+        if objective == "classify":
+            correct += int((logits.argmax(1) == yb).sum())
         count += len(yb)
-    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1)}
+    scores = {"loss": loss_sum / max(count, 1)}
+    if objective == "classify":
+        scores["accuracy"] = correct / max(count, 1)
+    return scores
 
 
 def _improved(metric: float, best: float | None, monitor: str, min_delta: float) -> bool:
@@ -314,6 +401,11 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
     model = build_model(spec)
     if request.init_weights_path:
         model.load_state_dict(torch.load(request.init_weights_path, weights_only=True))
+    # cuda:<local rank> on a GPU worker, else cpu; checkpoints are read onto the CPU first
+    device = ray_torch.get_device()
+    model.to(device)
+    if world > 1 and spec.model_config.batch_norm.enabled:
+        model = sync_batch_norm(model, device, spec.model_config.batch_norm.sync)
     train_set, val_set = _load_npz(request.train_path), _load_npz(request.val_path)
     phases = [PhaseConfig.model_validate(p) for p in request.phases]
 
@@ -323,7 +415,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            saved = torch.load(Path(ckpt_dir) / STATE_FILE, weights_only=False)
+            saved = torch.load(Path(ckpt_dir) / STATE_FILE, weights_only=False, map_location="cpu")
         model.load_state_dict(saved["model"])
         state = LoopState(**saved["loop"])
         _set_rng_state(saved["rng"], generator)
@@ -338,6 +430,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
         progress.propagate = False
     _quiet_per_report_logging()
     total_epochs = sum(p.epochs for p in phases)
+    labelled = spec.objective == "classify"
     logger = None
     if rank == 0 and request.tracking_uri and request.mlflow_run_id:
         from graft.tracking import RunLogger
@@ -370,8 +463,17 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
         lr = base_lr * phase.lr_scale
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = build_optimizer(trainable, config.optimizer, lr)
+        cached = (
+            isinstance(config, FinetuneConfig)
+            and config.cache_bottleneck_features
+            and phase.trainable == "head"
+        )
+        # the module this phase runs per batch: the head alone on cached trunk outputs
+        trained: nn.Module = model.head if cached else model
+        # examples the trunk ran on for training this epoch: the cost the cache saves
+        trunk_examples = len(range(rank, len(train_set), world)) if cached else 0
         loader = DataLoader(
-            train_set,
+            bottleneck_features(model, train_set, device, rank, world) if cached else train_set,
             batch_size=config.batch_size,
             shuffle=True,
             generator=generator,
@@ -390,7 +492,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
             optimizer.load_state_dict(saved["optimizer"])
             schedule.load_state_dict(saved["schedule"])
             saved = None
-        wrapped = ray_torch.prepare_model(model, move_to_device=False) if world > 1 else model
+        wrapped = ray_torch.prepare_model(trained, move_to_device=False) if world > 1 else trained
         cycling = cycling_batches(loader, state, generator) if plan is not None else None
 
         while state.epoch_in_phase < phase.epochs:
@@ -408,25 +510,40 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                     sampler.set_epoch(state.global_epoch)
                 batches = loader
             set_train_mode(model, unfrozen if phase.trainable != "all" else None)
-            loss_sum, correct, seen, grad_before, grad_after = 0.0, 0, 0, 0.0, 0.0
+            # running sums stay tensors: a .item() per step would sync and cost a Python call
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            seen, grad_before, grad_after = 0, 0.0, 0.0
             epoch_steps = 0
+            # the reported grad norms are the epoch's last step's: measure only there
+            epoch_batches = plan.steps_per_virtual_epoch if plan is not None else len(loader)
+            penalized = config.regularization.l1 > 0 or config.regularization.l2 > 0
+            epoch_start = time.perf_counter()
             for xb, yb in batches:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 step = state.global_step + 1
                 diagnose = logger is not None and every > 0 and step % every == 0
                 capture: AbstractContextManager[Any] = (
-                    recorder.capture() if diagnose and recorder is not None else nullcontext()
+                    recorder.capture()
+                    if diagnose and recorder is not None and not cached
+                    else nullcontext()
                 )
                 optimizer.zero_grad(set_to_none=True)
                 with capture:
                     logits = wrapped(xb)
-                loss = nn.functional.cross_entropy(logits, yb)
-                total = loss + kernel_penalty(model, config.regularization)
+                loss = objective_loss(model, logits, xb, yb, spec.objective)
+                total = loss + kernel_penalty(model, config.regularization) if penalized else loss
                 total.backward()  # DDP has all-reduced the gradients when this returns
-                grad_before, grad_after = clip_gradients(trainable, config.clip)
+                measure = diagnose or epoch_steps + 1 >= epoch_batches
+                before, after = clip_gradients(trainable, config.clip, measure=measure)
+                if measure:
+                    grad_before, grad_after = before, after
                 step_lr, step_momentum = schedule.current_lr(), schedule.current_momentum()
                 optimizer.step()
                 if config.regularization.max_norm is not None:
                     apply_max_norm(model, config.regularization.max_norm)
+                if config.regularization.prune_below is not None:
+                    prune_below(model, config.regularization.prune_below)
                 schedule.after_batch()
                 state.global_step = step
                 epoch_steps += 1
@@ -436,28 +553,36 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                     if recorder is not None:
                         values.update(recorder.metrics())
                     logger.metrics(values, step=step)
-                loss_sum += loss.item() * len(yb)
-                correct += int((logits.argmax(1) == yb).sum())
+                loss_sum += loss.detach() * len(yb)
+                if labelled:
+                    correct += (logits.detach().argmax(1) == yb).sum()
                 seen += len(yb)
-            state.examples_seen += _global_sum(seen, world)
-            val = evaluate_model(model, val_set)
+            # the training steps alone (no validation, checkpoint or report): the throughput
+            # figure bench/loop_throughput.py compares with a bare PyTorch loop
+            epoch_seconds = time.perf_counter() - epoch_start
+            state.examples_seen += _global_sum(seen, world, device)
+            val = evaluate_model(model, val_set, objective=spec.objective)
             schedule.after_epoch(val["loss"])
             state.epoch_in_phase += 1
             state.global_epoch += 1
             metrics = {
                 "epoch": float(state.global_epoch),
                 "phase": float(phase_index),
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
+                "train_loss": float(loss_sum) / max(seen, 1),
                 "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
                 "lr": schedule.current_lr(),
                 "grad_norm_before_clip": grad_before,
                 "grad_norm_after_clip": grad_after,
                 "steps": float(state.global_step),
                 "epoch_steps": float(epoch_steps),
+                "epoch_seconds": epoch_seconds,
+                "trunk_examples": float(trunk_examples if cached else seen),
                 "examples_seen": float(state.examples_seen),
+                "kernel_sparsity": kernel_sparsity(model),
             }
+            if labelled:
+                metrics["train_accuracy"] = int(correct) / max(seen, 1)
+                metrics["val_accuracy"] = val["accuracy"]
             monitored = metrics[early.monitor]
             if _improved(monitored, state.best_metric, early.monitor, early.min_delta):
                 state.best_metric, state.wait = monitored, 0
@@ -473,16 +598,12 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
             state.history.append(metrics)
             if rank == 0:
                 progress.info(
-                    "epoch %d/%d (phase %d: %s) train_loss %.4f train_acc %.4f "
-                    "val_loss %.4f val_acc %.4f lr %.2e%s",
+                    "epoch %d/%d (phase %d: %s) %s lr %.2e%s",
                     state.global_epoch,
                     total_epochs,
                     phase_index,
                     phase.trainable,
-                    metrics["train_loss"],
-                    metrics["train_accuracy"],
-                    metrics["val_loss"],
-                    metrics["val_accuracy"],
+                    _scores_line(metrics),
                     metrics["lr"],
                     " (early stop)" if stop else "",
                 )
@@ -504,6 +625,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
                 {**metrics, "stopped_early": float(stop), "fit_complete": float(fit_complete)},
                 payload,
             )
+            trunk_examples = 0
             if phase_over:
                 break
         state = _next_phase(state)
@@ -515,5 +637,6 @@ def load_checkpoint_model(checkpoint_dir: str | Path) -> tuple[GraftNet, ModelSp
     directory = Path(checkpoint_dir)
     spec = ModelSpec.load(directory / SPEC_FILE)
     model = build_model(spec)
-    model.load_state_dict(torch.load(directory / MODEL_FILE, weights_only=True))
+    # map_location: a GPU worker saved CUDA tensors; evaluate/export run on CPU pods
+    model.load_state_dict(torch.load(directory / MODEL_FILE, weights_only=True, map_location="cpu"))
     return model, spec

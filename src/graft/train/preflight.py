@@ -10,9 +10,10 @@ import logging
 
 import numpy as np
 import torch
-from torch import nn
 
 from graft.errors import TrainingError
+from graft.nn.models import GraftNet
+from graft.train.objectives import objective_loss
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,9 @@ STEPS = 200
 REQUIRED_DROP = 0.1  # final loss must be below 10% of the first
 
 
-def overfit_one_batch(model: nn.Module, train_path: str, seed: int) -> tuple[float, float]:
+def overfit_one_batch(
+    model: GraftNet, train_path: str, seed: int, objective: str = "classify"
+) -> tuple[float, float]:
     """Return (first loss, last loss); raise TrainingError if the loss does not fall."""
     with np.load(train_path) as archive:
         x = torch.from_numpy(archive["x"][:BATCH].astype(np.float32))
@@ -33,7 +36,7 @@ def overfit_one_batch(model: nn.Module, train_path: str, seed: int) -> tuple[flo
     first = last = 0.0
     for step in range(STEPS):
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(probe(x), y)
+        loss = objective_loss(probe, probe(x), x, y, objective)
         loss.backward()
         optimizer.step()
         if step == 0:

@@ -43,8 +43,9 @@ def kernel_penalty(model: nn.Module, cfg: RegularizationConfig) -> torch.Tensor:
     ``weight_decay = 2 * l2`` restricted to the kernels. With Adam-family optimizers prefer
     AdamW's decoupled decay (the book: L2 and Adam generalize poorly together).
     """
-    kernels = [weight for weight, _ in _trainable_kernels(model)]
-    if not kernels or (cfg.l1 == 0 and cfg.l2 == 0):
+    # called every step: without a penalty, skip walking the modules
+    kernels = [] if cfg.l1 == 0 and cfg.l2 == 0 else [w for w, _ in _trainable_kernels(model)]
+    if not kernels:
         reference = next(model.parameters(), None)
         device = reference.device if reference is not None else None
         return torch.zeros((), device=device)
@@ -70,3 +71,27 @@ def apply_max_norm(model: nn.Module, max_norm: float) -> None:
     with torch.no_grad():
         for weight, dim in _trainable_kernels(model):
             weight.copy_(torch.renorm(weight, p=2, dim=dim, maxnorm=max_norm))
+
+
+def prune_below(model: nn.Module, threshold: float) -> None:
+    """Zero every trainable kernel weight with ``|w| < threshold``, in place (magnitude
+    pruning, the book's route to a sparse model together with strong L1).
+
+    Call after every ``optimizer.step()`` like max-norm: a pruned weight that an update pushed
+    off zero is cut again unless it grew past the threshold. Frozen kernels keep their values.
+    """
+    if not threshold > 0:
+        raise ConfigError(f"regularization.prune_below must be > 0, got {threshold}")
+    with torch.no_grad():
+        for weight, _ in _trainable_kernels(model):
+            weight.masked_fill_(weight.abs() < threshold, 0.0)
+
+
+def kernel_sparsity(model: nn.Module) -> float:
+    """Share of exactly-zero weights over all kernels (frozen ones included)."""
+    zeros, total = 0, 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear | _ConvNd):
+            zeros += int((module.weight == 0).sum())
+            total += module.weight.numel()
+    return zeros / total if total else 0.0

@@ -29,6 +29,7 @@ def source_model_spec(config: GraftConfig, dataset_dir: str) -> ModelSpec:
         num_classes=len(task.classes),
         mean=task.mean,
         std=task.std,
+        objective=config.pretrain.objective,
     )
 
 
@@ -38,7 +39,7 @@ def pretrain_request(
     spec = source_model_spec(config, dataset_dir)
     train_path = str(Path(dataset_dir) / "source" / "train.npz")
     if config.pretrain.preflight_overfit_batch:
-        overfit_one_batch(build_model(spec), train_path, config.seed)
+        overfit_one_batch(build_model(spec), train_path, config.seed, spec.objective)
     return FitRequest(
         train_path=train_path,
         val_path=str(Path(dataset_dir) / "source" / "val.npz"),
@@ -112,7 +113,12 @@ def _load_champion_weights(config: GraftConfig, target: nn.Module) -> str:
 
     mlflow.set_tracking_uri(config.resolved_tracking_uri())
     mlflow.set_registry_uri(config.resolved_tracking_uri())
-    champion = mlflow.pytorch.load_model(f"models:/{name}@champion", map_location="cpu")
+    from graft.export.raw_inputs import trained_network
+
+    # the registered model may wrap the network in its NaN fill: the weights are inside
+    champion = trained_network(
+        mlflow.pytorch.load_model(f"models:/{name}@champion", map_location="cpu")
+    )
     wanted = {key: tuple(t.shape) for key, t in target.state_dict().items()}
     state = champion.state_dict()
     found = {key: tuple(t.shape) for key, t in state.items()}

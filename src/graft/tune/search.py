@@ -204,8 +204,9 @@ def run_trial(
             max_failures=config.finetune.checkpoint.max_failures,
             num_to_keep=1,
             # the trial actor holds TRIAL_CPU: take it off the workers so a trial costs
-            # exactly workers_per_trial CPUs and max_concurrent trials fit the cluster
-            cpus_per_worker=1.0 - TRIAL_CPU / config.tune.workers_per_trial,
+            # exactly what its workers ask for and max_concurrent trials fit the cluster
+            resources=config.finetune.resources,
+            cpu_discount=TRIAL_CPU / config.tune.workers_per_trial,
             callbacks=[TuneReportCallback()],
         )
     except BaseException:

@@ -1,0 +1,355 @@
+"""Training throughput: Graft's loop under Ray Train vs a bare PyTorch loop, one worker.
+
+Same model (Graft's ``build_model`` of the default preset's MLP, and of its CNN with
+``model.family=cnn``), same prepared Fashion-MNIST task-A rows, same batch size, same optimizer
+(AdamW, lr 1e-3), same number of torch threads, one process each:
+
+* bare: ``DataLoader`` -> forward -> ``cross_entropy`` -> ``backward`` -> ``optimizer.step()``
+  in this process, nothing else; run once before and once after the Ray runs, and the ratios
+  use their mean (the two rows show how much the machine's load drifted meanwhile);
+* bare loop in a Ray Train worker (variant ``ray-bare``): the same bare loop as the one worker
+  of a plain ``TorchTrainer`` run, which isolates what Ray's worker process costs from what
+  Graft's loop adds;
+* Graft: what ``graft pretrain`` runs, ``graft.train.fit.fit`` with one Ray Train worker
+  running ``train_loop_per_worker`` (per step: gradient norm, schedule, metrics; per epoch:
+  validation, checkpoint, report to the controller, early-stopping bookkeeping).
+
+Worker start-up is excluded, and so is the first epoch of every run (warm-up). Two Graft
+figures, both in training samples per second:
+
+* steps: the loop's own ``epoch_seconds`` metric (the training steps of an epoch only);
+* whole epoch: the gap between consecutive epoch reports as the Ray Train controller receives
+  them (steps + validation + checkpoint + report), which is what a user waits for. The bare
+  loop does no validation, so this figure also counts work the bare loop does not do.
+
+Variants show what Graft's optional extras cost: ``default`` (the config defaults:
+deterministic algorithms, early stopping keeping the best weights, the one-batch preflight),
+``lean`` (deterministic=false, no early stopping, no preflight) and ``tracked`` (MLflow logging
+to a local SQLite store plus per-step diagnostics every ``--diagnostics-every`` steps). The
+preflight runs once before a fit, not per epoch: its seconds are reported on their own.
+
+    python bench/loop_throughput.py                       # mlp + cnn, all variants
+    python bench/loop_throughput.py --models mlp --variants ray-bare default --epochs 4
+
+Timings need a quiet machine: on a shared 2-core box the ratios move by tens of percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# one progress line per epoch from the worker would interleave with the tables
+os.environ.setdefault("GRAFT_RAY_LOG_TO_DRIVER", "0")
+
+TARGET_RATIO = 0.9
+BARE = "bare PyTorch"
+MODELS = ("mlp", "cnn")
+VARIANTS = ("ray-bare", "default", "lean", "tracked")
+VARIANT_OVERRIDES: dict[str, list[str]] = {
+    "ray-bare": [],  # not Graft's loop: the bare loop run by a Ray Train worker
+    "default": [],
+    "lean": [
+        "pretrain.deterministic=false",
+        "pretrain.early_stopping.enabled=false",
+        "pretrain.early_stopping.restore_best=false",
+        "pretrain.preflight_overfit_batch=false",
+    ],
+    "tracked": [],  # + diagnostics every N steps, set from --diagnostics-every
+}
+
+
+@dataclass
+class Throughput:
+    label: str
+    samples_per_s: float  # training steps only
+    epoch_samples_per_s: float | None = None  # whole epochs (Graft only)
+    fit_seconds: float | None = None  # the whole fit() call, worker start-up included
+    preflight_seconds: float | None = None
+    epochs: int = 0
+
+
+def _report_clock(path: Path) -> Any:
+    """A Ray Train callback, run in the controller, appending each report's arrival time."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class ReportClock(UserCallback):
+        def after_report(self, run_context: Any, metrics: Any, checkpoint: Any) -> None:
+            with path.open("a") as handle:
+                handle.write(f"{time.perf_counter()}\n")
+
+    return ReportClock()
+
+
+def _config(model: str, variant: str, args: argparse.Namespace, work: Path) -> Any:
+    from graft.config import load_config
+
+    overrides = [
+        f"work_dir={work}",
+        f"data.max_rows={args.rows}",
+        f"pretrain.epochs={args.epochs}",
+        "pretrain.num_workers=1",
+        f"model.family={model}",
+        *VARIANT_OVERRIDES[variant],
+    ]
+    if args.batch_size is not None:
+        overrides.append(f"pretrain.batch_size={args.batch_size}")
+    if variant == "tracked":
+        overrides.append(f"pretrain.diagnostics.every_n_steps={args.diagnostics_every}")
+        overrides.append(f"tracking.tracking_uri=sqlite:///{work / 'mlflow.db'}")
+    return load_config(preset="default", overrides=overrides)
+
+
+def _bare_epochs(
+    spec_json: str, train_path: str, opt: dict[str, Any], batch_size: int, epochs: int, seed: int
+) -> float:
+    """The reference loop: the same model and data, the plainest loop PyTorch allows; returns
+    samples/s over every epoch but the first (warm-up: allocator, thread pool), as for Graft."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from graft.nn.models import ModelSpec, build_model
+
+    torch.manual_seed(seed)
+    model = build_model(ModelSpec.from_json(spec_json))
+    with np.load(train_path) as archive:
+        train = TensorDataset(
+            torch.from_numpy(archive["x"].astype(np.float32)),
+            torch.from_numpy(archive["y"].astype(np.int64)),
+        )
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=opt["lr"],
+        betas=(opt["beta1"], opt["beta2"]),
+        eps=opt["eps"],
+        weight_decay=opt["weight_decay"],
+    )
+    loader = DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
+    seconds, samples = [], []
+    model.train()
+    for _ in range(epochs):
+        seen = 0
+        start = time.perf_counter()
+        for xb, yb in loader:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+            seen += len(yb)
+        seconds.append(time.perf_counter() - start)
+        samples.append(seen)
+    return sum(samples[1:]) / sum(seconds[1:])
+
+
+def _bare_arguments(config: Any, dataset: Path, epochs: int) -> dict[str, Any]:
+    from graft.train.requests import source_model_spec
+
+    return {
+        "spec_json": source_model_spec(config, str(dataset)).to_json(),
+        "train_path": str(dataset / "source" / "train.npz"),
+        "opt": config.pretrain.optimizer.model_dump(),
+        "batch_size": config.pretrain.batch_size,
+        "epochs": epochs,
+        "seed": config.seed,
+    }
+
+
+def bare_loop(config: Any, dataset: Path, epochs: int, label: str) -> Throughput:
+    """The bare loop in this process."""
+    rate = _bare_epochs(**_bare_arguments(config, dataset, epochs))
+    return Throughput(label, rate, epochs=epochs)
+
+
+def _bare_worker(arguments: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("GRAFT_TORCH_THREADS", "1")))
+    rate = _bare_epochs(**arguments)
+    # Train V2 returns only the metrics reported with a checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "rate.txt").write_text(str(rate))
+        ray.train.report(
+            {"samples_per_s": rate}, checkpoint=ray.train.Checkpoint.from_directory(tmp)
+        )
+
+
+def bare_loop_in_ray(config: Any, dataset: Path, epochs: int, work: Path, name: str) -> Throughput:
+    """The same bare loop as the single worker of a Ray Train run: what Ray's worker process
+    costs by itself, apart from anything Graft's loop does."""
+    from ray.train.v2.api.config import RunConfig, ScalingConfig
+    from ray.train.v2.torch.torch_trainer import TorchTrainer
+
+    trainer = TorchTrainer(
+        _bare_worker,
+        train_loop_config=_bare_arguments(config, dataset, epochs),
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name=name, storage_path=str(work / "ray")),
+    )
+    start = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - start
+    if result.metrics is None:
+        raise SystemExit(f"{name}: the bare Ray Train run reported no metrics")
+    return Throughput(
+        "bare loop in a Ray Train worker",
+        float(result.metrics["samples_per_s"]),
+        fit_seconds=seconds,
+        epochs=epochs,
+    )
+
+
+def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str) -> Throughput:
+    from graft import tracking
+    from graft.train.fit import fit
+    from graft.train.requests import pretrain_request
+
+    run_id = None
+    if config.pretrain.diagnostics.every_n_steps:
+        client = tracking.client_for(config)
+        run_id = client.create_run(tracking.experiment_id(config)).info.run_id
+    start = time.perf_counter()
+    request = pretrain_request(config, str(dataset), run_id)  # runs the preflight if enabled
+    preflight = time.perf_counter() - start
+    clock = work / f"{run_name}.reports"
+    start = time.perf_counter()
+    result = fit(
+        request,
+        num_workers=1,
+        storage_path=work / "ray",
+        run_name=run_name,
+        output_dir=work / run_name,
+        max_failures=0,
+        num_to_keep=1,
+        callbacks=[_report_clock(clock)],
+    )
+    fit_seconds = time.perf_counter() - start
+    history = result.history[1:]  # the first epoch is warm-up
+    if not history:
+        raise SystemExit(f"{label}: fewer than 2 epochs ran (early stop?); raise --epochs")
+    seen = [b["examples_seen"] - a["examples_seen"] for a, b in itertools.pairwise(result.history)]
+    arrivals = [float(line) for line in clock.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    return Throughput(
+        label,
+        sum(seen) / sum(h["epoch_seconds"] for h in history),
+        epoch_samples_per_s=sum(seen) / sum(gaps),
+        fit_seconds=fit_seconds,
+        preflight_seconds=preflight if config.pretrain.preflight_overfit_batch else None,
+        epochs=len(result.history),
+    )
+
+
+def _verdict(ratio: float) -> str:
+    return f"meets {TARGET_RATIO}" if ratio >= TARGET_RATIO else f"BELOW {TARGET_RATIO}"
+
+
+def print_table(model: str, config: Any, rows: list[Throughput], threads: int) -> None:
+    """One table per model; ratios are samples/s over the mean of the two in-process bare
+    runs (one before, one after the Ray runs, so a drift in machine load shows)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    reference = statistics.fmean(r.samples_per_s for r in rows if r.label.startswith(BARE))
+    table = Table(
+        title=f"{model}: {config.data.max_rows} Fashion-MNIST rows, batch "
+        f"{config.pretrain.batch_size}, {rows[0].epochs} epochs (first excluded), 1 worker, "
+        f"{threads} torch thread(s)"
+    )
+    for column in (
+        "loop",
+        "steps samples/s",
+        "ratio",
+        "whole-epoch samples/s",
+        "ratio",
+        "fit() s (incl. start-up)",
+        "preflight s",
+    ):
+        table.add_column(column, justify="left" if column == "loop" else "right")
+    for row in rows:
+        epoch = row.epoch_samples_per_s
+        table.add_row(
+            row.label,
+            f"{row.samples_per_s:,.0f}",
+            f"{row.samples_per_s / reference:.3f}",
+            "-" if epoch is None else f"{epoch:,.0f}",
+            "-" if epoch is None else f"{epoch / reference:.3f}",
+            "-" if row.fit_seconds is None else f"{row.fit_seconds:.1f}",
+            "-" if row.preflight_seconds is None else f"{row.preflight_seconds:.2f}",
+        )
+    console.print(table)
+    for row in rows:
+        if row.label.startswith(BARE):
+            continue
+        steps = row.samples_per_s / reference
+        line = f"{row.label}: steps ratio {steps:.3f} ({_verdict(steps)})"
+        if row.epoch_samples_per_s is not None:
+            epoch = row.epoch_samples_per_s / reference
+            line += f", whole-epoch ratio {epoch:.3f} ({_verdict(epoch)})"
+        console.print(line)
+    console.print()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog=(__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--rows", type=int, default=20000, help="Fashion-MNIST rows kept")
+    parser.add_argument("--epochs", type=int, default=5, help="per run; the first is warm-up")
+    parser.add_argument("--batch-size", type=int, help="default: the preset's pretrain batch")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both loops")
+    parser.add_argument("--diagnostics-every", type=int, default=10, help="tracked: N steps")
+    parser.add_argument("--work-dir", type=Path, help="default: a fresh temporary folder")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2: the first epoch is warm-up and not counted")
+
+    # the Ray worker reads it (Ray's local workers inherit this environment)
+    os.environ["GRAFT_TORCH_THREADS"] = str(args.threads)
+    import torch
+
+    from graft.data.prepare import prepare_dataset
+    from graft.ray_cluster import ensure_ray, shutdown_ray
+
+    torch.set_num_threads(args.threads)
+    work = (args.work_dir or Path(tempfile.mkdtemp(prefix="graft-throughput-"))).resolve()
+    base = _config("mlp", "default", args, work)
+    dataset = work / "dataset"
+    prepare_dataset(base.data, base.seed, dataset)
+    ensure_ray(base.ray)
+    # Ray's daemons run during both loops, so neither gets a quieter machine
+    try:
+        for model in args.models:
+            config = _config(model, "default", args, work)
+            rows = [bare_loop(config, dataset, args.epochs, f"{BARE} (before)")]
+            for variant in args.variants:
+                name = f"{model}-{variant}"
+                if variant == "ray-bare":
+                    rows.append(bare_loop_in_ray(config, dataset, args.epochs, work, name))
+                    continue
+                variant_config = _config(model, variant, args, work)
+                rows.append(graft_fit(variant_config, dataset, work, f"Graft {variant}", name))
+            rows.append(bare_loop(config, dataset, args.epochs, f"{BARE} (after)"))
+            print_table(model, config, rows, args.threads)
+    finally:
+        shutdown_ray()
+    print(f"outputs in {work}; torch {torch.__version__}, {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()

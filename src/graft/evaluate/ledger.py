@@ -1,0 +1,80 @@
+"""The test-split ledger: a model is scored on a sealed test split once.
+
+Every look at the test split that can inform a decision spends part of its worth as an
+unbiased estimate: score, tweak, score again, and the test split has become a validation
+split. So evaluate records each scoring and refuses a second one of the same model on the same
+test rows unless ``evaluate.allow_repeat_test`` says it is deliberate (the run is then tagged
+as a repeat, so the extra look is on the record).
+
+The key is (model fingerprint, test-split digest):
+
+- the fingerprint hashes the saved architecture spec and every tensor of the weights, so it
+  names *these* weights, wherever the directory lives and whichever run produced them;
+- the digest (the split manifest's digest of the target task's test rows) names *these* test
+  rows: the same model scored on a new data snapshot's test split is a new look, not a repeat.
+
+A retrain that ends in bit-identical weights (same data, seed and code) IS the same model, so
+scoring it again is refused like any other repeat: nothing new can be learned from it, only
+the same number seen twice. A retrain on new data, with another seed, or warm-started from the
+champion (the retraining loop) has other weights and passes.
+
+The records are tags on evaluate runs in the configured MLflow experiment, so the ledger spans
+pipeline runs; deleting an evaluate run deletes its record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from graft import tracking
+from graft.config import GraftConfig
+from graft.errors import HoldoutReuseError
+from graft.train.loop import MODEL_FILE, SPEC_FILE
+
+MODEL_TAG = "graft.test_evaluated_model"
+SPLIT_TAG = "graft.test_split_digest"
+REPEAT_TAG = "graft.test_repeat"
+PREVIOUS_TAG = "graft.test_previous_runs"
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """32 hex digits over the spec file and each weight tensor (name, dtype, shape, bytes),
+    independent of how ``torch.save`` laid the file out."""
+    directory = Path(model_dir)
+    digest = hashlib.sha256((directory / SPEC_FILE).read_bytes())
+    state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def previous_evaluations(config: GraftConfig, fingerprint: str, split_digest: str) -> list[str]:
+    """Evaluate runs that already scored this model on this test split, oldest first."""
+    return tracking.runs_tagged(config, {MODEL_TAG: fingerprint, SPLIT_TAG: split_digest})
+
+
+def check_first_look(config: GraftConfig, fingerprint: str, split_digest: str) -> dict[str, str]:
+    """Refuse a repeat unless ``evaluate.allow_repeat_test``; return the tags that record this
+    evaluation on its run."""
+    previous = previous_evaluations(config, fingerprint, split_digest)
+    if previous and not config.evaluate.allow_repeat_test:
+        more = f" and {len(previous) - 1} more" if len(previous) > 1 else ""
+        raise HoldoutReuseError(
+            f"model {fingerprint[:12]} was already scored on this test split (evaluate run "
+            f"{previous[0]}{more}); a second look makes the test split a validation split. "
+            "Train a new model, or set evaluate.allow_repeat_test=true to score it again on "
+            "purpose"
+        )
+    tags = {
+        MODEL_TAG: fingerprint,
+        SPLIT_TAG: split_digest,
+        REPEAT_TAG: "true" if previous else "false",
+    }
+    if previous:
+        tags[PREVIOUS_TAG] = ",".join(previous)[:5000]
+    return tags

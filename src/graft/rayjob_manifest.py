@@ -1,0 +1,209 @@
+"""A KubeRay RayJob (``ray.io/v1``) that runs one training stage on a Ray cluster of its own.
+
+Built from the config alone: the stage's command (:mod:`graft.stage_command`) is the
+entrypoint, Ray Train's settings are its runtime environment, the head runs the stage's driver,
+and each Ray Train worker gets a worker pod sized by the stage's ``cluster.stages`` block.
+KubeRay's submitter Job (``K8sJobMode``) runs ``ray job submit`` once the cluster is up; the
+cluster is deleted ``ray.rayjob.ttl_seconds_after_finished`` after the job ends.
+``graft rayjob`` prints it for ``kubectl apply -f -``.
+
+Nothing here talks to a Kubernetes API server, and none can run where Graft is developed: the
+manifest is validated against the KubeRay CRD's OpenAPI schema in tests
+(``tests/deploy/test_rayjob_manifest.py``), never applied there.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from graft.config import GraftConfig, StageResources
+from graft.ray_cluster import train_env_defaults
+from graft.stage_command import RayStage, StageInputs, stage_command
+
+# KubeRay's MaxRayJobNameLength: the RayCluster and Service names it derives must stay
+# valid DNS labels.
+MAX_RAYJOB_NAME = 47
+# The chart's images create user graft with this uid (charts/graft/values.yaml).
+GRAFT_UID = 1000
+RAY_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def rayjob_name(stage: str, parent_run_id: str) -> str:
+    """``graft-<stage>-<run key>``: a DNS-1035 label of at most 47 characters."""
+    key = re.sub(r"[^a-z0-9]", "", parent_run_id.lower())[:12]
+    return f"graft-{stage}-{key}"[:MAX_RAYJOB_NAME].rstrip("-")
+
+
+def worker_replicas(config: GraftConfig, stage: RayStage) -> int:
+    """One worker pod per Ray Train worker the stage runs at once."""
+    if stage == "pretrain":
+        return config.pretrain.num_workers
+    if stage == "transfer-finetune":
+        return config.finetune.num_workers
+    return config.tune.max_concurrent * config.tune.workers_per_trial
+
+
+def build_rayjob(
+    config: GraftConfig, stage: RayStage, inputs: StageInputs, image: str
+) -> dict[str, Any]:
+    """The RayJob object for ``stage`` (a dict ready for ``yaml.safe_dump``)."""
+    from graft.kfp.pipeline import PIPELINE_POD_LABEL
+
+    entrypoint = stage_command(config, stage, inputs)
+    settings = config.ray.rayjob
+    workers = config.cluster.stages.for_stage(stage)
+    name = rayjob_name(stage, inputs.parent_run_id)
+    labels = {
+        "app.kubernetes.io/name": "graft",
+        "app.kubernetes.io/component": "ray-job",
+        "graft.dev/stage": stage,
+    }
+    # the head runs the stage's driver, which logs to MLflow: the chart's NetworkPolicy lets
+    # only pods with the pipeline label reach it
+    pod_labels = labels | dict([PIPELINE_POD_LABEL])
+    env = _secret_env(config)
+    spec: dict[str, Any] = {
+        "entrypoint": entrypoint,
+        "runtimeEnvYAML": yaml.safe_dump({"env_vars": train_env_defaults()}, sort_keys=True),
+        "metadata": {"graft.stage": stage, "graft.parent_run_id": inputs.parent_run_id},
+        "submissionMode": "K8sJobMode",
+        "shutdownAfterJobFinishes": settings.shutdown_after_job_finishes,
+        "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+        "backoffLimit": settings.backoff_limit,
+        "submitterPodTemplate": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "securityContext": _pod_security(),
+                "containers": [
+                    {
+                        "name": "ray-job-submitter",
+                        "image": image,
+                        "resources": _same_request_and_limit(
+                            settings.submitter_cpu, settings.submitter_memory
+                        ),
+                        "securityContext": RAY_CONTAINER_SECURITY,
+                    }
+                ],
+            },
+        },
+        "rayClusterSpec": {
+            "rayVersion": settings.ray_version,
+            "headGroupSpec": {
+                # num-cpus 0: training workers go to the worker pods, not next to the GCS
+                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                "template": _pod_template(
+                    "ray-head",
+                    image,
+                    _same_request_and_limit(settings.head_cpu, settings.head_memory),
+                    env,
+                    pod_labels,
+                    None,
+                ),
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": "workers",
+                    "replicas": worker_replicas(config, stage),
+                    "minReplicas": worker_replicas(config, stage),
+                    "maxReplicas": worker_replicas(config, stage),
+                    "rayStartParams": {},
+                    "template": _pod_template(
+                        "ray-worker", image, _pod_resources(workers), env, pod_labels, workers
+                    ),
+                }
+            ],
+        },
+    }
+    if settings.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if settings.namespace:
+        metadata["namespace"] = settings.namespace
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": metadata, "spec": spec}
+
+
+def rayjob_yaml(config: GraftConfig, stage: RayStage, inputs: StageInputs, image: str) -> str:
+    manifest = build_rayjob(config, stage, inputs, image)
+    return yaml.dump(manifest, Dumper=_PlainDumper, sort_keys=False)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes shared sub-objects out in full: no &anchors/*aliases in a manifest."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _pod_template(
+    container_name: str,
+    image: str,
+    resources: dict[str, Any],
+    env: list[dict[str, Any]],
+    labels: dict[str, str],
+    placement: StageResources | None,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        # KubeRay takes the first container as the Ray container
+        "name": container_name,
+        "image": image,
+        "resources": resources,
+        "securityContext": RAY_CONTAINER_SECURITY,
+    }
+    if env:
+        container["env"] = env
+    pod: dict[str, Any] = {"securityContext": _pod_security(), "containers": [container]}
+    if placement is not None and placement.node_selector:
+        pod["nodeSelector"] = dict(placement.node_selector)
+    if placement is not None and placement.tolerations:
+        pod["tolerations"] = [
+            t.model_dump(exclude_none=True, mode="json") for t in placement.tolerations
+        ]
+    return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def _pod_resources(stage: StageResources) -> dict[str, Any]:
+    requests = {"cpu": stage.cpu_request, "memory": stage.memory_request}
+    limits: dict[str, Any] = {"cpu": stage.cpu_limit, "memory": stage.memory_limit}
+    if stage.accelerator_type:
+        # KubeRay reads the worker's GPU count for Ray from this limit
+        limits[stage.accelerator_type] = stage.accelerator_count
+    resources = {
+        "requests": {k: v for k, v in requests.items() if v is not None},
+        "limits": {k: v for k, v in limits.items() if v is not None},
+    }
+    return {k: v for k, v in resources.items() if v}
+
+
+def _same_request_and_limit(cpu: str, memory: str) -> dict[str, Any]:
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": GRAFT_UID,
+        "runAsGroup": GRAFT_UID,
+        "fsGroup": GRAFT_UID,
+    }
+
+
+def _secret_env(config: GraftConfig) -> list[dict[str, Any]]:
+    """S3 keys from the Kubernetes Secret ``cluster.s3_secret``, as in the pipeline's pods."""
+    if not config.cluster.s3_secret:
+        return []
+    return [
+        {
+            "name": env_name,
+            "valueFrom": {
+                "secretKeyRef": {"name": config.cluster.s3_secret, "key": key, "optional": True}
+            },
+        }
+        for key, env_name in sorted(config.cluster.s3_secret_keys.items())
+    ]

@@ -1,0 +1,136 @@
+"""Train a fresh transfer-finetune model on one fold's rows, in process (no Ray).
+
+Cross-validation of the finetune stage trains one model per fold on a few hundred target rows,
+where starting a Ray Train run per fold would cost more than the training. Each fold gets a
+new model built from the finetune request's spec and loaded with the request's starting
+weights (the pretrained backbone copy with its seeded new head, or the champion's weights on a
+warm start): the weights the distributed fit starts from, never a previous fold's.
+
+It is the distributed loop's recipe, simplified: the same phases (trainable set, ``lr_scale``,
+epochs), optimizer, L1/L2/max-norm and gradient clipping, on one process with
+``finetune.batch_size`` rows per step. No LR schedule and no early stopping: stopping on the
+fold's validation rows would pick the epoch that scores best on them and bias the fold's score
+upward. With ``budget.mode=virtual_epochs`` a phase's epochs count passes over the fold's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from graft.config import FinetuneConfig, PhaseConfig
+from graft.evaluate.protocols import FoldData
+from graft.nn.models import GraftNet, ModelSpec, build_model
+from graft.nn.transfer import apply_phase, set_train_mode
+from graft.train.clipping import clip_gradients
+from graft.train.loop import FitRequest, evaluate_model
+from graft.train.optimizers import build_optimizer
+from graft.train.regularizers import apply_max_norm, kernel_penalty
+
+
+def state_sha(model: nn.Module) -> str:
+    """A short digest of every tensor of ``model``'s state (weights and buffers)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FinetuneStart:
+    """What every fold starts from: architecture, starting weights, training settings."""
+
+    spec: ModelSpec
+    init_state: dict[str, torch.Tensor]
+    config: FinetuneConfig
+    phases: list[PhaseConfig]
+
+    @classmethod
+    def from_request(cls, request: FitRequest) -> FinetuneStart:
+        if request.init_weights_path is None:
+            raise ValueError("a finetune request carries its starting weights; this one has none")
+        config = request.train_config
+        if not isinstance(config, FinetuneConfig):
+            raise ValueError("fold training needs a finetune request (one with phases)")
+        return cls(
+            spec=ModelSpec.from_json(request.spec_json),
+            init_state=torch.load(request.init_weights_path, weights_only=True),
+            config=config,
+            phases=[PhaseConfig.model_validate(p) for p in request.phases],
+        )
+
+    def fresh_model(self) -> GraftNet:
+        model = build_model(self.spec)
+        model.load_state_dict(self.init_state)
+        return model
+
+
+def train_fresh_model(
+    start: FinetuneStart, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[GraftNet, str]:
+    """A new model from ``start``, trained on (x, y) through the phases; returns it and the
+    digest of the weights it started from."""
+    model = start.fresh_model()
+    init_sha = state_sha(model)
+    config = start.config
+    torch.manual_seed(seed)  # dropout masks
+    generator = torch.Generator().manual_seed(seed)  # batch order
+    xs = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    for phase in start.phases:
+        unfrozen = apply_phase(model, phase)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(
+            trainable, config.optimizer, config.optimizer.lr * phase.lr_scale
+        )
+        for _ in range(phase.epochs):
+            set_train_mode(model, unfrozen if phase.trainable != "all" else None)
+            for rows in torch.randperm(len(xs), generator=generator).split(config.batch_size):
+                if len(rows) < 2 and len(xs) >= 2:
+                    continue  # a 1-row batch breaks BatchNorm's training statistics
+                optimizer.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(model(xs[rows]), ys[rows])
+                (loss + kernel_penalty(model, config.regularization)).backward()
+                clip_gradients(trainable, config.clip)
+                optimizer.step()
+                if config.regularization.max_norm is not None:
+                    apply_max_norm(model, config.regularization.max_norm)
+    model.eval()
+    return model, init_sha
+
+
+@dataclass
+class FinetuneFoldTrainer:
+    """The ``train_and_score`` of graft.evaluate.protocols for the finetune model: validation
+    accuracy of a fresh model per call; ``records`` keeps each fold's audit trail."""
+
+    start: FinetuneStart
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, data: FoldData) -> float:
+        model, init_sha = train_fresh_model(self.start, data.x_train, data.y_train, data.seed)
+        val = evaluate_model(
+            model,
+            TensorDataset(
+                torch.from_numpy(np.asarray(data.x_val, dtype=np.float32)),
+                torch.from_numpy(np.asarray(data.y_val, dtype=np.int64)),
+            ),
+        )
+        self.records.append(
+            {
+                "repeat": data.fold.repeat,
+                "fold": data.fold.index,
+                "val_accuracy": val["accuracy"],
+                "val_loss": val["loss"],
+                "init_sha": init_sha,
+                "final_sha": state_sha(model),
+            }
+        )
+        return val["accuracy"]

@@ -1,0 +1,250 @@
+"""The KubeRay RayJob that `graft rayjob` prints, checked against the KubeRay CRD schema.
+
+The schema is the RayJob CRD's ``openAPIV3Schema`` from ``../shared/crds/kuberay`` (KubeRay
+v1.7), tightened so that an unknown field fails as under the API server's strict field
+validation. No Kubernetes API server can run on these machines, so nothing here is applied to
+a cluster or seen by the KubeRay operator: what the operator checks beyond the schema (name
+length, a DNS-1035 name) is asserted directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from graft.cli import app
+from graft.config import GraftConfig, config_from_json, load_config
+from graft.rayjob_manifest import MAX_RAYJOB_NAME, build_rayjob
+from graft.stage_command import RayStage, StageInputs
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO.parent / "shared" / "crds" / "kuberay" / "ray.io_rayjobs.yaml"
+IMAGE = "registry.example/graft:0.1.0-cpu"
+RUN = "0f3c2a9b7d6e4c1a8b5e2d9f0a1b2c3d"
+
+Obj = dict[str, Any]
+
+
+def _strict(schema: Any) -> Any:
+    """Close every object schema that lists properties, as strict field validation would."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def _load_validator(path: Path) -> jsonschema.Draft7Validator:
+    crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    # metadata is validated by the API server, not by the CRD schema
+    schema["properties"]["metadata"] = {"type": "object"}
+    return jsonschema.Draft7Validator(schema)
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft7Validator:
+    if not CRD.is_file():
+        pytest.skip(f"KubeRay CRDs not found at {CRD.parent} (shared/ is not beside the repo)")
+    return _load_validator(CRD)
+
+
+def _errors(validator: jsonschema.Draft7Validator, manifest: Obj) -> list[str]:
+    return [
+        "/".join(str(p) for p in e.path) + ": " + e.message
+        for e in sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))
+    ]
+
+
+def _inputs(stage: str) -> StageInputs:
+    pretrained = "" if stage == "pretrain" else "s3://graft/runs/1/pretrained"
+    return StageInputs("s3://graft/runs/1/dataset", f"s3://graft/runs/1/{stage}", RUN, pretrained)
+
+
+def _gpu_config() -> GraftConfig:
+    return load_config(
+        preset="tiny",
+        overrides=[
+            "cluster.stages.pretrain.accelerator_type=nvidia.com/gpu",
+            "cluster.stages.pretrain.accelerator_count=1",
+            "cluster.stages.pretrain.node_selector={cloud.google.com/gke-accelerator: nvidia-l4}",
+            "cluster.stages.pretrain.tolerations=[{key: nvidia.com/gpu, operator: Exists, "
+            "effect: NoSchedule}]",
+            "ray.rayjob.namespace=graft",
+            "ray.rayjob.active_deadline_seconds=3600",
+            "ray.rayjob.backoff_limit=2",
+            "ray.rayjob.ttl_seconds_after_finished=120",
+            "pretrain.num_workers=3",
+        ],
+    )
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "transfer-finetune", "tune"])
+def test_rayjob_of_every_training_stage_matches_the_kuberay_crd(
+    validator: jsonschema.Draft7Validator, stage: RayStage
+) -> None:
+    manifest = build_rayjob(load_config(preset="tiny"), stage, _inputs(stage), IMAGE)
+    assert _errors(validator, manifest) == []
+
+
+def test_gpu_rayjob_with_placement_matches_the_crd_and_carries_the_cluster_block(
+    validator: jsonschema.Draft7Validator,
+) -> None:
+    config = _gpu_config()
+    manifest = build_rayjob(config, "pretrain", _inputs("pretrain"), IMAGE)
+    assert _errors(validator, manifest) == []
+
+    spec = manifest["spec"]
+    assert manifest["metadata"]["namespace"] == "graft"
+    assert spec["submissionMode"] == "K8sJobMode"
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] == 120
+    assert spec["activeDeadlineSeconds"] == 3600
+    assert spec["backoffLimit"] == 2
+    (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 3
+    pod = workers["template"]["spec"]
+    (container,) = pod["containers"]
+    stage_block = config.cluster.stages.pretrain
+    assert container["resources"] == {
+        "requests": {"cpu": stage_block.cpu_request, "memory": stage_block.memory_request},
+        "limits": {
+            "cpu": stage_block.cpu_limit,
+            "memory": stage_block.memory_limit,
+            "nvidia.com/gpu": 1,
+        },
+    }
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    head = spec["rayClusterSpec"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    for template in (head["template"], workers["template"], spec["submitterPodTemplate"]):
+        assert template["spec"]["containers"][0]["image"] == IMAGE
+        assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    # S3 keys come from the Secret, never from the manifest
+    env = {e["name"]: e for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "graft-s3"
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "transfer-finetune", "tune"])
+def test_entrypoint_runs_the_stage_as_a_driver_of_its_own_cluster(stage: RayStage) -> None:
+    config = load_config(preset="tiny")
+    manifest = build_rayjob(config, stage, _inputs(stage), IMAGE)
+    argv = shlex.split(manifest["spec"]["entrypoint"])
+    assert argv[:5] == ["python", "-m", "graft.cli", "stage", stage]
+    options = dict(zip(argv[5::2], argv[6::2], strict=True))
+    assert options["--dataset-dir"] == "s3://graft/runs/1/dataset"
+    assert options["--output-dir"] == f"s3://graft/runs/1/{stage}"
+    assert options["--parent-run-id"] == RUN
+    sent = config_from_json(options["--config-json"])
+    # the job joins the cluster it runs in and never submits itself again
+    assert (sent.ray.mode, sent.ray.submit, sent.ray.address) == ("address", "driver", None)
+    assert sent.model_dump(exclude={"ray"}) == config.model_dump(exclude={"ray"})
+    env = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert env["RAY_TRAIN_V2_ENABLED"] == "1"
+
+
+def test_name_is_a_dns_label_within_kuberays_limit() -> None:
+    for stage in ("pretrain", "transfer-finetune", "tune"):
+        name = build_rayjob(load_config(), stage, _inputs(stage), IMAGE)["metadata"]["name"]
+        assert len(name) <= MAX_RAYJOB_NAME
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+        assert stage in name
+
+
+def _set(manifest: Obj, path: str, value: Any) -> Obj:
+    out = copy.deepcopy(manifest)
+    node = out
+    keys = path.split("/")
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return out
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec/ttlSecondsAfterFinished", "600"),  # a string where the CRD wants an integer
+        ("spec/entrypoint", ["python", "-m", "graft.cli"]),  # a list, not a shell command
+        ("spec/shutdownAfterJobFinishes", "yes"),
+        ("spec/entryPoint", "python -m graft.cli stage pretrain"),  # misspelt field
+        ("spec/rayClusterSpec/headGroupSpec/template", _DELETE),  # required
+        ("spec/rayClusterSpec/workerGroupSpecs/0/groupName", _DELETE),  # required
+        ("spec/rayClusterSpec/workerGroupSpecs/0/replicas", "two"),
+        ("spec/rayClusterSpec/workerGroupSpecs/0/template/spec/containers/0/name", _DELETE),
+    ],
+)
+def test_broken_manifest_fails_the_crd_schema(
+    validator: jsonschema.Draft7Validator, path: str, value: Any
+) -> None:
+    """The check is real: each single defect is caught (guards against a vacuous schema)."""
+    good = build_rayjob(load_config(preset="tiny"), "pretrain", _inputs("pretrain"), IMAGE)
+    assert validator.is_valid(good)
+    assert not validator.is_valid(_set(good, path, value))
+
+
+def test_graft_rayjob_prints_one_plain_yaml_document(
+    validator: jsonschema.Draft7Validator,
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "rayjob",
+            "transfer-finetune",
+            "--dataset-dir",
+            "/mnt/graft/dataset",
+            "--pretrained-dir",
+            "/mnt/graft/pretrained",
+            "--output-dir",
+            "/mnt/graft/finetuned",
+            "--parent-run-id",
+            RUN,
+            "--image",
+            IMAGE,
+            "--preset",
+            "tiny",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "&id" not in result.stdout and "*id" not in result.stdout  # no YAML aliases
+    (manifest,) = list(yaml.safe_load_all(result.stdout))
+    assert manifest["kind"] == "RayJob"
+    assert _errors(validator, manifest) == []
+    assert "--pretrained-dir /mnt/graft/pretrained" in manifest["spec"]["entrypoint"]
+
+
+def test_graft_rayjob_refuses_a_stage_without_ray() -> None:
+    result = CliRunner().invoke(
+        app,
+        ["rayjob", "evaluate", "--dataset-dir", "d", "--output-dir", "o", "--parent-run-id", RUN],
+    )
+    assert result.exit_code != 0
+    assert "does not run on Ray" in str(result.exception)

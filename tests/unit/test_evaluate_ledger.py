@@ -1,0 +1,111 @@
+"""The test-split ledger, against a real SQLite MLflow: a model is scored on the sealed test
+split once; a repeat is refused unless evaluate.allow_repeat_test, and then tagged."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from graft import stages
+from graft.config import GraftConfig, load_config
+from graft.data.prepare import DataManifest
+from graft.errors import HoldoutReuseError
+from graft.evaluate.ledger import MODEL_TAG, PREVIOUS_TAG, REPEAT_TAG, SPLIT_TAG, model_fingerprint
+from graft.nn.models import ModelSpec, build_model
+from graft.train.loop import MODEL_FILE, SPEC_FILE
+
+
+def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
+    return load_config(
+        preset="tiny",
+        overrides=[
+            f"work_dir={tmp_path / 'work'}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.experiment_name=ledger",
+            "evaluate.linear_baseline_max_iter=20",
+            # these tests call stages.evaluate without a pretrained model to retrain from
+            "evaluate.label_shuffle_control.enabled=false",
+            "evaluate.transfer_report.enabled=false",
+            *overrides,
+        ],
+    )
+
+
+def _save_model(config: GraftConfig, dataset_dir: str, out: Path, seed: int) -> Path:
+    manifest = DataManifest.read(dataset_dir)
+    info = manifest.tasks["target"]
+    spec = ModelSpec(
+        model=config.model.model_dump(mode="json"),
+        input_shape=manifest.input_shape,
+        num_classes=len(info.classes),
+        mean=info.mean,
+        std=info.std,
+    )
+    torch.manual_seed(seed)
+    out.mkdir(parents=True)
+    torch.save(build_model(spec).state_dict(), out / MODEL_FILE)
+    spec.save(out / SPEC_FILE)
+    return out
+
+
+def _tags(config: GraftConfig, run_id: str) -> dict[str, str]:
+    uri = config.resolved_tracking_uri()
+    return dict(MlflowClient(tracking_uri=uri).get_run(run_id).data.tags)
+
+
+def test_fingerprint_names_the_weights_not_the_directory(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    data = stages.data_prep(config, str(tmp_path / "data"))
+    model = _save_model(config, data.dataset_dir, tmp_path / "m1", seed=1)
+    copy = Path(shutil.copytree(model, tmp_path / "elsewhere" / "m1"))
+    assert model_fingerprint(copy) == model_fingerprint(model)
+    other = _save_model(config, data.dataset_dir, tmp_path / "m2", seed=2)
+    assert model_fingerprint(other) != model_fingerprint(model)
+    # one weight nudged by one ulp is another model
+    state = torch.load(copy / MODEL_FILE, weights_only=True)
+    first = next(iter(state))
+    state[first].view(-1)[0] = torch.nextafter(state[first].view(-1)[0], torch.tensor(1e9))
+    torch.save(state, copy / MODEL_FILE)
+    assert model_fingerprint(copy) != model_fingerprint(model)
+
+
+def test_second_look_is_refused_and_a_forced_one_is_tagged(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    data = stages.data_prep(config, str(tmp_path / "data"))
+    model = str(_save_model(config, data.dataset_dir, tmp_path / "model", seed=1))
+
+    def evaluate(cfg: GraftConfig, name: str, parent: str) -> stages.EvaluateOutput:
+        return stages.evaluate(
+            cfg, data.dataset_dir, data.test_split_dir, model, str(tmp_path / name), parent
+        )
+
+    first = evaluate(config, "eval1", data.parent_run_id)
+    tags = _tags(config, first.run_id)
+    assert tags[MODEL_TAG] == model_fingerprint(model)
+    assert tags[SPLIT_TAG]
+    assert tags[REPEAT_TAG] == "false"
+
+    # another pipeline run (another parent run), same model, same test rows: refused, and
+    # before anything is scored
+    parent = stages.data_prep(config, str(tmp_path / "data2")).parent_run_id
+    with pytest.raises(HoldoutReuseError, match=r"evaluate\.allow_repeat_test=true") as refused:
+        evaluate(config, "eval2", parent)
+    assert first.run_id in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "eval2" / "metrics.json").exists()
+
+    forced = evaluate(_config(tmp_path, "evaluate.allow_repeat_test=true"), "eval3", parent)
+    assert forced.accuracy == first.accuracy
+    tags = _tags(config, forced.run_id)
+    assert tags[REPEAT_TAG] == "true"
+    assert tags[PREVIOUS_TAG] == first.run_id
+    assert tags[MODEL_TAG] == model_fingerprint(model)
+
+    # a different model is a first look
+    other = str(_save_model(config, data.dataset_dir, tmp_path / "other", seed=2))
+    fresh = stages.evaluate(
+        config, data.dataset_dir, data.test_split_dir, other, str(tmp_path / "eval4"), parent
+    )
+    assert _tags(config, fresh.run_id)[REPEAT_TAG] == "false"

@@ -1,0 +1,96 @@
+"""How a training stage chooses its Ray, and the command a submitted stage runs (no Ray here)."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from typer.testing import CliRunner
+
+from graft.cli import app
+from graft.config import config_from_json, load_config
+from graft.errors import ConfigError
+from graft.ray_jobs import stage_submission_id
+from graft.stage_command import (
+    RESULT_PREFIX,
+    StageInputs,
+    in_cluster_config,
+    parse_result,
+    result_line,
+    stage_command,
+)
+
+
+def test_only_address_mode_with_submit_job_sends_stages_to_the_jobs_api() -> None:
+    assert not load_config(preset="tiny").ray.submits_jobs  # local: in-process Ray
+    assert load_config(preset="tiny", overrides=["ray.mode=address"]).ray.submits_jobs
+    driver = load_config(preset="tiny", overrides=["ray.mode=address", "ray.submit=driver"])
+    assert not driver.ray.submits_jobs
+
+
+def test_dashboard_address_must_be_the_http_endpoint() -> None:
+    with pytest.raises(ConfigError, match=r"ray\.dashboard_address 'ray://head:10001'"):
+        load_config(overrides=["ray.dashboard_address=ray://head:10001"])
+    config = load_config(overrides=["ray.dashboard_address=http://ray-head:8265"])
+    assert config.ray.dashboard_address == "http://ray-head:8265"
+
+
+def test_the_submitted_command_runs_the_stage_as_a_driver_with_the_same_settings() -> None:
+    config = load_config(
+        preset="tiny",
+        overrides=["ray.mode=address", "ray.dashboard_address=http://h:8265", "seed=7"],
+    )
+    inputs = StageInputs("/data/ds", "/data/out dir", "run-1", "/data/pre", "/data/ft")
+    argv = shlex.split(stage_command(config, "tune", inputs))
+    assert argv[:5] == ["python", "-m", "graft.cli", "stage", "tune"]
+    options = dict(zip(argv[5::2], argv[6::2], strict=True))
+    assert options["--output-dir"] == "/data/out dir"  # quoted for the shell
+    assert options["--pretrained-dir"] == "/data/pre"
+    assert options["--finetuned-dir"] == "/data/ft"
+    sent = config_from_json(options["--config-json"])
+    assert sent == in_cluster_config(config)
+    assert not sent.ray.submits_jobs  # the job never submits itself again
+    assert sent.seed == 7
+
+
+def test_same_run_and_stage_give_the_same_submission_id() -> None:
+    run = "0F3C2A9B7D6E4C1A"
+    assert stage_submission_id("pretrain", run) == stage_submission_id("pretrain", run)
+    assert stage_submission_id("pretrain", run) != stage_submission_id("tune", run)
+    assert stage_submission_id("pretrain", run) == "graft-pretrain-0f3c2a9b7d6e4c1a"
+
+
+def test_the_last_result_line_of_a_log_is_the_stage_output() -> None:
+    logs = "\n".join(
+        [
+            "epoch 1 val_accuracy 0.5",
+            result_line({"val_accuracy": 0.1}),  # e.g. an earlier attempt's
+            "(RayTrainWorker pid=1) done",
+            result_line({"val_accuracy": 0.9, "model_dir": "/m"}),
+        ]
+    )
+    assert parse_result(logs) == {"val_accuracy": 0.9, "model_dir": "/m"}
+    assert parse_result("no result here\n" + RESULT_PREFIX.strip()) is None
+
+
+@pytest.mark.parametrize(
+    ("stage", "inputs", "fragment"),
+    [
+        ("evaluate", StageInputs("d", "o", "r"), "does not run on Ray"),
+        ("transfer-finetune", StageInputs("d", "o", "r"), "needs the pretrained model"),
+        ("pretrain", StageInputs("d", "o", ""), "MLflow run id"),
+    ],
+)
+def test_a_stage_command_is_refused_without_what_the_stage_needs(
+    stage: str, inputs: StageInputs, fragment: str
+) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        stage_command(load_config(preset="tiny"), stage, inputs)
+
+
+def test_graft_stage_has_help_for_every_option() -> None:
+    result = CliRunner().invoke(app, ["stage", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--config-json", "--dataset-dir", "--pretrained-dir", "--parent-run-id"):
+        assert option in result.stdout
+    assert "GRAFT_STAGE_RESULT" in result.stdout
