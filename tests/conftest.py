@@ -10,11 +10,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from graft.config import GraftConfig
+    from graft.nn.models import GraftNet
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -154,3 +159,46 @@ def tabular_npz(tmp_path: Path) -> Path:
     y = np.repeat(np.arange(4), 60)
     x = rng.normal(size=(240, 6)).astype(np.float32) + y[:, None]
     return write_npz(tmp_path / "table.npz", x, y)
+
+
+@pytest.fixture(scope="session")
+def untrained_model_dir() -> Callable[..., Path]:
+    """A factory ``(config, dataset_dir, out, task="source", seed=0, warm_up=None) -> Path``
+    that saves a freshly initialised model for a prepared dataset's task as a model folder
+    (what pretrain or finetune leaves): for tests that need a starting point, not a fit.
+    ``warm_up`` may change the model (e.g. its batch-norm statistics) before it is saved."""
+    # imported here, not at the top: the deploy tests load this conftest without torch
+    import torch
+
+    from graft.data.prepare import DataManifest
+    from graft.nn.models import ModelSpec, build_model
+    from graft.train.loop import save_model_dir
+    from graft.train.requests import source_model_spec
+
+    def save(
+        config: GraftConfig,
+        dataset_dir: str | Path,
+        out: Path,
+        task: str = "source",
+        seed: int = 0,
+        warm_up: Callable[[GraftNet], object] | None = None,
+    ) -> Path:
+        if task == "source":
+            spec = source_model_spec(config, str(dataset_dir))
+        else:
+            manifest = DataManifest.read(dataset_dir)
+            info = manifest.tasks[task]
+            spec = ModelSpec(
+                model=config.model.model_dump(mode="json"),
+                input_shape=manifest.input_shape,
+                num_classes=len(info.classes),
+                mean=info.mean,
+                std=info.std,
+            )
+        torch.manual_seed(seed)
+        model = build_model(spec)
+        if warm_up is not None:
+            warm_up(model)
+        return save_model_dir(model, spec, out)
+
+    return save

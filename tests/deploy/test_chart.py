@@ -11,9 +11,8 @@ field validation. Nothing here is applied to a cluster.
 from __future__ import annotations
 
 import copy
-import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ kubernetes_validate = pytest.importorskip(
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "graft"
-CRD_DIR = REPO.parent / "shared" / "crds" / "kuberay"
 KUBE_VERSION = "1.32.0"  # the kindest/node image in infra/kind-cluster.yaml
 RELEASE = "graft"
 NAMESPACE = "graft"
@@ -183,46 +181,15 @@ def test_core_objects_pass_kubernetes_validate_strict(
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {path}")
 
 
-def _strict(schema: Any) -> Any:
-    """Close every object schema that lists properties, as strict field validation would."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if (
-            "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-def _crd_validator(filename: str) -> jsonschema.Draft7Validator:
-    path = CRD_DIR / filename
-    if not path.is_file():
-        pytest.skip(f"KubeRay CRDs not found at {CRD_DIR} (shared/ is not beside the repo)")
-    return _load_crd_validator(path)
-
-
-@functools.cache
-def _load_crd_validator(path: Path) -> jsonschema.Draft7Validator:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(path.read_text(), Loader=loader)
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema = _strict(version["schema"]["openAPIV3Schema"])
-    # metadata is validated by the API server, not by the CRD schema
-    schema["properties"]["metadata"] = {"type": "object"}
-    return jsonschema.Draft7Validator(schema)
-
-
 @pytest.mark.parametrize(
     ("kind", "crd_file"),
     [("RayCluster", "ray.io_rayclusters.yaml"), ("RayJob", "ray.io_rayjobs.yaml")],
 )
 def test_ray_objects_match_kuberay_crd_schema(
-    rendered: tuple[str, list[Obj], dict[str, str]], kind: str, crd_file: str
+    rendered: tuple[str, list[Obj], dict[str, str]],
+    kind: str,
+    crd_file: str,
+    crd_validator: Callable[[str], jsonschema.Draft7Validator],
 ) -> None:
     name, objs, _ = rendered
     found = by_kind(objs, kind)
@@ -230,15 +197,17 @@ def test_ray_objects_match_kuberay_crd_schema(
         assert found == [], "rayJob is off by default"
         return
     assert len(found) == 1
-    validator = _crd_validator(crd_file)
+    validator = crd_validator(crd_file)
     errors = sorted(validator.iter_errors(found[0]), key=lambda e: list(e.path))
     messages = ["/".join(str(p) for p in e.path) + ": " + e.message for e in errors]
     assert messages == []
 
 
-def test_crd_check_catches_a_misspelt_field() -> None:
-    """The tightened CRD schema really rejects unknown fields (guards _strict)."""
-    validator = _crd_validator("ray.io_rayclusters.yaml")
+def test_crd_check_catches_a_misspelt_field(
+    crd_validator: Callable[[str], jsonschema.Draft7Validator],
+) -> None:
+    """The tightened CRD schema really rejects unknown fields (guards conftest's _strict)."""
+    validator = crd_validator("ray.io_rayclusters.yaml")
     cluster = one(objects(render()), "RayCluster")
     cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = 3
     assert not validator.is_valid(cluster)

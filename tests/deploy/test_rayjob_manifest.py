@@ -10,10 +10,9 @@ length, a DNS-1035 name) is asserted directly.
 from __future__ import annotations
 
 import copy
-import functools
 import re
 import shlex
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -26,45 +25,17 @@ from graft.config import GraftConfig, config_from_json, load_config
 from graft.rayjob_manifest import MAX_RAYJOB_NAME, build_rayjob
 from graft.stage_command import RayStage, StageInputs
 
-REPO = Path(__file__).resolve().parents[2]
-CRD = REPO.parent / "shared" / "crds" / "kuberay" / "ray.io_rayjobs.yaml"
 IMAGE = "registry.example/graft:0.1.0-cpu"
 RUN = "0f3c2a9b7d6e4c1a8b5e2d9f0a1b2c3d"
 
 Obj = dict[str, Any]
 
 
-def _strict(schema: Any) -> Any:
-    """Close every object schema that lists properties, as strict field validation would."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if (
-            "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-@functools.cache
-def _load_validator(path: Path) -> jsonschema.Draft7Validator:
-    crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema = _strict(version["schema"]["openAPIV3Schema"])
-    # metadata is validated by the API server, not by the CRD schema
-    schema["properties"]["metadata"] = {"type": "object"}
-    return jsonschema.Draft7Validator(schema)
-
-
 @pytest.fixture(scope="module")
-def validator() -> jsonschema.Draft7Validator:
-    if not CRD.is_file():
-        pytest.skip(f"KubeRay CRDs not found at {CRD.parent} (shared/ is not beside the repo)")
-    return _load_validator(CRD)
+def validator(
+    crd_validator: Callable[[str], jsonschema.Draft7Validator],
+) -> jsonschema.Draft7Validator:
+    return crd_validator("ray.io_rayjobs.yaml")
 
 
 def _errors(validator: jsonschema.Draft7Validator, manifest: Obj) -> list[str]:

@@ -24,7 +24,7 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 
 from graft import stages
-from graft.config import RayConfig, load_config
+from graft.config import GraftConfig, RayConfig, load_config
 from graft.errors import RayJobError
 from graft.ray_cluster import ensure_ray, shutdown_ray, train_env_defaults
 from graft.ray_jobs import RETRY_SUFFIX, JobOutcome, job_client, run_job, stage_submission_id
@@ -150,6 +150,19 @@ def _jobs_named(client: JobSubmissionClient, prefix: str) -> list[str]:
     return sorted(i for i in ids if i.startswith(prefix))
 
 
+def _job_mode_config(ray_head: RayHead, tmp_path: Path, *overrides: str) -> GraftConfig:
+    """The tiny preset with its stages submitted as Ray jobs to the test's head."""
+    return load_config(
+        preset="tiny",
+        overrides=[
+            "ray.mode=address",
+            f"ray.dashboard_address={ray_head.dashboard}",
+            f"work_dir={tmp_path / 'work'}",
+            *overrides,
+        ],
+    )
+
+
 def test_succeeding_job_streams_its_log_and_returns_its_result(
     client: JobSubmissionClient, tmp_path: Path
 ) -> None:
@@ -203,15 +216,7 @@ def test_failing_stage_job_fails_the_caller_with_status_message_and_log_tail(
 ) -> None:
     """stages.pretrain in job mode: the real `graft stage pretrain` entrypoint runs on the
     cluster and fails on a dataset folder that does not exist."""
-    config = load_config(
-        preset="tiny",
-        overrides=[
-            "ray.mode=address",
-            f"ray.dashboard_address={ray_head.dashboard}",
-            f"work_dir={tmp_path / 'work'}",
-            "ray.job_log_tail_lines=15",
-        ],
-    )
+    config = _job_mode_config(ray_head, tmp_path, "ray.job_log_tail_lines=15")
     missing = tmp_path / "no-such-dataset"
     parent_run_id = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
@@ -348,14 +353,7 @@ def test_pretrain_stage_runs_on_the_cluster_as_a_job(
     ray_head: RayHead, dataset: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """The whole stage on the cluster: its TrainOutput comes back and its model is written."""
-    config = load_config(
-        preset="tiny",
-        overrides=[
-            "ray.mode=address",
-            f"ray.dashboard_address={ray_head.dashboard}",
-            f"work_dir={tmp_path / 'work'}",
-        ],
-    )
+    config = _job_mode_config(ray_head, tmp_path)
     out = tmp_path / "pretrained"
     result = stages.pretrain(config, dataset, str(out), "b1c2d3e4f5a60718293a4b5c6d7e8f90")
 

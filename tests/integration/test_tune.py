@@ -1,10 +1,14 @@
-"""Ray Tune over real Ray Train trials: ASHA cuts trials, the best one is handed on."""
+"""Ray Tune over real Ray Train trials: ASHA cuts trials, a time budget ends the search, the
+best trial is handed on."""
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from graft.config import load_config
+from graft import tracking
+from graft.config import GraftConfig, load_config
 from graft.data.prepare import prepare_dataset
 from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.fit import fit
@@ -14,37 +18,48 @@ from graft.tune.search import run_search
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
-def test_optuna_asha_search_stops_some_trials_early(tmp_path: Path) -> None:
-    config = load_config(
+def _config(work: Path, *overrides: str) -> GraftConfig:
+    return load_config(
         preset="tiny",
         overrides=[
-            f"work_dir={tmp_path}",
-            "tune.num_samples=4",
-            "tune.reduction_factor=2",
+            f"work_dir={work}",
             "pretrain.epochs=2",
+            "tune.lr_finder.enabled=false",
+            *overrides,
         ],
     )
-    dataset = tmp_path / "dataset"
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """One dataset, one pretrained backbone and one local Ray for the module's searches."""
+    root = tmp_path_factory.mktemp("tune")
+    config = _config(root)
+    dataset = root / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
     ensure_ray(config.ray)
     try:
         pre = fit(
             pretrain_request(config, str(dataset), None),
             num_workers=2,
-            storage_path=tmp_path / "ray",
+            storage_path=root / "ray",
             run_name="pre",
-            output_dir=tmp_path / "pre",
+            output_dir=root / "pre",
             max_failures=0,
             num_to_keep=1,
         )
-        from graft import tracking
-
-        parent = tracking.start_pipeline_run(config, "test")
-        result = run_search(
-            config, str(dataset), pre.model_dir, tmp_path / "tune", parent, "asha-test"
-        )
+        yield str(dataset), pre.model_dir
     finally:
         shutdown_ray()
+
+
+def test_optuna_asha_search_stops_some_trials_early(
+    pretrained: tuple[str, str], tmp_path: Path
+) -> None:
+    dataset, pretrained_dir = pretrained
+    config = _config(tmp_path, "tune.num_samples=4", "tune.reduction_factor=2")
+    parent = tracking.start_pipeline_run(config, "test")
+    result = run_search(config, dataset, pretrained_dir, tmp_path / "tune", parent, "asha-test")
     max_epochs = sum(p.epochs for p in config.finetune.phases)
     assert result.num_trials == 4
     # ASHA's cuts vary run to run: at least one trial cut, never all of them
@@ -55,4 +70,28 @@ def test_optuna_asha_search_stops_some_trials_early(tmp_path: Path) -> None:
     low = config.tune.space["finetune.optimizer.lr"].low
     high = config.tune.space["finetune.optimizer.lr"].high
     assert low <= result.best_params["finetune.optimizer.lr"] <= high
+    assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
+
+
+def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
+    pretrained: tuple[str, str], tmp_path: Path
+) -> None:
+    dataset, pretrained_dir = pretrained
+    budget = 90.0
+    config = _config(
+        tmp_path,
+        "tune.num_samples=30",
+        "tune.searcher=random",
+        "tune.scheduler=hyperband",
+        "tune.hyperband_brackets=2",
+        f"tune.time_budget_s={budget}",
+    )
+    parent = tracking.start_pipeline_run(config, "test")
+    started = time.monotonic()
+    result = run_search(config, dataset, pretrained_dir, tmp_path / "tune", parent, "budget")
+    elapsed = time.monotonic() - started
+    # a trial costs ~10-20 s of worker start-up here: 30 cannot fit in the budget
+    assert 1 <= result.num_trials < 30
+    # the search stops at the budget, then waits for running trials to wind down
+    assert elapsed < budget + 120
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()

@@ -4,10 +4,11 @@ and each trial is a nested MLflow run with exactly the parameters it applied."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_tune_resume import PHASES, untrained_backbone
+from test_tune_resume import PHASES
 
 from graft import tracking
 from graft.config import load_config
@@ -25,7 +26,9 @@ SPACE = (
 )
 
 
-def test_grid_runs_each_point_once_and_applies_conditions(tmp_path: Path) -> None:
+def test_grid_runs_each_point_once_and_applies_conditions(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
     config = load_config(
         preset="tiny",
         overrides=[
@@ -40,7 +43,7 @@ def test_grid_runs_each_point_once_and_applies_conditions(tmp_path: Path) -> Non
     )
     dataset = tmp_path / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
-    pretrained = untrained_backbone(config, dataset, tmp_path / "pretrained")
+    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
     parent = tracking.start_pipeline_run(config, "test")
     stage = tracking.create_child_run(
         config.resolved_tracking_uri(), tracking.experiment_id(config), parent, "tune", {}

@@ -10,17 +10,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from graft import tracking
-from graft.config import GraftConfig, load_config
+from graft.config import load_config
 from graft.data.prepare import prepare_dataset
-from graft.nn.models import build_model
-from graft.train.loop import MODEL_FILE, SPEC_FILE
-from graft.train.requests import source_model_spec
+from graft.train.loop import MODEL_FILE
 from graft.tune.runs import BEST_TAG, EXPERIMENT_TAG, TRIAL_TAG
 from graft.tune.session import load_session
 
@@ -28,15 +26,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
 NUM_SAMPLES = 3
 PHASES = '[{"trainable": "head", "epochs": 3}, {"trainable": "all", "epochs": 3, "lr_scale": 0.1}]'
-
-
-def untrained_backbone(config: GraftConfig, dataset: Path, out: Path) -> Path:
-    """A source model without a pretrain fit: resume does not depend on what it learned."""
-    spec = source_model_spec(config, str(dataset))
-    out.mkdir(parents=True)
-    torch.save(build_model(spec).state_dict(), out / MODEL_FILE)
-    (out / SPEC_FILE).write_text(spec.to_json())
-    return out
 
 
 def _terminated_trials(experiment_dir: Path) -> set[str]:
@@ -58,7 +47,9 @@ def _graft(*args: str) -> list[str]:
     return [sys.executable, "-m", "graft.cli", "tune", *args]
 
 
-def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
+def test_killed_search_resumes_without_rerunning_finished_trials(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
     overrides = [
         f"work_dir={tmp_path / 'work'}",
         f"tune.num_samples={NUM_SAMPLES}",
@@ -70,7 +61,8 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path: Path)
     config = load_config(preset="tiny", overrides=overrides)
     dataset = tmp_path / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
-    pretrained = untrained_backbone(config, dataset, tmp_path / "pretrained")
+    # no pretrain fit: resume does not depend on what the source model learned
+    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
     out = tmp_path / "tune"
     env = {**os.environ, "GRAFT_RAY_LOG_TO_DRIVER": "0"}
     sets = [item for override in overrides for item in ("--set", override)]

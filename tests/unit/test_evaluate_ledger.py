@@ -2,6 +2,7 @@
 split once; a repeat is refused unless evaluate.allow_repeat_test, and then tagged."""
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from graft import stages
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import DataManifest
 from graft.errors import HoldoutReuseError
 from graft.evaluate.ledger import MODEL_TAG, PREVIOUS_TAG, REPEAT_TAG, SPLIT_TAG, model_fingerprint
-from graft.nn.models import ModelSpec, build_model
-from graft.train.loop import MODEL_FILE, SPEC_FILE
+from graft.train.loop import MODEL_FILE
 
 
 def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
@@ -33,35 +32,20 @@ def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
     )
 
 
-def _save_model(config: GraftConfig, dataset_dir: str, out: Path, seed: int) -> Path:
-    manifest = DataManifest.read(dataset_dir)
-    info = manifest.tasks["target"]
-    spec = ModelSpec(
-        model=config.model.model_dump(mode="json"),
-        input_shape=manifest.input_shape,
-        num_classes=len(info.classes),
-        mean=info.mean,
-        std=info.std,
-    )
-    torch.manual_seed(seed)
-    out.mkdir(parents=True)
-    torch.save(build_model(spec).state_dict(), out / MODEL_FILE)
-    spec.save(out / SPEC_FILE)
-    return out
-
-
 def _tags(config: GraftConfig, run_id: str) -> dict[str, str]:
     uri = config.resolved_tracking_uri()
     return dict(MlflowClient(tracking_uri=uri).get_run(run_id).data.tags)
 
 
-def test_fingerprint_names_the_weights_not_the_directory(tmp_path: Path) -> None:
+def test_fingerprint_names_the_weights_not_the_directory(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
     config = _config(tmp_path)
     data = stages.data_prep(config, str(tmp_path / "data"))
-    model = _save_model(config, data.dataset_dir, tmp_path / "m1", seed=1)
+    model = untrained_model_dir(config, data.dataset_dir, tmp_path / "m1", "target", seed=1)
     copy = Path(shutil.copytree(model, tmp_path / "elsewhere" / "m1"))
     assert model_fingerprint(copy) == model_fingerprint(model)
-    other = _save_model(config, data.dataset_dir, tmp_path / "m2", seed=2)
+    other = untrained_model_dir(config, data.dataset_dir, tmp_path / "m2", "target", seed=2)
     assert model_fingerprint(other) != model_fingerprint(model)
     # one weight nudged by one ulp is another model
     state = torch.load(copy / MODEL_FILE, weights_only=True)
@@ -71,10 +55,12 @@ def test_fingerprint_names_the_weights_not_the_directory(tmp_path: Path) -> None
     assert model_fingerprint(copy) != model_fingerprint(model)
 
 
-def test_second_look_is_refused_and_a_forced_one_is_tagged(tmp_path: Path) -> None:
+def test_second_look_is_refused_and_a_forced_one_is_tagged(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
     config = _config(tmp_path)
     data = stages.data_prep(config, str(tmp_path / "data"))
-    model = str(_save_model(config, data.dataset_dir, tmp_path / "model", seed=1))
+    model = str(untrained_model_dir(config, data.dataset_dir, tmp_path / "model", "target", seed=1))
 
     def evaluate(cfg: GraftConfig, name: str, parent: str) -> stages.EvaluateOutput:
         return stages.evaluate(
@@ -104,7 +90,7 @@ def test_second_look_is_refused_and_a_forced_one_is_tagged(tmp_path: Path) -> No
     assert tags[MODEL_TAG] == model_fingerprint(model)
 
     # a different model is a first look
-    other = str(_save_model(config, data.dataset_dir, tmp_path / "other", seed=2))
+    other = str(untrained_model_dir(config, data.dataset_dir, tmp_path / "other", "target", seed=2))
     fresh = stages.evaluate(
         config, data.dataset_dir, data.test_split_dir, other, str(tmp_path / "eval4"), parent
     )

@@ -2,6 +2,7 @@
 raw rows with NaNs and answer what the trained network answers on the filled rows."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ from graft.data.prepare import DataManifest
 from graft.data.preprocessing import apply_missing_fill
 from graft.export.raw_inputs import RawInputModel, raw_rows, trained_network
 from graft.export.variants import onnx_logits, onnx_session, torch_logits
-from graft.nn.models import GraftNet, ModelSpec, build_model
-from graft.train.loop import MODEL_FILE, SPEC_FILE
+from graft.nn.models import GraftNet
+from graft.train.loop import MODEL_FILE, load_checkpoint_model
 from graft.train.requests import finetune_request
 
 MODEL_NAME = "graft-raw"
@@ -57,47 +58,37 @@ def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
     )
 
 
-def _network(config: GraftConfig, manifest: DataManifest, task: str, seed: int) -> GraftNet:
-    info = manifest.tasks[task]
-    spec = ModelSpec(
-        model=config.model.model_dump(mode="json"),
-        input_shape=manifest.input_shape,
-        num_classes=len(info.classes),
-        mean=info.mean,
-        std=info.std,
-    )
-    torch.manual_seed(seed)
-    model = build_model(spec)
-    model.train()
-    with torch.no_grad():  # non-trivial BN running statistics, so folding has work to do
-        for _ in range(5):
-            model(torch.randn(64, *manifest.input_shape) * 2)
-    return model.eval()
+def _warm_batch_norm(input_shape: list[int]) -> Callable[[GraftNet], None]:
+    """Gives a new model non-trivial BN running statistics, so folding has work to do."""
 
+    def warm_up(model: GraftNet) -> None:
+        model.train()
+        with torch.no_grad():
+            for _ in range(5):
+                model(torch.randn(64, *input_shape) * 2)
 
-def _save(model: GraftNet, spec_source: GraftConfig, manifest: DataManifest, out: Path) -> Path:
-    info = manifest.tasks["target"]
-    out.mkdir(parents=True)
-    torch.save(model.state_dict(), out / MODEL_FILE)
-    ModelSpec(
-        model=spec_source.model.model_dump(mode="json"),
-        input_shape=manifest.input_shape,
-        num_classes=len(info.classes),
-        mean=info.mean,
-        std=info.std,
-    ).save(out / SPEC_FILE)
-    return out
+    return warm_up
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
+) -> dict:
     tmp_path = tmp_path_factory.mktemp("raw")
     frame = _table(tmp_path / "table.parquet")
     config = _config(tmp_path)
     data = stages.data_prep(config, str(tmp_path / "data"))
     manifest = DataManifest.read(data.dataset_dir)
-    network = _network(config, manifest, "target", seed=1)
-    model_dir = _save(network, config, manifest, tmp_path / "model")
+    model_dir = untrained_model_dir(
+        config,
+        data.dataset_dir,
+        tmp_path / "model",
+        "target",
+        seed=1,
+        warm_up=_warm_batch_norm(manifest.input_shape),
+    )
+    network, _ = load_checkpoint_model(model_dir)
+    network.eval()
     evaluation = tmp_path / "eval"
     evaluation.mkdir()
     (evaluation / "gate.json").write_text(json.dumps({"passed": True, "reasons": []}))
@@ -200,12 +191,18 @@ def test_evaluate_scores_a_raw_input_champion_on_raw_rows(exported: dict) -> Non
     assert out.champion_accuracy == out.accuracy
 
 
-def test_warm_start_loads_the_network_inside_a_raw_input_champion(exported: dict) -> None:
+def test_warm_start_loads_the_network_inside_a_raw_input_champion(
+    exported: dict, untrained_model_dir: Callable[..., Path]
+) -> None:
     tmp_path: Path = exported["tmp_path"]
     config = _config(tmp_path, "finetune.warm_start_from_champion=true")
     manifest: DataManifest = exported["manifest"]
-    pretrained = _save(
-        _network(config, manifest, "source", seed=3), config, manifest, tmp_path / "pretrained"
+    pretrained = untrained_model_dir(
+        config,
+        exported["data"].dataset_dir,
+        tmp_path / "pretrained",
+        seed=3,
+        warm_up=_warm_batch_norm(manifest.input_shape),
     )
     request = finetune_request(
         config, exported["data"].dataset_dir, str(pretrained), tmp_path / "scratch", None

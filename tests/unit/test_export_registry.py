@@ -2,6 +2,7 @@
 export stage against a SQLite MLflow in tmp_path, with a hand-written evaluation folder."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,7 @@ from mlflow.tracking import MlflowClient
 from graft import stages, tracking
 from graft.config import GraftConfig, load_config
 from graft.data.prepare import DataManifest
-from graft.nn.models import ModelSpec, build_model
-from graft.train.loop import MODEL_FILE, SPEC_FILE
+from graft.train.loop import MODEL_FILE
 from graft.train.requests import finetune_request
 
 MODEL_NAME = "graft-unit"
@@ -32,24 +32,6 @@ def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
     )
 
 
-def _save_model(
-    config: GraftConfig, manifest: DataManifest, task: str, out: Path, seed: int
-) -> Path:
-    info = manifest.tasks[task]
-    spec = ModelSpec(
-        model=config.model.model_dump(mode="json"),
-        input_shape=manifest.input_shape,
-        num_classes=len(info.classes),
-        mean=info.mean,
-        std=info.std,
-    )
-    torch.manual_seed(seed)
-    out.mkdir(parents=True)
-    torch.save(build_model(spec).state_dict(), out / MODEL_FILE)
-    spec.save(out / SPEC_FILE)
-    return out
-
-
 def _evaluation(out: Path, passed: bool, reasons: list[str]) -> Path:
     out.mkdir(parents=True)
     (out / "gate.json").write_text(json.dumps({"passed": passed, "reasons": reasons}))
@@ -60,13 +42,15 @@ def _evaluation(out: Path, passed: bool, reasons: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def registry(
+    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
+) -> dict[str, object]:
     """Two exports back to back: v1 through the gate, v2 refused against the champion."""
     tmp_path = tmp_path_factory.mktemp("registry")
     config = _config(tmp_path)
     data = stages.data_prep(config, str(tmp_path / "data"))
     manifest = DataManifest.read(data.dataset_dir)
-    model_dir = _save_model(config, manifest, "target", tmp_path / "model", seed=1)
+    model_dir = untrained_model_dir(config, data.dataset_dir, tmp_path / "model", "target", seed=1)
     first = stages.export(
         config,
         data.dataset_dir,
@@ -157,11 +141,13 @@ def _init_weights(request_path: str | None) -> dict[str, torch.Tensor]:
     return dict(torch.load(request_path, weights_only=True))
 
 
-def test_finetune_warm_starts_from_the_champion(registry: dict) -> None:
+def test_finetune_warm_starts_from_the_champion(
+    registry: dict, untrained_model_dir: Callable[..., Path]
+) -> None:
     tmp_path: Path = registry["tmp_path"]
     config = _config(tmp_path, "finetune.warm_start_from_champion=true")
-    data, manifest = registry["data"], registry["manifest"]
-    pretrained = _save_model(config, manifest, "source", tmp_path / "pretrained-warm", seed=2)
+    data = registry["data"]
+    pretrained = untrained_model_dir(config, data.dataset_dir, tmp_path / "pretrained-warm", seed=2)
     client = _client(config)
     run_id = client.create_run(client.get_experiment_by_name("unit").experiment_id).info.run_id
     request = finetune_request(
@@ -175,12 +161,14 @@ def test_finetune_warm_starts_from_the_champion(registry: dict) -> None:
 
 
 def test_warm_start_falls_back_to_the_backbone_when_the_architecture_differs(
-    registry: dict, caplog: pytest.LogCaptureFixture
+    registry: dict, caplog: pytest.LogCaptureFixture, untrained_model_dir: Callable[..., Path]
 ) -> None:
     tmp_path: Path = registry["tmp_path"]
     config = _config(tmp_path, "finetune.warm_start_from_champion=true", "model.hidden_sizes=[16]")
-    data, manifest = registry["data"], registry["manifest"]
-    pretrained = _save_model(config, manifest, "source", tmp_path / "pretrained-other", seed=3)
+    data = registry["data"]
+    pretrained = untrained_model_dir(
+        config, data.dataset_dir, tmp_path / "pretrained-other", seed=3
+    )
     request = finetune_request(
         config, data.dataset_dir, str(pretrained), tmp_path / "scratch-other", None
     )
@@ -191,12 +179,14 @@ def test_warm_start_falls_back_to_the_backbone_when_the_architecture_differs(
     assert "has another architecture" in caplog.text
 
 
-def test_warm_start_off_ignores_the_champion(registry: dict) -> None:
+def test_warm_start_off_ignores_the_champion(
+    registry: dict, untrained_model_dir: Callable[..., Path]
+) -> None:
     tmp_path: Path = registry["tmp_path"]
     config = _config(tmp_path)
     assert config.finetune.warm_start_from_champion is False
-    data, manifest = registry["data"], registry["manifest"]
-    pretrained = _save_model(config, manifest, "source", tmp_path / "pretrained-off", seed=4)
+    data = registry["data"]
+    pretrained = untrained_model_dir(config, data.dataset_dir, tmp_path / "pretrained-off", seed=4)
     request = finetune_request(
         config, data.dataset_dir, str(pretrained), tmp_path / "scratch-off", None
     )

@@ -1,35 +1,29 @@
 """The tune stage's LR-finder pre-step narrows the LR search range from one real sweep."""
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from graft.config import LR_SEARCH_KEY, GraftConfig, load_config
 from graft.data.prepare import prepare_dataset
 from graft.errors import ConfigError
-from graft.nn.models import build_model
-from graft.train.loop import MODEL_FILE, SPEC_FILE
-from graft.train.requests import source_model_spec
 from graft.tune.lr_range import narrow_lr_range, narrowed_window
 
 WIDE = '{"type": "loguniform", "low": 1e-7, "high": 100.0}'
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+def prepared(
+    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
+) -> tuple[str, str]:
     """A tiny dataset and an untrained source model (the sweep only needs a starting point)."""
     config = load_config(preset="tiny")
     root = tmp_path_factory.mktemp("lr-range")
     dataset = root / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
-    pretrained = root / "pretrained"
-    pretrained.mkdir()
-    spec = source_model_spec(config, str(dataset))
-    torch.manual_seed(0)
-    torch.save(build_model(spec).state_dict(), pretrained / MODEL_FILE)
-    (pretrained / SPEC_FILE).write_text(spec.to_json())
+    pretrained = untrained_model_dir(config, dataset, root / "pretrained")
     return str(dataset), str(pretrained)
 
 

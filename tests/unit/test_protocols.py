@@ -4,11 +4,11 @@ cross-validated estimate, trained in process against a SQLite MLflow in tmp_path
 import itertools
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
@@ -25,10 +25,8 @@ from graft.evaluate.protocols import (
     run_protocol,
     stratified_kfold,
 )
-from graft.nn.models import build_model
 from graft.train.fold_fit import FinetuneStart, state_sha
-from graft.train.loop import MODEL_FILE, SPEC_FILE
-from graft.train.requests import finetune_request, source_model_spec
+from graft.train.requests import finetune_request
 
 
 def _labels(n: int = 103, classes: int = 3, seed: int = 0) -> np.ndarray:
@@ -204,7 +202,9 @@ def test_protocol_config_refuses_plain_kfold_as_iterated_and_too_many_models() -
 # ----------------------------------------------------------------------------- finetune stage
 
 
-def _finetune_setup(tmp_path: Path, *overrides: str) -> tuple[GraftConfig, object]:
+def _finetune_setup(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path], *overrides: str
+) -> tuple[GraftConfig, object]:
     config = load_config(
         preset="tiny",
         overrides=[
@@ -219,20 +219,17 @@ def _finetune_setup(tmp_path: Path, *overrides: str) -> tuple[GraftConfig, objec
     dataset = tmp_path / "data"
     prepare_dataset(config.data, config.seed, dataset)
     # a "pretrained" source model: random weights are enough to check the protocol's wiring
-    pretrained = tmp_path / "pretrained"
-    pretrained.mkdir()
-    spec = source_model_spec(config, str(dataset))
-    torch.manual_seed(0)
-    torch.save(build_model(spec).state_dict(), pretrained / MODEL_FILE)
-    spec.save(pretrained / SPEC_FILE)
+    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
     request = finetune_request(config, str(dataset), str(pretrained), tmp_path / "scratch", None)
     return config, request
 
 
 @pytest.mark.timeout(240)
-def test_finetune_kfold_logs_cv_metrics_with_a_fresh_model_per_fold(tmp_path: Path) -> None:
+def test_finetune_kfold_logs_cv_metrics_with_a_fresh_model_per_fold(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
     config, request = _finetune_setup(
-        tmp_path, "evaluate.protocol.name=kfold", "evaluate.protocol.folds=3"
+        tmp_path, untrained_model_dir, "evaluate.protocol.name=kfold", "evaluate.protocol.folds=3"
     )
     parent = tracking.start_pipeline_run(config, "unit")
     with tracking.stage_run(config, parent, "transfer-finetune") as run_id:
@@ -273,9 +270,12 @@ def test_finetune_kfold_logs_cv_metrics_with_a_fresh_model_per_fold(tmp_path: Pa
 
 
 @pytest.mark.timeout(240)
-def test_finetune_iterated_kfold_trains_p_times_k_models(tmp_path: Path) -> None:
+def test_finetune_iterated_kfold_trains_p_times_k_models(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
     config, request = _finetune_setup(
         tmp_path,
+        untrained_model_dir,
         "evaluate.protocol.name=iterated_kfold",
         "evaluate.protocol.folds=2",
         "evaluate.protocol.repeats=2",

@@ -1,5 +1,6 @@
 """The label-shuffle control and the gate rules it and calibration feed."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,9 @@ from graft.config import EvaluateConfig, load_config
 from graft.data.prepare import load_split, prepare_dataset
 from graft.evaluate.gate import decide
 from graft.evaluate.shuffle_control import label_shuffle_control
-from graft.nn.models import build_model
 from graft.train.fold_fit import FinetuneStart, train_fresh_model
-from graft.train.loop import MODEL_FILE, SPEC_FILE, evaluate_model
-from graft.train.requests import finetune_request, source_model_spec
+from graft.train.loop import evaluate_model
+from graft.train.requests import finetune_request
 
 
 def test_gate_refuses_a_model_no_better_than_its_shuffled_label_control() -> None:
@@ -36,19 +36,16 @@ def test_gate_enforces_a_maximum_calibration_error() -> None:
     assert decide(EvaluateConfig(), 0.9, 0.5, None, calibration_error=0.5).passed
 
 
-def test_shuffled_labels_reach_chance_while_real_labels_learn(tmp_path: Path) -> None:
+def test_shuffled_labels_reach_chance_while_real_labels_learn(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
     config = load_config(
         preset="tiny",
         overrides=[f"work_dir={tmp_path}", "data.transfer.target_train_size=300"],
     )
     dataset = tmp_path / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
-    pretrained = tmp_path / "pretrained"
-    pretrained.mkdir()
-    spec = source_model_spec(config, str(dataset))
-    torch.manual_seed(0)
-    torch.save(build_model(spec).state_dict(), pretrained / MODEL_FILE)
-    (pretrained / SPEC_FILE).write_text(spec.to_json())
+    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
     request = finetune_request(config, str(dataset), str(pretrained), tmp_path / "s", None)
     start = FinetuneStart.from_request(request)
     train = load_split(dataset, "target", "train")

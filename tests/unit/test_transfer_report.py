@@ -1,5 +1,6 @@
 """The A/B report: transfer vs from-scratch over seeds, both arms trained in process."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,26 +15,19 @@ from graft.evaluate.transfer_report import (
     plot_transfer_report,
     transfer_vs_scratch,
 )
-from graft.nn.models import build_model
 from graft.train.fold_fit import FinetuneStart
-from graft.train.loop import MODEL_FILE, SPEC_FILE
-from graft.train.requests import finetune_request, source_model_spec
+from graft.train.requests import finetune_request
 
 
 @pytest.fixture(scope="module")
 def start_and_data(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
 ) -> tuple[FinetuneStart, str]:
     root = tmp_path_factory.mktemp("ab")
     config = load_config(preset="tiny", overrides=[f"work_dir={root}"])
     dataset = root / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
-    pretrained = root / "pretrained"
-    pretrained.mkdir()
-    spec = source_model_spec(config, str(dataset))
-    torch.manual_seed(0)
-    torch.save(build_model(spec).state_dict(), pretrained / MODEL_FILE)
-    (pretrained / SPEC_FILE).write_text(spec.to_json())
+    pretrained = untrained_model_dir(config, dataset, root / "pretrained")
     request = finetune_request(config, str(dataset), str(pretrained), root / "scratch", None)
     return FinetuneStart.from_request(request), str(dataset)
 

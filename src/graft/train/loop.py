@@ -633,6 +633,15 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
         recorder.remove()
 
 
+def save_model_dir(model: GraftNet, spec: ModelSpec, directory: str | Path) -> Path:
+    """Write a model folder that :func:`load_checkpoint_model` reads back."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / MODEL_FILE)
+    spec.save(out / SPEC_FILE)
+    return out
+
+
 def load_checkpoint_model(checkpoint_dir: str | Path) -> tuple[GraftNet, ModelSpec]:
     directory = Path(checkpoint_dir)
     spec = ModelSpec.load(directory / SPEC_FILE)

@@ -282,9 +282,16 @@ def run_search(
     usable = [r for r in results if r.metrics and "checkpoint_path" in r.metrics]
     if not usable:
         errors = [str(r.error) for r in results if r.error is not None]
+        budget = config.tune.time_budget_s
         raise TrainingError(
             "no tuning trial produced a checkpoint"
             + (f" (first error: {errors[0].splitlines()[-1]})" if errors else "")
+            + (
+                f"; tune.time_budget_s={budget:g} may end the search before a first epoch: "
+                "raise it"
+                if budget is not None and not errors
+                else ""
+            )
         )
     sign = 1.0 if config.tune.mode == "max" else -1.0
     final: list[dict[str, Any]] = [r.metrics or {} for r in usable]
