@@ -287,8 +287,7 @@ def run_search(
             "no tuning trial produced a checkpoint"
             + (f" (first error: {errors[0].splitlines()[-1]})" if errors else "")
             + (
-                f"; tune.time_budget_s={budget:g} may end the search before a first epoch: "
-                "raise it"
+                f"; tune.time_budget_s={budget:g} may end the search before a first epoch: raise it"
                 if budget is not None and not errors
                 else ""
             )
