@@ -131,7 +131,13 @@ def stage_run(config: GraftConfig, parent_run_id: str, stage: str) -> Iterator[s
         run_name=stage,
         tags={PARENT_TAG: parent_run_id, "graft.stage": stage, "graft.kind": "stage"},
     )
-    run_id = str(run.info.run_id)
+    with terminated_when_done(client, str(run.info.run_id)) as run_id:
+        yield run_id
+
+
+@contextmanager
+def terminated_when_done(client: Any, run_id: str) -> Iterator[str]:
+    """Yield ``run_id``; end the run FINISHED, or FAILED if the body raises."""
     try:
         yield run_id
     except BaseException:

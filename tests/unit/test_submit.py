@@ -8,10 +8,7 @@ request, so the tests assert what a real KFP server would receive.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,13 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+from cli_helpers import assert_one_clear_error, run_graft
 
 from graft.config import load_config
 from graft.errors import ConfigError, PipelineServerError, StorageError
 from graft.kfp.client import list_runs, schedule_run, submit_run, validate_cron
 from graft.kfp.compile import PIPELINE_FILE, compile_all
 
-GRAFT = [sys.executable, "-m", "graft.cli"]
 API = "/apis/v2beta1"
 CREATED_AT = "2025-01-02T03:04:05Z"
 
@@ -162,25 +159,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _graft(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*GRAFT, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {}), "COLUMNS": "200"},
-    )
-
-
-def _assert_one_clear_error(result: subprocess.CompletedProcess[str], fragment: str) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0], lines[0]
-    return lines[0]
-
-
 def _compiled_spec(package: Path) -> dict[str, Any]:
     pipeline_spec, platform_spec = yaml.safe_load_all(package.read_text())
     return {"pipeline_spec": pipeline_spec, "platform_spec": platform_spec}
@@ -190,7 +168,7 @@ def _compiled_spec(package: Path) -> dict[str, Any]:
 
 
 def test_submit_sends_compiled_spec_and_resolved_config(kfp_server: FakeKfp, package: Path) -> None:
-    result = _graft(
+    result = run_graft(
         "submit",
         "--host",
         kfp_server.url,
@@ -222,7 +200,7 @@ def test_submit_sends_compiled_spec_and_resolved_config(kfp_server: FakeKfp, pac
 
 
 def test_schedule_sends_six_field_cron_and_concurrency(kfp_server: FakeKfp, package: Path) -> None:
-    result = _graft(
+    result = run_graft(
         "schedule",
         "--cron",
         "0 0 3 * * 1",
@@ -261,7 +239,7 @@ def test_runs_lists_the_experiment_runs_with_urls(kfp_server: FakeKfp, package: 
     submitted = submit_run(kfp_server.url, package, config, "nightly", run_name="a")
     submit_run(kfp_server.url, package, config, "other", run_name="b")
 
-    result = _graft("runs", "--experiment", "nightly", env={"KFP_HOST": kfp_server.url})
+    result = run_graft("runs", "--experiment", "nightly", env={"KFP_HOST": kfp_server.url})
     assert result.returncode == 0, result.stderr
     assert submitted.url in result.stdout
     assert "PENDING" in result.stdout
@@ -271,37 +249,37 @@ def test_runs_lists_the_experiment_runs_with_urls(kfp_server: FakeKfp, package: 
 
 
 def test_five_field_cron_is_refused_with_the_six_field_equivalent(package: Path) -> None:
-    result = _graft(
+    result = run_graft(
         "schedule", "--cron", "0 3 * * 1", "--host", "http://127.0.0.1:9", "--package", str(package)
     )
-    line = _assert_one_clear_error(result, "5 fields")
+    line = assert_one_clear_error(result, "5 fields")
     assert "'0 0 3 * * 1'" in line
 
 
 def test_unreachable_host_is_one_error_line(package: Path) -> None:
     host = f"http://127.0.0.1:{_free_port()}"
-    result = _graft("submit", "--host", host, "--package", str(package))
-    _assert_one_clear_error(result, f"cannot reach the KFP API server at {host}")
+    result = run_graft("submit", "--host", host, "--package", str(package))
+    assert_one_clear_error(result, f"cannot reach the KFP API server at {host}")
 
 
 def test_missing_package_tells_to_compile(tmp_path: Path) -> None:
-    result = _graft(
+    result = run_graft(
         "submit", "--host", "http://127.0.0.1:9", "--package", str(tmp_path / "training.yaml")
     )
-    _assert_one_clear_error(result, "run `graft compile`")
+    assert_one_clear_error(result, "run `graft compile`")
 
 
 def test_missing_host_is_one_error_line(package: Path) -> None:
-    result = _graft("submit", "--package", str(package))
-    _assert_one_clear_error(result, "KFP_HOST")
+    result = run_graft("submit", "--package", str(package))
+    assert_one_clear_error(result, "KFP_HOST")
 
 
 def test_token_is_sent_and_never_printed(kfp_server: FakeKfp, package: Path) -> None:
     kfp_server.token = "s3cr3t-token"
-    refused = _graft("submit", "--host", kfp_server.url, "--package", str(package))
-    _assert_one_clear_error(refused, "set KFP_TOKEN")
+    refused = run_graft("submit", "--host", kfp_server.url, "--package", str(package))
+    assert_one_clear_error(refused, "set KFP_TOKEN")
 
-    result = _graft(
+    result = run_graft(
         "submit",
         "--host",
         kfp_server.url,

@@ -47,12 +47,8 @@ def tune_stage_run(config: GraftConfig, parent_run_id: str, experiment_name: str
         run_id = str(run.info.run_id)
     else:
         client.update_run(run_id, status="RUNNING")
-    try:
-        yield run_id
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
+    with tracking.terminated_when_done(client, run_id) as active:
+        yield active
 
 
 def trial_run(config: GraftConfig, tune_run_id: str, experiment_name: str, trial_id: str) -> str:
