@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt
 import numpy as np
 
 from graft.evaluate.calibration import Calibration
+from graft.plotting import save_figure
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path) -> Path:
@@ -28,9 +26,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Pat
         ax.text(col, row, str(value), ha="center", va="center", color=color)
     ax.set_title("Confusion matrix (test split)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_reliability(result: Calibration, path: Path) -> Path:
@@ -71,9 +67,7 @@ def plot_reliability(result: Calibration, path: Path) -> Path:
     count_ax.set_xlabel("confidence of the predicted class")
     count_ax.set_ylabel("examples")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_learning_curves(history: list[dict[str, float]], title: str, path: Path) -> Path:
@@ -91,6 +85,4 @@ def plot_learning_curves(history: list[dict[str, float]], title: str, path: Path
     acc_ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -107,10 +107,9 @@ def transfer_vs_scratch(
 
 
 def plot_transfer_report(report: TransferReport, path: Path, scored_on: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from graft.plotting import save_figure
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for position, (label, values) in enumerate(
@@ -127,7 +126,4 @@ def plot_transfer_report(report: TransferReport, path: Path, scored_on: str) -> 
         f"mean diff {statistics.fmean(report.differences):+.4f}"
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -222,6 +222,40 @@ def _experiment_id(client: Any, name: str, namespace: str | None) -> str:
     return str(client.create_experiment(name=name, namespace=namespace).experiment_id)
 
 
+@dataclass(frozen=True)
+class _ExperimentTarget:
+    """What starting the compiled pipeline in an experiment needs, checked and connected."""
+
+    host: str
+    package: Path
+    client: Any
+    experiment_id: str
+
+
+@contextlib.contextmanager
+def _experiment_target(
+    host: str | None,
+    package_path: Path,
+    experiment: str,
+    namespace: str | None,
+    token: str | None,
+) -> Iterator[_ExperimentTarget]:
+    """Check the host, the package and the server, then connect and find or create the
+    experiment. The caller's block runs inside ``_server_errors`` too, so the call it makes
+    on the client fails with the same PipelineServerError as the connection would."""
+    base = normalize_host(host)
+    package = check_package(package_path)
+    _check_server(base, token)
+    with _server_errors(base, token):
+        client = _client(base, token, namespace)
+        yield _ExperimentTarget(
+            host=base,
+            package=package,
+            client=client,
+            experiment_id=_experiment_id(client, experiment, namespace),
+        )
+
+
 def run_url(host: str, run_id: str) -> str:
     return f"{host}/#/runs/details/{run_id}"
 
@@ -243,22 +277,17 @@ def submit_run(
     token: str | None = None,
 ) -> SubmittedRun:
     """Start one run of the compiled pipeline with ``config`` as its ``config_json``."""
-    base = normalize_host(host)
-    package = check_package(package_path)
     name = run_name or f"{config.name} {datetime.now():%Y-%m-%d %H-%M-%S}"
-    _check_server(base, token)
-    with _server_errors(base, token):
-        client = _client(base, token, namespace)
-        experiment_id = _experiment_id(client, experiment, namespace)
-        run = client.run_pipeline(
-            experiment_id=experiment_id,
+    with _experiment_target(host, package_path, experiment, namespace, token) as target:
+        run = target.client.run_pipeline(
+            experiment_id=target.experiment_id,
             job_name=name,
-            pipeline_package_path=str(package),
+            pipeline_package_path=str(target.package),
             params={CONFIG_PARAMETER: config.to_json()},
         )
     run_id = str(run.run_id)
     log.info("submitted run %s (%s) to experiment %s", run_id, name, experiment)
-    return SubmittedRun(run_id=run_id, url=run_url(base, run_id))
+    return SubmittedRun(run_id=run_id, url=run_url(target.host, run_id))
 
 
 def schedule_run(
@@ -277,25 +306,22 @@ def schedule_run(
     cron = validate_cron(cron)
     if max_concurrency < 1:
         raise ConfigError(f"max concurrency must be at least 1, got {max_concurrency}")
-    base = normalize_host(host)
-    package = check_package(package_path)
-    _check_server(base, token)
-    with _server_errors(base, token):
-        client = _client(base, token, namespace)
-        experiment_id = _experiment_id(client, experiment, namespace)
-        recurring = client.create_recurring_run(
-            experiment_id=experiment_id,
+    with _experiment_target(host, package_path, experiment, namespace, token) as target:
+        recurring = target.client.create_recurring_run(
+            experiment_id=target.experiment_id,
             job_name=job_name,
             cron_expression=cron,
             max_concurrency=max_concurrency,
             no_catchup=not catchup,
             params={CONFIG_PARAMETER: config.to_json()},
-            pipeline_package_path=str(package),
+            pipeline_package_path=str(target.package),
             enabled=True,
         )
     recurring_id = str(recurring.recurring_run_id)
     log.info("scheduled recurring run %s (%s) with cron %s", recurring_id, job_name, cron)
-    return ScheduledRun(recurring_run_id=recurring_id, url=recurring_run_url(base, recurring_id))
+    return ScheduledRun(
+        recurring_run_id=recurring_id, url=recurring_run_url(target.host, recurring_id)
+    )
 
 
 def list_runs(

@@ -246,13 +246,10 @@ def find_lr(
 
 def plot_lr_finder(result: LRFinderResult, path: str | Path) -> Path:
     """Write the loss-vs-LR curve (log x axis) with the suggested LR marked, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: pods and CI have no display
     import matplotlib.pyplot as plt
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from graft.plotting import save_figure
+
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses, color="tab:gray", alpha=0.4, label="mini-batch loss")
     ax.plot(result.lrs, result.smoothed_losses, color="tab:blue", label="smoothed loss")
@@ -270,6 +267,4 @@ def plot_lr_finder(result: LRFinderResult, path: str | Path) -> Path:
     ax.set_title(f"LR finder: suggested lr {result.suggested_lr:.2g}")
     ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=110)

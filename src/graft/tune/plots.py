@@ -8,13 +8,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: pods and CI have no display
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from graft.config import SearchDimension
+from graft.plotting import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +55,7 @@ def plot_metric_by_trial(frame: pd.DataFrame, metric: str, mode: str, path: Path
     ax.set_title(f"Search progress: {metric} by trial")
     ax.legend(loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_params_vs_metric(
@@ -94,10 +89,7 @@ def plot_params_vs_metric(
         axes[index // columns][index % columns].set_visible(False)
     fig.suptitle(f"Searched parameters vs {metric}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def param_importances(
@@ -161,10 +153,7 @@ def plot_param_importance(importances: dict[str, float], path: Path) -> Path:
     ax.set_xlabel("fANOVA importance (share of the metric's variance)")
     ax.set_title("Parameter importance")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_search(
