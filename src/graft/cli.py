@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from graft.config import GraftConfig, load_config
-from graft.errors import GraftError
+from graft.errors import ConfigError, GraftError
 from graft.stage_command import RayStage, StageInputs
 
 app = typer.Typer(
@@ -470,8 +470,9 @@ def stage_(
 
     The stage runs here as the config's `ray` block says: local Ray, a driver of an existing
     cluster (ray.mode=address, ray.submit=driver), or a Ray job submitted to that cluster
-    (ray.submit=job), whose log is relayed here. A submitted job and a KubeRay RayJob
-    (`graft rayjob`) run this same command on the cluster as a driver.
+    (ray.submit=job), or a KubeRay RayJob created through the Kubernetes API (ray.mode=rayjob);
+    a job's log is relayed here. Jobs and RayJobs run this same command on the cluster as a
+    driver; s3:// folders (ray.staging_uri) are downloaded first and the output uploaded after.
     """
     from dataclasses import asdict
 
@@ -479,6 +480,7 @@ def stage_(
     from graft.config import config_from_json
     from graft.ray_cluster import shutdown_ray
     from graft.stage_command import result_line
+    from graft.stage_staging import localized, publish_result
     from graft.stages import TrainOutput, TuneOutput
 
     if config_json is not None and (config or preset or set_):
@@ -486,35 +488,37 @@ def stage_(
     resolved = (
         config_from_json(config_json) if config_json is not None else _config(config, preset, set_)
     )
-    stage, inputs = _stage_inputs(
+    stage, requested = _stage_inputs(
         name, dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir
     )
-    try:
-        output: TrainOutput | TuneOutput
-        if stage == "pretrain":
-            output = stages.pretrain(
-                resolved, inputs.dataset_dir, inputs.output_dir, inputs.parent_run_id
-            )
-        elif stage == "transfer-finetune":
-            output = stages.finetune(
-                resolved,
-                inputs.dataset_dir,
-                inputs.pretrained_dir,
-                inputs.output_dir,
-                inputs.parent_run_id,
-            )
-        else:
-            output = stages.tune(
-                resolved,
-                inputs.dataset_dir,
-                inputs.pretrained_dir,
-                inputs.finetuned_dir,
-                inputs.output_dir,
-                inputs.parent_run_id,
-            )
-    finally:
-        shutdown_ray()
-    typer.echo(result_line(asdict(output)))
+    # s3:// folders (ray.staging_uri) are worked on as local copies; the output goes back up
+    with localized(requested) as inputs:
+        try:
+            output: TrainOutput | TuneOutput
+            if stage == "pretrain":
+                output = stages.pretrain(
+                    resolved, inputs.dataset_dir, inputs.output_dir, inputs.parent_run_id
+                )
+            elif stage == "transfer-finetune":
+                output = stages.finetune(
+                    resolved,
+                    inputs.dataset_dir,
+                    inputs.pretrained_dir,
+                    inputs.output_dir,
+                    inputs.parent_run_id,
+                )
+            else:
+                output = stages.tune(
+                    resolved,
+                    inputs.dataset_dir,
+                    inputs.pretrained_dir,
+                    inputs.finetuned_dir,
+                    inputs.output_dir,
+                    inputs.parent_run_id,
+                )
+        finally:
+            shutdown_ray()
+    typer.echo(result_line(publish_result(asdict(output), requested, inputs)))
 
 
 @app.command(name="rayjob")
@@ -549,6 +553,72 @@ def rayjob(
     )
     chosen = image or resolved.ray.rayjob.image or DEFAULT_IMAGE
     typer.echo(rayjob_yaml(resolved, stage, inputs, chosen), nl=False)
+
+
+@app.command(name="lr-find")
+def lr_find(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The stage whose starting model to sweep: pretrain or transfer-finetune."
+        ),
+    ],
+    dataset_dir: DatasetDirOption,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Where lr_finder.png and .json go.")
+    ] = Path("lr-finder"),
+    pretrained_dir: PretrainedDirOption = "",
+    min_lr: Annotated[
+        float | None, typer.Option(help="Sweep start. Default: tune.lr_finder.min_lr.")
+    ] = None,
+    max_lr: Annotated[
+        float | None, typer.Option(help="Sweep end. Default: tune.lr_finder.max_lr.")
+    ] = None,
+    num_steps: Annotated[
+        int | None, typer.Option(help="Mini-batches swept. Default: tune.lr_finder.num_steps.")
+    ] = None,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Find a learning rate for a stage: the book's exponential LR sweep, on that stage's own
+    starting model and training rows, in this process (no Ray).
+
+    The LR grows geometrically from --min-lr to --max-lr over --num-steps mini-batches while
+    the loss is recorded; the sweep stops when the loss blows up. The suggestion is an order
+    of magnitude below the LR of the lowest (smoothed) loss, in units of the stage's
+    `optimizer.lr` (a finetune phase's lr_scale is undone). Nothing is trained for real: the
+    model is restored afterwards. Prints the `--set` that applies the suggestion, and writes
+    the loss-vs-LR plot and the sweep as JSON.
+    """
+    from graft.train.stage_lr import sweep_stage, write_sweep
+
+    if name not in ("pretrain", "transfer-finetune"):
+        raise ConfigError(f"lr-find sweeps pretrain or transfer-finetune, not '{name}'")
+    resolved = _config(config, preset, set_)
+    defaults = resolved.tune.lr_finder
+    sweep = sweep_stage(
+        resolved,
+        cast(Literal["pretrain", "transfer-finetune"], name),
+        dataset_dir,
+        output_dir / "scratch",
+        pretrained_dir,
+        min_lr=min_lr if min_lr is not None else defaults.min_lr,
+        max_lr=max_lr if max_lr is not None else defaults.max_lr,
+        num_steps=num_steps if num_steps is not None else defaults.num_steps,
+    )
+    plot, summary = write_sweep(sweep, output_dir)
+    stopped = (
+        f"loss blew up at {sweep.result.diverged_lr:.3g}"
+        if sweep.result.diverged_lr is not None
+        else "swept to the end without blowing up"
+    )
+    console.print(
+        f"{name}: lowest loss at lr {sweep.best_lr:.3g}, {stopped}; "
+        f"suggested lr [bold]{sweep.suggested_lr:.3g}[/bold]"
+    )
+    console.print(f"plot: {plot}\nsweep: {summary}")
+    typer.echo(f"--set {sweep.lr_key}={sweep.suggested_lr:.3g}")
 
 
 def main() -> None:

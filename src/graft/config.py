@@ -572,14 +572,74 @@ class LRFinderPreStep(Strict):
         return self
 
 
+class PBTConfig(Strict):
+    """tune.scheduler=pbt: Population Based Training (Jaderberg et al., 2017) over the
+    finetune. A trial trains in segments of ``perturbation_interval`` epochs, each a Ray Train
+    fit; after each segment it reports a Tune checkpoint. A trial in the bottom
+    ``quantile_fraction`` of the population then restarts from a top trial's checkpoint with
+    that trial's hyperparameters perturbed (every ``tune.space`` key: continuous and int keys
+    x0.8 or x1.2 and clipped to their bounds, choice keys moved to a neighbouring value, each
+    key resampled instead with ``resample_probability``).
+
+    The whole population trains side by side (``tune.max_concurrent >= tune.num_samples``):
+    a Ray Train V2 trial's workers are invisible to Tune's resource accounting, so Tune cannot
+    pause part of a larger population to share the cluster, and a trial started after the
+    others finished could never copy them.
+
+    Simplifications, by design: a segment warm-starts only the model WEIGHTS (from the trial's
+    own or the donor's checkpoint), with a fresh optimizer whose ``finetune.schedule`` spans
+    the segment's share of each phase (a decaying schedule restarts every segment; the default
+    constant one is unaffected). Segments follow the finetune's phases: a segment that crosses
+    a phase boundary trains the rest of one phase, then the start of the next. PBT trials run
+    without early stopping and without ``restore_best`` (PBT replaces bad trials itself, and
+    a segment's reported metric must describe the weights it hands on), and without the
+    per-step ``finetune.diagnostics``. A trial's MLflow run keeps its first hyperparameters as
+    params, logs the ones each segment trained under as ``pbt.<key>`` metrics per epoch, and
+    is tagged ``graft.pbt.restored_from`` after an exploit; the search hands on the best
+    trial's last hyperparameters and final model."""
+
+    perturbation_interval: int = Field(
+        default=2,
+        ge=1,
+        description="epochs per segment: a trial may be perturbed (exploit + explore) after "
+        "every this many epochs; must be below the finetune's total epochs",
+    )
+    quantile_fraction: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=0.5,
+        description="bottom fraction of trials that copy a top-fraction trial at a perturbation",
+    )
+    resample_probability: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="chance that an explored key is resampled from tune.space, not perturbed",
+    )
+    synch: bool = Field(
+        default=False,
+        description="synchronous PBT: every trial waits at each perturbation point until the "
+        "whole population got there, then the bottom quantile copies the top (exploits are "
+        "decided on the whole population; workers idle while stragglers catch up)",
+    )
+
+
 class TuneConfig(Strict):
     enabled: bool = True
     num_samples: int = Field(
         default=6, ge=1, description="trials; with searcher=grid, repeats of the whole grid"
     )
-    max_concurrent: int = Field(default=2, ge=1)
+    max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        description="trials training at once; pbt needs the whole population at once "
+        "(>= num_samples)",
+    )
     searcher: Literal["optuna", "hyperopt", "random", "grid"] = "optuna"
-    scheduler: Literal["asha", "hyperband", "median", "pbt", "fifo"] = "asha"
+    scheduler: Literal["asha", "hyperband", "median", "pbt", "fifo"] = Field(
+        default="asha",
+        description="pbt needs searcher=random and unconditional tune.space keys (tune.pbt)",
+    )
     grace_period: int = Field(
         default=1, ge=1, description="asha/hyperband/median: epochs before a first cut"
     )
@@ -599,6 +659,7 @@ class TuneConfig(Strict):
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     seed: int = 0
     lr_finder: LRFinderPreStep = Field(default_factory=LRFinderPreStep)
+    pbt: PBTConfig = Field(default_factory=PBTConfig)
     space: dict[str, SearchDimension] = Field(
         default_factory=lambda: {
             LR_SEARCH_KEY: SearchDimension(type="loguniform", low=1e-4, high=3e-2),
@@ -614,13 +675,30 @@ class TuneConfig(Strict):
     @model_validator(mode="after")
     def _searcher_scheduler_and_space_agree(self) -> TuneConfig:
         if self.scheduler == "pbt":
-            raise ValueError(
-                "tune.scheduler=pbt is not supported: PBT exploits by restarting a trial from "
-                "another trial's checkpoint with perturbed hyperparameters, and a Graft trial "
-                "resumes its own Ray Train run with the optimizer and schedule state (LR "
-                "included) saved in it, so a perturbation would be silently undone; use asha, "
-                "hyperband or median"
-            )
+            if self.searcher != "random":
+                raise ValueError(
+                    f"tune.scheduler=pbt cannot run with tune.searcher={self.searcher}: PBT "
+                    "draws the initial population itself and then evolves it, so a model-based "
+                    "searcher has nothing to suggest; set tune.searcher=random"
+                )
+            conditional = [k for k, d in self.space.items() if d.when is not None]
+            if conditional:
+                raise ValueError(
+                    f"tune.scheduler=pbt cannot mutate the conditional tune.space keys "
+                    f"{conditional}: a perturbation may switch their condition on or off "
+                    "mid-trial; drop their 'when' or use asha/hyperband/median"
+                )
+            if self.num_samples < 2:
+                raise ValueError("tune.scheduler=pbt needs a population: set num_samples >= 2")
+            if self.max_concurrent < self.num_samples:
+                raise ValueError(
+                    f"tune.scheduler=pbt trains its population side by side, but "
+                    f"tune.max_concurrent={self.max_concurrent} < tune.num_samples="
+                    f"{self.num_samples}: a trial that starts after others finished can never "
+                    f"copy them. Set tune.max_concurrent={self.num_samples} (the cluster must "
+                    "fit that many trials of tune.workers_per_trial x finetune.resources) or "
+                    "lower tune.num_samples"
+                )
         lr_dim = self.space.get(LR_SEARCH_KEY)
         if (
             self.lr_finder.enabled
@@ -958,6 +1036,13 @@ class ClusterConfig(Strict):
         description="secret key -> environment variable in every pipeline pod",
     )
     stages: ClusterStages = Field(default_factory=ClusterStages)
+    service_account: str | None = Field(
+        default=None,
+        description="Kubernetes ServiceAccount the runs `graft submit` and `graft schedule` "
+        "create run as (None = KFP's default, pipeline-runner); with ray.mode=rayjob the "
+        "pipeline's pods create RayJobs, so name one the chart's Role is bound to "
+        "(graft-pipeline)",
+    )
 
 
 class RayJobConfig(Strict):
@@ -999,6 +1084,15 @@ class RayJobConfig(Strict):
     backoff_limit: int = Field(
         default=0, ge=0, description="retries of a failed RayJob, each on a fresh cluster"
     )
+    delete_when_done: Literal["on_success", "always", "never"] = Field(
+        default="on_success",
+        description="ray.mode=rayjob: delete the RayJob object after it ends (its cluster goes "
+        "with shutdown_after_job_finishes either way); on_success keeps a failed one, its "
+        "submitter pod and log, for `kubectl describe` and `kubectl logs`",
+    )
+    poll_s: float = Field(
+        default=5.0, gt=0, description="ray.mode=rayjob: seconds between status and log polls"
+    )
 
 
 class RayConfig(Strict):
@@ -1009,10 +1103,12 @@ class RayConfig(Strict):
     Jobs API (its log streams into the caller's, a retry of the same pipeline run re-attaches
     to the job instead of starting a second one, and a failed job fails the caller); with
     ``submit: driver`` the stage runs in this process and joins the cluster with
-    ``ray.init(address)``. ``graft rayjob`` prints a KubeRay RayJob per stage from ``rayjob``.
+    ``ray.init(address)``. ``rayjob`` creates a KubeRay RayJob per stage (a Ray cluster of its
+    own) through the Kubernetes API, follows its submitter's log, waits for its end and
+    cleans it up; ``graft rayjob`` prints the same RayJob for ``kubectl apply``.
     """
 
-    mode: Literal["local", "address"] = "local"
+    mode: Literal["local", "address", "rayjob"] = "local"
     address: str | None = Field(
         default=None,
         description="address mode: ray://host:10001 or auto (None = RAY_ADDRESS, else auto); "
@@ -1036,8 +1132,52 @@ class RayConfig(Strict):
     job_log_tail_lines: int = Field(
         default=40, ge=1, description="submit=job: lines of a failed job's log in the error"
     )
+    staging_uri: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix through which a stage that runs on the cluster "
+        "(submit=job, mode=rayjob) gets its input folders and returns its output folder: the "
+        "caller uploads them, the job downloads them and uploads its output, the caller "
+        "downloads that. Required by mode=rayjob; None with submit=job passes the folders as "
+        "they are, so the cluster must see the caller's filesystem",
+    )
+    storage_uri: str | None = Field(
+        default=None,
+        description="where Ray Train keeps checkpoints and run state: s3://bucket/prefix or a "
+        "folder every node mounts. None = <staging_uri>/ray when staging_uri is set, else "
+        "<work_dir>/ray on the driver's machine, which a multi-node cluster cannot use (its "
+        "workers' checkpoints would stay on their own nodes): that is refused when joining one",
+    )
     num_cpus: int | None = Field(default=None, ge=1, description="local mode CPU count")
     rayjob: RayJobConfig = Field(default_factory=RayJobConfig)
+
+    @property
+    def shared_train_storage(self) -> str | None:
+        """The storage every node of a cluster reaches, if the config names one."""
+        if self.storage_uri:
+            return self.storage_uri
+        return f"{self.staging_uri.rstrip('/')}/ray" if self.staging_uri else None
+
+    @model_validator(mode="after")
+    def _shared_locations_are_valid(self) -> RayConfig:
+        if self.storage_uri is not None and not (
+            self.storage_uri.startswith("s3://") or self.storage_uri.startswith("/")
+        ):
+            raise ValueError(
+                f"ray.storage_uri '{self.storage_uri}' must be s3://bucket/prefix or an "
+                "absolute path that every node mounts"
+            )
+        if self.staging_uri is not None and not self.staging_uri.startswith("s3://"):
+            raise ValueError(
+                f"ray.staging_uri '{self.staging_uri}' must be an s3://bucket/prefix that both "
+                "this process and the cluster's pods can read and write"
+            )
+        if self.mode == "rayjob" and self.staging_uri is None:
+            raise ValueError(
+                "ray.mode=rayjob needs ray.staging_uri=s3://bucket/prefix: a RayJob's pods "
+                "share no folder with this process, so inputs and the trained model travel "
+                "through S3"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dashboard_is_http(self) -> RayConfig:
@@ -1054,6 +1194,11 @@ class RayConfig(Strict):
     def submits_jobs(self) -> bool:
         """Whether a training stage runs on the cluster as a Ray job instead of here."""
         return self.mode == "address" and self.submit == "job"
+
+    @property
+    def runs_stages_elsewhere(self) -> bool:
+        """Whether a training stage runs away from this process (a Ray job or a RayJob)."""
+        return self.submits_jobs or self.mode == "rayjob"
 
 
 class GraftConfig(Strict):
@@ -1080,6 +1225,20 @@ class GraftConfig(Strict):
     def _search_space_names_real_keys(self) -> GraftConfig:
         for key in self.tune.space:
             _check_dotted_key(self, key)
+        return self
+
+    @model_validator(mode="after")
+    def _pbt_segments_fit_the_finetune(self) -> GraftConfig:
+        if self.tune.scheduler != "pbt":
+            return self
+        epochs = sum(p.epochs for p in self.finetune.phases)
+        interval = self.tune.pbt.perturbation_interval
+        if interval >= epochs:
+            raise ValueError(
+                f"tune.pbt.perturbation_interval={interval} is not below the finetune's {epochs} "
+                "epochs (the sum of finetune.phases): no trial would ever be perturbed; lower "
+                "the interval or add epochs"
+            )
         return self
 
     @model_validator(mode="after")

@@ -5,8 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
+from graft import storage
 from graft.config import RayConfig
+from graft.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ def ensure_ray(config: RayConfig) -> None:
             log_to_driver=_log_to_driver(),
             runtime_env=None if in_submitted_job else {"env_vars": train_env},
         )
+        _refuse_node_local_storage(config, sum(1 for n in ray.nodes() if n.get("Alive")))
         return
     # The dashboard serves the State API that Train V2's controller and its placement-group
     # cleaner query. Without an address they look for "the" local Ray and fail when another
@@ -71,6 +78,51 @@ def ensure_ray(config: RayConfig) -> None:
         log_to_driver=_log_to_driver(),
         configure_logging=False,
     )
+
+
+@dataclass(frozen=True)
+class TrainStorage:
+    """Ray Train's ``storage_path`` and, for S3, the pyarrow filesystem that reaches it."""
+
+    path: str
+    filesystem: Any = None
+
+
+def train_storage(config: RayConfig, local_root: Path) -> TrainStorage:
+    """Where a fit keeps its checkpoints: the config's shared storage, else ``local_root``."""
+    shared = config.shared_train_storage
+    if shared is None:
+        return TrainStorage(str(local_root.resolve()))
+    if not storage.is_s3(shared):
+        return TrainStorage(shared)
+    from pyarrow import fs
+
+    bucket, key = storage.split_s3_uri(shared)
+    return TrainStorage(f"{bucket}/{key}".rstrip("/"), fs.S3FileSystem(**_pyarrow_s3_options()))
+
+
+def _pyarrow_s3_options() -> dict[str, Any]:
+    """The S3 endpoint and keys boto3 uses (graft.storage), for pyarrow."""
+    options: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    endpoint = storage.s3_endpoint()
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options["endpoint_override"] = parsed.netloc or parsed.path
+        options["scheme"] = parsed.scheme or "https"
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        options["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        options["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+    return options  # no keys: pyarrow's own chain (instance profile, IRSA)
+
+
+def _refuse_node_local_storage(config: RayConfig, alive_nodes: int) -> None:
+    if alive_nodes > 1 and config.shared_train_storage is None:
+        raise ConfigError(
+            f"the Ray cluster has {alive_nodes} nodes, but Ray Train would keep checkpoints "
+            "under this driver's work_dir, which the other nodes' workers cannot write: set "
+            "ray.storage_uri=s3://bucket/prefix (or ray.staging_uri, whose /ray it then uses) "
+            "or a folder every node mounts"
+        )
 
 
 def shutdown_ray() -> None:

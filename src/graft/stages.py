@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from graft import tracking
+from graft.cluster_stage import run_stage_on_cluster
 from graft.config import LR_SEARCH_KEY, GraftConfig
 from graft.data.holdout import HoldoutManifest, default_holdout_dir, load_holdout
 from graft.data.prepare import DataManifest, load_split, prepare_dataset
@@ -26,8 +27,7 @@ from graft.evaluate.finetune_cv import cross_validate_finetune
 from graft.evaluate.gate import decide
 from graft.evaluate.metrics import classification_report, majority_baseline
 from graft.evaluate.plots import plot_confusion, plot_learning_curves
-from graft.ray_cluster import ensure_ray
-from graft.ray_jobs import run_stage_as_job
+from graft.ray_cluster import ensure_ray, train_storage
 from graft.stage_command import StageInputs
 from graft.train.fit import FitResult, fit
 from graft.train.loop import load_checkpoint_model
@@ -162,20 +162,22 @@ def _train_output(result: FitResult, run_id: str) -> TrainOutput:
 def pretrain(
     config: GraftConfig, dataset_dir: str, output_dir: str, parent_run_id: str
 ) -> TrainOutput:
-    if config.ray.submits_jobs:
+    if config.ray.runs_stages_elsewhere:
         inputs = StageInputs(dataset_dir, output_dir, parent_run_id)
-        return TrainOutput(**run_stage_as_job(config, "pretrain", inputs))
+        return TrainOutput(**run_stage_on_cluster(config, "pretrain", inputs))
     ensure_ray(config.ray)
     with tracking.stage_run(config, parent_run_id, "pretrain") as run_id:
         tracking.logger_for(config, run_id).params(
             tracking.flatten(config.pretrain.model_dump(mode="json"), "pretrain.")
         )
         request = pretrain_request(config, dataset_dir, run_id)
+        train_store = train_storage(config.ray, config.work_path / "ray")
         result = fit(
             request,
             num_workers=config.pretrain.num_workers,
             resources=config.pretrain.resources,
-            storage_path=config.work_path / "ray",
+            storage_path=train_store.path,
+            storage_filesystem=train_store.filesystem,
             run_name=f"pretrain-{_run_name_key(parent_run_id)}",
             output_dir=Path(output_dir),
             max_failures=config.pretrain.checkpoint.max_failures,
@@ -192,9 +194,9 @@ def finetune(
     output_dir: str,
     parent_run_id: str,
 ) -> TrainOutput:
-    if config.ray.submits_jobs:
+    if config.ray.runs_stages_elsewhere:
         inputs = StageInputs(dataset_dir, output_dir, parent_run_id, pretrained_dir)
-        return TrainOutput(**run_stage_as_job(config, "transfer-finetune", inputs))
+        return TrainOutput(**run_stage_on_cluster(config, "transfer-finetune", inputs))
     ensure_ray(config.ray)
     with tracking.stage_run(config, parent_run_id, "transfer-finetune") as run_id:
         tracking.logger_for(config, run_id).params(
@@ -203,11 +205,13 @@ def finetune(
         request = finetune_request(
             config, dataset_dir, pretrained_dir, Path(output_dir) / "scratch", run_id
         )
+        train_store = train_storage(config.ray, config.work_path / "ray")
         result = fit(
             request,
             num_workers=config.finetune.num_workers,
             resources=config.finetune.resources,
-            storage_path=config.work_path / "ray",
+            storage_path=train_store.path,
+            storage_filesystem=train_store.filesystem,
             run_name=f"finetune-{_run_name_key(parent_run_id)}",
             output_dir=Path(output_dir),
             max_failures=config.finetune.checkpoint.max_failures,
@@ -239,9 +243,9 @@ def tune(
     trials that finished."""
     from graft.tune.runs import tag_best_trial, tune_stage_run
 
-    if config.ray.submits_jobs:
+    if config.ray.runs_stages_elsewhere:
         inputs = StageInputs(dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir)
-        return TuneOutput(**run_stage_as_job(config, "tune", inputs))
+        return TuneOutput(**run_stage_on_cluster(config, "tune", inputs))
     out = Path(output_dir)
     finetuned_val_accuracy = (
         validation_accuracy(dataset_dir, finetuned_dir) if finetuned_dir else float("-inf")

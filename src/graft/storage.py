@@ -94,3 +94,64 @@ def upload(path: Path, uri: str) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, target)
     return uri
+
+
+def upload_tree(local_dir: Path, uri: str) -> str:
+    """Copy every file under ``local_dir`` to the same relative keys under ``uri``.
+
+    Keys already under ``uri`` that ``local_dir`` lacks are left alone: a retried upload of
+    the same folder rewrites the same keys."""
+    if not local_dir.is_dir():
+        raise StorageError(f"{local_dir} is not a folder; nothing to upload to {uri}")
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        upload(path, join_uri(uri, path.relative_to(local_dir).as_posix()))
+    return uri
+
+
+def download_tree(uri: str, local_dir: Path) -> Path:
+    """Copy every object under the ``uri`` prefix into ``local_dir`` (folders as needed)."""
+    if not is_s3(uri):
+        source = Path(uri)
+        if not source.is_dir():
+            raise StorageError(f"{uri} is not a folder")
+        shutil.copytree(source, local_dir, dirs_exist_ok=True)
+        return local_dir
+    bucket, prefix = split_s3_uri(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    found = 0
+    try:
+        client = s3_client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix) :]
+                if not relative or relative.endswith("/"):
+                    continue  # a folder marker
+                target = local_dir / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, item["Key"], str(target))
+                found += 1
+    except Exception as exc:
+        raise _describe_s3_failure(uri, exc) from None
+    if not found:
+        raise StorageError(f"{uri} holds no files; check the prefix (a folder ends with its name)")
+    return local_dir
+
+
+def check_writable(uri: str) -> None:
+    """Fail now, with the reason, if ``uri``'s bucket cannot take a write: before a job is
+    started that would only fail when it first saves."""
+    bucket, key = split_s3_uri(join_uri(uri, ".graft-write-check"))
+    try:
+        client = s3_client()
+        client.put_object(Bucket=bucket, Key=key, Body=b"")
+        client.delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        raise _describe_s3_failure(uri, exc) from None
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local folder or an s3:// prefix, without doubled slashes."""
+    joined = base.rstrip("/")
+    for part in parts:
+        joined += "/" + part.strip("/")
+    return joined

@@ -363,3 +363,49 @@ def test_pretrain_stage_runs_on_the_cluster_as_a_job(
     assert (out / "model.pt").is_file()
     relayed = capfd.readouterr().err
     assert RESULT_PREFIX.strip() in relayed  # the job's own log reached this process
+
+
+@pytest.mark.slow
+def test_pretrain_stage_runs_as_a_rayjob_with_its_folders_staged_through_s3(
+    ray_head: RayHead,
+    dataset: str,
+    tmp_path: Path,
+    s3_env: str,
+    mlflow_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ray.mode=rayjob end to end, with a stand-in Kubernetes API whose operator runs the
+    RayJob's real entrypoint (`graft stage pretrain` with s3:// folders) as a driver of the
+    test's Ray head: the dataset goes up, the model comes back, nothing shared but S3."""
+    import boto3
+    from fake_kube import FakeKube, FakeKubeServer
+
+    boto3.session.Session().client("s3", endpoint_url=s3_env).create_bucket(Bucket="graft-rj")
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            "ray.mode=rayjob",
+            "ray.staging_uri=s3://graft-rj/stages",
+            "ray.rayjob.poll_s=0.5",
+            f"tracking.tracking_uri={mlflow_server}",
+            f"work_dir={tmp_path / 'work'}",
+        ],
+    )
+    operator = FakeKube(
+        extra_env={
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "RAY_ADDRESS": ray_head.address,  # the RayJob's own cluster
+        }
+    )
+    with FakeKubeServer(operator, tmp_path) as kube:
+        monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        out = tmp_path / "pretrained"
+        result = stages.pretrain(config, dataset, str(out), "c0ffee00c0ffee00c0ffee00c0ffee00")
+
+    assert result.epochs_run == config.pretrain.epochs
+    assert result.val_accuracy > 0.5  # 8 digit classes: chance is 0.125
+    assert Path(result.model_dir).is_relative_to(out)  # a path on this machine
+    assert (out / "model.pt").is_file()
+    assert operator.rayjobs == {}  # deleted after success
+    assert operator.count("POST", r"/rayjobs$") == 1

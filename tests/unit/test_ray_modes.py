@@ -28,6 +28,20 @@ def test_only_address_mode_with_submit_job_sends_stages_to_the_jobs_api() -> Non
     assert not driver.ray.submits_jobs
 
 
+def test_rayjob_mode_runs_stages_elsewhere_and_needs_an_s3_staging_uri() -> None:
+    with pytest.raises(ConfigError, match=r"ray.mode=rayjob needs ray.staging_uri=s3://"):
+        load_config(overrides=["ray.mode=rayjob"])
+    with pytest.raises(ConfigError, match=r"ray.staging_uri '/shared/stages' must be an s3://"):
+        load_config(overrides=["ray.staging_uri=/shared/stages"])
+    rayjob = load_config(overrides=["ray.mode=rayjob", "ray.staging_uri=s3://b/stages"])
+    assert rayjob.ray.runs_stages_elsewhere and not rayjob.ray.submits_jobs
+    assert load_config(overrides=["ray.mode=address"]).ray.runs_stages_elsewhere
+    assert not load_config(preset="tiny").ray.runs_stages_elsewhere
+    # on the cluster the stage is a driver of the RayJob's own cluster, never a second RayJob
+    inside = in_cluster_config(rayjob)
+    assert inside.ray.mode == "address" and not inside.ray.runs_stages_elsewhere
+
+
 def test_dashboard_address_must_be_the_http_endpoint() -> None:
     with pytest.raises(ConfigError, match=r"ray\.dashboard_address 'ray://head:10001'"):
         load_config(overrides=["ray.dashboard_address=ray://head:10001"])
@@ -94,3 +108,14 @@ def test_graft_stage_has_help_for_every_option() -> None:
     for option in ("--config-json", "--dataset-dir", "--pretrained-dir", "--parent-run-id"):
         assert option in result.stdout
     assert "GRAFT_STAGE_RESULT" in result.stdout
+
+
+def test_joining_a_multi_node_cluster_without_shared_train_storage_is_refused() -> None:
+    from graft.ray_cluster import _refuse_node_local_storage
+
+    node_local = load_config(overrides=["ray.mode=address"]).ray
+    with pytest.raises(ConfigError, match=r"has 3 nodes.*ray.storage_uri=s3://"):
+        _refuse_node_local_storage(node_local, alive_nodes=3)
+    _refuse_node_local_storage(node_local, alive_nodes=1)  # one node: its disk is shared
+    shared = load_config(overrides=["ray.mode=address", "ray.storage_uri=s3://b/ray"]).ray
+    _refuse_node_local_storage(shared, alive_nodes=3)

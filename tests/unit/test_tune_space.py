@@ -1,5 +1,6 @@
 """The search space as declared: searchers' suggestions respect the types and conditions,
-grid and PBT are refused where they cannot work, schedulers are what the config names."""
+grid is refused where it cannot work, schedulers are what the config names (PBT's own checks
+are in test_tune_pbt.py)."""
 
 import os
 import subprocess
@@ -89,11 +90,6 @@ def test_grid_refuses_continuous_dimensions() -> None:
         ConfigError, match=r"grid needs discrete dimensions.*finetune\.optimizer\.lr"
     ):
         _config(searcher="grid", space=SPACE)
-
-
-def test_pbt_is_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigError, match=r"pbt is not supported.*use asha, hyperband or median"):
-        _config(scheduler="pbt")
 
 
 @pytest.mark.parametrize(

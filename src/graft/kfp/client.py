@@ -284,6 +284,7 @@ def submit_run(
             job_name=name,
             pipeline_package_path=str(target.package),
             params={CONFIG_PARAMETER: config.to_json()},
+            service_account=config.cluster.service_account,
         )
     run_id = str(run.run_id)
     log.info("submitted run %s (%s) to experiment %s", run_id, name, experiment)
@@ -316,6 +317,7 @@ def schedule_run(
             params={CONFIG_PARAMETER: config.to_json()},
             pipeline_package_path=str(target.package),
             enabled=True,
+            service_account=config.cluster.service_account,
         )
     recurring_id = str(recurring.recurring_run_id)
     log.info("scheduled recurring run %s (%s) with cron %s", recurring_id, job_name, cron)

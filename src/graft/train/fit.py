@@ -36,7 +36,7 @@ def fit(
     request: FitRequest,
     *,
     num_workers: int,
-    storage_path: Path,
+    storage_path: Path | str,
     run_name: str,
     output_dir: Path,
     max_failures: int,
@@ -44,9 +44,13 @@ def fit(
     resources: WorkerResources | None = None,
     cpu_discount: float = 0.0,
     callbacks: list[Any] | None = None,
+    storage_filesystem: Any = None,
 ) -> FitResult:
     """Train on ``num_workers`` DDP workers; a rerun with the same ``run_name`` and storage
-    resumes from the latest checkpoint (Ray Train V2 restores its checkpoint manager)."""
+    resumes from the latest checkpoint (Ray Train V2 restores its checkpoint manager).
+
+    ``storage_path`` is a local folder, or with ``storage_filesystem`` (a pyarrow filesystem,
+    see :func:`graft.ray_cluster.train_storage`) a path on it, e.g. ``bucket/prefix`` on S3."""
     from ray.train.v2.api.config import (
         CheckpointConfig,
         FailureConfig,
@@ -67,7 +71,10 @@ def fit(
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(storage_path.resolve()),
+            storage_path=(
+                str(storage_path.resolve()) if isinstance(storage_path, Path) else storage_path
+            ),
+            storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
             # Train V2 retries controller errors (e.g. a worker group that cannot start)
             # forever by default: a starved trial would hang the whole tune stage.

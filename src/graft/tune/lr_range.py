@@ -1,9 +1,9 @@
 """The tune stage's optional LR-finder pre-step: one LR sweep narrows the LR search range.
 
-The sweep runs in-process (no Ray: about a hundred mini-batches of the small target task)
-on exactly the model a trial starts from, with the first finetune phase's trainable layers,
-and the phase's ``lr_scale`` is undone so the narrowed range is in units of
-``finetune.optimizer.lr``, the key the search samples. The window is centred on the finder's
+The sweep (:func:`graft.train.stage_lr.sweep_stage`, in process) runs on exactly the model a
+trial starts from, with the first finetune phase's trainable layers, and the phase's
+``lr_scale`` is undone so the narrowed range is in units of ``finetune.optimizer.lr``, the key
+the search samples. The window is centred on the finder's
 suggestion (an order of magnitude below the loss minimum) and clipped to the configured
 range: the finder removes LRs, it never adds any the user excluded. When the suggestion falls
 outside the configured range the search keeps that range, with a warning.
@@ -15,18 +15,10 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from graft.config import LR_SEARCH_KEY, GraftConfig, with_overrides
-from graft.data.prepare import load_split
-from graft.nn.models import ModelSpec, build_model
-from graft.nn.transfer import apply_phase
-from graft.train.loop import phases_for
-from graft.train.lr_finder import LRFinderResult, find_lr, plot_lr_finder
-from graft.train.requests import finetune_request
+from graft.train.lr_finder import plot_lr_finder
+from graft.train.stage_lr import sweep_stage
 
 log = logging.getLogger(__name__)
 
@@ -63,44 +55,25 @@ def narrowed_window(
     return window_low, window_high, True
 
 
-def _sweep(config: GraftConfig, dataset_dir: str, pretrained_dir: str, scratch: Path) -> Any:
-    request = finetune_request(config, dataset_dir, pretrained_dir, scratch, None)
-    model = build_model(ModelSpec.from_json(request.spec_json))
-    assert request.init_weights_path is not None  # finetune_request always saves them
-    model.load_state_dict(torch.load(request.init_weights_path, weights_only=True))
-    first_phase = phases_for(config.finetune)[0]
-    apply_phase(model, first_phase)
-    x, y = load_split(dataset_dir, "target", "train")
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        TensorDataset(torch.from_numpy(x).float(), torch.from_numpy(y).long()),
-        batch_size=config.finetune.batch_size,
-        shuffle=True,
-        generator=generator,
-    )
-    settings = config.tune.lr_finder
-    torch.manual_seed(config.seed)
-    result: LRFinderResult = find_lr(
-        model,
-        loader,
-        torch.nn.functional.cross_entropy,
-        config.finetune.optimizer,
-        settings.min_lr,
-        settings.max_lr,
-        settings.num_steps,
-    )
-    return result, first_phase.lr_scale
-
-
 def narrow_lr_range(
     config: GraftConfig, dataset_dir: str, pretrained_dir: str, output_dir: Path
 ) -> tuple[GraftConfig, NarrowedLRRange]:
     """Run the sweep; return the config whose LR dimension is narrowed, and what was done."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    result, lr_scale = _sweep(config, dataset_dir, pretrained_dir, output_dir / "scratch")
+    settings = config.tune.lr_finder
+    sweep = sweep_stage(
+        config,
+        "transfer-finetune",
+        dataset_dir,
+        output_dir / "scratch",
+        pretrained_dir,
+        min_lr=settings.min_lr,
+        max_lr=settings.max_lr,
+        num_steps=settings.num_steps,
+    )
     dimension = config.tune.space[LR_SEARCH_KEY]
     assert dimension.low is not None and dimension.high is not None  # loguniform: validated
-    suggested, best = result.suggested_lr / lr_scale, result.best_lr / lr_scale
+    suggested, best = sweep.suggested_lr, sweep.best_lr
     low, high, narrowed = narrowed_window(
         suggested, config.tune.lr_finder.window_decades, dimension.low, dimension.high
     )
@@ -112,7 +85,7 @@ def narrow_lr_range(
             dimension.low,
             dimension.high,
         )
-    plot = plot_lr_finder(result, output_dir / "lr_finder.png")
+    plot = plot_lr_finder(sweep.result, output_dir / "lr_finder.png")
     outcome = NarrowedLRRange(
         configured_low=dimension.low,
         configured_high=dimension.high,

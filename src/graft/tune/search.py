@@ -2,7 +2,8 @@
 nested MLflow run under the tune stage's run, searched by Optuna TPE / HyperOpt / random /
 grid and stopped early by ASHA, asynchronous Hyperband or the median stopping rule. An
 interrupted experiment resumes from its storage and does not rerun finished trials; a trial
-that was running restarts from its last Ray Train checkpoint.
+that was running restarts from its last Ray Train checkpoint. ``scheduler=pbt`` runs
+Population Based Training instead, with trials of several fits each (graft.tune.pbt).
 
 Conditional keys (``when: "<choice key> == <value>"``): Optuna suggests them define-by-run, so
 TPE only models them over the trials where they apply; the other searchers sample every key
@@ -153,8 +154,10 @@ def make_scheduler(config: GraftConfig, max_epochs: int) -> Any:
             grace_period=grace,
             min_samples_required=tune_cfg.median_min_samples,
         )
-    if tune_cfg.scheduler == "pbt":  # refused by TuneConfig; kept for configs built unchecked
-        raise ConfigError("tune.scheduler=pbt is not supported; use asha, hyperband or median")
+    if tune_cfg.scheduler == "pbt":
+        from graft.tune.pbt import make_pbt_scheduler
+
+        return make_pbt_scheduler(config)
     # hyperband: asynchronous Hyperband, i.e. ASHA over several brackets (Li et al., 2020).
     # Synchronous HyperBand pauses and resumes trials, which a Train V2 trial cannot do cheaply.
     return ASHAScheduler(
@@ -239,9 +242,16 @@ def run_search(
     max_epochs = sum(p.epochs for p in phases_for(config.finetune))
     storage = (config.work_path / "ray" / "tune").resolve()
     trials_dir = (config.work_path / "tune-trials" / experiment_name).resolve()
+    pbt = config.tune.scheduler == "pbt"
+    if pbt:
+        from graft.tune.pbt import run_pbt_trial
+
+        trial_function: Any = run_pbt_trial
+    else:
+        trial_function = run_trial
     trainable = tune.with_resources(
         tune.with_parameters(
-            run_trial,
+            trial_function,
             base_config_json=config.to_json(),
             dataset_dir=str(Path(dataset_dir).resolve()),
             pretrained_dir=str(Path(pretrained_dir).resolve()),
@@ -271,7 +281,14 @@ def run_search(
                 # it the workers' placement group: the CPUs leak and later trials never start
                 reuse_actors=False,
             ),
-            run_config=tune.RunConfig(name=experiment_name, storage_path=str(storage), verbose=0),
+            run_config=tune.RunConfig(
+                name=experiment_name,
+                storage_path=str(storage),
+                verbose=0,
+                # a PBT trial's last report ends it before PBT sees it: a finished trial is
+                # never exploited into training past the finetune's epochs
+                stop={TIME_ATTR: max_epochs} if pbt else None,
+            ),
         )
     grid = tuner.fit()
     frame = grid.get_dataframe()

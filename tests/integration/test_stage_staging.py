@@ -1,0 +1,157 @@
+"""A stage's folders through S3 (``ray.staging_uri``), against a real S3 server (SeaweedFS).
+
+The caller's side (upload the inputs, download the output) and the cluster's side
+(``localized``: download, run, upload) are run here in turn, as a Ray job or a RayJob would
+run them on two machines that share nothing but the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from graft import storage
+from graft.cluster_stage import check_cluster_can_track
+from graft.config import load_config
+from graft.errors import ConfigError, StorageError
+from graft.ray_cluster import TrainStorage, train_storage
+from graft.stage_command import StageInputs
+from graft.stage_staging import download_output, localized, publish_result, upload_inputs
+
+RUN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+
+@pytest.fixture
+def bucket(s3_env: str) -> str:
+    name = "graft-staging"
+    client = boto3.session.Session().client("s3", endpoint_url=s3_env)
+    if name not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=name)
+    return f"s3://{name}/stages"
+
+
+def _folder(root: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    return root
+
+
+def test_a_stage_on_another_machine_reads_its_inputs_and_returns_its_output_through_s3(
+    bucket: str, tmp_path: Path
+) -> None:
+    caller = StageInputs(
+        dataset_dir=str(_folder(tmp_path / "dataset", {"train.npz": "T", "split/val.json": "V"})),
+        output_dir=str(tmp_path / "finetuned"),
+        parent_run_id=RUN,
+        pretrained_dir=str(_folder(tmp_path / "pretrained", {"model.pt": "W"})),
+    )
+
+    remote = upload_inputs(caller, bucket, "transfer-finetune")
+
+    prefix = f"{bucket}/{RUN}/transfer-finetune"
+    assert remote.dataset_dir == f"{prefix}/inputs/dataset"
+    assert remote.pretrained_dir == f"{prefix}/inputs/pretrained"
+    assert remote.output_dir == f"{prefix}/output"
+    assert remote.finetuned_dir == ""  # nothing to stage
+
+    # the cluster's side: only the S3 URIs travel (in the job's entrypoint)
+    with localized(remote) as here:
+        assert not storage.is_s3(here.dataset_dir)
+        assert (Path(here.dataset_dir) / "split" / "val.json").read_text() == "V"
+        assert (Path(here.pretrained_dir) / "model.pt").read_text() == "W"
+        model_dir = Path(here.output_dir) / "model"
+        _folder(model_dir, {"model.pt": "tuned", "spec.json": "{}"})
+        answer = {"model_dir": str(model_dir), "run_id": "r1", "val_accuracy": 0.9}
+    published = publish_result(answer, remote, here)
+    assert published["model_dir"] == f"{prefix}/output/model"
+    result_line = json.loads(json.dumps(published))  # what crosses the job's log
+
+    # the caller's side again
+    result = download_output(remote, caller, result_line)
+
+    assert result == {
+        "model_dir": str(tmp_path / "finetuned" / "model"),
+        "run_id": "r1",
+        "val_accuracy": 0.9,
+    }
+    assert (tmp_path / "finetuned" / "model" / "model.pt").read_text() == "tuned"
+
+
+def test_an_output_is_not_uploaded_when_the_stage_fails(bucket: str, tmp_path: Path) -> None:
+    caller = StageInputs(
+        str(_folder(tmp_path / "dataset", {"train.npz": "T"})), str(tmp_path / "out"), RUN
+    )
+    remote = upload_inputs(caller, bucket, "pretrain")
+    with pytest.raises(RuntimeError, match="diverged"), localized(remote) as here:
+        _folder(Path(here.output_dir), {"model.pt": "half-trained"})
+        raise RuntimeError("loss diverged")
+    with pytest.raises(StorageError, match="holds no files"):
+        download_output(remote, caller, {})
+
+
+def test_an_unwritable_staging_bucket_fails_before_anything_starts(
+    bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caller = StageInputs(str(_folder(tmp_path / "d", {"a": "1"})), str(tmp_path / "o"), RUN)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+    with pytest.raises(
+        StorageError, match=r"S3 refused access to s3://graft-staging/.*credentials"
+    ):
+        upload_inputs(caller, bucket, "pretrain")
+
+
+def test_a_stage_run_elsewhere_needs_a_tracking_server() -> None:
+    staged = load_config(preset="tiny", overrides=["ray.staging_uri=s3://b/p"])
+    with pytest.raises(ConfigError, match=r"tracking.tracking_uri=http://"):
+        check_cluster_can_track(staged)
+    served = load_config(
+        preset="tiny",
+        overrides=["ray.staging_uri=s3://b/p", "tracking.tracking_uri=http://mlflow:5000"],
+    )
+    check_cluster_can_track(served)  # no error
+    check_cluster_can_track(load_config(preset="tiny"))  # local: SQLite is fine
+
+
+def test_train_storage_is_the_configured_shared_location() -> None:
+    local = train_storage(load_config().ray, Path("work/ray"))
+    assert local.filesystem is None and Path(local.path).is_absolute()
+    staged = load_config(overrides=["ray.staging_uri=s3://b/stages"]).ray
+    assert staged.shared_train_storage == "s3://b/stages/ray"  # the staging bucket's /ray
+    mounted = load_config(overrides=["ray.storage_uri=/mnt/shared/ray"]).ray
+    assert train_storage(mounted, Path("unused")) == TrainStorage("/mnt/shared/ray")
+    with pytest.raises(ConfigError, match=r"ray.storage_uri 'shared/ray' must be s3://"):
+        load_config(overrides=["ray.storage_uri=shared/ray"])
+
+
+@pytest.mark.ray
+def test_ray_train_checkpoints_go_to_s3_storage_and_the_model_comes_back(
+    bucket: str, dataset: str, ray_local: None, tmp_path: Path
+) -> None:
+    """What a multi-node cluster needs: every worker's checkpoints in one shared place."""
+    from graft import stages
+
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            f"ray.storage_uri={bucket}/train",
+            "pretrain.epochs=2",
+            f"work_dir={tmp_path / 'work'}",
+        ],
+    )
+    out = tmp_path / "pretrained"
+    result = stages.pretrain(config, dataset, str(out), "f00dcafef00dcafef00dcafef00dcafe")
+
+    assert result.epochs_run == 2
+    assert (out / "model.pt").is_file()
+    assert not (tmp_path / "work" / "ray").exists()  # nothing on the driver's disk
+    name, prefix = bucket.removeprefix("s3://").split("/", 1)
+    client = boto3.session.Session().client("s3", endpoint_url=storage.s3_endpoint())
+    keys = [
+        o["Key"] for o in client.list_objects_v2(Bucket=name, Prefix=f"{prefix}/train/")["Contents"]
+    ]
+    checkpoints = {k.split("/checkpoint_")[1].split("/")[0] for k in keys if "/checkpoint_" in k}
+    assert checkpoints and any(k.endswith("/model.pt") for k in keys)
