@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,23 +84,64 @@ def ensure_ray(config: RayConfig) -> None:
 
 @dataclass(frozen=True)
 class TrainStorage:
-    """Ray Train's ``storage_path`` and, for S3, the pyarrow filesystem that reaches it."""
+    """Ray Train's (and Tune's) ``storage_path`` and, for S3, the pyarrow filesystem that
+    reaches it. Paths on it are POSIX strings: ``bucket/key`` on S3, absolute folders else."""
 
     path: str
     filesystem: Any = None
 
+    def join(self, *parts: str) -> str:
+        return "/".join([self.path.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
-def train_storage(config: RayConfig, local_root: Path) -> TrainStorage:
-    """Where a fit keeps its checkpoints: the config's shared storage, else ``local_root``."""
+    def fetch(self, path: str, destination: Path, names: tuple[str, ...]) -> None:
+        """Copy the files ``names`` of folder ``path`` (on this storage) into ``destination``."""
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if self.filesystem is None:
+                shutil.copyfile(Path(path) / name, destination / name)
+            else:
+                from pyarrow import fs
+
+                fs.copy_files(
+                    f"{path}/{name}", str(destination / name), source_filesystem=self.filesystem
+                )
+
+    def publish(self, folder: Path, relative: str) -> str:
+        """Copy a local ``folder`` to ``relative`` under this storage; its path there."""
+        target = self.join(relative)
+        if self.filesystem is None:
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+        else:
+            from pyarrow import fs
+
+            fs.copy_files(str(folder), target, destination_filesystem=self.filesystem)
+        return target
+
+    def with_subpath(self, relative: str) -> TrainStorage:
+        return TrainStorage(self.join(relative), self.filesystem) if relative else self
+
+    def remove(self, relative: str) -> None:
+        target = self.join(relative)
+        if self.filesystem is None:
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.filesystem.delete_dir(target)
+
+
+def train_storage(config: RayConfig, local_root: Path, shared_subpath: str = "") -> TrainStorage:
+    """Where a fit or a search keeps its checkpoints: ``shared_subpath`` under the config's
+    shared storage, else the local folder ``local_root``."""
     shared = config.shared_train_storage
     if shared is None:
         return TrainStorage(str(local_root.resolve()))
     if not storage.is_s3(shared):
-        return TrainStorage(shared)
+        return TrainStorage(shared).with_subpath(shared_subpath)
     from pyarrow import fs
 
     bucket, key = storage.split_s3_uri(shared)
-    return TrainStorage(f"{bucket}/{key}".rstrip("/"), fs.S3FileSystem(**_pyarrow_s3_options()))
+    root = TrainStorage(f"{bucket}/{key}".rstrip("/"), fs.S3FileSystem(**_pyarrow_s3_options()))
+    return root.with_subpath(shared_subpath)
 
 
 def _pyarrow_s3_options() -> dict[str, Any]:

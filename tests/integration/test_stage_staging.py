@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -155,3 +156,41 @@ def test_ray_train_checkpoints_go_to_s3_storage_and_the_model_comes_back(
     ]
     checkpoints = {k.split("/checkpoint_")[1].split("/")[0] for k in keys if "/checkpoint_" in k}
     assert checkpoints and any(k.endswith("/model.pt") for k in keys)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_search_keeps_its_experiment_and_trials_on_s3_and_hands_on_the_best_model(
+    bucket: str, dataset: str, ray_local: None, tmp_path: Path, untrained_model_dir: Any
+) -> None:
+    """Tune's experiment state and every trial's Train checkpoints go to the shared storage
+    (any node may run a trial); the driver fetches the best model from there."""
+    from graft import tracking
+    from graft.tune.search import run_search
+
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            f"ray.storage_uri={bucket}/search",
+            f"work_dir={tmp_path / 'work'}",
+            "tune.num_samples=2",
+            "tune.lr_finder.enabled=false",
+        ],
+    )
+    pretrained = untrained_model_dir(config, Path(dataset), tmp_path / "pretrained")
+    parent = tracking.start_pipeline_run(config, "test")
+    result = run_search(config, dataset, str(pretrained), tmp_path / "out", parent, "s3-search")
+
+    assert result.num_trials == 2
+    assert (Path(result.best_checkpoint_dir) / "model.pt").is_file()
+    assert not (tmp_path / "work" / "ray").exists()  # nothing on the driver's disk
+    name, prefix = bucket.removeprefix("s3://").split("/", 1)
+    client = boto3.session.Session().client("s3", endpoint_url=storage.s3_endpoint())
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=name, Prefix=f"{prefix}/search/"
+    )
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    assert any("/tune/s3-search/" in k for k in keys)  # Tune's experiment state
+    marker = "/tune-trials/s3-search/"
+    trials = {k.split(marker)[1].split("/")[0] for k in keys if marker in k} - {""}
+    assert len(trials) == 2 and any(k.endswith("/model.pt") for k in keys)

@@ -30,8 +30,9 @@ from graft.config import (
     with_overrides,
 )
 from graft.errors import ConfigError
+from graft.ray_cluster import TrainStorage
 from graft.train.loop import HISTORY_FILE, MODEL_FILE
-from graft.tune.search import TIME_ATTR, TRIAL_CPU, active_params, to_tune_space
+from graft.tune.search import TIME_ATTR, TRIAL_CPU, active_params, to_tune_space, trial_storage
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def run_pbt_trial(
     tune_run_id: str,
     trials_dir: str,
     experiment_name: str = "",
+    trials_store: TrainStorage | None = None,
 ) -> None:
     """One PBT trial: segments of fits, a Tune checkpoint after each, in one MLflow run."""
     from ray import tune
@@ -207,6 +209,7 @@ def run_pbt_trial(
     logger = tracking.RunLogger(config.resolved_tracking_uri(), run_id)
     trial_dir = Path(trials_dir) / trial_id
     model_dir = trial_dir / "model"
+    store = trial_storage(trials_store, trial_dir)
     # the fresh target model; its starting weights are replaced below when resuming
     request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, run_id)
     assert request.init_weights_path is not None
@@ -257,7 +260,8 @@ def run_pbt_trial(
                     mlflow_run_id=None,
                 ),
                 num_workers=config.tune.workers_per_trial,
-                storage_path=trial_dir / "ray",
+                storage_path=store.path,
+                storage_filesystem=store.filesystem,
                 run_name=run_name,
                 output_dir=model_dir,
                 max_failures=config.finetune.checkpoint.max_failures,
@@ -265,7 +269,7 @@ def run_pbt_trial(
                 resources=config.finetune.resources,
                 cpu_discount=TRIAL_CPU / config.tune.workers_per_trial,
             )
-            shutil.rmtree(trial_dir / "ray" / run_name, ignore_errors=True)
+            store.remove(run_name)
             rows = [continued(row, state, first_phase) for row in result.history]
             state = SegmentState(
                 epochs_done=state.epochs_done + length,
@@ -285,7 +289,10 @@ def run_pbt_trial(
             tune.report(
                 {
                     **rows[-1],
-                    "checkpoint_path": str(model_dir),
+                    # where the search's driver finds this model, on whichever node it runs
+                    "checkpoint_path": store.publish(model_dir, "model")
+                    if config.ray.shared_train_storage
+                    else str(model_dir),
                     "fit_complete": float(state.epochs_done >= total),
                     "stopped_early": 0.0,
                     "pbt_exploits": float(len(lineage)),

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from graft.config import GraftConfig, SearchDimension, config_from_json, with_overrides
 from graft.errors import ConfigError, TrainingError
+from graft.ray_cluster import TrainStorage, train_storage
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,7 @@ def run_trial(
     tune_run_id: str,
     trials_dir: str,
     experiment_name: str = "",
+    trials_store: TrainStorage | None = None,
 ) -> None:
     """One trial: a nested MLflow run around a finetune fit with the trial's parameters."""
     from ray import tune
@@ -197,11 +198,13 @@ def run_trial(
     logger.params(applied)
     trial_dir = Path(trials_dir) / trial_id
     request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, run_id)
+    store = trial_storage(trials_store, trial_dir)
     try:
         fit(
             request,
             num_workers=config.tune.workers_per_trial,
-            storage_path=trial_dir / "ray",
+            storage_path=store.path,
+            storage_filesystem=store.filesystem,
             run_name=f"trial-{trial_id}",
             output_dir=trial_dir / "model",
             max_failures=config.finetune.checkpoint.max_failures,
@@ -218,12 +221,18 @@ def run_trial(
     logger.terminate("FINISHED")
 
 
-def _best_model_dir(checkpoint_path: str, destination: Path) -> str:
+def trial_storage(trials_store: TrainStorage | None, trial_dir: Path) -> TrainStorage:
+    """A trial's Ray Train storage: ``<trial id>/ray`` under the search's trial storage, which
+    the search's driver built (with its S3 settings: a trial actor's process may lack them)."""
+    if trials_store is None:  # called without run_search: a local folder
+        return TrainStorage(str((trial_dir / "ray").resolve()))
+    return trials_store.with_subpath(f"{trial_dir.name}/ray")
+
+
+def _best_model_dir(checkpoint_path: str, destination: Path, store: TrainStorage) -> str:
     from graft.train.loop import MODEL_FILE, SPEC_FILE
 
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_FILE, SPEC_FILE):
-        shutil.copyfile(Path(checkpoint_path) / name, destination / name)
+    store.fetch(checkpoint_path, destination, (MODEL_FILE, SPEC_FILE))
     return str(destination)
 
 
@@ -240,7 +249,7 @@ def run_search(
     from graft.train.loop import phases_for
 
     max_epochs = sum(p.epochs for p in phases_for(config.finetune))
-    storage = (config.work_path / "ray" / "tune").resolve()
+    store = train_storage(config.ray, config.work_path / "ray" / "tune", "tune")
     trials_dir = (config.work_path / "tune-trials" / experiment_name).resolve()
     pbt = config.tune.scheduler == "pbt"
     if pbt:
@@ -258,13 +267,21 @@ def run_search(
             tune_run_id=tune_run_id,
             trials_dir=str(trials_dir),
             experiment_name=experiment_name,
+            # on a cluster, under the shared storage: any node may run a trial's workers, and
+            # this driver reads the best trial's checkpoint
+            trials_store=train_storage(config.ray, trials_dir, f"tune-trials/{experiment_name}"),
         ),
         {"CPU": TRIAL_CPU},
     )
-    experiment_path = storage / experiment_name
-    if tune.Tuner.can_restore(str(experiment_path)):
+    experiment_path = store.join(experiment_name)
+    if tune.Tuner.can_restore(experiment_path, storage_filesystem=store.filesystem):
         log.info("resuming tuning experiment at %s", experiment_path)
-        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            experiment_path,
+            trainable=trainable,
+            resume_errored=True,
+            storage_filesystem=store.filesystem,
+        )
     else:
         tuner = tune.Tuner(
             trainable,
@@ -283,7 +300,8 @@ def run_search(
             ),
             run_config=tune.RunConfig(
                 name=experiment_name,
-                storage_path=str(storage),
+                storage_path=store.path,
+                storage_filesystem=store.filesystem,
                 verbose=0,
                 # a PBT trial's last report ends it before PBT sees it: a finished trial is
                 # never exploited into training past the finetune's epochs
@@ -320,7 +338,7 @@ def run_search(
         best_params=active_params(config.tune.space, params),
         best_metric=float(best_metrics[config.tune.metric]),
         best_checkpoint_dir=_best_model_dir(
-            best_metrics["checkpoint_path"], output_dir / "best_model"
+            best_metrics["checkpoint_path"], output_dir / "best_model", store
         ),
         trials_table=str(table),
         num_trials=len(epochs),
