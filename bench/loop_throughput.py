@@ -5,8 +5,8 @@ Same model (Graft's ``build_model`` of the default preset's MLP, and of its CNN 
 (AdamW, lr 1e-3), same number of torch threads, one process each:
 
 * bare: ``DataLoader`` -> forward -> ``cross_entropy`` -> ``backward`` -> ``optimizer.step()``
-  in this process, nothing else; run once before and once after the Ray runs, and the ratios
-  use their mean (the two rows show how much the machine's load drifted meanwhile);
+  in this process, nothing else; run before every round of Ray runs and once after the last,
+  and a round's ratios use the mean of the bare runs on either side of it;
 * bare loop in a Ray Train worker (variant ``ray-bare``): the same bare loop as the one worker
   of a plain ``TorchTrainer`` run, which isolates what Ray's worker process costs from what
   Graft's loop adds;
@@ -14,13 +14,26 @@ Same model (Graft's ``build_model`` of the default preset's MLP, and of its CNN 
   running ``train_loop_per_worker`` (per step: gradient norm, schedule, metrics; per epoch:
   validation, checkpoint, report to the controller, early-stopping bookkeeping).
 
-Worker start-up is excluded, and so is the first epoch of every run (warm-up). Two Graft
-figures, both in training samples per second:
+Worker start-up is excluded, and so is the first epoch of every run (warm-up). Three figures,
+all in training samples per second:
 
-* steps: the loop's own ``epoch_seconds`` metric (the training steps of an epoch only);
-* whole epoch: the gap between consecutive epoch reports as the Ray Train controller receives
-  them (steps + validation + checkpoint + report), which is what a user waits for. The bare
-  loop does no validation, so this figure also counts work the bare loop does not do.
+* steps: wall time of the training steps of an epoch only (Graft: the loop's own
+  ``epoch_seconds`` metric);
+* steps, CPU: the same steps over the training thread's CPU time (Graft: ``epoch_cpu_seconds``).
+  With one torch thread every op runs on that thread, so this figure counts the work a loop
+  does and is much less moved by other processes than wall time (cache and SMT sharing still
+  move it); with more threads it leaves out the other threads' work;
+* whole epoch (Graft only): the time from the first to the last epoch report as the Ray Train
+  controller receives them (steps + validation + checkpoint + report), which is what a user
+  waits for. The bare loop does no validation, so this figure also counts work the bare loop
+  does not do. The controller picks reports up once per health check (0.25 s here), so a
+  timed window of a few seconds is needed before this figure means anything.
+
+Noise: with the defaults (20,000 rows, batch 64) an MLP epoch takes about 0.3 s, so one run
+times about 1 s of training; on a shared 2-core machine a single run's ratio moves by tens of
+percent (0.66 to 1.27 for the same loop in three back-to-back runs). ``--repeats`` runs every
+loop that many times, interleaved round by round (each round in a rotated order), and reports
+the median ratio with its range; the "timed s" column says how long one run's timed window was.
 
 Variants show what Graft's optional extras cost: ``default`` (the config defaults:
 deterministic algorithms, early stopping keeping the best weights, the one-batch preflight),
@@ -30,8 +43,10 @@ preflight runs once before a fit, not per epoch: its seconds are reported on the
 
     python bench/loop_throughput.py                       # mlp + cnn, all variants
     python bench/loop_throughput.py --models mlp --variants ray-bare default --epochs 4
+    python bench/loop_throughput.py --models mlp --variants ray-bare default lean --repeats 5
 
-Timings need a quiet machine: on a shared 2-core box the ratios move by tens of percent.
+Timings need a quiet machine: on a shared 2-core box a single run's ratio moves by tens of
+percent; compare medians over repeats, and the CPU figures.
 """
 
 from __future__ import annotations
@@ -43,7 +58,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +88,21 @@ VARIANT_OVERRIDES: dict[str, list[str]] = {
 class Throughput:
     label: str
     samples_per_s: float  # training steps only
+    cpu_samples_per_s: float  # the same steps over the training thread's CPU seconds
+    timed_seconds: float  # wall seconds of the timed steps (all epochs but the first)
     epoch_samples_per_s: float | None = None  # whole epochs (Graft only)
     fit_seconds: float | None = None  # the whole fit() call, worker start-up included
     preflight_seconds: float | None = None
     epochs: int = 0
+
+
+@dataclass
+class Timing:
+    """Samples/s of the timed epochs of one run of a bare loop (crosses process boundaries)."""
+
+    samples_per_s: float
+    cpu_samples_per_s: float
+    timed_seconds: float
 
 
 def _report_clock(path: Path) -> Any:
@@ -112,7 +138,7 @@ def _config(model: str, variant: str, args: argparse.Namespace, work: Path) -> A
 
 def _bare_epochs(
     spec_json: str, train_path: str, opt: dict[str, Any], batch_size: int, epochs: int, seed: int
-) -> float:
+) -> Timing:
     """The reference loop: the same model and data, the plainest loop PyTorch allows; returns
     samples/s over every epoch but the first (warm-up: allocator, thread pool), as for Graft."""
     import numpy as np
@@ -136,19 +162,24 @@ def _bare_epochs(
         weight_decay=opt["weight_decay"],
     )
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True)
-    seconds, samples = [], []
+    seconds, cpu_seconds, samples = [], [], []
     model.train()
     for _ in range(epochs):
         seen = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         for xb, yb in loader:
             optimizer.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(xb), yb).backward()
             optimizer.step()
             seen += len(yb)
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.thread_time() - cpu_start)
         samples.append(seen)
-    return sum(samples[1:]) / sum(seconds[1:])
+    return Timing(
+        sum(samples[1:]) / sum(seconds[1:]),
+        sum(samples[1:]) / sum(cpu_seconds[1:]),
+        sum(seconds[1:]),
+    )
 
 
 def _bare_arguments(config: Any, dataset: Path, epochs: int) -> dict[str, Any]:
@@ -166,8 +197,10 @@ def _bare_arguments(config: Any, dataset: Path, epochs: int) -> dict[str, Any]:
 
 def bare_loop(config: Any, dataset: Path, epochs: int, label: str) -> Throughput:
     """The bare loop in this process."""
-    rate = _bare_epochs(**_bare_arguments(config, dataset, epochs))
-    return Throughput(label, rate, epochs=epochs)
+    timing = _bare_epochs(**_bare_arguments(config, dataset, epochs))
+    return Throughput(
+        label, timing.samples_per_s, timing.cpu_samples_per_s, timing.timed_seconds, epochs=epochs
+    )
 
 
 def _bare_worker(arguments: dict[str, Any]) -> None:
@@ -175,13 +208,11 @@ def _bare_worker(arguments: dict[str, Any]) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("GRAFT_TORCH_THREADS", "1")))
-    rate = _bare_epochs(**arguments)
+    timing = _bare_epochs(**arguments)
     # Train V2 returns only the metrics reported with a checkpoint
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "rate.txt").write_text(str(rate))
-        ray.train.report(
-            {"samples_per_s": rate}, checkpoint=ray.train.Checkpoint.from_directory(tmp)
-        )
+        Path(tmp, "rate.txt").write_text(str(timing.samples_per_s))
+        ray.train.report(asdict(timing), checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def bare_loop_in_ray(config: Any, dataset: Path, epochs: int, work: Path, name: str) -> Throughput:
@@ -204,6 +235,8 @@ def bare_loop_in_ray(config: Any, dataset: Path, epochs: int, work: Path, name: 
     return Throughput(
         "bare loop in a Ray Train worker",
         float(result.metrics["samples_per_s"]),
+        float(result.metrics["cpu_samples_per_s"]),
+        float(result.metrics["timed_seconds"]),
         fit_seconds=seconds,
         epochs=epochs,
     )
@@ -239,11 +272,13 @@ def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str)
         raise SystemExit(f"{label}: fewer than 2 epochs ran (early stop?); raise --epochs")
     seen = [b["examples_seen"] - a["examples_seen"] for a, b in itertools.pairwise(result.history)]
     arrivals = [float(line) for line in clock.read_text().split()]
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    steps_seconds = sum(h["epoch_seconds"] for h in history)
     return Throughput(
         label,
-        sum(seen) / sum(h["epoch_seconds"] for h in history),
-        epoch_samples_per_s=sum(seen) / sum(gaps),
+        sum(seen) / steps_seconds,
+        sum(seen) / sum(h["epoch_cpu_seconds"] for h in history),
+        steps_seconds,
+        epoch_samples_per_s=sum(seen) / (arrivals[-1] - arrivals[0]),
         fit_seconds=fit_seconds,
         preflight_seconds=preflight if config.pretrain.preflight_overfit_batch else None,
         epochs=len(result.history),
@@ -254,51 +289,140 @@ def _verdict(ratio: float) -> str:
     return f"meets {TARGET_RATIO}" if ratio >= TARGET_RATIO else f"BELOW {TARGET_RATIO}"
 
 
-def print_table(model: str, config: Any, rows: list[Throughput], threads: int) -> None:
-    """One table per model; ratios are samples/s over the mean of the two in-process bare
-    runs (one before, one after the Ray runs, so a drift in machine load shows)."""
+@dataclass
+class Rounds:
+    """Every run of one model: ``bare[r]`` and ``bare[r + 1]`` are the in-process bare runs on
+    either side of round ``r``; ``loops[label][r]`` is that loop's run in round ``r``."""
+
+    bare: list[Throughput]
+    loops: dict[str, list[Throughput]]
+
+    def ratios(self, label: str, figure: str) -> list[float]:
+        """One ratio per round: the loop's ``figure`` over the mean of the bare runs around it
+        (the same figure of the bare loop; whole-epoch figures over the bare steps figure)."""
+        base = "samples_per_s" if figure == "epoch_samples_per_s" else figure
+        out = []
+        for index, row in enumerate(self.loops[label]):
+            value = getattr(row, figure)
+            if value is None:
+                continue
+            around = self.bare[index : index + 2]
+            out.append(value / statistics.fmean(getattr(b, base) for b in around))
+        return out
+
+
+def _spread(values: list[float]) -> str:
+    """Median, with the range over the runs when there are several."""
+    if not values:
+        return "-"
+    text = f"{statistics.median(values):.3f}"
+    if len(values) > 1:
+        text += f" ({min(values):.2f}-{max(values):.2f})"
+    return text
+
+
+def _median(values: list[float | None], fmt: str) -> str:
+    present = [v for v in values if v is not None]
+    return format(statistics.median(present), fmt) if present else "-"
+
+
+def print_table(model: str, config: Any, rounds: Rounds, threads: int) -> None:
+    """One table per model: samples/s are medians over the runs, ratios the median of each
+    round's ratio to the bare runs around it, with their range (bare row: each bare run over
+    the bare runs' median, which shows how much the machine's load drifted)."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=160)
-    reference = statistics.fmean(r.samples_per_s for r in rows if r.label.startswith(BARE))
+    console = Console(width=200)
+    repeats = len(rounds.bare) - 1
     table = Table(
         title=f"{model}: {config.data.max_rows} Fashion-MNIST rows, batch "
-        f"{config.pretrain.batch_size}, {rows[0].epochs} epochs (first excluded), 1 worker, "
-        f"{threads} torch thread(s)"
+        f"{config.pretrain.batch_size}, {rounds.bare[0].epochs} epochs (first excluded), "
+        f"1 worker, {threads} torch thread(s); medians over {repeats} interleaved round(s)"
     )
     for column in (
         "loop",
+        "runs",
         "steps samples/s",
         "ratio",
+        "CPU samples/s",
+        "CPU ratio",
         "whole-epoch samples/s",
         "ratio",
+        "timed s",
         "fit() s (incl. start-up)",
         "preflight s",
     ):
         table.add_column(column, justify="left" if column == "loop" else "right")
-    for row in rows:
-        epoch = row.epoch_samples_per_s
+    bare_wall = statistics.median(b.samples_per_s for b in rounds.bare)
+    bare_cpu = statistics.median(b.cpu_samples_per_s for b in rounds.bare)
+    table.add_row(
+        BARE,
+        str(len(rounds.bare)),
+        f"{bare_wall:,.0f}",
+        _spread([b.samples_per_s / bare_wall for b in rounds.bare]),
+        f"{bare_cpu:,.0f}",
+        _spread([b.cpu_samples_per_s / bare_cpu for b in rounds.bare]),
+        "-",
+        "-",
+        _median([b.timed_seconds for b in rounds.bare], ".2f"),
+        "-",
+        "-",
+    )
+    for label, runs in rounds.loops.items():
         table.add_row(
-            row.label,
-            f"{row.samples_per_s:,.0f}",
-            f"{row.samples_per_s / reference:.3f}",
-            "-" if epoch is None else f"{epoch:,.0f}",
-            "-" if epoch is None else f"{epoch / reference:.3f}",
-            "-" if row.fit_seconds is None else f"{row.fit_seconds:.1f}",
-            "-" if row.preflight_seconds is None else f"{row.preflight_seconds:.2f}",
+            label,
+            str(len(runs)),
+            _median([r.samples_per_s for r in runs], ",.0f"),
+            _spread(rounds.ratios(label, "samples_per_s")),
+            _median([r.cpu_samples_per_s for r in runs], ",.0f"),
+            _spread(rounds.ratios(label, "cpu_samples_per_s")),
+            _median([r.epoch_samples_per_s for r in runs], ",.0f"),
+            _spread(rounds.ratios(label, "epoch_samples_per_s")),
+            _median([r.timed_seconds for r in runs], ".2f"),
+            _median([r.fit_seconds for r in runs], ".1f"),
+            _median([r.preflight_seconds for r in runs], ".2f"),
         )
     console.print(table)
-    for row in rows:
-        if row.label.startswith(BARE):
-            continue
-        steps = row.samples_per_s / reference
-        line = f"{row.label}: steps ratio {steps:.3f} ({_verdict(steps)})"
-        if row.epoch_samples_per_s is not None:
-            epoch = row.epoch_samples_per_s / reference
+    for label in rounds.loops:
+        steps = statistics.median(rounds.ratios(label, "samples_per_s"))
+        cpu = statistics.median(rounds.ratios(label, "cpu_samples_per_s"))
+        line = f"{label}: steps ratio {steps:.3f} ({_verdict(steps)}), CPU ratio {cpu:.3f}"
+        epochs = rounds.ratios(label, "epoch_samples_per_s")
+        if epochs:
+            epoch = statistics.median(epochs)
             line += f", whole-epoch ratio {epoch:.3f} ({_verdict(epoch)})"
         console.print(line)
     console.print()
+
+
+def run_rounds(
+    model: str, args: argparse.Namespace, dataset: Path, work: Path, repeats: int
+) -> tuple[Any, Rounds]:
+    """``repeats`` rounds of every variant, a bare run before each round and after the last;
+    round ``r`` starts at the ``r``-th variant, so no variant always runs right after the bare
+    loop (or always last, on a machine that gets busier)."""
+    config = _config(model, "default", args, work)
+    variants = list(args.variants)
+    rounds = Rounds(bare=[], loops={})
+    for index in range(repeats):
+        rounds.bare.append(bare_loop(config, dataset, args.epochs, BARE))
+        shift = index % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            name = f"{model}-{variant}-{index}"
+            if variant == "ray-bare":
+                row = bare_loop_in_ray(config, dataset, args.epochs, work, name)
+            else:
+                variant_config = _config(model, variant, args, work)
+                row = graft_fit(variant_config, dataset, work, f"Graft {variant}", name)
+            rounds.loops.setdefault(row.label, []).append(row)
+    rounds.bare.append(bare_loop(config, dataset, args.epochs, BARE))
+    # the table lists the loops in the order asked for, whichever ran first
+    order = [
+        "bare loop in a Ray Train worker" if v == "ray-bare" else f"Graft {v}" for v in variants
+    ]
+    rounds.loops = {label: rounds.loops[label] for label in order}
+    return config, rounds
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -315,9 +439,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both loops")
     parser.add_argument("--diagnostics-every", type=int, default=10, help="tracked: N steps")
     parser.add_argument("--work-dir", type=Path, help="default: a fresh temporary folder")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds of every loop; medians reported"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2: the first epoch is warm-up and not counted")
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
 
     # the Ray worker reads it (Ray's local workers inherit this environment)
     os.environ["GRAFT_TORCH_THREADS"] = str(args.threads)
@@ -335,17 +464,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Ray's daemons run during both loops, so neither gets a quieter machine
     try:
         for model in args.models:
-            config = _config(model, "default", args, work)
-            rows = [bare_loop(config, dataset, args.epochs, f"{BARE} (before)")]
-            for variant in args.variants:
-                name = f"{model}-{variant}"
-                if variant == "ray-bare":
-                    rows.append(bare_loop_in_ray(config, dataset, args.epochs, work, name))
-                    continue
-                variant_config = _config(model, variant, args, work)
-                rows.append(graft_fit(variant_config, dataset, work, f"Graft {variant}", name))
-            rows.append(bare_loop(config, dataset, args.epochs, f"{BARE} (after)"))
-            print_table(model, config, rows, args.threads)
+            config, rounds = run_rounds(model, args, dataset, work, args.repeats)
+            print_table(model, config, rounds, args.threads)
     finally:
         shutdown_ray()
     print(f"outputs in {work}; torch {torch.__version__}, {os.cpu_count()} CPUs")

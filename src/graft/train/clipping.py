@@ -51,9 +51,9 @@ def clip_gradients(
     pre-clip norm far above the threshold on most steps means the threshold, or the LR, is off.
     Gradients already within the threshold are left bit-identical in every mode.
     """
-    params = [p for p in parameters if p.grad is not None]
-    if cfg.mode == "none" and not measure:
+    if cfg.mode == "none" and not measure:  # the loop's usual step: nothing to do
         return math.nan, math.nan
+    params = [p for p in parameters if p.grad is not None]
     before = global_grad_norm(params) if measure else math.nan
     if cfg.mode == "none" or not params:
         return before, before
