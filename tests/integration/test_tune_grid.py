@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 from test_tune_resume import PHASES
 
+from conftest import search_on_own_ray
 from graft import tracking
 from graft.config import load_config
-from graft.data.prepare import prepare_dataset
-from graft.ray_cluster import ensure_ray, shutdown_ray
-from graft.tune.search import run_search
 
 # slow: a third Ray Tune run in the suite; `make test-all` runs it
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -41,20 +39,7 @@ def test_grid_runs_each_point_once_and_applies_conditions(
             SPACE,
         ],
     )
-    dataset = tmp_path / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
-    parent = tracking.start_pipeline_run(config, "test")
-    stage = tracking.create_child_run(
-        config.resolved_tracking_uri(), tracking.experiment_id(config), parent, "tune", {}
-    )
-    ensure_ray(config.ray)
-    try:
-        result = run_search(
-            config, str(dataset), str(pretrained), tmp_path / "out", stage, "grid-test"
-        )
-    finally:
-        shutdown_ray()
+    result, _, stage = search_on_own_ray(config, tmp_path, untrained_model_dir, "grid-test")
     # 2 names x 2 momenta; num_samples (3 in the tiny preset) does not repeat the grid
     assert result.num_trials == 4
     assert 0 <= result.num_stopped_early <= 3

@@ -17,14 +17,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from conftest import search_on_own_ray
 from graft import tracking
 from graft.config import load_config
-from graft.data.prepare import prepare_dataset
-from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.loop import evaluate_model, load_checkpoint_model
 from graft.tune.pbt import EXPLOITS_TAG, RESTORED_AT_EPOCH_TAG, RESTORED_FROM_TAG
 from graft.tune.runs import trial_runs
-from graft.tune.search import run_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -68,21 +66,7 @@ def test_pbt_exploits_weak_trials_and_continues_their_epochs(
             f"finetune.phases={PHASES}",
         ],
     )
-    dataset = tmp_path / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    # no pretrain fit: PBT's mechanics do not depend on what the source model learned
-    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
-    parent = tracking.start_pipeline_run(config, "test")
-    tune_run = tracking.create_child_run(
-        config.resolved_tracking_uri(), tracking.experiment_id(config), parent, "tune", {}
-    )
-    ensure_ray(config.ray)
-    try:
-        result = run_search(
-            config, str(dataset), str(pretrained), tmp_path / "tune", tune_run, "pbt-test"
-        )
-    finally:
-        shutdown_ray()
+    result, dataset, tune_run = search_on_own_ray(config, tmp_path, untrained_model_dir, "pbt-test")
 
     frame = pd.read_csv(result.trials_table)
     assert len(frame) == TRIALS == result.num_trials

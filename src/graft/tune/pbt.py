@@ -26,13 +26,11 @@ from graft.config import (
     GraftConfig,
     PhaseConfig,
     SearchDimension,
-    config_from_json,
-    with_overrides,
 )
 from graft.errors import ConfigError
 from graft.ray_cluster import TrainStorage
 from graft.train.loop import HISTORY_FILE, MODEL_FILE
-from graft.tune.search import TIME_ATTR, TRIAL_CPU, active_params, to_tune_space, trial_storage
+from graft.tune.search import TIME_ATTR, TRIAL_CPU, start_trial, to_tune_space, trial_storage
 
 log = logging.getLogger(__name__)
 
@@ -195,19 +193,15 @@ def run_pbt_trial(
     """One PBT trial: segments of fits, a Tune checkpoint after each, in one MLflow run."""
     from ray import tune
 
-    from graft import tracking
     from graft.train.fit import fit
     from graft.train.loop import phases_for
     from graft.train.requests import finetune_request
-    from graft.tune.runs import trial_run
 
-    base = config_from_json(base_config_json)
-    applied = active_params(base.tune.space, params)
-    config = with_overrides(base, {**applied, **TRIAL_OVERRIDES})
-    trial_id = tune.get_context().get_trial_id()
-    run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
-    logger = tracking.RunLogger(config.resolved_tracking_uri(), run_id)
-    trial_dir = Path(trials_dir) / trial_id
+    trial = start_trial(
+        params, base_config_json, tune_run_id, trials_dir, experiment_name, TRIAL_OVERRIDES
+    )
+    config, logger, trial_dir, trial_id = trial.config, trial.logger, trial.dir, trial.trial_id
+    applied, run_id = trial.applied, trial.run_id
     model_dir = trial_dir / "model"
     store = trial_storage(trials_store, trial_dir)
     # the fresh target model; its starting weights are replaced below when resuming

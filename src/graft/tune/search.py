@@ -19,11 +19,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graft.config import GraftConfig, SearchDimension, config_from_json, with_overrides
 from graft.errors import ConfigError, TrainingError
 from graft.ray_cluster import TrainStorage, train_storage
+
+if TYPE_CHECKING:
+    from graft.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -181,23 +184,15 @@ def run_trial(
     trials_store: TrainStorage | None = None,
 ) -> None:
     """One trial: a nested MLflow run around a finetune fit with the trial's parameters."""
-    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from graft import tracking
     from graft.train.fit import fit
     from graft.train.requests import finetune_request
-    from graft.tune.runs import trial_run
 
-    base = config_from_json(base_config_json)
-    applied = active_params(base.tune.space, params)
-    config = with_overrides(base, applied)
-    trial_id = tune.get_context().get_trial_id()
-    run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
-    logger = tracking.RunLogger(config.resolved_tracking_uri(), run_id)
-    logger.params(applied)
-    trial_dir = Path(trials_dir) / trial_id
-    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, run_id)
+    trial = start_trial(params, base_config_json, tune_run_id, trials_dir, experiment_name)
+    config, logger, trial_dir, trial_id = trial.config, trial.logger, trial.dir, trial.trial_id
+    logger.params(trial.applied)
+    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, trial.run_id)
     store = trial_storage(trials_store, trial_dir)
     try:
         fit(
@@ -219,6 +214,42 @@ def run_trial(
         logger.terminate("KILLED")
         raise
     logger.terminate("FINISHED")
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    """What every kind of trial sets up first: its config, MLflow run and folder."""
+
+    config: GraftConfig
+    applied: dict[str, Any]  # the trial's active search parameters
+    trial_id: str
+    run_id: str
+    logger: RunLogger  # on the trial's nested run
+    dir: Path
+
+
+def start_trial(
+    params: dict[str, Any],
+    base_config_json: str,
+    tune_run_id: str,
+    trials_dir: str,
+    experiment_name: str,
+    fixed_overrides: dict[str, Any] | None = None,
+) -> TrialStart:
+    """The trial's config (the base with its parameters and ``fixed_overrides``) and its
+    nested MLflow run under the tune stage's run (reused when the trial is restarted)."""
+    from ray import tune
+
+    from graft import tracking
+    from graft.tune.runs import trial_run
+
+    base = config_from_json(base_config_json)
+    applied = active_params(base.tune.space, params)
+    config = with_overrides(base, {**applied, **(fixed_overrides or {})})
+    trial_id = tune.get_context().get_trial_id()
+    run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
+    logger = tracking.RunLogger(config.resolved_tracking_uri(), run_id)
+    return TrialStart(config, applied, trial_id, run_id, logger, Path(trials_dir) / trial_id)
 
 
 def trial_storage(trials_store: TrainStorage | None, trial_dir: Path) -> TrainStorage:
