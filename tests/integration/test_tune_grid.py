@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from search_helpers import search_on_own_ray
 from test_tune_resume import PHASES
 
-from conftest import search_on_own_ray
 from graft import tracking
 from graft.config import load_config
 

@@ -1,6 +1,6 @@
 """The search space as declared: searchers' suggestions respect the types and conditions,
 grid is refused where it cannot work, schedulers are what the config names (PBT's own checks
-are in test_tune_pbt.py)."""
+are in test_tune_pbt.py and test_pbt_search.py)."""
 
 import os
 import subprocess

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from search_helpers import search_on_own_ray
 from torch.utils.data import TensorDataset
 
-from conftest import search_on_own_ray
 from graft import tracking
 from graft.config import load_config
 from graft.train.loop import evaluate_model, load_checkpoint_model
