@@ -82,12 +82,20 @@ class KubeRayApi:
             raise
         return found
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, wait_for_dependents: bool = False) -> None:
+        """Delete RayJob ``name``; with ``wait_for_dependents`` the object stays until its
+        submitter Job and pods are gone (foreground deletion), so a RayJob created under the
+        same name afterwards never sees the old submitter's log."""
         from kubernetes.client.rest import ApiException
 
         try:
             self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name, propagation_policy="Background"
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                propagation_policy="Foreground" if wait_for_dependents else "Background",
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -190,7 +198,7 @@ def _create_or_attach(api: KubeRayApi, manifest: dict[str, Any], poll_s: float) 
                 status=_describe(status),
             )
         log.info("RayJob %s/%s ended %s: replacing it", api.namespace, name, _describe(status))
-        api.delete(name)
+        api.delete(name, wait_for_dependents=True)
         _wait_until_gone(api, name, poll_s)
     try:
         api.create(manifest)

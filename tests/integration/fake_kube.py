@@ -88,7 +88,8 @@ class FakeKube:
         assert process.stdout is not None
         for line in process.stdout:
             with self.lock:
-                self.logs[pod] += line
+                if pod in self.logs:  # not deleted with its RayJob
+                    self.logs[pod] += line
         code = process.wait()
         with self.lock:
             if name not in self.rayjobs:  # deleted: KubeRay stopped the job
@@ -98,7 +99,7 @@ class FakeKube:
                     jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", reason=""
                 )
             else:
-                tail = "".join(self.logs[pod].splitlines(keepends=True)[-3:])
+                tail = "".join(self.logs.get(pod, "").splitlines(keepends=True)[-3:])
                 job["status"].update(
                     jobDeploymentStatus="Failed",
                     jobStatus="FAILED",
@@ -192,6 +193,12 @@ def make_handler(state: FakeKube) -> type[BaseHTTPRequestHandler]:
                 with state.lock:
                     found = state.rayjobs.pop(name, None)
                     process = state.processes.pop(name, None)
+                    # the garbage collector deletes the submitter Job's pods with it
+                    for pod in [
+                        p for p, m in state.pods.items() if m["labels"]["job-name"] == name
+                    ]:
+                        del state.pods[pod]
+                        state.logs.pop(pod, None)
                 if process is not None and process.poll() is None:
                     process.kill()
                 if found is None:
