@@ -26,14 +26,18 @@ all in training samples per second:
 * whole epoch (Graft only): the time from the first to the last epoch report as the Ray Train
   controller receives them (steps + validation + checkpoint + report), which is what a user
   waits for. The bare loop does no validation, so this figure also counts work the bare loop
-  does not do. The controller picks reports up once per health check (0.25 s here), so a
-  timed window of a few seconds is needed before this figure means anything.
+  does not do. The controller takes reports from a one-slot queue once per health check
+  (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 0.25 s here): arrivals are rounded to that tick, so
+  the figure needs a timed window of several seconds (``--epochs``), and an epoch shorter than
+  the tick waits for it (with ``--rows 4000`` an MLP epoch's work takes about 0.1 s but one
+  epoch is reported per 0.25 s, a whole-epoch ratio near 0.3).
 
 Noise: with the defaults (20,000 rows, batch 64) an MLP epoch takes about 0.3 s, so one run
 times about 1 s of training; on a shared 2-core machine a single run's ratio moves by tens of
-percent (0.66 to 1.27 for the same loop in three back-to-back runs). ``--repeats`` runs every
-loop that many times, interleaved round by round (each round in a rotated order), and reports
-the median ratio with its range; the "timed s" column says how long one run's timed window was.
+percent (Graft lean: 1.27, 0.99 and 0.66 in three back-to-back single runs). ``--repeats`` runs
+every loop that many times, interleaved round by round (each round in a rotated order), and
+reports the median ratio with its range; the "timed s" column says how long one run's timed
+window was.
 
 Variants show what Graft's optional extras cost: ``default`` (the config defaults:
 deterministic algorithms, early stopping keeping the best weights, the one-batch preflight),
