@@ -202,3 +202,19 @@ def untrained_model_dir() -> Callable[..., Path]:
         return save_model_dir(model, spec, out)
 
     return save
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_and_source(
+    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
+) -> tuple[str, str]:
+    """The tiny preset's prepared dataset and an untrained source model on it, for tests that
+    need a stage's starting point (an LR sweep, say), not a trained one. Read-only."""
+    from graft.config import load_config
+    from graft.data.prepare import prepare_dataset
+
+    config = load_config(preset="tiny")
+    root = tmp_path_factory.mktemp("tiny-start")
+    dataset = root / "dataset"
+    prepare_dataset(config.data, config.seed, dataset)
+    return str(dataset), str(untrained_model_dir(config, dataset, root / "pretrained"))

@@ -1,30 +1,15 @@
 """The tune stage's LR-finder pre-step narrows the LR search range from one real sweep."""
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from graft.config import LR_SEARCH_KEY, GraftConfig, load_config
-from graft.data.prepare import prepare_dataset
 from graft.errors import ConfigError
 from graft.tune.lr_range import narrow_lr_range, narrowed_window
 
 WIDE = '{"type": "loguniform", "low": 1e-7, "high": 100.0}'
-
-
-@pytest.fixture(scope="module")
-def prepared(
-    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
-) -> tuple[str, str]:
-    """A tiny dataset and an untrained source model (the sweep only needs a starting point)."""
-    config = load_config(preset="tiny")
-    root = tmp_path_factory.mktemp("lr-range")
-    dataset = root / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    pretrained = untrained_model_dir(config, dataset, root / "pretrained")
-    return str(dataset), str(pretrained)
 
 
 def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
@@ -44,9 +29,9 @@ def test_window_is_centred_on_the_suggestion_and_clipped_to_the_configured_range
 
 
 def test_sweep_narrows_a_wide_lr_range_around_its_suggestion(
-    prepared: tuple[str, str], tmp_path: Path
+    tiny_dataset_and_source: tuple[str, str], tmp_path: Path
 ) -> None:
-    dataset, pretrained = prepared
+    dataset, pretrained = tiny_dataset_and_source
     config = _config(tmp_path, f"tune.space={{{LR_SEARCH_KEY!r}: {WIDE}}}".replace("'", '"'))
     narrowed_config, outcome = narrow_lr_range(config, dataset, pretrained, tmp_path / "finder")
     dim = narrowed_config.tune.space[LR_SEARCH_KEY]
@@ -65,9 +50,9 @@ def test_sweep_narrows_a_wide_lr_range_around_its_suggestion(
 
 
 def test_phase_lr_scale_is_undone_so_the_range_is_in_optimizer_lr_units(
-    prepared: tuple[str, str], tmp_path: Path
+    tiny_dataset_and_source: tuple[str, str], tmp_path: Path
 ) -> None:
-    dataset, pretrained = prepared
+    dataset, pretrained = tiny_dataset_and_source
     space = f"tune.space={{{LR_SEARCH_KEY!r}: {WIDE}}}".replace("'", '"')
     plain = _config(tmp_path, space)
     scaled = _config(

@@ -5,33 +5,20 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_clear_error, run_graft
 
 from graft.config import load_config
-from graft.data.prepare import prepare_dataset
 from graft.errors import ConfigError
 from graft.train.stage_lr import sweep_stage
 
 
-@pytest.fixture(scope="module")
-def prepared(
-    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
-) -> tuple[str, str]:
-    config = load_config(preset="tiny")
-    root = tmp_path_factory.mktemp("stage-lr")
-    dataset = root / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    return str(dataset), str(untrained_model_dir(config, dataset, root / "pretrained"))
-
-
 def test_lr_find_prints_the_set_that_applies_its_suggestion(
-    prepared: tuple[str, str], tmp_path: Path
+    tiny_dataset_and_source: tuple[str, str], tmp_path: Path
 ) -> None:
-    dataset, _ = prepared
+    dataset, _ = tiny_dataset_and_source
     out = tmp_path / "finder"
     result = run_graft(
         "lr-find", "pretrain", "--dataset-dir", dataset, "-o", str(out), "--preset", "tiny",
@@ -51,10 +38,10 @@ def test_lr_find_prints_the_set_that_applies_its_suggestion(
 
 
 def test_finetune_suggestion_is_in_units_of_optimizer_lr(
-    prepared: tuple[str, str], tmp_path: Path
+    tiny_dataset_and_source: tuple[str, str], tmp_path: Path
 ) -> None:
     """The first phase trains the head at lr_scale x finetune.optimizer.lr: that is undone."""
-    dataset, pretrained = prepared
+    dataset, pretrained = tiny_dataset_and_source
     config = load_config(
         preset="tiny", overrides=["finetune.phases=[{trainable: head, epochs: 1, lr_scale: 4.0}]"]
     )
@@ -68,9 +55,9 @@ def test_finetune_suggestion_is_in_units_of_optimizer_lr(
 
 
 def test_the_same_sweep_twice_gives_the_same_suggestion(
-    prepared: tuple[str, str], tmp_path: Path
+    tiny_dataset_and_source: tuple[str, str], tmp_path: Path
 ) -> None:
-    dataset, _ = prepared
+    dataset, _ = tiny_dataset_and_source
     config = load_config(preset="tiny")
     runs = [
         sweep_stage(config, "pretrain", dataset, tmp_path, min_lr=1e-5, max_lr=1.0, num_steps=30)
@@ -79,8 +66,10 @@ def test_the_same_sweep_twice_gives_the_same_suggestion(
     assert runs[0].result.losses == runs[1].result.losses
 
 
-def test_an_autoencoder_pretrain_has_no_loss_to_sweep(prepared: tuple[str, str]) -> None:
-    dataset, _ = prepared
+def test_an_autoencoder_pretrain_has_no_loss_to_sweep(
+    tiny_dataset_and_source: tuple[str, str],
+) -> None:
+    dataset, _ = tiny_dataset_and_source
     config = load_config(
         preset="tiny",
         overrides=["pretrain.objective=autoencoder", "pretrain.early_stopping.monitor=val_loss"],
@@ -89,6 +78,6 @@ def test_an_autoencoder_pretrain_has_no_loss_to_sweep(prepared: tuple[str, str])
         sweep_stage(config, "pretrain", dataset, Path(), min_lr=1e-5, max_lr=1.0, num_steps=10)
 
 
-def test_lr_find_refuses_a_stage_it_cannot_sweep(prepared: tuple[str, str]) -> None:
-    result = run_graft("lr-find", "tune", "--dataset-dir", prepared[0])
+def test_lr_find_refuses_a_stage_it_cannot_sweep(tiny_dataset_and_source: tuple[str, str]) -> None:
+    result = run_graft("lr-find", "tune", "--dataset-dir", tiny_dataset_and_source[0])
     assert_one_clear_error(result, "lr-find sweeps pretrain or transfer-finetune, not 'tune'")
