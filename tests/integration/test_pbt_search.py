@@ -24,7 +24,8 @@ from graft.train.loop import evaluate_model, load_checkpoint_model
 from graft.tune.pbt import EXPLOITS_TAG, RESTORED_AT_EPOCH_TAG, RESTORED_FROM_TAG
 from graft.tune.runs import trial_runs
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+# slow: a population of Ray Train segments takes minutes here; `make test-all` runs it
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 LR = "finetune.optimizer.lr"
 EPOCHS = 3
