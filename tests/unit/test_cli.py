@@ -55,7 +55,9 @@ def test_unreachable_s3() -> None:
     assert_one_clear_error(result, "cannot reach S3")
 
 
-@pytest.mark.parametrize("command", ["run", "compile", "config", "ui"])
+@pytest.mark.parametrize(
+    "command", ["run", "compile", "config", "ui", "stage", "rayjob", "lr-find", "tune", "submit"]
+)
 def test_help_explains_each_command(command: str) -> None:
     result = run_graft(command, "--help")
     assert result.returncode == 0
