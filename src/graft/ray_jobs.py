@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 from graft.config import GraftConfig, RayConfig
 from graft.errors import RayJobError
 from graft.ray_cluster import train_env_defaults
-from graft.stage_command import RESULT_PREFIX, StageInputs, parse_result, stage_command
+from graft.stage_command import (
+    StageInputs,
+    log_tail,
+    parse_result,
+    relay_to_stderr,
+    required_result,
+    stage_command,
+)
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -82,16 +88,14 @@ def run_stage_as_job(config: GraftConfig, stage: str, inputs: StageInputs) -> di
         timeout_s=config.ray.job_timeout_s,
         log_tail_lines=config.ray.job_log_tail_lines,
     )
-    if outcome.result is None:
-        raise RayJobError(
-            f"Ray job {outcome.submission_id} SUCCEEDED but printed no "
-            f"'{RESULT_PREFIX.strip()}' line; its entrypoint must be `graft stage {stage}` "
-            "from the same Graft version",
-            submission_id=outcome.submission_id,
-            status="SUCCEEDED",
-            log_tail=_tail(outcome.logs, config.ray.job_log_tail_lines),
-        )
-    return outcome.result
+    return required_result(
+        outcome.logs,
+        outcome.result,
+        kind="Ray job",
+        job_id=outcome.submission_id,
+        stage=stage,
+        tail_lines=config.ray.job_log_tail_lines,
+    )
 
 
 def run_job(
@@ -112,7 +116,7 @@ def run_job(
     Raises RayJobError unless it SUCCEEDED."""
     job_id, attached = _submit_or_attach(client, submission_id, entrypoint, runtime_env, metadata)
     try:
-        logs = _follow(client, job_id, on_log or _to_stderr, poll_s, timeout_s, log_tail_lines)
+        logs = _follow(client, job_id, on_log or relay_to_stderr, poll_s, timeout_s, log_tail_lines)
     except KeyboardInterrupt:
         log.warning("interrupted: stopping Ray job %s", job_id)
         client.stop_job(job_id)
@@ -122,7 +126,7 @@ def run_job(
     if status != "SUCCEEDED":
         # Ray's message goes on to quote the log, whose tail follows anyway
         message = _first_line(info.message or "").split(", last available logs")[0]
-        tail = _tail(logs, log_tail_lines)
+        tail = log_tail(logs, log_tail_lines)
         raise RayJobError(
             f"Ray job {job_id} {status}: {message or 'no message'}\n"
             f"last {log_tail_lines} lines of its log:\n{tail}\n"
@@ -218,23 +222,13 @@ def _follow(
             raise RayJobError(
                 f"Ray job {job_id} still running after ray.job_timeout_s={timeout_s}: "
                 f"stopped it\nlast {log_tail_lines} lines of its log:\n"
-                f"{_tail(logs, log_tail_lines)}",
+                f"{log_tail(logs, log_tail_lines)}",
                 submission_id=job_id,
                 status="STOPPED",
                 job_message="timed out",
-                log_tail=_tail(logs, log_tail_lines),
+                log_tail=log_tail(logs, log_tail_lines),
             )
         time.sleep(poll_s)
-
-
-def _to_stderr(line: str) -> None:
-    # the job's own output, relayed as `ray job submit` does: the task's log shows it as is
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-def _tail(logs: str, lines: int) -> str:
-    return "\n".join(logs.splitlines()[-lines:])
 
 
 def _first_line(text: str) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,14 @@ from typing import Any
 from graft.config import GraftConfig, RayJobConfig
 from graft.errors import RayJobError
 from graft.rayjob_manifest import build_rayjob
-from graft.stage_command import RESULT_PREFIX, RayStage, StageInputs, parse_result
+from graft.stage_command import (
+    RayStage,
+    StageInputs,
+    log_tail,
+    parse_result,
+    relay_to_stderr,
+    required_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +143,14 @@ def run_stage_as_rayjob(
         settings,
         log_tail_lines=config.ray.job_log_tail_lines,
     )
-    if outcome.result is None:
-        raise RayJobError(
-            f"RayJob {outcome.name} SUCCEEDED but its log has no '{RESULT_PREFIX.strip()}' "
-            f"line; its entrypoint must be `graft stage {stage}` from the same Graft version",
-            submission_id=outcome.name,
-            status="SUCCEEDED",
-            log_tail=_tail(outcome.logs, config.ray.job_log_tail_lines),
-        )
-    return outcome.result
+    return required_result(
+        outcome.logs,
+        outcome.result,
+        kind="RayJob",
+        job_id=outcome.name,
+        stage=stage,
+        tail_lines=config.ray.job_log_tail_lines,
+    )
 
 
 def run_rayjob(
@@ -162,7 +167,7 @@ def run_rayjob(
     name = manifest["metadata"]["name"]
     attached = _create_or_attach(api, manifest, settings.poll_s)
     try:
-        status, logs = _follow(api, name, on_log or _to_stderr, settings.poll_s)
+        status, logs = _follow(api, name, on_log or relay_to_stderr, settings.poll_s)
     except KeyboardInterrupt:
         log.warning(
             "interrupted: deleting RayJob %s/%s (KubeRay stops its job)", api.namespace, name
@@ -249,7 +254,7 @@ def _failure(
 ) -> RayJobError:
     reason = status.get("reason") or "no reason given"
     message = (status.get("message") or "").strip()
-    tail = _tail(logs, log_tail_lines)
+    tail = log_tail(logs, log_tail_lines)
     return RayJobError(
         f"RayJob {namespace}/{name} {_describe(status)}: {reason}"
         + (f": {message.splitlines()[0]}" if message else "")
@@ -331,12 +336,3 @@ def _api_reason(exc: Exception) -> str:
     except (ValueError, AttributeError):
         message = ""
     return f"{status} {getattr(exc, 'reason', '')}" + (f": {message}" if message else "")
-
-
-def _to_stderr(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-def _tail(logs: str, lines: int) -> str:
-    return "\n".join(logs.splitlines()[-lines:])

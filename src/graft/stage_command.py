@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from graft.config import GraftConfig, with_overrides
-from graft.errors import ConfigError
+from graft.errors import ConfigError, RayJobError
 
 RayStage = Literal["pretrain", "transfer-finetune", "tune"]
 RAY_STAGES: tuple[str, ...] = get_args(RayStage)
@@ -93,3 +94,35 @@ def parse_result(logs: str) -> dict[str, Any] | None:
             result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
             return result
     return None
+
+
+def required_result(
+    logs: str,
+    result: dict[str, Any] | None,
+    *,
+    kind: str,
+    job_id: str,
+    stage: str,
+    tail_lines: int,
+) -> dict[str, Any]:
+    """``result`` (parsed from a SUCCEEDED job's log); a job that printed none fails the
+    stage: its command was not this Graft version's ``graft stage``."""
+    if result is not None:
+        return result
+    raise RayJobError(
+        f"{kind} {job_id} SUCCEEDED but its log has no '{RESULT_PREFIX.strip()}' line; its "
+        f"entrypoint must be `graft stage {stage}` from the same Graft version",
+        submission_id=job_id,
+        status="SUCCEEDED",
+        log_tail=log_tail(logs, tail_lines),
+    )
+
+
+def log_tail(logs: str, lines: int) -> str:
+    return "\n".join(logs.splitlines()[-lines:])
+
+
+def relay_to_stderr(line: str) -> None:
+    """A job's own output, relayed as `ray job submit` does: the task's log shows it as is."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

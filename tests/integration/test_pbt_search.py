@@ -11,16 +11,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import torch
 from search_helpers import search_on_own_ray
-from torch.utils.data import TensorDataset
 
 from graft import tracking
 from graft.config import load_config
-from graft.train.loop import evaluate_model, load_checkpoint_model
+from graft.train.loop import evaluate_model, load_checkpoint_model, load_split_rows
 from graft.tune.pbt import EXPLOITS_TAG, RESTORED_AT_EPOCH_TAG, RESTORED_FROM_TAG
 from graft.tune.runs import trial_runs
 
@@ -35,13 +32,6 @@ SPACE = json.dumps({LR: {"type": "loguniform", "low": 1e-5, "high": 0.3}})
 PHASES = json.dumps(
     [{"trainable": "head", "epochs": 2}, {"trainable": "all", "epochs": 1, "lr_scale": 0.5}]
 )
-
-
-def _val_set(dataset: Path) -> TensorDataset:
-    with np.load(dataset / "target" / "val.npz") as archive:
-        x = torch.from_numpy(archive["x"].astype(np.float32))
-        y = torch.from_numpy(archive["y"].astype(np.int64))
-    return TensorDataset(x, y)
 
 
 def test_pbt_exploits_weak_trials_and_continues_their_epochs(
@@ -108,6 +98,6 @@ def test_pbt_exploits_weak_trials_and_continues_their_epochs(
     assert result.best_trial_id == best["trial_id"]
     assert result.best_metric == pytest.approx(best["val_loss"])
     model, _spec = load_checkpoint_model(result.best_checkpoint_dir)
-    scores = evaluate_model(model, _val_set(dataset))
+    scores = evaluate_model(model, load_split_rows(str(dataset / "target" / "val.npz")))
     assert scores["loss"] == pytest.approx(result.best_metric, rel=1e-4)
     assert scores["accuracy"] == pytest.approx(best["val_accuracy"])

@@ -352,7 +352,8 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["loader"])
 
 
-def _load_npz(path: str) -> TensorDataset:
+def load_split_rows(path: str) -> TensorDataset:
+    """A split's ``.npz`` (``x``, ``y``) as the float/long tensors the loop trains on."""
     with np.load(path) as archive:
         x = torch.from_numpy(archive["x"].astype(np.float32))
         y = torch.from_numpy(archive["y"].astype(np.int64))
@@ -435,7 +436,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
     model.to(device)
     if world > 1 and spec.model_config.batch_norm.enabled:
         model = sync_batch_norm(model, device, spec.model_config.batch_norm.sync)
-    train_set, val_set = _load_npz(request.train_path), _load_npz(request.val_path)
+    train_set, val_set = load_split_rows(request.train_path), load_split_rows(request.val_path)
     phases = [PhaseConfig.model_validate(p) for p in request.phases]
 
     generator = torch.Generator().manual_seed(request.seed)

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from graft.config import GraftConfig, PhaseConfig
 from graft.errors import ConfigError
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import apply_phase
-from graft.train.loop import FitRequest
+from graft.train.loop import FitRequest, load_split_rows
 from graft.train.lr_finder import LRFinderResult, find_lr, plot_lr_finder
 from graft.train.requests import finetune_request, pretrain_request
 
@@ -75,13 +74,8 @@ def sweep_stage(
     else:
         raise ConfigError(f"the LR finder sweeps pretrain or transfer-finetune, not '{stage}'")
     model, phase = _starting_model(request, config.seed)
-    with np.load(request.train_path) as archive:
-        rows = TensorDataset(
-            torch.from_numpy(archive["x"].astype(np.float32)),
-            torch.from_numpy(archive["y"].astype(np.int64)),
-        )
     loader = DataLoader(
-        rows,
+        load_split_rows(request.train_path),
         batch_size=train_config.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(config.seed),
