@@ -1,12 +1,17 @@
-"""Search efficiency: random search without early stopping vs Optuna TPE + ASHA.
+"""Search efficiency at a fixed compute budget: random search without early stopping vs
+Optuna TPE + ASHA.
 
-Same task, same search space, same number of trials per search (the fixed budget), several
+Same task, same search space, the same budget of trial-epochs for both (``tune.epoch_budget``:
+``--samples`` x the finetune's epochs, what ``--samples`` full-length trials cost), several
 seeds each, all through Graft's own tune stage code (`graft.tune.search.run_search`: one Ray
-Train fit per trial). For each search it reports the best validation accuracy any trial
-reached, the trial-epochs it spent, and, for each target accuracy, the trial-epochs spent
-(all trials' epochs, in the order they were reported) until some trial first reached it.
+Train fit per trial, with the finetune recipe's own early stopping in both). Each search starts
+trials (up to ``--trial-cap``) until the budget is spent: random search's trials run until
+they finish, while ASHA cuts the weak ones, so what it saves buys more configurations.
+For each search it reports the best validation accuracy any trial reached, the trial-epochs
+and trials it spent, and, for each target accuracy, the trial-epochs spent (all trials'
+epochs, in the order they were reported) until some trial first reached it.
 
-    python bench/tune_efficiency.py --preset default --seeds 3 --samples 9 --grace-period 2 \\
+    python bench/tune_efficiency.py --preset default --seeds 3 --samples 9 \\
         --targets 0.93 0.945 0.95 --work-dir /tmp/tune-bench
     python bench/tune_efficiency.py --analyze-only --work-dir /tmp/tune-bench --seeds 3 \\
         --targets 0.94 0.95      # re-read the saved experiments for other targets
@@ -31,7 +36,7 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("GRAFT_RAY_LOG_TO_DRIVER", "0")
 
 METHODS = {
-    "random + FIFO (no early stop)": ["tune.searcher=random", "tune.scheduler=fifo"],
+    "random + FIFO (no scheduler cuts)": ["tune.searcher=random", "tune.scheduler=fifo"],
     "Optuna TPE + ASHA": ["tune.searcher=optuna", "tune.scheduler=asha"],
 }
 # wider than the default space so that bad configurations exist to be found out
@@ -49,36 +54,37 @@ class SearchFigures:
     seed: int
     best_val_accuracy: float
     trial_epochs: int
+    trials: int
     epochs_to_target: dict[float, int | None] = field(default_factory=dict)
     wall_s: float = 0.0
+    best_so_far: list[float] = field(default_factory=list)  # after each trial-epoch
 
 
 def _method_dir(root: Path, method: str, seed: int) -> Path:
     return root / f"{method.split()[0].lower()}-{seed}" / "ray" / "tune" / f"bench-{seed}"
 
 
-def _reports(experiment_dir: Path) -> list[tuple[float, float]]:
-    """(timestamp, val accuracy) of every epoch report of every trial, in arrival order."""
-    from ray.tune import ExperimentAnalysis
-
-    reports = [
-        (float(row["timestamp"]), float(row["val_accuracy"]))
-        for frame in ExperimentAnalysis(str(experiment_dir)).trial_dataframes.values()
-        for _, row in frame.iterrows()
-    ]
-    return sorted(reports)
-
-
 def _figures(
     method: str, seed: int, experiment_dir: Path, targets: list[float], wall: float
 ) -> SearchFigures:
-    reports = _reports(experiment_dir)
-    accuracies = [accuracy for _, accuracy in reports]
-    reached = {
-        target: next((n + 1 for n, acc in enumerate(accuracies) if acc >= target), None)
-        for target in targets
-    }
-    return SearchFigures(method, seed, max(accuracies, default=0.0), len(reports), reached, wall)
+    from ray.tune import ExperimentAnalysis
+
+    from graft.tune.progress import search_progress
+
+    frames = [
+        f for f in ExperimentAnalysis(str(experiment_dir)).trial_dataframes.values() if len(f)
+    ]
+    progress = search_progress(frames, "val_accuracy", "max")
+    return SearchFigures(
+        method,
+        seed,
+        progress.best or 0.0,
+        progress.trial_epochs,
+        len(frames),
+        {target: progress.epochs_to_reach(target) for target in targets},
+        wall,
+        progress.best_so_far(),
+    )
 
 
 def _search(
@@ -86,6 +92,7 @@ def _search(
     method: str,
     seed: int,
     samples: int,
+    epoch_budget: int,
     concurrency: int,
     dataset: Path,
     pretrained: str,
@@ -108,6 +115,7 @@ def _search(
             f"tune.seed={seed}",
             f"seed={seed}",
             f"tune.num_samples={samples}",
+            f"tune.epoch_budget={epoch_budget}",
             f"tune.max_concurrent={concurrency}",
             SPACE,
         ],
@@ -118,6 +126,14 @@ def _search(
     return round(time.monotonic() - started, 1)
 
 
+def _epoch_budget(preset: str, samples: int) -> int:
+    """What ``samples`` full-length finetune trials cost: the budget both methods get."""
+    from graft.config import load_config
+    from graft.train.loop import phases_for
+
+    return samples * sum(p.epochs for p in phases_for(load_config(preset=preset).finetune))
+
+
 def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
     from graft.config import load_config
     from graft.data.prepare import prepare_dataset
@@ -126,6 +142,8 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
     from graft.train.requests import pretrain_request
 
     config = load_config(preset=args.preset, overrides=[f"work_dir={root}"])
+    epoch_budget = _epoch_budget(args.preset, args.samples)
+    trial_cap = args.trial_cap or 4 * args.samples
     dataset = root / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
     schedule = [
@@ -154,7 +172,8 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
                     args.preset,
                     method,
                     seed,
-                    args.samples,
+                    trial_cap,
+                    epoch_budget,
                     args.concurrency,
                     dataset,
                     pretrained,
@@ -172,7 +191,7 @@ def _print_table(figures: list[SearchFigures], targets: list[float], title: str)
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("method", "seed", "best val acc", "trial-epochs"):
+    for column in ("method", "seed", "best val acc", "trial-epochs", "trials"):
         table.add_column(column)
     for target in targets:
         table.add_column(f"epochs to {target}")
@@ -187,6 +206,7 @@ def _print_table(figures: list[SearchFigures], targets: list[float], title: str)
             str(f.seed),
             f"{f.best_val_accuracy:.4f}",
             str(f.trial_epochs),
+            str(f.trials),
             *(shown(f.epochs_to_target[t]) for t in targets),
             f"{f.wall_s:.0f}",
         )
@@ -208,10 +228,13 @@ def _print_table(figures: list[SearchFigures], targets: list[float], title: str)
             "",
             f"{statistics.mean(f.best_val_accuracy for f in runs):.4f}",
             f"{statistics.mean(f.trial_epochs for f in runs):.1f}",
+            f"{statistics.mean(f.trials for f in runs):.1f}",
             *cells,
             f"{statistics.mean(f.wall_s for f in runs):.0f}",
         )
     console = Console()
+    if not console.is_terminal:  # a log file: no 80-column wrapping of the table
+        console = Console(width=160)
     console.print(table)
     random_name, asha_name = list(METHODS)
     for target in targets:
@@ -229,11 +252,51 @@ def _print_table(figures: list[SearchFigures], targets: list[float], title: str)
     console.print(f"whole-search compute, Optuna+ASHA / random: {totals[1] / totals[0]:.2f}x")
 
 
+def _plot(figures: list[SearchFigures], targets: list[float], budget: int, path: Path) -> Path:
+    """Every search's best-so-far curve against trial-epochs, one colour per method."""
+    import matplotlib.pyplot as plt
+
+    from graft.plotting import save_figure
+
+    colours = dict(zip(METHODS, ("tab:gray", "tab:blue"), strict=True))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for f in figures:
+        ax.step(
+            range(1, len(f.best_so_far) + 1),
+            f.best_so_far,
+            where="post",
+            color=colours[f.method],
+            alpha=0.8,
+            label=f.method if f.seed == 0 else None,
+        )
+    for target in targets:
+        ax.axhline(target, color="black", linewidth=0.6, linestyle=":")
+    ax.axvline(budget, color="tab:red", linestyle="--", label="epoch budget")
+    ax.set_ylim(max(min(targets) - 0.05, 0.0), 1.0)
+    ax.set_xlabel("trial-epochs spent")
+    ax.set_ylabel("best val accuracy so far")
+    ax.set_title("Best validation accuracy against compute (one line per seed)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=9, help="trials per search")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=9,
+        help="random search's trials; the budget of both methods is their trial-epochs",
+    )
+    parser.add_argument(
+        "--trial-cap",
+        type=int,
+        default=None,
+        help="most trials a search may start within the budget (default 4 x --samples)",
+    )
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
         "--targets", type=float, nargs="+", default=[0.93, 0.945, 0.95], help="val accuracy"
@@ -273,9 +336,12 @@ def main() -> None:
     _print_table(
         figures,
         args.targets,
-        f"Tune efficiency: {args.preset} preset, {args.samples} trials per search, "
-        f"grace period {args.grace_period or 'default'}, {args.seeds} seeds",
+        f"Tune efficiency: {args.preset} preset, budget of {args.samples} full trials per "
+        f"search, grace period {args.grace_period or 'default'}, {args.seeds} seeds",
     )
+    if figures:
+        budget = _epoch_budget(args.preset, args.samples)
+        print(f"plot: {_plot(figures, args.targets, budget, root / 'efficiency.png')}")
     print(f"outputs in {root}")
 
 

@@ -572,6 +572,20 @@ class LRFinderPreStep(Strict):
         return self
 
 
+class TPEConfig(Strict):
+    """tune.searcher=optuna: Optuna's TPE sampler. The first ``startup_trials`` are random;
+    from then on TPE proposes where good trials cluster. ``multivariate`` models the keys
+    jointly (the best LR depends on the optimizer), and ``constant_liar`` makes a suggestion
+    made while other trials still run treat those as bad results for now, so concurrent
+    trials do not all land on the same point."""
+
+    startup_trials: int = Field(
+        default=3, ge=1, description="random trials before TPE models the results"
+    )
+    multivariate: bool = True
+    constant_liar: bool = True
+
+
 class PBTConfig(Strict):
     """tune.scheduler=pbt: Population Based Training (Jaderberg et al., 2017) over the
     finetune. A trial trains in segments of ``perturbation_interval`` epochs, each a Ray Train
@@ -655,9 +669,17 @@ class TuneConfig(Strict):
         gt=0,
         description="wall-clock budget of the whole search; running trials stop when it ends",
     )
+    epoch_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="compute budget of the whole search in trial-epochs (every trial's epochs "
+        "added up): once spent, running trials stop and no new one starts; num_samples still "
+        "caps the trials. Unlike time_budget_s it means the same on any hardware",
+    )
     workers_per_trial: int = Field(default=1, ge=1)
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     seed: int = 0
+    tpe: TPEConfig = Field(default_factory=TPEConfig)
     lr_finder: LRFinderPreStep = Field(default_factory=LRFinderPreStep)
     pbt: PBTConfig = Field(default_factory=PBTConfig)
     space: dict[str, SearchDimension] = Field(
@@ -690,6 +712,12 @@ class TuneConfig(Strict):
                 )
             if self.num_samples < 2:
                 raise ValueError("tune.scheduler=pbt needs a population: set num_samples >= 2")
+            if self.epoch_budget is not None:
+                raise ValueError(
+                    "tune.epoch_budget cannot bound a PBT search: its population trains side by "
+                    "side to the finetune's last epoch, so its compute is already num_samples x "
+                    "the finetune's epochs; drop tune.epoch_budget or lower tune.num_samples"
+                )
             if self.max_concurrent < self.num_samples:
                 raise ValueError(
                     f"tune.scheduler=pbt trains its population side by side, but "

@@ -95,3 +95,26 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
     # the search stops at the budget, then waits for running trials to wind down
     assert elapsed < budget + 120
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
+
+
+def test_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs(
+    pretrained: tuple[str, str], tmp_path: Path
+) -> None:
+    dataset, pretrained_dir = pretrained
+    config = _config(
+        tmp_path,
+        "tune.num_samples=8",
+        "tune.searcher=random",
+        "tune.scheduler=fifo",  # nothing but the budget cuts a trial
+        "tune.max_concurrent=2",
+        "tune.epoch_budget=15",
+    )
+    max_epochs = sum(p.epochs for p in config.finetune.phases)
+    assert max_epochs == 10  # the budget is a trial and a half
+    parent = tracking.start_pipeline_run(config, "test")
+    result = run_search(config, dataset, pretrained_dir, tmp_path / "tune", parent, "epochs")
+    # spent the budget, overshooting by at most the epochs running trials were in
+    assert 15 <= result.total_epochs < 15 + max_epochs
+    assert 2 <= result.num_trials < 8
+    assert result.num_stopped_early >= 1  # the budget cut a trial short
+    assert (Path(result.best_checkpoint_dir) / "model.pt").exists()

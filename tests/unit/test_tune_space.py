@@ -14,6 +14,7 @@ import pytest
 from graft.config import GraftConfig, load_config, validate_config
 from graft.errors import ConfigError
 from graft.tune.plots import param_importances, plot_search
+from graft.tune.progress import search_progress
 from graft.tune.search import (
     active_params,
     make_scheduler,
@@ -143,9 +144,14 @@ def test_search_plots_and_importances(tmp_path: Path) -> None:
             }
         )
     frame = pd.DataFrame(rows)
+    # without the per-epoch reports there is no progress-vs-compute plot
     paths = plot_search(frame, config.tune.space, "val_accuracy", "max", tmp_path)
     names = {Path(p).name for p in paths}
     assert names == {"metric_by_trial.png", "params_vs_metric.png", "param_importance.png"}
+    reports = pd.DataFrame({"timestamp": [1, 2], "epoch": [1.0, 2.0], "val_accuracy": [0.5, 0.6]})
+    progress = search_progress([reports], "val_accuracy", "max")
+    paths = plot_search(frame, config.tune.space, "val_accuracy", "max", tmp_path, progress, 8)
+    assert {Path(p).name for p in paths} == names | {"progress_by_trial_epochs.png"}
     assert all(Path(p).stat().st_size > 5_000 for p in paths)
     importances = param_importances(frame, config.tune.space, "val_accuracy", "max")
     assert importances is not None

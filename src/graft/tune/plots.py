@@ -1,5 +1,6 @@
 """Plots of a finished search: the metric trial by trial with the best so far, each searched
-parameter against the metric, and (given enough trials) fANOVA parameter importances."""
+parameter against the metric, (given enough trials) fANOVA parameter importances, and the best
+metric against the trial-epochs spent (graft.tune.progress)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 
 from graft.config import SearchDimension
 from graft.plotting import save_figure
+from graft.tune.progress import SearchProgress, plot_progress_by_trial_epochs
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +164,21 @@ def plot_search(
     metric: str,
     mode: str,
     output_dir: Path,
+    progress: SearchProgress | None = None,
+    epoch_budget: int | None = None,
 ) -> list[str]:
-    """Every plot of a finished search, written into ``output_dir``; their paths."""
+    """Every plot of a finished search, written into ``output_dir``; their paths. With the
+    search's ``progress`` (every epoch report), also the best metric against compute."""
     paths = [
         plot_metric_by_trial(frame, metric, mode, output_dir / "metric_by_trial.png"),
         plot_params_vs_metric(frame, space, metric, output_dir / "params_vs_metric.png"),
     ]
+    if progress is not None and progress.trial_epochs:
+        paths.append(
+            plot_progress_by_trial_epochs(
+                progress, output_dir / "progress_by_trial_epochs.png", epoch_budget
+            )
+        )
     importances = param_importances(frame, space, metric, mode)
     if importances:
         paths.append(plot_param_importance(importances, output_dir / "param_importance.png"))

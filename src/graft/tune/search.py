@@ -121,14 +121,13 @@ def make_searcher(config: GraftConfig) -> Any:
             random_state=tune_cfg.seed, max_concurrent=tune_cfg.max_concurrent
         )
     if tune_cfg.searcher == "optuna":
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         searcher: Any = OptunaSearch(
             space=OptunaSpace(tune_cfg.space),
             metric=tune_cfg.metric,
             mode=tune_cfg.mode,
-            sampler=optuna.samplers.TPESampler(seed=tune_cfg.seed, n_startup_trials=3),
+            sampler=tpe_sampler(config),
         )
     else:
         from ray.tune.search.hyperopt import HyperOptSearch
@@ -137,6 +136,27 @@ def make_searcher(config: GraftConfig) -> Any:
             metric=tune_cfg.metric, mode=tune_cfg.mode, random_state_seed=tune_cfg.seed
         )
     return ConcurrencyLimiter(searcher, max_concurrent=tune_cfg.max_concurrent)
+
+
+def tpe_sampler(config: GraftConfig) -> Any:
+    import warnings
+
+    import optuna
+
+    tpe = config.tune.tpe
+    with warnings.catch_warnings():
+        # multivariate, group and constant_liar are flagged experimental by Optuna; they are
+        # chosen in config, so the warning would only repeat what the user asked for
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=config.tune.seed,
+            n_startup_trials=tpe.startup_trials,
+            multivariate=tpe.multivariate,
+            # conditional keys make the space dynamic: multivariate TPE models each group of
+            # keys that occur together instead of falling back to independent sampling
+            group=tpe.multivariate,
+            constant_liar=tpe.constant_liar,
+        )
 
 
 # schedulers measure a trial's progress in epochs: a trial restarted from its Train checkpoint
@@ -170,6 +190,19 @@ def make_scheduler(config: GraftConfig, max_epochs: int) -> Any:
         reduction_factor=tune_cfg.reduction_factor,
         brackets=tune_cfg.hyperband_brackets if tune_cfg.scheduler == "hyperband" else 1,
     )
+
+
+def search_stopper(config: GraftConfig, max_epochs: int) -> Any:
+    """What ends trials or the search besides the scheduler (the time budget is Tune's own)."""
+    if config.tune.scheduler == "pbt":
+        # a PBT trial's last report ends it before PBT sees it: a finished trial is never
+        # exploited into training past the finetune's epochs (the config refuses a budget)
+        return {TIME_ATTR: max_epochs}
+    if config.tune.epoch_budget is not None:
+        from graft.tune.epoch_budget import EpochBudgetStopper
+
+        return EpochBudgetStopper(config.tune.epoch_budget, TIME_ATTR)
+    return None
 
 
 def run_trial(
@@ -334,9 +367,7 @@ def run_search(
                 storage_path=store.path,
                 storage_filesystem=store.filesystem,
                 verbose=0,
-                # a PBT trial's last report ends it before PBT sees it: a finished trial is
-                # never exploited into training past the finetune's epochs
-                stop={TIME_ATTR: max_epochs} if pbt else None,
+                stop=search_stopper(config, max_epochs),
             ),
         )
     grid = tuner.fit()
@@ -378,9 +409,21 @@ def run_search(
         best_trial_id=str(best_metrics.get("trial_id", "")),
     )
     from graft.tune.plots import plot_search
+    from graft.tune.progress import search_progress
 
+    progress = search_progress(
+        (r.metrics_dataframe for r in results if r.metrics_dataframe is not None),
+        config.tune.metric,
+        config.tune.mode,
+    )
     result.plots = plot_search(
-        frame, config.tune.space, config.tune.metric, config.tune.mode, output_dir
+        frame,
+        config.tune.space,
+        config.tune.metric,
+        config.tune.mode,
+        output_dir,
+        progress,
+        config.tune.epoch_budget,
     )
     (output_dir / "best.json").write_text(json.dumps(result.__dict__, indent=2))
     return result

@@ -1,0 +1,58 @@
+"""A search-wide compute budget in trial-epochs (``tune.epoch_budget``).
+
+Wall-clock budgets (``tune.time_budget_s``) mean something else on every machine, and on a
+small one most of a short trial is worker start-up. An epoch budget counts what the search
+actually trained: every trial's epochs added up, which is also how ``bench/tune_efficiency.py``
+compares searchers at equal compute.
+
+Tune pickles the experiment's stopper with its experiment state (``runner_data``), so the
+count survives ``Tuner.restore``: a resumed search spends only what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.tune.stopper import Stopper
+
+log = logging.getLogger(__name__)
+
+
+class EpochBudgetStopper(Stopper):
+    """Stops the whole search once its trials have trained ``budget`` epochs in total.
+
+    A trial's spend is the highest epoch it reported: a trial restarted from its checkpoint
+    reports its true epoch again (``time_attr``), so the epochs it retrains are not counted
+    twice. Trials that are running when the budget runs out finish the epoch they are in,
+    so the search may overshoot by up to one epoch per concurrent trial.
+    """
+
+    def __init__(self, budget: int, time_attr: str) -> None:
+        self.budget = budget
+        self.time_attr = time_attr
+        self.epochs_by_trial: dict[str, int] = {}
+        self._announced = False
+
+    @property
+    def spent(self) -> int:
+        return sum(self.epochs_by_trial.values())
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        epoch = int(result.get(self.time_attr, 0))
+        if epoch > self.epochs_by_trial.get(trial_id, 0):
+            self.epochs_by_trial[trial_id] = epoch
+        return False  # the budget ends the search as a whole, in stop_all
+
+    def stop_all(self) -> bool:
+        exhausted = self.spent >= self.budget
+        if exhausted and not self._announced:
+            self._announced = True
+            log.info(
+                "tune.epoch_budget spent: %d of %d trial-epochs over %d trials; stopping the "
+                "search",
+                self.spent,
+                self.budget,
+                len(self.epochs_by_trial),
+            )
+        return exhausted
