@@ -118,3 +118,7 @@ def test_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs(
     assert 2 <= result.num_trials < 8
     assert result.num_stopped_early >= 1  # the budget cut a trial short
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
+    # the best metric against the trial-epochs spent, drawn from every epoch report
+    progress_plot = tmp_path / "tune" / "progress_by_trial_epochs.png"
+    assert str(progress_plot) in result.plots
+    assert progress_plot.stat().st_size > 5_000

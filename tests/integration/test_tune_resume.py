@@ -1,50 +1,27 @@
 """A tuning process killed after its first finished trial resumes with `graft tune --resume`:
 the finished trial is not run again, the others complete, and MLflow holds one nested run per
-trial under one tune stage run, the best one tagged."""
+trial under one tune stage run, the best one tagged. A search under tune.epoch_budget spends
+only what the killed process left of its budget."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from killed_search import kill_after_first_finished_trial, resume_killed_search
 
 from graft import tracking
 from graft.config import load_config
 from graft.data.prepare import prepare_dataset
 from graft.train.loop import MODEL_FILE
 from graft.tune.runs import BEST_TAG, EXPERIMENT_TAG, TRIAL_TAG
-from graft.tune.session import load_session
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
 NUM_SAMPLES = 3
 PHASES = '[{"trainable": "head", "epochs": 3}, {"trainable": "all", "epochs": 3, "lr_scale": 0.1}]'
-
-
-def _terminated_trials(experiment_dir: Path) -> set[str]:
-    """Trial ids the experiment state on disk records as finished."""
-    done: set[str] = set()
-    for state_file in experiment_dir.glob("experiment_state-*.json"):
-        try:
-            state = json.loads(state_file.read_text())
-        except (json.JSONDecodeError, OSError):  # being rewritten right now
-            continue
-        for entry in state.get("trial_data", []):
-            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-            if trial.get("status") == "TERMINATED":
-                done.add(str(trial["trial_id"]))
-    return done
-
-
-def _graft(*args: str) -> list[str]:
-    return [sys.executable, "-m", "graft.cli", "tune", *args]
 
 
 def test_killed_search_resumes_without_rerunning_finished_trials(
@@ -64,50 +41,13 @@ def test_killed_search_resumes_without_rerunning_finished_trials(
     # no pretrain fit: resume does not depend on what the source model learned
     pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
     out = tmp_path / "tune"
-    env = {**os.environ, "GRAFT_RAY_LOG_TO_DRIVER": "0"}
-    sets = [item for override in overrides for item in ("--set", override)]
-    first = subprocess.Popen(
-        _graft(
-            "-p",
-            "tiny",
-            *sets,
-            "--dataset-dir",
-            str(dataset),
-            "--pretrained-dir",
-            str(pretrained),
-            "--output-dir",
-            str(out),
-        ),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes Ray's processes too
-    )
-    finished: set[str] = set()
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not finished and first.poll() is None:
-            time.sleep(1)
-            if (out / "tune-session.json").exists():
-                session = load_session(out)
-                experiment = f"tune-{session.parent_run_id[:12]}"
-                finished = _terminated_trials(config.work_path / "ray" / "tune" / experiment)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
-    assert finished, "no trial finished before the kill"
+    killed = kill_after_first_finished_trial(config, overrides, dataset, pretrained, out)
+    finished, experiment, session = killed.finished, killed.experiment, killed.session
     assert len(finished) < NUM_SAMPLES, "the search ended before it could be interrupted"
     trials_dir = config.work_path / "tune-trials" / experiment
     finished_models = {t: (trials_dir / t / "model" / MODEL_FILE).stat().st_mtime for t in finished}
 
-    resumed = subprocess.run(
-        _graft("--resume", "--output-dir", str(out)),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    resume_killed_search(out)
 
     # every trial ran, the finished one was not run again
     trial_ids = {p.name for p in trials_dir.iterdir() if p.is_dir()}
@@ -141,3 +81,51 @@ def test_killed_search_resumes_without_rerunning_finished_trials(
     assert (out / "metric_by_trial.png").stat().st_size > 5_000
     assert (out / "params_vs_metric.png").stat().st_size > 5_000
     assert (out / "best_model" / MODEL_FILE).exists()
+
+
+def _trial_epochs(trials_root: Path) -> dict[str, int]:
+    """Each trial's furthest epoch, from the reports Tune wrote for it (both processes')."""
+    spent: dict[str, int] = {}
+    for results in trials_root.glob("run_trial*/result.json"):
+        epochs = [json.loads(line)["epoch"] for line in results.read_text().splitlines() if line]
+        if epochs:
+            spent[results.parent.name] = int(max(epochs))
+    return spent
+
+
+@pytest.mark.slow
+def test_a_resumed_search_spends_only_what_is_left_of_its_epoch_budget(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
+    budget, epochs_per_trial = 15, 6  # two and a half trials
+    overrides = [
+        f"work_dir={tmp_path / 'work'}",
+        "tune.num_samples=6",
+        "tune.max_concurrent=1",
+        "tune.searcher=random",
+        "tune.scheduler=fifo",
+        f"tune.epoch_budget={budget}",
+        f"finetune.phases={PHASES}",
+        # no patience-based stop: a trial that the budget does not cut trains all its epochs
+        "finetune.early_stopping.enabled=false",
+    ]
+    config = load_config(preset="tiny", overrides=overrides)
+    dataset = tmp_path / "dataset"
+    prepare_dataset(config.data, config.seed, dataset)
+    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
+    out = tmp_path / "tune"
+    killed = kill_after_first_finished_trial(config, overrides, dataset, pretrained, out)
+    experiment_dir = config.work_path / "ray" / "tune" / killed.experiment
+    before = _trial_epochs(experiment_dir)
+    assert sum(before.values()) < budget, "the budget ran out before the kill"
+
+    resume_killed_search(out)
+
+    spent = _trial_epochs(experiment_dir)
+    # a resumed search that forgot the first process's epochs would train 15 more: 3+ trials
+    # after the kill and more than 21 epochs in all
+    assert budget <= sum(spent.values()) <= budget + 2
+    assert len(spent) == 3
+    *full, cut = sorted(spent.values(), reverse=True)
+    assert full == [epochs_per_trial, epochs_per_trial]
+    assert cut < epochs_per_trial  # the budget ended the third trial
