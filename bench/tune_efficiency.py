@@ -39,12 +39,25 @@ METHODS = {
     "random + FIFO (no scheduler cuts)": ["tune.searcher=random", "tune.scheduler=fifo"],
     "Optuna TPE + ASHA": ["tune.searcher=optuna", "tune.scheduler=asha"],
 }
-# wider than the default space so that bad configurations exist to be found out
-SPACE = (
-    'tune.space={"finetune.optimizer.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1},'
-    ' "finetune.optimizer.name": {"type": "choice", "values": ["sgd", "adamw"]},'
-    ' "model.dropout.rate": {"type": "uniform", "low": 0.0, "high": 0.5}}'
-)
+SPACES = {
+    # the default space widened so that bad configurations exist to be found out
+    "narrow": (
+        '{"finetune.optimizer.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1},'
+        ' "finetune.optimizer.name": {"type": "choice", "values": ["sgd", "adamw"]},'
+        ' "model.dropout.rate": {"type": "uniform", "low": 0.0, "high": 0.5}}'
+    ),
+    # what a user searches who does not know the task yet: the optimizer family, its LR and
+    # decay, the batch size and dropout; fewer of its configurations train well
+    "wide": (
+        '{"finetune.optimizer.name": {"type": "choice", "values": ["sgd", "momentum", "nag",'
+        ' "adagrad", "rmsprop", "adam", "adamw"]},'
+        ' "finetune.optimizer.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-1},'
+        ' "finetune.optimizer.weight_decay": {"type": "loguniform", "low": 1e-5, "high": 1e-1,'
+        ' "when": "finetune.optimizer.name == adamw"},'
+        ' "finetune.batch_size": {"type": "int", "low": 8, "high": 64},'
+        ' "model.dropout.rate": {"type": "uniform", "low": 0.0, "high": 0.5}}'
+    ),
+}
 TIMINGS_FILE = "search_timings.json"  # wall seconds per search, for --analyze-only
 
 
@@ -91,6 +104,7 @@ def _search(
     preset: str,
     method: str,
     seed: int,
+    space: str,
     samples: int,
     epoch_budget: int,
     concurrency: int,
@@ -117,7 +131,7 @@ def _search(
             f"tune.num_samples={samples}",
             f"tune.epoch_budget={epoch_budget}",
             f"tune.max_concurrent={concurrency}",
-            SPACE,
+            f"tune.space={SPACES[space]}",
         ],
     )
     parent = tracking.start_pipeline_run(config, "bench-tune-efficiency")
@@ -172,6 +186,7 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
                     args.preset,
                     method,
                     seed,
+                    args.space,
                     trial_cap,
                     epoch_budget,
                     args.concurrency,
@@ -299,6 +314,13 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
+        "--space",
+        choices=sorted(SPACES),
+        default="narrow",
+        help="narrow: LR, SGD or AdamW, dropout; wide: 7 optimizers, LR, AdamW decay, batch "
+        "size, dropout",
+    )
+    parser.add_argument(
         "--targets", type=float, nargs="+", default=[0.93, 0.945, 0.95], help="val accuracy"
     )
     parser.add_argument("--work-dir", type=Path, default=None)
@@ -336,8 +358,9 @@ def main() -> None:
     _print_table(
         figures,
         args.targets,
-        f"Tune efficiency: {args.preset} preset, budget of {args.samples} full trials per "
-        f"search, grace period {args.grace_period or 'default'}, {args.seeds} seeds",
+        f"Tune efficiency: {args.preset} preset, {args.space} space, budget of {args.samples} "
+        f"full trials per search, grace period {args.grace_period or 'default'}, "
+        f"{args.seeds} seeds",
     )
     if figures:
         budget = _epoch_budget(args.preset, args.samples)
