@@ -357,8 +357,11 @@ def tune_(
 ) -> None:
     """Run the tune stage alone: search the finetune space from a dataset and a pretrained model.
 
-    A killed search continues with `graft tune --resume --output-dir DIR` (same config, same
-    inputs, same MLflow runs).
+    The search ends after tune.num_samples trials, tune.time_budget_s seconds or
+    tune.epoch_budget trial-epochs (all trials' epochs added up), whichever comes first, e.g.
+    --set tune.num_samples=50 --set tune.epoch_budget=120. A killed search continues with
+    `graft tune --resume --output-dir DIR` (same config, same inputs, same MLflow runs, and
+    what is left of the epoch budget).
     """
     from graft.ray_cluster import shutdown_ray
     from graft.stages import tune as tune_stage

@@ -62,3 +62,9 @@ def test_help_explains_each_command(command: str) -> None:
     result = run_graft(command, "--help")
     assert result.returncode == 0
     assert "Usage" in result.stdout
+
+
+def test_tune_help_says_what_ends_a_search() -> None:
+    result = run_graft("tune", "--help")
+    for budget in ("tune.num_samples", "tune.time_budget_s", "tune.epoch_budget"):
+        assert budget in result.stdout
