@@ -106,6 +106,14 @@ class TrainStorage:
                     f"{path}/{name}", str(destination / name), source_filesystem=self.filesystem
                 )
 
+    def has_file(self, folder: str, name: str) -> bool:
+        """Whether ``folder`` (a path on this storage) holds the file ``name``."""
+        if self.filesystem is None:
+            return (Path(folder) / name).is_file()
+        from pyarrow import fs
+
+        return bool(self.filesystem.get_file_info(f"{folder}/{name}").type == fs.FileType.File)
+
     def publish(self, folder: Path, relative: str) -> str:
         """Copy a local ``folder`` to ``relative`` under this storage; its path there."""
         target = self.join(relative)

@@ -128,6 +128,18 @@ def test_train_storage_is_the_configured_shared_location() -> None:
         load_config(overrides=["ray.storage_uri=shared/ray"])
 
 
+def test_s3_train_storage_tells_which_checkpoint_files_are_left(
+    bucket: str, tmp_path: Path
+) -> None:
+    """What the tune stage asks before handing on a trial's checkpoint (existing_best)."""
+    store = train_storage(load_config(overrides=[f"ray.storage_uri={bucket}/has"]).ray, tmp_path)
+    assert store.filesystem is not None  # S3, not the local fallback
+    published = store.publish(_folder(tmp_path / "ckpt", {"model.pt": "w"}), "trial/ckpt")
+    assert store.has_file(published, "model.pt")
+    assert not store.has_file(published, "spec.json")
+    assert not store.has_file(store.join("trial/rotated-out"), "model.pt")
+
+
 @pytest.mark.ray
 def test_ray_train_checkpoints_go_to_s3_storage_and_the_model_comes_back(
     bucket: str, dataset: str, ray_local: None, tmp_path: Path

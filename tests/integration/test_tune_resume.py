@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from killed_search import kill_after_first_finished_trial, resume_killed_search
+from killed_search import KilledSearch, kill_after_first_finished_trial, resume_killed_search
 
 from graft import tracking
-from graft.config import load_config
+from graft.config import GraftConfig, load_config
 from graft.data.prepare import prepare_dataset
 from graft.train.loop import MODEL_FILE
 from graft.tune.runs import BEST_TAG, EXPERIMENT_TAG, TRIAL_TAG
@@ -24,24 +24,34 @@ NUM_SAMPLES = 3
 PHASES = '[{"trainable": "head", "epochs": 3}, {"trainable": "all", "epochs": 3, "lr_scale": 0.1}]'
 
 
-def test_killed_search_resumes_without_rerunning_finished_trials(
-    tmp_path: Path, untrained_model_dir: Callable[..., Path]
-) -> None:
-    overrides = [
+def _killed_fifo_search(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path], *overrides: str
+) -> tuple[GraftConfig, Path, KilledSearch]:
+    """A random FIFO search of one trial at a time on the tiny preset, killed after its first
+    finished trial: its config, output folder and what the kill left."""
+    settings = [
         f"work_dir={tmp_path / 'work'}",
-        f"tune.num_samples={NUM_SAMPLES}",
         "tune.max_concurrent=1",
         "tune.searcher=random",
         "tune.scheduler=fifo",
         f"finetune.phases={PHASES}",
+        *overrides,
     ]
-    config = load_config(preset="tiny", overrides=overrides)
+    config = load_config(preset="tiny", overrides=settings)
     dataset = tmp_path / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
     # no pretrain fit: resume does not depend on what the source model learned
     pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
     out = tmp_path / "tune"
-    killed = kill_after_first_finished_trial(config, overrides, dataset, pretrained, out)
+    return config, out, kill_after_first_finished_trial(config, settings, dataset, pretrained, out)
+
+
+def test_killed_search_resumes_without_rerunning_finished_trials(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
+    config, out, killed = _killed_fifo_search(
+        tmp_path, untrained_model_dir, f"tune.num_samples={NUM_SAMPLES}"
+    )
     finished, experiment, session = killed.finished, killed.experiment, killed.session
     assert len(finished) < NUM_SAMPLES, "the search ended before it could be interrupted"
     trials_dir = config.work_path / "tune-trials" / experiment
@@ -98,23 +108,14 @@ def test_a_resumed_search_spends_only_what_is_left_of_its_epoch_budget(
     tmp_path: Path, untrained_model_dir: Callable[..., Path]
 ) -> None:
     budget, epochs_per_trial = 15, 6  # two and a half trials
-    overrides = [
-        f"work_dir={tmp_path / 'work'}",
+    config, out, killed = _killed_fifo_search(
+        tmp_path,
+        untrained_model_dir,
         "tune.num_samples=6",
-        "tune.max_concurrent=1",
-        "tune.searcher=random",
-        "tune.scheduler=fifo",
         f"tune.epoch_budget={budget}",
-        f"finetune.phases={PHASES}",
         # no patience-based stop: a trial that the budget does not cut trains all its epochs
         "finetune.early_stopping.enabled=false",
-    ]
-    config = load_config(preset="tiny", overrides=overrides)
-    dataset = tmp_path / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
-    out = tmp_path / "tune"
-    killed = kill_after_first_finished_trial(config, overrides, dataset, pretrained, out)
+    )
     experiment_dir = config.work_path / "ray" / "tune" / killed.experiment
     before = _trial_epochs(experiment_dir)
     assert sum(before.values()) < budget, "the budget ran out before the kill"

@@ -236,7 +236,11 @@ def run_trial(
             run_name=f"trial-{trial_id}",
             output_dir=trial_dir / "model",
             max_failures=config.finetune.checkpoint.max_failures,
-            num_to_keep=1,
+            # Tune relays a report without waiting: a trial that Tune stops keeps training
+            # until the stop reaches its workers, and each new checkpoint deletes the oldest.
+            # Two kept make it likely that the one Tune last recorded survives; the search
+            # only hands on a checkpoint that did (existing_best)
+            num_to_keep=2,
             # the trial actor holds TRIAL_CPU: take it off the workers so a trial costs
             # exactly what its workers ask for and max_concurrent trials fit the cluster
             resources=config.finetune.resources,
@@ -293,6 +297,36 @@ def trial_storage(trials_store: TrainStorage | None, trial_dir: Path) -> TrainSt
     return trials_store.with_subpath(f"{trial_dir.name}/ray")
 
 
+def existing_best(results: list[Any], metric: str, mode: str, store: TrainStorage) -> Any:
+    """The best-scoring result whose reported checkpoint still holds its model.
+
+    A trial stopped by the scheduler or a budget may have rotated out the checkpoint of its
+    last report to Tune before the stop reached its workers; handing on another checkpoint
+    would hand on weights its metric does not describe, so such a trial is passed over."""
+    from graft.train.loop import MODEL_FILE
+
+    sign = 1.0 if mode == "max" else -1.0
+    ranked = sorted(results, key=lambda r: -sign * float(r.metrics[metric]))
+    for rank, result in enumerate(ranked):
+        if store.has_file(result.metrics["checkpoint_path"], MODEL_FILE):
+            if rank:
+                log.warning(
+                    "the %d better trial(s) %s lost the checkpoint of their last report (Ray "
+                    "Train rotated it out before Tune's stop reached them); handing on trial "
+                    "%s (%s=%.4f)",
+                    rank,
+                    [r.metrics.get("trial_id") for r in ranked[:rank]],
+                    result.metrics.get("trial_id"),
+                    metric,
+                    float(result.metrics[metric]),
+                )
+            return result
+    raise TrainingError(
+        f"none of the {len(ranked)} tuning trials' last reported checkpoints is left on "
+        f"{store.path}: each was rotated out or removed after the trial stopped"
+    )
+
+
 def _best_model_dir(checkpoint_path: str, destination: Path, store: TrainStorage) -> str:
     from graft.train.loop import MODEL_FILE, SPEC_FILE
 
@@ -322,6 +356,7 @@ def run_search(
         trial_function: Any = run_pbt_trial
     else:
         trial_function = run_trial
+    trials_store = train_storage(config.ray, trials_dir, f"tune-trials/{experiment_name}")
     trainable = tune.with_resources(
         tune.with_parameters(
             trial_function,
@@ -333,7 +368,7 @@ def run_search(
             experiment_name=experiment_name,
             # on a cluster, under the shared storage: any node may run a trial's workers, and
             # this driver reads the best trial's checkpoint
-            trials_store=train_storage(config.ray, trials_dir, f"tune-trials/{experiment_name}"),
+            trials_store=trials_store,
         ),
         {"CPU": TRIAL_CPU},
     )
@@ -389,10 +424,8 @@ def run_search(
                 else ""
             )
         )
-    sign = 1.0 if config.tune.mode == "max" else -1.0
-    final: list[dict[str, Any]] = [r.metrics or {} for r in usable]
-    best_index = max(range(len(usable)), key=lambda i: sign * float(final[i][config.tune.metric]))
-    best_metrics, best_config = final[best_index], usable[best_index].config or {}
+    best = existing_best(usable, config.tune.metric, config.tune.mode, trials_store)
+    best_metrics, best_config = best.metrics or {}, best.config or {}
     reported = [r.metrics for r in results if r.metrics]
     epochs = [int(m.get(TIME_ATTR, m.get("training_iteration", 0))) for m in reported]
     params = {k: best_config[k] for k in config.tune.space if k in best_config}
