@@ -16,6 +16,9 @@ epochs, in the order they were reported) until some trial first reached it.
     python bench/tune_efficiency.py --analyze-only --work-dir /tmp/tune-bench --seeds 3 \\
         --targets 0.94 0.95      # re-read the saved experiments for other targets
 
+Run again with the same ``--work-dir``, an interrupted bench continues: the dataset, the
+source model and the finished searches are reused, and a search cut off mid-way resumes.
+
 Wall time is dominated by Ray Train worker start-up (~15-25 s per trial on 2 cores), so the
 compute figure that matters is trial-epochs, not seconds.
 """
@@ -153,13 +156,15 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
     from graft.data.prepare import prepare_dataset
     from graft.ray_cluster import ensure_ray, shutdown_ray
     from graft.train.fit import fit
+    from graft.train.loop import MODEL_FILE
     from graft.train.requests import pretrain_request
 
     config = load_config(preset=args.preset, overrides=[f"work_dir={root}"])
     epoch_budget = _epoch_budget(args.preset, args.samples)
     trial_cap = args.trial_cap or 4 * args.samples
     dataset = root / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
+    if not dataset.exists():  # a continued bench keeps its data and source model
+        prepare_dataset(config.data, config.seed, dataset)
     schedule = [
         f"tune.{key}={value}"
         for key, value in (
@@ -168,20 +173,26 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
         )
         if value is not None
     ]
-    timings: dict[str, float] = {}
+    saved = root / TIMINGS_FILE
+    timings: dict[str, float] = json.loads(saved.read_text()) if saved.exists() else {}
     ensure_ray(config.ray)
     try:
-        pretrained = fit(
-            pretrain_request(config, str(dataset), None),
-            num_workers=config.pretrain.num_workers,
-            storage_path=root / "ray",
-            run_name="bench-pretrain",
-            output_dir=root / "pretrained",
-            max_failures=0,
-            num_to_keep=1,
-        ).model_dir
+        pretrained = str(root / "pretrained")
+        if not (root / "pretrained" / MODEL_FILE).exists():
+            pretrained = fit(
+                pretrain_request(config, str(dataset), None),
+                num_workers=config.pretrain.num_workers,
+                storage_path=root / "ray",
+                run_name="bench-pretrain",
+                output_dir=root / "pretrained",
+                max_failures=0,
+                num_to_keep=1,
+            ).model_dir
         for seed in range(args.seeds):
             for method in METHODS:
+                if f"{method}|{seed}" in timings:
+                    continue  # finished in an earlier, interrupted run of the bench
+                # a search cut off mid-way is restored by run_search (Tune's own resume)
                 timings[f"{method}|{seed}"] = _search(
                     args.preset,
                     method,
