@@ -24,8 +24,9 @@ class EpochBudgetStopper(Stopper):
 
     A trial's spend is the highest epoch it reported: a trial restarted from its checkpoint
     reports its true epoch again (``time_attr``), so the epochs it retrains are not counted
-    twice. Trials that are running when the budget runs out finish the epoch they are in,
-    so the search may overshoot by up to one epoch per concurrent trial.
+    twice. Reports Tune takes in while the stop goes out still count (the tests see at most
+    about one per running trial); whatever a stopped trial's workers train until the stop
+    reaches them is never reported, and so neither counted nor handed on.
     """
 
     def __init__(self, budget: int, time_attr: str) -> None:
