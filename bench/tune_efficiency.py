@@ -192,7 +192,12 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
             for method in METHODS:
                 if f"{method}|{seed}" in timings:
                     continue  # finished in an earlier, interrupted run of the bench
-                # a search cut off mid-way is restored by run_search (Tune's own resume)
+                # a search cut off mid-way is restored by run_search (Tune's own resume).
+                # Each search gets a Ray of its own: one whose budget stopped its trials
+                # all at once can leave their workers' resources held for minutes, and
+                # the next search's trials then wait out the worker start-up timeout
+                shutdown_ray()
+                ensure_ray(config.ray)
                 timings[f"{method}|{seed}"] = _search(
                     args.preset,
                     method,
