@@ -1,5 +1,5 @@
-"""Search efficiency at a fixed compute budget: random search without early stopping vs
-Optuna TPE + ASHA.
+"""Search efficiency at a fixed compute budget: random search with no scheduler cutting trials
+vs Optuna TPE + ASHA.
 
 Same task, same search space, the same budget of trial-epochs for both (``tune.epoch_budget``:
 ``--samples`` x the finetune's epochs, what ``--samples`` full-length trials cost), several
