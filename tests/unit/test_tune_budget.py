@@ -13,7 +13,7 @@ from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudp
 from graft.config import load_config
 from graft.errors import ConfigError
 from graft.tune.epoch_budget import EpochBudgetStopper
-from graft.tune.search import TIME_ATTR, make_searcher, param_space, search_stopper
+from graft.tune.search import TIME_ATTR, make_searcher, param_space, search_stopper, tpe_sampler
 
 
 def _report(stopper: EpochBudgetStopper, trial_id: str, epoch: int) -> bool:
@@ -116,3 +116,18 @@ def test_tpe_startup_trials_decide_when_the_search_stops_sampling_at_random() ->
     assert modelled < 0.8
     assert still_random > 0.9
     assert still_random > 1.5 * modelled
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_tpe_modelling_choices_come_from_the_config(enabled: bool) -> None:
+    # Optuna's defaults equal Graft's, so only a config that turns them off shows they are read
+    flag = str(enabled).lower()
+    config = load_config(
+        preset="tiny",
+        overrides=[f"tune.tpe.multivariate={flag}", f"tune.tpe.constant_liar={flag}"],
+    )
+    sampler = tpe_sampler(config)
+    assert sampler._multivariate is enabled
+    assert sampler._group is enabled  # conditional keys are grouped only when multivariate
+    assert sampler._constant_liar is enabled
+    assert sampler._n_startup_trials == config.tune.tpe.startup_trials
