@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from graft.config import load_config
 from graft.kfp.local_run import run_local
+from graft.tune.runs import OUTCOME_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -58,6 +59,9 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     ]
     assert len(trials) == config.tune.num_samples
     assert all("val_accuracy" in r.data.metrics for r in trials)
+    # the search ended every trial's run with how the trial ended, ASHA's cuts included
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    assert {r.data.tags[OUTCOME_TAG] for r in trials} <= {"completed", "early_stopped", "cut"}
     pretrain_history = client.get_metric_history(children["pretrain"].info.run_id, "val_loss")
     assert len(pretrain_history) >= 2
 

@@ -5,7 +5,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import ray
 
 from graft import tracking
 from graft.config import GraftConfig, load_config
@@ -13,6 +15,7 @@ from graft.data.prepare import prepare_dataset
 from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.fit import fit
 from graft.train.requests import pretrain_request
+from graft.tune.runs import OUTCOME_TAG, trial_runs
 from graft.tune.search import run_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -53,17 +56,44 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         shutdown_ray()
 
 
+def _cpus_freed_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) >= ray.cluster_resources()["CPU"] - 1e-6:
+            return True
+        time.sleep(1)
+    return False
+
+
 def test_optuna_asha_search_stops_some_trials_early(
     pretrained: tuple[str, str], tmp_path: Path
 ) -> None:
     dataset, pretrained_dir = pretrained
-    config = _config(tmp_path, "tune.num_samples=4", "tune.reduction_factor=2")
+    config = _config(
+        tmp_path,
+        "tune.num_samples=4",
+        "tune.reduction_factor=2",
+        # each trial is a 2-worker DDP fit; two such trials side by side fill the 2 CPUs
+        "tune.workers_per_trial=2",
+        "finetune.resources.cpus=0.5",
+    )
     parent = tracking.start_pipeline_run(config, "test")
     result = run_search(config, dataset, pretrained_dir, tmp_path / "tune", parent, "asha-test")
     max_epochs = sum(p.epochs for p in config.finetune.phases)
     assert result.num_trials == 4
     # ASHA's cuts vary run to run: at least one trial cut, never all of them
     assert 1 <= result.num_stopped_early <= 3
+    frame = pd.read_csv(result.trials_table)
+    # every optimizer step took a global batch of 2 workers x finetune.batch_size
+    assert (frame["examples_seen"] / frame["steps"] == 2 * config.finetune.batch_size).all()
+    # each trial's MLflow run is ended with how it ended, though ASHA killed some mid-report
+    client = tracking.client_for(config)
+    runs = {t: client.get_run(r) for t, r in trial_runs(config, parent).items()}
+    assert set(runs) == set(frame["trial_id"])
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    outcomes = [runs[t].data.tags[OUTCOME_TAG] for t in frame["trial_id"]]
+    assert outcomes == frame["outcome"].tolist()
+    assert outcomes.count("cut") == result.num_stopped_early
     assert result.total_epochs < 4 * max_epochs
     assert 0.0 < result.best_metric <= 1.0
     assert set(result.best_params) == set(config.tune.space)
@@ -118,6 +148,9 @@ def test_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs(
     assert 2 <= result.num_trials < 8
     assert result.num_stopped_early >= 1  # the budget cut a trial short
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
+    # the trials the budget stopped gave their workers' CPUs back: a next search in this Ray
+    # (a cluster's next pipeline run) can start its trials
+    assert _cpus_freed_within(30.0), ray.available_resources()
     # the best metric against the trial-epochs spent, drawn from every epoch report
     progress_plot = tmp_path / "tune" / "progress_by_trial_epochs.png"
     assert str(progress_plot) in result.plots

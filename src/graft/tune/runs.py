@@ -4,8 +4,9 @@ resumed search keeps writing into the same runs instead of leaving orphans behin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 from graft import tracking
 from graft.config import GraftConfig
@@ -13,6 +14,32 @@ from graft.config import GraftConfig
 EXPERIMENT_TAG = "graft.tune_experiment"
 TRIAL_TAG = "graft.trial_id"
 BEST_TAG = "graft.best_trial"
+OUTCOME_TAG = "graft.trial_outcome"  # completed, early_stopped, cut, failed or no_result
+
+
+class TrialOutcome(NamedTuple):
+    """How a trial ended, as the finished search saw it: its MLflow run status and why."""
+
+    status: str  # MLflow's: FINISHED, FAILED or KILLED
+    outcome: str
+
+
+def trial_outcome(last_result: Mapping[str, Any], errored: bool) -> TrialOutcome:
+    """A trial's outcome from its last report to Tune.
+
+    A trial's own run cannot say this: Tune stops a trial (a scheduler's cut, a budget, PBT's
+    last epoch) by killing its actor mid-report, so the trial's code never learns it ended.
+    Like Ray's own MLflow callback, a trial that was stopped on purpose is FINISHED; the
+    outcome tag tells a scheduler's cut from a completed fit."""
+    if errored:
+        return TrialOutcome("FAILED", "failed")
+    if not last_result:
+        return TrialOutcome("KILLED", "no_result")  # stopped before its first epoch ended
+    if last_result.get("stopped_early"):
+        return TrialOutcome("FINISHED", "early_stopped")  # the finetune recipe's patience
+    if last_result.get("fit_complete"):
+        return TrialOutcome("FINISHED", "completed")
+    return TrialOutcome("FINISHED", "cut")  # by the scheduler, the epoch or the time budget
 
 
 def _find_run(config: GraftConfig, filter_string: str) -> str | None:
@@ -96,3 +123,16 @@ def tag_best_trial(config: GraftConfig, tune_run_id: str, best_trial_id: str) ->
         else:
             client.set_tag(run_id, BEST_TAG, "false")
     return best
+
+
+def close_trial_runs(
+    config: GraftConfig, tune_run_id: str, outcomes: Mapping[str, TrialOutcome]
+) -> None:
+    """End each trial run under the tune stage run with its trial's outcome (status and tag);
+    a run whose trial has no outcome here is left as it is."""
+    client = tracking.client_for(config)
+    for trial_id, run_id in trial_runs(config, tune_run_id).items():
+        if trial_id in outcomes:
+            status, outcome = outcomes[trial_id]
+            client.set_tag(run_id, OUTCOME_TAG, outcome)
+            client.set_terminated(run_id, status)

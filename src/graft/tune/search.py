@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from graft.ray_cluster import TrainStorage, train_storage
 
 if TYPE_CHECKING:
     from graft.tracking import RunLogger
+    from graft.tune.runs import TrialOutcome
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +329,23 @@ def existing_best(results: list[Any], metric: str, mode: str, store: TrainStorag
     )
 
 
+def trial_outcomes(results: list[Any], trial_ids: Iterable[str]) -> dict[str, TrialOutcome]:
+    """Each trial's outcome, by trial id. A trial that never reported has no id in its
+    result, only in its folder's name (Tune names it ``<trainable>_<trial id>_<tag>``)."""
+    from graft.tune.runs import trial_outcome
+
+    known = list(trial_ids)
+    outcomes: dict[str, TrialOutcome] = {}
+    for result in results:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or next(
+            (t for t in known if f"_{t}_" in Path(str(result.path)).name), None
+        )
+        if trial_id is not None:
+            outcomes[str(trial_id)] = trial_outcome(metrics, result.error is not None)
+    return outcomes
+
+
 def _best_model_dir(checkpoint_path: str, destination: Path, store: TrainStorage) -> str:
     from graft.train.loop import MODEL_FILE, SPEC_FILE
 
@@ -345,6 +364,8 @@ def run_search(
     from ray import tune
 
     from graft.train.loop import phases_for
+    from graft.tune.orphaned_groups import OrphanedGroupSweeper
+    from graft.tune.runs import close_trial_runs, trial_runs
 
     max_epochs = sum(p.epochs for p in phases_for(config.finetune))
     store = train_storage(config.ray, config.work_path / "ray" / "tune", "tune")
@@ -403,14 +424,22 @@ def run_search(
                 storage_filesystem=store.filesystem,
                 verbose=0,
                 stop=search_stopper(config, max_epochs),
+                # gives back the CPUs of trials stopped while their workers were starting
+                callbacks=[OrphanedGroupSweeper()],
             ),
         )
     grid = tuner.fit()
+    results = [grid[index] for index in range(len(grid))]
+    outcomes = trial_outcomes(results, trial_runs(config, tune_run_id))
+    close_trial_runs(config, tune_run_id, outcomes)
     frame = grid.get_dataframe()
+    if "trial_id" in frame:
+        frame["outcome"] = [
+            outcomes[t].outcome if t in outcomes else "" for t in frame["trial_id"].astype(str)
+        ]
     output_dir.mkdir(parents=True, exist_ok=True)
     table = output_dir / "trials.csv"
     frame.to_csv(table, index=False)
-    results = [grid[index] for index in range(len(grid))]
     usable = [r for r in results if r.metrics and "checkpoint_path" in r.metrics]
     if not usable:
         errors = [str(r.error) for r in results if r.error is not None]
