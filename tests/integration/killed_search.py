@@ -1,5 +1,4 @@
-"""A `graft tune` process killed after its first finished trial, and its resume: shared by the
-resume tests."""
+"""A `graft tune` process killed part-way, and its resume: shared by the resume tests."""
 
 from __future__ import annotations
 
@@ -9,32 +8,48 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from graft import tracking
 from graft.config import GraftConfig
+from graft.tune.runs import EXPERIMENT_TAG
 from graft.tune.session import TuneSession, load_session
 
 
+class TrialState(NamedTuple):
+    status: str  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    epoch: int  # of the last result the experiment state recorded; 0 before any
+
+
 class KilledSearch(NamedTuple):
-    finished: set[str]  # trial ids the experiment state recorded as finished before the kill
+    trials: dict[str, TrialState]  # what the experiment state on disk held at the kill
     experiment: str  # the Tune experiment's name
     session: TuneSession
 
+    @property
+    def finished(self) -> set[str]:
+        return {t for t, state in self.trials.items() if state.status == "TERMINATED"}
 
-def terminated_trials(experiment_dir: Path) -> set[str]:
-    """Trial ids the experiment state on disk records as finished."""
-    done: set[str] = set()
-    for state_file in experiment_dir.glob("experiment_state-*.json"):
+
+def trial_states(experiment_dir: Path) -> dict[str, TrialState]:
+    """Each trial's status and last recorded epoch, from the newest experiment state on disk:
+    what a resumed search starts from."""
+    for state_file in sorted(experiment_dir.glob("experiment_state-*.json"), reverse=True):
         try:
             state = json.loads(state_file.read_text())
         except (json.JSONDecodeError, OSError):  # being rewritten right now
             continue
+        trials: dict[str, TrialState] = {}
         for entry in state.get("trial_data", []):
-            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-            if trial.get("status") == "TERMINATED":
-                done.add(str(trial["trial_id"]))
-    return done
+            trial, metadata = (json.loads(e) if isinstance(e, str) else e for e in entry[:2])
+            last = metadata.get("last_result") or {}
+            trials[str(trial["trial_id"])] = TrialState(
+                str(trial["status"]), int(last.get("epoch", 0))
+            )
+        return trials
+    return {}
 
 
 def graft_tune(*args: str) -> list[str]:
@@ -45,11 +60,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "GRAFT_RAY_LOG_TO_DRIVER": "0"}
 
 
-def kill_after_first_finished_trial(
-    config: GraftConfig, overrides: list[str], dataset: Path, pretrained: Path, out: Path
+def kill_search_when(
+    ready: Callable[[dict[str, TrialState]], bool],
+    config: GraftConfig,
+    overrides: list[str],
+    dataset: Path,
+    pretrained: Path,
+    out: Path,
+    deadline_s: float = 150,
 ) -> KilledSearch:
     """Start `graft tune` on the tiny preset with ``overrides`` and SIGKILL its whole process
-    group (Ray's processes too) once the experiment state records a finished trial."""
+    group (Ray's processes too) once the experiment state on disk makes ``ready`` true."""
     sets = [item for override in overrides for item in ("--set", override)]
     first = subprocess.Popen(
         graft_tune(
@@ -68,29 +89,58 @@ def kill_after_first_finished_trial(
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill takes Ray's processes too
     )
-    finished: set[str] = set()
-    experiment = ""
+    trials: dict[str, TrialState] = {}
+    session: TuneSession | None = None
     try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and not finished and first.poll() is None:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline and first.poll() is None:
             time.sleep(1)
             if (out / "tune-session.json").exists():
                 session = load_session(out)
-                experiment = f"tune-{session.parent_run_id[:12]}"
-                finished = terminated_trials(config.work_path / "ray" / "tune" / experiment)
+                experiment_dir = config.work_path / "ray" / "tune" / _experiment(session)
+                trials = trial_states(experiment_dir)
+                if trials and ready(trials):
+                    break
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
-    assert finished, "no trial finished before the kill"
-    return KilledSearch(finished, experiment, session)
+    assert session is not None and trials and ready(trials), (
+        f"the search was not ready to be killed (exit code {first.returncode}): {trials}"
+    )
+    return KilledSearch(trials, _experiment(session), session)
 
 
-def resume_killed_search(out: Path) -> None:
+def _experiment(session: TuneSession) -> str:
+    return f"tune-{session.parent_run_id[:12]}"
+
+
+def kill_after_first_finished_trial(
+    config: GraftConfig, overrides: list[str], dataset: Path, pretrained: Path, out: Path
+) -> KilledSearch:
+    return kill_search_when(
+        lambda trials: any(t.status == "TERMINATED" for t in trials.values()),
+        config,
+        overrides,
+        dataset,
+        pretrained,
+        out,
+    )
+
+
+def resume_killed_search(out: Path, timeout_s: float = 240) -> None:
     resumed = subprocess.run(
         graft_tune("--resume", "--output-dir", str(out)),
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout_s,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def tune_stage_runs(config: GraftConfig, experiment: str) -> list[Any]:
+    """The MLflow tune stage runs of the Tune experiment ``experiment`` (one, if resumed right)."""
+    return tracking.client_for(config).search_runs(
+        [tracking.experiment_id(config)],
+        filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment}' and tags.`graft.stage` = 'tune'",
+    )

@@ -10,13 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from killed_search import KilledSearch, kill_after_first_finished_trial, resume_killed_search
+from killed_search import (
+    KilledSearch,
+    kill_after_first_finished_trial,
+    resume_killed_search,
+    tune_stage_runs,
+)
 
 from graft import tracking
 from graft.config import GraftConfig, load_config
 from graft.data.prepare import prepare_dataset
 from graft.train.loop import MODEL_FILE
-from graft.tune.runs import BEST_TAG, EXPERIMENT_TAG, TRIAL_TAG
+from graft.tune.runs import BEST_TAG, TRIAL_TAG
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
@@ -69,10 +74,7 @@ def test_killed_search_resumes_without_rerunning_finished_trials(
     # MLflow: one tune stage run for the experiment, one child run per trial
     client = tracking.client_for(config)
     experiment_id = tracking.experiment_id(config)
-    stage_runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment}' and tags.`graft.stage` = 'tune'",
-    )
+    stage_runs = tune_stage_runs(config, experiment)
     assert len(stage_runs) == 1
     assert stage_runs[0].data.tags[tracking.PARENT_TAG] == session.parent_run_id
     assert stage_runs[0].info.status == "FINISHED"
