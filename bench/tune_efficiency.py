@@ -74,6 +74,9 @@ class SearchFigures:
     epochs_to_target: dict[float, int | None] = field(default_factory=dict)
     wall_s: float = 0.0
     best_so_far: list[float] = field(default_factory=list)  # after each trial-epoch
+    trial_bests: list[float] = field(default_factory=list)  # each trial's best val accuracy
+    trial_first_epochs: dict[float, list[int]] = field(default_factory=dict)
+    # ^ per target: the epoch at which each trial that reached it first did
 
 
 def _method_dir(root: Path, method: str, seed: int) -> Path:
@@ -100,6 +103,15 @@ def _figures(
         {target: progress.epochs_to_reach(target) for target in targets},
         wall,
         progress.best_so_far(),
+        [float(f["val_accuracy"].max()) for f in frames],
+        {
+            target: [
+                int(f.loc[f["val_accuracy"] >= target, "epoch"].min())
+                for f in frames
+                if (f["val_accuracy"] >= target).any()
+            ]
+            for target in targets
+        },
     )
 
 
@@ -193,9 +205,7 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
                 if f"{method}|{seed}" in timings:
                     continue  # finished in an earlier, interrupted run of the bench
                 # a search cut off mid-way is restored by run_search (Tune's own resume).
-                # Each search gets a Ray of its own: one whose budget stopped its trials
-                # all at once can leave their workers' resources held for minutes, and
-                # the next search's trials then wait out the worker start-up timeout
+                # Each search gets a Ray of its own, so no search inherits another's state
                 shutdown_ray()
                 ensure_ray(config.ray)
                 timings[f"{method}|{seed}"] = _search(
@@ -279,6 +289,17 @@ def _print_table(figures: list[SearchFigures], targets: list[float], title: str)
             f"target {target}: Optuna+ASHA spent {ratio:.2f}x random search's trial-epochs "
             f"to reach it (goal <= 0.33x): {verdict}"
         )
+    # what decides the race: how many configurations a method tries that can reach a target
+    # at all (TPE should raise the share; ASHA's cuts lower it), and how soon they do
+    for method in METHODS:
+        runs = [f for f in figures if f.method == method]
+        bests = [b for f in runs for b in f.trial_bests]
+        shares = []
+        for target in targets:
+            reached = sorted(e for f in runs for e in f.trial_first_epochs.get(target, []))
+            median = f", median epoch {statistics.median(reached):g}" if reached else ""
+            shares.append(f"{target}: {len(reached) / max(len(bests), 1):.0%}{median}")
+        console.print(f"{method}: trials that reached " + "; ".join(shares))
     totals = [statistics.mean(f.trial_epochs for f in figures if f.method == m) for m in METHODS]
     console.print(f"whole-search compute, Optuna+ASHA / random: {totals[1] / totals[0]:.2f}x")
 
