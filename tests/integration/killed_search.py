@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from graft import tracking
 from graft.config import GraftConfig
+from graft.data.prepare import prepare_dataset
 from graft.tune.runs import EXPERIMENT_TAG
 from graft.tune.session import TuneSession, load_session
 
@@ -50,6 +51,16 @@ def trial_states(experiment_dir: Path) -> dict[str, TrialState]:
             )
         return trials
     return {}
+
+
+def search_inputs(
+    config: GraftConfig, root: Path, untrained_model_dir: Callable[..., Path]
+) -> tuple[Path, Path]:
+    """A prepared dataset and an untrained source model under ``root``: a resume does not
+    depend on what the source model learned, so no pretrain fit."""
+    dataset = root / "dataset"
+    prepare_dataset(config.data, config.seed, dataset)
+    return dataset, untrained_model_dir(config, dataset, root / "pretrained")
 
 
 def graft_tune(*args: str) -> list[str]:

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from killed_search import kill_search_when, resume_killed_search, tune_stage_runs
+from killed_search import (
+    kill_search_when,
+    resume_killed_search,
+    search_inputs,
+    tune_stage_runs,
+)
 from search_helpers import search_on_own_ray
 
 from graft import tracking
 from graft.config import load_config
-from graft.data.prepare import prepare_dataset
 from graft.train.loop import evaluate_model, load_checkpoint_model, load_split_rows
 from graft.tune.pbt import EXPLOITS_TAG, RESTORED_AT_EPOCH_TAG, RESTORED_FROM_TAG
 from graft.tune.runs import trial_runs
@@ -167,9 +171,7 @@ def test_a_killed_pbt_search_resumes_each_trial_from_its_last_checkpoint(
         f"finetune.phases={_phases(epochs)}",
     ]
     config = load_config(preset="tiny", overrides=settings)
-    dataset = tmp_path / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
+    dataset, pretrained = search_inputs(config, tmp_path, untrained_model_dir)
     out = tmp_path / "tune"
     # killed once every trial's checkpoint after epoch 2 is in the experiment state on disk
     killed = kill_search_when(

@@ -14,12 +14,12 @@ from killed_search import (
     KilledSearch,
     kill_after_first_finished_trial,
     resume_killed_search,
+    search_inputs,
     tune_stage_runs,
 )
 
 from graft import tracking
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import prepare_dataset
 from graft.train.loop import MODEL_FILE
 from graft.tune.runs import BEST_TAG, TRIAL_TAG
 
@@ -43,10 +43,7 @@ def _killed_fifo_search(
         *overrides,
     ]
     config = load_config(preset="tiny", overrides=settings)
-    dataset = tmp_path / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    # no pretrain fit: resume does not depend on what the source model learned
-    pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
+    dataset, pretrained = search_inputs(config, tmp_path, untrained_model_dir)
     out = tmp_path / "tune"
     return config, out, kill_after_first_finished_trial(config, settings, dataset, pretrained, out)
 
