@@ -361,7 +361,9 @@ def tune_(
     tune.epoch_budget trial-epochs (all trials' epochs added up), whichever comes first, e.g.
     --set tune.num_samples=50 --set tune.epoch_budget=120. A killed search continues with
     `graft tune --resume --output-dir DIR` (same config, same inputs, same MLflow runs, and
-    what is left of the epoch budget).
+    what is left of the epoch budget). While it runs it shows a progress bar in a terminal
+    (else one line per trial as it ends), and each trial's MLflow run ends with how the trial
+    ended (tag graft.trial_outcome: completed, early_stopped, cut, failed or no_result).
     """
     from graft.ray_cluster import shutdown_ray
     from graft.stages import tune as tune_stage

@@ -128,7 +128,7 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
 
 
 def test_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs(
-    pretrained: tuple[str, str], tmp_path: Path
+    pretrained: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dataset, pretrained_dir = pretrained
     config = _config(
@@ -147,6 +147,11 @@ def test_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs(
     assert 15 <= result.total_epochs < 15 + max_epochs
     assert 2 <= result.num_trials < 8
     assert result.num_stopped_early >= 1  # the budget cut a trial short
+    # outside a terminal the search showed one line per trial as it ended, cut ones included
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tune: ")]
+    assert len(shown) == result.num_trials
+    assert any(" cut at epoch " in line for line in shown)
+    assert all(" trial-epochs; best val_accuracy " in line for line in shown)
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
     # the trials the budget stopped gave their workers' CPUs back: a next search in this Ray
     # (a cluster's next pipeline run) can start its trials

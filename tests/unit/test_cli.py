@@ -68,3 +68,6 @@ def test_tune_help_says_what_ends_a_search() -> None:
     result = run_graft("tune", "--help")
     for budget in ("tune.num_samples", "tune.time_budget_s", "tune.epoch_budget"):
         assert budget in result.stdout
+    # and what a user sees of it: the progress display and each trial's outcome
+    assert "progress bar" in result.stdout
+    assert "graft.trial_outcome" in result.stdout

@@ -93,10 +93,10 @@ def pbt_mutations(space: dict[str, SearchDimension]) -> dict[str, Any]:
 
 
 def make_pbt_scheduler(config: GraftConfig) -> Any:
-    from ray.tune.schedulers import PopulationBasedTraining
+    from graft.tune.pbt_scheduler import ResumablePBT
 
     pbt = config.tune.pbt
-    return PopulationBasedTraining(
+    return ResumablePBT(
         time_attr=TIME_ATTR,
         perturbation_interval=pbt.perturbation_interval,
         hyperparam_mutations=pbt_mutations(config.tune.space),

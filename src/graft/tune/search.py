@@ -364,6 +364,7 @@ def run_search(
     from ray import tune
 
     from graft.train.loop import phases_for
+    from graft.tune.live_progress import LiveSearchProgress, SearchTally
     from graft.tune.orphaned_groups import OrphanedGroupSweeper
     from graft.tune.runs import close_trial_runs, trial_runs
 
@@ -424,8 +425,18 @@ def run_search(
                 storage_filesystem=store.filesystem,
                 verbose=0,
                 stop=search_stopper(config, max_epochs),
-                # gives back the CPUs of trials stopped while their workers were starting
-                callbacks=[OrphanedGroupSweeper()],
+                callbacks=[
+                    # gives back the CPUs of trials stopped while their workers were starting
+                    OrphanedGroupSweeper(),
+                    LiveSearchProgress(
+                        SearchTally(
+                            config.tune.metric,
+                            config.tune.mode,
+                            config.tune.num_samples,
+                            config.tune.epoch_budget,
+                        )
+                    ),
+                ],
             ),
         )
     grid = tuner.fit()

@@ -1,0 +1,169 @@
+"""What a running search shows while it runs (Tune's own table is off: ``verbose=0``).
+
+In a terminal, a progress bar over the search's budget (trial-epochs under
+``tune.epoch_budget``, else trials) with the trials running and done and the best metric so
+far. Elsewhere (KFP pod logs, CI) one line per trial as it ends: how it ended, its metric, and
+the same totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from graft.tune.runs import trial_outcome
+
+
+@dataclass
+class SearchTally:
+    """A search's counts as Tune reports them; what the bar and the lines show."""
+
+    metric: str
+    mode: str  # "max" or "min"
+    num_samples: int
+    epoch_budget: int | None = None
+    furthest_epoch: dict[str, int] = field(default_factory=dict)  # per trial
+    running: set[str] = field(default_factory=set)
+    ended: dict[str, str] = field(default_factory=dict)  # trial -> outcome
+    best: float | None = None
+    best_trial: str = ""
+
+    def started(self, trial_id: str) -> None:
+        self.running.add(trial_id)
+
+    def reported(self, trial_id: str, result: dict[str, Any]) -> None:
+        epoch = int(result.get("epoch", 0))
+        self.furthest_epoch[trial_id] = max(self.furthest_epoch.get(trial_id, 0), epoch)
+        value = result.get(self.metric)
+        if value is None:
+            return
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best, self.best_trial = float(value), trial_id
+
+    def finished(self, trial_id: str, last_result: dict[str, Any], errored: bool) -> str:
+        self.running.discard(trial_id)
+        self.ended[trial_id] = trial_outcome(last_result, errored).outcome
+        return self.ended[trial_id]
+
+    @property
+    def trial_epochs(self) -> int:
+        return sum(self.furthest_epoch.values())
+
+    @property
+    def total(self) -> int:
+        """What the bar fills up to."""
+        return self.epoch_budget if self.epoch_budget is not None else self.num_samples
+
+    @property
+    def completed(self) -> int:
+        done = self.trial_epochs if self.epoch_budget is not None else len(self.ended)
+        return min(done, self.total)
+
+    def summary(self) -> str:
+        best = (
+            f"best {self.metric} {self.best:.4f} (trial {self.best_trial})"
+            if self.best is not None
+            else f"no {self.metric} yet"
+        )
+        return (
+            f"{len(self.ended)} trials ended, {len(self.running)} running, "
+            f"{self.trial_epochs} trial-epochs; {best}"
+        )
+
+
+class LiveSearchProgress(Callback):
+    """Shows a search's :class:`SearchTally` as it changes."""
+
+    def __init__(self, tally: SearchTally, console: Console | None = None) -> None:
+        self.tally = tally
+        self._console = console
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment; the live display stays behind
+        return {"tally": self.tally, "_console": None, "_progress": None, "_task": None}
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = Console(stderr=True)
+        return self._console
+
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        if total_num_samples:  # Tune's count: a grid's points times num_samples
+            self.tally.num_samples = total_num_samples
+        if not self.console.is_terminal:
+            return
+        unit = "trial-epochs" if self.tally.epoch_budget is not None else "trials"
+        self._progress = Progress(
+            TextColumn("[bold]tune[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(self.tally.summary(), total=self.tally.total)
+
+    def _refresh(self) -> None:
+        if self._progress is not None:
+            self._progress.update(
+                self._task, completed=self.tally.completed, description=self.tally.summary()
+            )
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.tally.started(str(trial.trial_id))
+        self._refresh()
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.tally.reported(str(trial.trial_id), result)
+        self._refresh()
+
+    def _ended(self, trial: Any, errored: bool) -> None:
+        trial_id = str(trial.trial_id)
+        last = dict(trial.last_result or {})
+        outcome = self.tally.finished(trial_id, last, errored)
+        if self._progress is None:
+            value = last.get(self.tally.metric)
+            shown = f"{self.tally.metric} {value:.4f}" if value is not None else "no result"
+            self.console.print(
+                f"tune: trial {trial_id} {outcome} at epoch {int(last.get('epoch', 0))}, "
+                f"{shown}; {self.tally.summary()}",
+                highlight=False,
+                soft_wrap=True,  # a log line: never wrapped at the console's width
+            )
+        self._refresh()
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._ended(trial, errored=False)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._ended(trial, errored=True)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        # a stopper's stop-all (tune.epoch_budget) and the time budget stop trials without
+        # Tune's on_trial_complete: they end here
+        for trial in trials:
+            trial_id = str(trial.trial_id)
+            if trial_id in self.tally.running and trial_id not in self.tally.ended:
+                self._ended(trial, errored=trial.status == "ERROR")
+        if self._progress is not None:
+            self._refresh()
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,94 @@
+"""What a running search shows: a bar over its budget in a terminal, a line per ended trial
+elsewhere, both with the trials running and ended and the best metric so far."""
+
+import io
+import pickle
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from graft.tune.live_progress import LiveSearchProgress, SearchTally
+
+
+def _trial(trial_id: str, **last: float) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, last_result=last)
+
+
+def _run_search(show: LiveSearchProgress) -> None:
+    show.setup(total_num_samples=4)
+    a, b = _trial("a"), _trial("b")
+    show.on_trial_start(0, [], a)
+    show.on_trial_start(0, [], b)
+    for epoch, (acc_a, acc_b) in enumerate([(0.5, 0.7), (0.6, 0.9)], start=1):
+        show.on_trial_result(0, [], a, {"epoch": epoch, "val_accuracy": acc_a})
+        show.on_trial_result(0, [], b, {"epoch": epoch, "val_accuracy": acc_b})
+    a.last_result = {"epoch": 2, "val_accuracy": 0.6, "fit_complete": 0.0}
+    show.on_trial_complete(0, [], a)  # cut by the scheduler
+    b.last_result = {"epoch": 2, "val_accuracy": 0.9, "fit_complete": 1.0}
+    show.on_trial_complete(0, [], b)
+    show.on_trial_error(0, [], _trial("c"))  # never reported
+    # a budget's stop-all ends a running trial without Tune's on_trial_complete
+    d = _trial("d")
+    show.on_trial_start(0, [], d)
+    show.on_trial_result(0, [], d, {"epoch": 1, "val_accuracy": 0.8})
+    d.last_result, d.status = {"epoch": 1, "val_accuracy": 0.8, "fit_complete": 0.0}, "RUNNING"
+    show.on_experiment_end([a, b, d])
+
+
+def test_the_tally_counts_trials_epochs_and_the_best_metric() -> None:
+    tally = SearchTally("val_loss", "min", num_samples=5, epoch_budget=10)
+    tally.started("a")
+    tally.reported("a", {"epoch": 1, "val_loss": 0.8})
+    tally.reported("a", {"epoch": 2, "val_loss": 0.5})
+    tally.started("b")
+    tally.reported("b", {"epoch": 1, "val_loss": 0.6})
+    assert (tally.best, tally.best_trial) == (0.5, "a")  # lower is better
+    assert tally.trial_epochs == 3
+    assert (tally.completed, tally.total) == (3, 10)  # the bar fills up to the epoch budget
+    assert tally.finished("a", {"epoch": 2, "fit_complete": 1.0}, errored=False) == "completed"
+    assert tally.running == {"b"}
+    assert (
+        tally.summary()
+    ) == "1 trials ended, 1 running, 3 trial-epochs; best val_loss 0.5000 (trial a)"
+    no_budget = SearchTally("val_loss", "min", num_samples=5)
+    no_budget.finished("x", {}, errored=True)
+    assert (no_budget.completed, no_budget.total) == (1, 5)  # ...else up to the trials
+
+
+def test_outside_a_terminal_each_ended_trial_is_one_line() -> None:
+    out = io.StringIO()
+    show = LiveSearchProgress(SearchTally("val_accuracy", "max", 2), Console(file=out))
+    _run_search(show)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "tune: trial a cut at epoch 2, val_accuracy 0.6000; 1 trials ended, 1 running, "
+        "4 trial-epochs; best val_accuracy 0.9000 (trial b)",
+        "tune: trial b completed at epoch 2, val_accuracy 0.9000; 2 trials ended, 0 running, "
+        "4 trial-epochs; best val_accuracy 0.9000 (trial b)",
+        "tune: trial c failed at epoch 0, no result; 3 trials ended, 0 running, "
+        "4 trial-epochs; best val_accuracy 0.9000 (trial b)",
+        "tune: trial d cut at epoch 1, val_accuracy 0.8000; 4 trials ended, 0 running, "
+        "5 trial-epochs; best val_accuracy 0.9000 (trial b)",
+    ]
+    assert show.tally.num_samples == 4  # Tune's own count of the trials it will start
+
+
+def test_in_a_terminal_a_bar_fills_up_to_the_budget() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160)
+    show = LiveSearchProgress(SearchTally("val_accuracy", "max", 2, epoch_budget=8), console)
+    _run_search(show)
+    screen = out.getvalue()
+    assert "5/8" in screen and "trial-epochs" in screen  # spent / budget
+    assert "best val_accuracy 0.9000 (trial b)" in screen
+    assert "tune: trial" not in screen  # the bar replaces the per-trial lines
+
+
+def test_tune_can_pickle_it_with_the_experiment_while_it_shows() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True)
+    show = LiveSearchProgress(SearchTally("val_accuracy", "max", 2), console)
+    show.setup(total_num_samples=2)
+    show.on_trial_start(0, [], _trial("a"))
+    restored = pickle.loads(pickle.dumps(show))
+    assert restored.tally.running == {"a"}
+    show.on_experiment_end([])
