@@ -74,7 +74,6 @@ class SearchFigures:
     epochs_to_target: dict[float, int | None] = field(default_factory=dict)
     wall_s: float = 0.0
     best_so_far: list[float] = field(default_factory=list)  # after each trial-epoch
-    trial_bests: list[float] = field(default_factory=list)  # each trial's best val accuracy
     trial_first_epochs: dict[float, list[int]] = field(default_factory=dict)
     # ^ per target: the epoch at which each trial that reached it first did
 
@@ -103,7 +102,6 @@ def _figures(
         {target: progress.epochs_to_reach(target) for target in targets},
         wall,
         progress.best_so_far(),
-        [float(f["val_accuracy"].max()) for f in frames],
         {
             target: [
                 int(f.loc[f["val_accuracy"] >= target, "epoch"].min())
@@ -293,12 +291,12 @@ def _print_table(figures: list[SearchFigures], targets: list[float], title: str)
     # at all (TPE should raise the share; ASHA's cuts lower it), and how soon they do
     for method in METHODS:
         runs = [f for f in figures if f.method == method]
-        bests = [b for f in runs for b in f.trial_bests]
+        trials = sum(f.trials for f in runs)
         shares = []
         for target in targets:
             reached = sorted(e for f in runs for e in f.trial_first_epochs.get(target, []))
             median = f", median epoch {statistics.median(reached):g}" if reached else ""
-            shares.append(f"{target}: {len(reached) / max(len(bests), 1):.0%}{median}")
+            shares.append(f"{target}: {len(reached) / max(trials, 1):.0%}{median}")
         console.print(f"{method}: trials that reached " + "; ".join(shares))
     totals = [statistics.mean(f.trial_epochs for f in figures if f.method == m) for m in METHODS]
     console.print(f"whole-search compute, Optuna+ASHA / random: {totals[1] / totals[0]:.2f}x")

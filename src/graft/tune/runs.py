@@ -126,12 +126,12 @@ def tag_best_trial(config: GraftConfig, tune_run_id: str, best_trial_id: str) ->
 
 
 def close_trial_runs(
-    config: GraftConfig, tune_run_id: str, outcomes: Mapping[str, TrialOutcome]
+    config: GraftConfig, runs: Mapping[str, str], outcomes: Mapping[str, TrialOutcome]
 ) -> None:
-    """End each trial run under the tune stage run with its trial's outcome (status and tag);
-    a run whose trial has no outcome here is left as it is."""
+    """End each trial run (``runs``: trial id -> run id, from :func:`trial_runs`) with its
+    trial's outcome (status and tag); a run whose trial has no outcome here is left as it is."""
     client = tracking.client_for(config)
-    for trial_id, run_id in trial_runs(config, tune_run_id).items():
+    for trial_id, run_id in runs.items():
         if trial_id in outcomes:
             status, outcome = outcomes[trial_id]
             client.set_tag(run_id, OUTCOME_TAG, outcome)

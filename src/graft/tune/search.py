@@ -441,8 +441,9 @@ def run_search(
         )
     grid = tuner.fit()
     results = [grid[index] for index in range(len(grid))]
-    outcomes = trial_outcomes(results, trial_runs(config, tune_run_id))
-    close_trial_runs(config, tune_run_id, outcomes)
+    runs = trial_runs(config, tune_run_id)
+    outcomes = trial_outcomes(results, runs)
+    close_trial_runs(config, runs, outcomes)
     frame = grid.get_dataframe()
     if "trial_id" in frame:
         frame["outcome"] = [
