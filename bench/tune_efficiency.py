@@ -82,7 +82,8 @@ class SearchFigures:
     trials: int
     epochs_to_target: dict[float, int | None] = field(default_factory=dict)
     wall_s: float = 0.0
-    best_so_far: list[float] = field(default_factory=list)  # after each trial-epoch
+    best_so_far: list[float] = field(default_factory=list)  # after each epoch report
+    spent: list[int] = field(default_factory=list)  # trial-epochs after each report
     trial_first_epochs: dict[float, list[int]] = field(default_factory=dict)
     # ^ per target: the epoch at which each trial that reached it first did
 
@@ -111,6 +112,7 @@ def _figures(
         {target: progress.epochs_to_reach(target) for target in targets},
         wall,
         progress.best_so_far(),
+        progress.spent,
         {
             target: [
                 int(f.loc[f["val_accuracy"] >= target, "epoch"].min())
@@ -327,7 +329,7 @@ def _plot(figures: list[SearchFigures], targets: list[float], budget: int, path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for f in figures:
         ax.step(
-            range(1, len(f.best_so_far) + 1),
+            f.spent,
             f.best_so_far,
             where="post",
             color=colours[f.method],

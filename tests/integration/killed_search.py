@@ -138,7 +138,8 @@ def kill_after_first_finished_trial(
     )
 
 
-def resume_killed_search(out: Path, timeout_s: float = 240) -> None:
+def resume_killed_search(out: Path, timeout_s: float = 240) -> str:
+    """Runs `graft tune --resume`; returns what it printed to stderr (its progress lines)."""
     resumed = subprocess.run(
         graft_tune("--resume", "--output-dir", str(out)),
         env=_env(),
@@ -147,6 +148,7 @@ def resume_killed_search(out: Path, timeout_s: float = 240) -> None:
         timeout=timeout_s,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return resumed.stderr
 
 
 def tune_stage_runs(config: GraftConfig, experiment: str) -> list[Any]:

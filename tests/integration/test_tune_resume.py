@@ -6,6 +6,7 @@ only what the killed process left of its budget."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +60,13 @@ def test_killed_search_resumes_without_rerunning_finished_trials(
     trials_dir = config.work_path / "tune-trials" / experiment
     finished_models = {t: (trials_dir / t / "model" / MODEL_FILE).stat().st_mtime for t in finished}
 
-    resume_killed_search(out)
+    printed = resume_killed_search(out)
+
+    # the live progress counts what the killed process did, then goes on from there
+    adopted = re.search(r"tune: resumed; before the interruption: (\d+) trials ended", printed)
+    assert adopted is not None, printed[-3000:]
+    assert int(adopted.group(1)) >= len(finished)
+    assert f"{NUM_SAMPLES} trials ended, 0 running" in printed
 
     # every trial ran, the finished one was not run again
     trial_ids = {p.name for p in trials_dir.iterdir() if p.is_dir()}
@@ -119,9 +126,15 @@ def test_a_resumed_search_spends_only_what_is_left_of_its_epoch_budget(
     before = _trial_epochs(experiment_dir)
     assert sum(before.values()) < budget, "the budget ran out before the kill"
 
-    resume_killed_search(out)
+    printed = resume_killed_search(out)
 
     spent = _trial_epochs(experiment_dir)
+    # the resumed process's progress starts from the killed one's trial-epochs
+    adopted = re.search(r"before the interruption: .*?(\d+) trial-epochs", printed)
+    assert adopted is not None, printed[-3000:]
+    assert int(adopted.group(1)) >= sum(before.values())
+    last_line = [line for line in printed.splitlines() if line.startswith("tune: trial")][-1]
+    assert f"{sum(spent.values())} trial-epochs" in last_line
     # a resumed search that forgot the first process's epochs would train 15 more: 3+ trials
     # after the kill and more than 21 epochs in all
     assert budget <= sum(spent.values()) <= budget + 2

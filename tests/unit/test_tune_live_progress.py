@@ -92,3 +92,43 @@ def test_tune_can_pickle_it_with_the_experiment_while_it_shows() -> None:
     restored = pickle.loads(pickle.dumps(show))
     assert restored.tally.running == {"a"}
     show.on_experiment_end([])
+
+
+def test_a_resumed_search_counts_what_its_restored_trials_did_before() -> None:
+    # Tune restores an interrupted search's trials without a callback, and the callback comes
+    # back from the experiment as it was pickled when the search began: empty
+    fresh = LiveSearchProgress(SearchTally("val_accuracy", "max", 4, epoch_budget=20))
+    show = pickle.loads(pickle.dumps(fresh))
+    out = io.StringIO()
+    show._console = Console(file=out, force_terminal=False)
+    done = SimpleNamespace(
+        trial_id="a",
+        status="TERMINATED",
+        last_result={"epoch": 5, "val_accuracy": 0.8, "fit_complete": 1.0},
+        metric_analysis={"val_accuracy": {"max": 0.85, "min": 0.5}},
+    )
+    cut_off = SimpleNamespace(
+        trial_id="b", status="PENDING", last_result={"epoch": 2, "val_accuracy": 0.6}
+    )
+    unstarted = SimpleNamespace(trial_id="c", status="PENDING", last_result={})
+    show.setup(total_num_samples=4)
+    show.on_step_begin(0, [done, cut_off, unstarted])
+    tally = show.tally
+    assert tally.trial_epochs == 7
+    assert tally.ended == {"a": "completed"}
+    assert (tally.best, tally.best_trial) == (0.85, "a")  # its best epoch, not its last
+    assert "resumed; before the interruption: 1 trials ended" in out.getvalue()
+    # once: later steps and the resumed trial's own reports are not counted again
+    show.on_step_begin(1, [done, cut_off, unstarted])
+    show.on_trial_start(1, [], cut_off)
+    show.on_trial_result(1, [], cut_off, {"epoch": 3, "val_accuracy": 0.7})
+    assert tally.trial_epochs == 8
+    assert out.getvalue().count("resumed") == 1
+
+
+def test_a_search_started_afresh_adopts_nothing() -> None:
+    out = io.StringIO()
+    show = LiveSearchProgress(SearchTally("val_accuracy", "max", 2), Console(file=out))
+    show.setup(total_num_samples=2)
+    show.on_step_begin(0, [SimpleNamespace(trial_id="a", status="PENDING", last_result={})])
+    assert show.tally.trial_epochs == 0 and "resumed" not in out.getvalue()

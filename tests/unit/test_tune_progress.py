@@ -51,3 +51,27 @@ def test_progress_plot_is_written(tmp_path: Path) -> None:
     progress = search_progress([_trial([1, 2, 3], [0.5, 0.7, 0.6])], "val_accuracy", "max")
     path = plot_progress_by_trial_epochs(progress, tmp_path / "p.png", epoch_budget=3)
     assert path.stat().st_size > 5_000
+
+
+def test_an_epoch_reported_again_after_a_restart_is_not_spent_twice() -> None:
+    # the trial failed after epoch 2 and resumed from its epoch-1 checkpoint: epoch 2 is
+    # reported twice; tune.epoch_budget and the live progress count its furthest epoch
+    restarted = pd.DataFrame(
+        {
+            "timestamp": [1, 2, 3, 4],
+            "epoch": [1.0, 2.0, 2.0, 3.0],
+            "val_accuracy": [0.5, 0.6, 0.7, 0.9],
+        }
+    )
+    other = _trial([5], [0.8])
+    progress = search_progress([restarted, other], "val_accuracy", "max")
+    assert progress.values == [0.5, 0.6, 0.7, 0.9, 0.8]
+    assert progress.spent == [1, 2, 2, 3, 4]
+    assert progress.trial_epochs == 4
+    assert progress.epochs_to_reach(0.7) == 2  # the repeated epoch came in at 2 spent
+    assert progress.epochs_to_reach(0.85) == 3
+
+
+def test_reports_without_an_epoch_count_one_epoch_each() -> None:
+    iterations = pd.DataFrame({"timestamp": [1, 2], "val_accuracy": [0.5, 0.6]})
+    assert search_progress([iterations], "val_accuracy", "max").spent == [1, 2]

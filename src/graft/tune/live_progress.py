@@ -44,6 +44,24 @@ class SearchTally:
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
             self.best, self.best_trial = float(value), trial_id
 
+    def adopt(self, trials: list[Any]) -> int:
+        """Counts what the trials of a resumed search did before the interruption: Tune
+        restores them without calling a callback, and this tally was pickled empty when the
+        search began. Returns how many trials it adopted."""
+        adopted = 0
+        for trial in trials:
+            trial_id, last = str(trial.trial_id), dict(trial.last_result or {})
+            if not last or trial_id in self.furthest_epoch or trial_id in self.ended:
+                continue
+            adopted += 1
+            # the best the trial ever reported, not only its last (Tune keeps both)
+            analysis = getattr(trial, "metric_analysis", None) or {}
+            best = analysis.get(self.metric, {}).get(self.mode)
+            self.reported(trial_id, last if best is None else {**last, self.metric: best})
+            if getattr(trial, "status", None) in ("TERMINATED", "ERROR"):
+                self.ended[trial_id] = trial_outcome(last, trial.status == "ERROR").outcome
+        return adopted
+
     def finished(self, trial_id: str, last_result: dict[str, Any], errored: bool) -> str:
         self.running.discard(trial_id)
         self.ended[trial_id] = trial_outcome(last_result, errored).outcome
@@ -83,10 +101,17 @@ class LiveSearchProgress(Callback):
         self._console = console
         self._progress: Progress | None = None
         self._task: Any = None
+        self._adopted = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; the live display stays behind
-        return {"tally": self.tally, "_console": None, "_progress": None, "_task": None}
+        return {
+            "tally": self.tally,
+            "_console": None,
+            "_progress": None,
+            "_task": None,
+            "_adopted": False,
+        }
 
     @property
     def console(self) -> Console:
@@ -124,6 +149,18 @@ class LiveSearchProgress(Callback):
             self._progress.update(
                 self._task, completed=self.tally.completed, description=self.tally.summary()
             )
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self._adopted:
+            return
+        self._adopted = True
+        if self.tally.adopt(trials):
+            self.console.print(
+                f"tune: resumed; before the interruption: {self.tally.summary()}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            self._refresh()
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.tally.started(str(trial.trial_id))
