@@ -9,9 +9,9 @@ stopping included), so thousands of searches are replayed by resampling those cu
 
 - **FIFO**: every trial runs until its own early stopping or its last epoch (random search);
 - **ASHA**: `graft.tune.search.make_scheduler`'s scheduler itself, Ray's
-  ``ASHAScheduler`` built from the preset (or ``--asha`` variants), gets each epoch's result
-  and cuts what it says to cut. A configuration's curve does not depend on the scheduler, which
-  only ends it early;
+  ``ASHAScheduler`` built from the preset with the ``--asha`` settings (several brackets:
+  asynchronous Hyperband), gets each epoch's result and cuts what it says to cut. A
+  configuration's curve does not depend on the scheduler, which only ends it early;
 - **oracle**: stops every trial that will never reach the target after one epoch (the least
   any scheduler has to spend to see a trial) and runs the others until they reach it. No
   scheduler can do better with these configurations: its ratio to FIFO bounds what early
@@ -135,8 +135,11 @@ def asha(scheduler: Any) -> Decide:
     return decide
 
 
-def asha_scheduler(preset: str, grace_period: int, reduction_factor: float) -> Any:
-    """The ASHA scheduler `graft tune` builds for this preset and these two settings."""
+def asha_scheduler(
+    preset: str, grace_period: int, reduction_factor: float, brackets: int = 1
+) -> Any:
+    """The scheduler `graft tune` builds for this preset and these settings: ASHA, or with
+    several brackets asynchronous Hyperband (``tune.scheduler=hyperband``)."""
     from graft.config import load_config
     from graft.train.loop import phases_for
     from graft.tune.search import make_scheduler
@@ -144,9 +147,10 @@ def asha_scheduler(preset: str, grace_period: int, reduction_factor: float) -> A
     config = load_config(
         preset=preset,
         overrides=[
-            "tune.scheduler=asha",
+            f"tune.scheduler={'asha' if brackets == 1 else 'hyperband'}",
             f"tune.grace_period={grace_period}",
             f"tune.reduction_factor={reduction_factor}",
+            f"tune.hyperband_brackets={brackets}",
         ],
     )
     scheduler = make_scheduler(config, sum(p.epochs for p in phases_for(config.finetune)))
@@ -154,8 +158,8 @@ def asha_scheduler(preset: str, grace_period: int, reduction_factor: float) -> A
     return scheduler
 
 
-def _asha_for(preset: str, grace_period: int, reduction_factor: float) -> Decide:
-    return asha(asha_scheduler(preset, grace_period, reduction_factor))
+def _asha_for(preset: str, grace_period: int, reduction_factor: float, brackets: int) -> Decide:
+    return asha(asha_scheduler(preset, grace_period, reduction_factor, brackets))
 
 
 @dataclass
@@ -234,9 +238,10 @@ def main(argv: list[str] | None = None) -> list[ReplayFigures]:
     parser.add_argument(
         "--asha",
         nargs="+",
-        default=["1,3", "2,3", "4,3", "1,2"],
-        metavar="GRACE,ETA",
-        help="ASHA settings to replay: grace period, reduction factor",
+        default=["1,3", "2,3", "4,3", "1,2", "1,3,3"],
+        metavar="GRACE,ETA[,BRACKETS]",
+        help="ASHA settings to replay: grace period, reduction factor, and with brackets > 1 "
+        "asynchronous Hyperband",
     )
     parser.add_argument("--searches", type=int, default=3000, help="replayed per scheduler")
     parser.add_argument("--seed", type=int, default=0)
@@ -257,9 +262,11 @@ def main(argv: list[str] | None = None) -> list[ReplayFigures]:
     for target in args.targets:
         figures.append(replay(pool, target, "FIFO (random search)", fifo, **common))
         for setting in args.asha:
-            grace, eta = setting.split(",")
-            name = f"ASHA grace {grace}, eta {eta}"
-            make = partial(_asha_for, args.preset, int(grace), float(eta))
+            grace, eta, brackets = [*setting.split(","), "1"][:3]
+            name = f"ASHA grace {grace}, eta {eta}" + (
+                f", Hyperband {brackets} brackets" if int(brackets) > 1 else ""
+            )
+            make = partial(_asha_for, args.preset, int(grace), float(eta), int(brackets))
             figures.append(replay(pool, target, name, make, **common))
         bound = partial(oracle, target)
         figures.append(replay(pool, target, "oracle (bound for any scheduler)", bound, **common))

@@ -72,6 +72,7 @@ def test_optuna_asha_search_stops_some_trials_early(
     config = _config(
         tmp_path,
         "tune.num_samples=4",
+        "tune.grace_period=1",
         "tune.reduction_factor=2",
         # each trial is a 2-worker DDP fit; two such trials side by side fill the 2 CPUs
         "tune.workers_per_trial=2",
