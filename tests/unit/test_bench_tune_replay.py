@@ -30,14 +30,21 @@ WINNER = Curve((0.5, 0.6, 0.96, 0.97))  # reaches 0.95 at its third epoch
 LOSER = Curve((0.5,) * 12)  # never does
 
 
-def _search(pool: list, decide: object, *, budget: int = 100, concurrency: int = 2) -> int | None:
+def _search(
+    pool: list,
+    decide: object,
+    *,
+    budget: int = 100,
+    concurrency: int = 2,
+    draws: random.Random | None = None,
+) -> int | None:
     return replay.replay_search(
         pool,
         0.95,
         budget=budget,
         concurrency=concurrency,
         trial_cap=40,
-        rng=random.Random(0),
+        rng=draws or random.Random(0),
         decide=decide,
     )
 
@@ -67,40 +74,14 @@ def test_a_search_that_never_reaches_the_target_spends_its_budget_and_counts_as_
 def test_a_trial_that_ends_on_its_own_frees_its_slot_for_the_next() -> None:
     short = Curve((0.5, 0.5))  # the recipe's early stopping ended it after two epochs
     # one slot: 2 epochs of the short curve, then the winner's 3
-    spent = replay.replay_search(
-        [short, WINNER],
-        0.95,
-        budget=100,
-        concurrency=1,
-        trial_cap=40,
-        rng=_Draws([0, 1]),
-        decide=replay.fifo(),
-    )
-    assert spent == 5
+    assert _search([short, WINNER], replay.fifo(), concurrency=1, draws=_Draws([0, 1])) == 5
 
 
 def test_the_oracle_sees_a_losing_trial_for_one_epoch_only() -> None:
     # loser epoch 1 (stopped), winner epochs 1-3
-    spent = replay.replay_search(
-        [LOSER, WINNER],
-        0.95,
-        budget=100,
-        concurrency=1,
-        trial_cap=40,
-        rng=_Draws([0, 1]),
-        decide=replay.oracle(0.95),
-    )
-    assert spent == 4
-    fifo = replay.replay_search(
-        [LOSER, WINNER],
-        0.95,
-        budget=100,
-        concurrency=1,
-        trial_cap=40,
-        rng=_Draws([0, 1]),
-        decide=replay.fifo(),
-    )
-    assert fifo == 12 + 3
+    pool = [LOSER, WINNER]
+    assert _search(pool, replay.oracle(0.95), concurrency=1, draws=_Draws([0, 1])) == 4
+    assert _search(pool, replay.fifo(), concurrency=1, draws=_Draws([0, 1])) == 12 + 3
 
 
 def test_several_brackets_replay_graft_tunes_asynchronous_hyperband() -> None:
