@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> list[ReplayFigures]:
     )
     parser.add_argument("--searches", type=int, default=3000, help="replayed per scheduler")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="default: replay-<budget>.png in --work-dir"
+    )
     args = parser.parse_args(argv)
 
     pool = recorded_curves(args.work_dir, args.seeds)
@@ -271,7 +274,42 @@ def main(argv: list[str] | None = None) -> list[ReplayFigures]:
         bound = partial(oracle, target)
         figures.append(replay(pool, target, "oracle (bound for any scheduler)", bound, **common))
     _print(figures, pool, args, budget)
+    plot = args.plot or args.work_dir / f"replay-{budget}.png"
+    print(f"plot: {plot_ratios(figures, plot, budget)}")
     return figures
+
+
+def plot_ratios(figures: list[ReplayFigures], path: Path, budget: int) -> Path:
+    """Each scheduler's trial-epochs to each target as a multiple of FIFO's, one group of bars
+    per target, against the issue's goal of a third."""
+    import matplotlib.pyplot as plt
+
+    from graft.plotting import save_figure
+
+    targets = list(dict.fromkeys(f.target for f in figures))
+    schedulers = [f.scheduler for f in figures if f.target == targets[0]][1:]  # FIFO is 1.0
+    width = 0.8 / len(schedulers)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for i, scheduler in enumerate(schedulers):
+        ratios = []
+        for target in targets:
+            rows = {f.scheduler: f for f in figures if f.target == target}
+            ratios.append(rows[scheduler].mean_epochs / rows[figures[0].scheduler].mean_epochs)
+        ax.bar(
+            [t + (i - (len(schedulers) - 1) / 2) * width for t in range(len(targets))],
+            ratios,
+            width,
+            label=scheduler,
+        )
+    ax.axhline(1.0, color="black", linewidth=0.8, label="FIFO (random search)")
+    ax.axhline(1 / 3, color="tab:red", linestyle="--", label="goal: a third of FIFO")
+    ax.set_xticks(range(len(targets)), [f"val acc {t}" for t in targets])
+    ax.set_ylabel("trial-epochs to target / FIFO's")
+    ax.set_title(f"Replayed searches, budget {budget} trial-epochs: what early stopping saves")
+    ax.set_ylim(0, max(1.1, ax.get_ylim()[1]))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
 
 
 def _print(

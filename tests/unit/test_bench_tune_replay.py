@@ -130,3 +130,15 @@ class _Draws(random.Random):
 
     def choice(self, seq):  # type: ignore[no-untyped-def, override]
         return seq[self.order.pop(0) if len(self.order) > 1 else self.order[0]]
+
+
+def test_the_plot_has_a_bar_per_scheduler_and_target(tmp_path: Path) -> None:
+    common = {"budget": 60, "concurrency": 2, "trial_cap": 40, "searches": 20, "seed": 0}
+    pool = [LOSER, WINNER]
+    figures = [
+        replay.replay(pool, target, name, make, **common)
+        for target in (0.6, 0.95)
+        for name, make in (("FIFO", replay.fifo), ("oracle", lambda t=target: replay.oracle(t)))
+    ]
+    path = replay.plot_ratios(figures, tmp_path / "replay.png", 60)
+    assert path.stat().st_size > 10_000
