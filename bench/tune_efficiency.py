@@ -33,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -92,16 +93,20 @@ def method_dir(root: Path, method: str, seed: int) -> Path:
     return root / f"{METHODS[method][0]}-{seed}" / "ray" / "tune" / f"bench-{seed}"
 
 
+def trial_frames(experiment_dir: Path) -> list[Any]:
+    """Each trial's table of reports in a saved Tune experiment; trials that never reported
+    are left out."""
+    from ray.tune import ExperimentAnalysis
+
+    return [f for f in ExperimentAnalysis(str(experiment_dir)).trial_dataframes.values() if len(f)]
+
+
 def _figures(
     method: str, seed: int, experiment_dir: Path, targets: list[float], wall: float
 ) -> SearchFigures:
-    from ray.tune import ExperimentAnalysis
-
     from graft.tune.progress import search_progress
 
-    frames = [
-        f for f in ExperimentAnalysis(str(experiment_dir)).trial_dataframes.values() if len(f)
-    ]
+    frames = trial_frames(experiment_dir)
     progress = search_progress(frames, "val_accuracy", "max")
     return SearchFigures(
         method,

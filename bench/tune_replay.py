@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench module
-from tune_efficiency import RANDOM, epoch_budget_of, method_dir
+from tune_efficiency import RANDOM, epoch_budget_of, method_dir, trial_frames
 
 METRIC = "val_accuracy"
 
@@ -210,15 +210,13 @@ def replay(
 
 def recorded_curves(work_dir: Path, seeds: int) -> list[Curve]:
     """Every trial of the random + FIFO searches saved under a tune_efficiency work dir."""
-    from ray.tune import ExperimentAnalysis
-
     curves = []
     for seed in range(seeds):
         experiment = method_dir(work_dir, RANDOM, seed)
         if not experiment.exists():
             continue
-        for frame in ExperimentAnalysis(str(experiment)).trial_dataframes.values():
-            if METRIC in frame and len(frame):
+        for frame in trial_frames(experiment):
+            if METRIC in frame:
                 ordered = frame.dropna(subset=[METRIC]).sort_values("epoch")
                 curves.append(Curve(tuple(float(a) for a in ordered[METRIC])))
     return curves

@@ -16,33 +16,33 @@ from typing import Any
 
 from ray.tune.stopper import Stopper
 
+from graft.tune.trial_epochs import TrialEpochs
+
 log = logging.getLogger(__name__)
 
 
 class EpochBudgetStopper(Stopper):
     """Stops the whole search once its trials have trained ``budget`` epochs in total.
 
-    A trial's spend is the highest epoch it reported: a trial restarted from its checkpoint
-    reports its true epoch again (``time_attr``), so the epochs it retrains are not counted
-    twice. Reports Tune takes in while the stop goes out still count (the tests see at most
-    about one per running trial); whatever a stopped trial's workers train until the stop
-    reaches them is never reported, and so neither counted nor handed on.
+    A trial's spend is the highest epoch it reported (:class:`TrialEpochs`; ``time_attr`` is
+    the trial's true epoch, also after a restart from its checkpoint). Reports Tune takes in
+    while the stop goes out still count (the tests see at most about one per running trial);
+    whatever a stopped trial's workers train until the stop reaches them is never reported,
+    and so neither counted nor handed on.
     """
 
     def __init__(self, budget: int, time_attr: str) -> None:
         self.budget = budget
         self.time_attr = time_attr
-        self.epochs_by_trial: dict[str, int] = {}
+        self.trial_epochs = TrialEpochs()
         self._announced = False
 
     @property
     def spent(self) -> int:
-        return sum(self.epochs_by_trial.values())
+        return self.trial_epochs.total
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        epoch = int(result.get(self.time_attr, 0))
-        if epoch > self.epochs_by_trial.get(trial_id, 0):
-            self.epochs_by_trial[trial_id] = epoch
+        self.trial_epochs.add(trial_id, int(result.get(self.time_attr, 0)))
         return False  # the budget ends the search as a whole, in stop_all
 
     def stop_all(self) -> bool:
@@ -54,6 +54,6 @@ class EpochBudgetStopper(Stopper):
                 "search",
                 self.spent,
                 self.budget,
-                len(self.epochs_by_trial),
+                len(self.trial_epochs),
             )
         return exhausted

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from graft.tune.runs import trial_outcome
+from graft.tune.trial_epochs import TrialEpochs
 
 
 @dataclass
@@ -26,7 +27,7 @@ class SearchTally:
     mode: str  # "max" or "min"
     num_samples: int
     epoch_budget: int | None = None
-    furthest_epoch: dict[str, int] = field(default_factory=dict)  # per trial
+    spent: TrialEpochs = field(default_factory=TrialEpochs)
     running: set[str] = field(default_factory=set)
     ended: dict[str, str] = field(default_factory=dict)  # trial -> outcome
     best: float | None = None
@@ -36,8 +37,7 @@ class SearchTally:
         self.running.add(trial_id)
 
     def reported(self, trial_id: str, result: dict[str, Any]) -> None:
-        epoch = int(result.get("epoch", 0))
-        self.furthest_epoch[trial_id] = max(self.furthest_epoch.get(trial_id, 0), epoch)
+        self.spent.add(trial_id, int(result.get("epoch", 0)))
         value = result.get(self.metric)
         if value is None:
             return
@@ -51,7 +51,7 @@ class SearchTally:
         adopted = 0
         for trial in trials:
             trial_id, last = str(trial.trial_id), dict(trial.last_result or {})
-            if not last or trial_id in self.furthest_epoch or trial_id in self.ended:
+            if not last or trial_id in self.spent or trial_id in self.ended:
                 continue
             adopted += 1
             # the best the trial ever reported, not only its last (Tune keeps both)
@@ -69,7 +69,7 @@ class SearchTally:
 
     @property
     def trial_epochs(self) -> int:
-        return sum(self.furthest_epoch.values())
+        return self.spent.total
 
     @property
     def total(self) -> int:

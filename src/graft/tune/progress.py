@@ -3,9 +3,8 @@ order Tune received them, the best metric so far after each, and how many trial-
 search had spent when some trial first reached a target. The tune stage plots it (is the
 budget enough?) and ``bench/tune_efficiency.py`` compares searchers with it.
 
-Trial-epochs are counted as ``tune.epoch_budget`` and the live progress count them: each
-trial's furthest epoch. A trial restarted from its checkpoint, or a PBT trial that took over an
-older checkpoint, reports epochs again; those reports are kept, at the spend they came in at."""
+Trial-epochs are counted as ``tune.epoch_budget`` counts them (:class:`TrialEpochs`); the
+reports of an epoch trained again are kept, at the spend they came in at."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from graft.plotting import save_figure
+from graft.tune.trial_epochs import TrialEpochs
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,12 @@ def search_progress(frames: Iterable[pd.DataFrame], metric: str, mode: str) -> S
         if metric in frame
         for _, row in frame.dropna(subset=[metric]).iterrows()
     )
-    furthest: dict[int, int] = {}
+    trial_epochs = TrialEpochs()
     spent: list[int] = []
     for _, epoch, trial, _ in rows:
         # a report without an epoch (not Graft's trainable) counts one epoch more
-        furthest[trial] = max(furthest.get(trial, 0), int(epoch) or furthest.get(trial, 0) + 1)
-        spent.append(sum(furthest.values()))
+        trial_epochs.add(str(trial), int(epoch) or trial_epochs.of(str(trial)) + 1)
+        spent.append(trial_epochs.total)
     return SearchProgress(metric, mode, [value for *_, value in rows], spent)
 
 
