@@ -4,6 +4,7 @@ actor named like Ray Train V2's controller standing in for one killed mid start-
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,12 @@ import pytest
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
-from graft.tune.orphaned_groups import orphaned_placement_groups, remove_orphaned_placement_groups
+from graft.tune.orphaned_groups import (
+    OrphanedGroupSweeper,
+    live_train_controllers,
+    orphaned_placement_groups,
+    remove_orphaned_placement_groups,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
 
@@ -70,4 +76,34 @@ def test_only_a_dead_train_controllers_placement_group_is_removed(ray_local: Non
     assert remove_orphaned_placement_groups() == []
 
     remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(theirs))))
+    assert _until(lambda: _free_cpus() == pytest.approx(total))
+
+
+def test_settle_waits_for_a_dying_controller_and_gives_its_group_back(ray_local: None) -> None:
+    """At a search's end a stopped trial's controller may still be dying: the final sweep
+    waits for it instead of missing its group, and does not wait for a controller that was
+    alive before the search (a pretrain's)."""
+    total = float(ray.cluster_resources()["CPU"])
+    earlier = _group_maker("TrainController").remote()
+    ray.get(earlier.reserve.remote(0.5))
+    sweeper = OrphanedGroupSweeper()
+    sweeper.setup()  # the search starts
+    controller = _group_maker("TrainController").remote()
+    ours = ray.get(controller.reserve.remote(1.0))
+    assert _until(lambda: _free_cpus() == pytest.approx(total - 1.5))
+    # the controller dies a moment after the search ended, as Tune's stop of its trial lands
+    threading.Timer(2.0, ray.kill, args=(controller,)).start()
+
+    sweeper.sweep()  # what a sweep without the wait finds: nothing yet
+    assert ours not in _orphan_ids()
+    started = time.monotonic()
+    sweeper.settle(timeout_s=20.0, poll_s=0.25)
+    # the earlier controller, still alive, is not waited for
+    assert time.monotonic() - started < 15.0
+    assert len(live_train_controllers()) == 1
+    assert ours not in _orphan_ids()
+    assert _until(lambda: _free_cpus() == pytest.approx(total - 0.5), seconds=5.0)
+
+    ray.kill(earlier)
+    assert _until(lambda: remove_orphaned_placement_groups() != [])
     assert _until(lambda: _free_cpus() == pytest.approx(total))
