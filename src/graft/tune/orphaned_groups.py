@@ -157,7 +157,7 @@ class OrphanedGroupSweeper(Callback):
 
         Called once no trial runs: such a controller still alive then belongs to a trial Tune
         has just stopped and is dying with that trial's placement group."""
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
         while not self._broken:
             try:
                 alive = set(live_train_controllers()) - self._earlier_controllers
@@ -166,11 +166,11 @@ class OrphanedGroupSweeper(Callback):
             # after the look: a controller that dies in between is swept now or next pass
             self.sweep()
             if not alive:
-                waited = time.monotonic() - (deadline - timeout_s)
+                waited = time.monotonic() - started
                 if waited >= poll_s:
                     log.info("waited %.1f s for stopped trials' Train controllers to exit", waited)
                 return
-            if time.monotonic() >= deadline:
+            if time.monotonic() - started >= timeout_s:
                 log.warning(
                     "%d Ray Train controller(s) of stopped trials still alive %.0f s after "
                     "the search ended; their workers' CPUs stay reserved until they exit",
