@@ -43,6 +43,20 @@ class OrphanedGroup:
     cpus: float  # what it reserves (or asks for, while pending)
 
 
+def train_controller_states() -> dict[str, str]:
+    """This job's Train controllers, hex actor id -> Ray's actor state (``ALIVE``,
+    ``DEAD``, ...)."""
+    import ray
+    from ray._private.state import state
+
+    job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+    return {
+        actor_id: str(actor.get("State"))
+        for actor_id, actor in state.actor_table(None, job_id=job).items()
+        if actor.get("ActorClassName") == CONTROLLER_CLASS
+    }
+
+
 def orphaned_placement_groups() -> list[OrphanedGroup]:
     """This job's live or pending placement groups whose creator, a Train controller, is
     dead: nothing can use them any more (the workers it would place are the controller's
@@ -53,35 +67,33 @@ def orphaned_placement_groups() -> list[OrphanedGroup]:
 
     job = ray.get_runtime_context().get_job_id()
     table = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
-    orphans: list[OrphanedGroup] = []
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
-        group = table.FromString(raw)
-        creator = group.creator_actor_id.hex()
-        if (
-            group.state == table.REMOVED
-            or group.is_detached
-            or group.creator_job_id.hex() != job
-            or not creator.strip("f")  # made by the driver, not an actor
-        ):
-            continue
-        actor = state.actor_table(creator) or {}
-        if actor.get("ActorClassName") == CONTROLLER_CLASS and actor.get("State") == "DEAD":
-            cpus = sum(float(b.unit_resources.get("CPU", 0.0)) for b in group.bundles)
-            orphans.append(OrphanedGroup(group.placement_group_id.hex(), creator, cpus))
-    return orphans
+    made_by_actors = [
+        group
+        for group in map(
+            table.FromString, state._connect_and_get_accessor().get_placement_group_table()
+        )
+        if group.state != table.REMOVED
+        and not group.is_detached
+        and group.creator_job_id.hex() == job
+        and group.creator_actor_id.hex().strip("f")  # not made by the driver
+    ]
+    if not made_by_actors:  # nothing to look up in the actor table
+        return []
+    controllers = train_controller_states()
+    return [
+        OrphanedGroup(
+            group.placement_group_id.hex(),
+            group.creator_actor_id.hex(),
+            sum(float(b.unit_resources.get("CPU", 0.0)) for b in group.bundles),
+        )
+        for group in made_by_actors
+        if controllers.get(group.creator_actor_id.hex()) == "DEAD"
+    ]
 
 
 def live_train_controllers() -> list[str]:
     """Hex ids of this job's Train controllers that are not dead yet."""
-    import ray
-    from ray._private.state import state
-
-    job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
-    return [
-        actor_id
-        for actor_id, actor in state.actor_table(None, job_id=job).items()
-        if actor.get("ActorClassName") == CONTROLLER_CLASS and actor.get("State") != "DEAD"
-    ]
+    return [actor for actor, state in train_controller_states().items() if state != "DEAD"]
 
 
 def remove_orphaned_placement_groups() -> list[OrphanedGroup]:
