@@ -43,7 +43,7 @@ def test_the_tally_counts_trials_epochs_and_the_best_metric() -> None:
     tally.started("b")
     tally.reported("b", {"epoch": 1, "val_loss": 0.6})
     assert (tally.best, tally.best_trial) == (0.5, "a")  # lower is better
-    assert tally.trial_epochs == 3
+    assert tally.spent == 3
     assert (tally.completed, tally.total) == (3, 10)  # the bar fills up to the epoch budget
     assert tally.finished("a", {"epoch": 2, "fit_complete": 1.0}, errored=False) == "completed"
     assert tally.running == {"b"}
@@ -114,7 +114,7 @@ def test_a_resumed_search_counts_what_its_restored_trials_did_before() -> None:
     show.setup(total_num_samples=4)
     show.on_step_begin(0, [done, cut_off, unstarted])
     tally = show.tally
-    assert tally.trial_epochs == 7
+    assert tally.spent == 7
     assert tally.ended == {"a": "completed"}
     assert (tally.best, tally.best_trial) == (0.85, "a")  # its best epoch, not its last
     assert "resumed; before the interruption: 1 trials ended" in out.getvalue()
@@ -122,7 +122,7 @@ def test_a_resumed_search_counts_what_its_restored_trials_did_before() -> None:
     show.on_step_begin(1, [done, cut_off, unstarted])
     show.on_trial_start(1, [], cut_off)
     show.on_trial_result(1, [], cut_off, {"epoch": 3, "val_accuracy": 0.7})
-    assert tally.trial_epochs == 8
+    assert tally.spent == 8
     assert out.getvalue().count("resumed") == 1
 
 
@@ -131,4 +131,4 @@ def test_a_search_started_afresh_adopts_nothing() -> None:
     show = LiveSearchProgress(SearchTally("val_accuracy", "max", 2), Console(file=out))
     show.setup(total_num_samples=2)
     show.on_step_begin(0, [SimpleNamespace(trial_id="a", status="PENDING", last_result={})])
-    assert show.tally.trial_epochs == 0 and "resumed" not in out.getvalue()
+    assert show.tally.spent == 0 and "resumed" not in out.getvalue()

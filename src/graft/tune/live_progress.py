@@ -27,7 +27,7 @@ class SearchTally:
     mode: str  # "max" or "min"
     num_samples: int
     epoch_budget: int | None = None
-    spent: TrialEpochs = field(default_factory=TrialEpochs)
+    trial_epochs: TrialEpochs = field(default_factory=TrialEpochs)
     running: set[str] = field(default_factory=set)
     ended: dict[str, str] = field(default_factory=dict)  # trial -> outcome
     best: float | None = None
@@ -37,7 +37,7 @@ class SearchTally:
         self.running.add(trial_id)
 
     def reported(self, trial_id: str, result: dict[str, Any]) -> None:
-        self.spent.add(trial_id, int(result.get("epoch", 0)))
+        self.trial_epochs.add(trial_id, int(result.get("epoch", 0)))
         value = result.get(self.metric)
         if value is None:
             return
@@ -51,7 +51,7 @@ class SearchTally:
         adopted = 0
         for trial in trials:
             trial_id, last = str(trial.trial_id), dict(trial.last_result or {})
-            if not last or trial_id in self.spent or trial_id in self.ended:
+            if not last or trial_id in self.trial_epochs or trial_id in self.ended:
                 continue
             adopted += 1
             # the best the trial ever reported, not only its last (Tune keeps both)
@@ -68,8 +68,9 @@ class SearchTally:
         return self.ended[trial_id]
 
     @property
-    def trial_epochs(self) -> int:
-        return self.spent.total
+    def spent(self) -> int:
+        """Trial-epochs so far, counted as ``tune.epoch_budget`` counts them."""
+        return self.trial_epochs.total
 
     @property
     def total(self) -> int:
@@ -78,7 +79,7 @@ class SearchTally:
 
     @property
     def completed(self) -> int:
-        done = self.trial_epochs if self.epoch_budget is not None else len(self.ended)
+        done = self.spent if self.epoch_budget is not None else len(self.ended)
         return min(done, self.total)
 
     def summary(self) -> str:
@@ -89,7 +90,7 @@ class SearchTally:
         )
         return (
             f"{len(self.ended)} trials ended, {len(self.running)} running, "
-            f"{self.trial_epochs} trial-epochs; {best}"
+            f"{self.spent} trial-epochs; {best}"
         )
 
 
