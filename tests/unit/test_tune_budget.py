@@ -4,6 +4,7 @@ the config refuses the budget where it cannot mean anything."""
 
 import json
 import math
+import pickle
 from typing import Any
 
 import pytest
@@ -131,3 +132,18 @@ def test_tpe_modelling_choices_come_from_the_config(enabled: bool) -> None:
     assert sampler._group is enabled  # conditional keys are grouped only when multivariate
     assert sampler._constant_liar is enabled
     assert sampler._n_startup_trials == config.tune.tpe.startup_trials
+
+
+def test_a_search_saved_by_the_earlier_graft_resumes_with_its_count() -> None:
+    # what the stopper of the previous release pickled: the per-trial epochs as a plain dict
+    saved = EpochBudgetStopper.__new__(EpochBudgetStopper)
+    saved.__dict__.update(
+        budget=12, time_attr=TIME_ATTR, epochs_by_trial={"a": 3, "b": 2}, _announced=False
+    )
+    restored = pickle.loads(pickle.dumps(saved))
+    assert restored.spent == 5 and len(restored.trial_epochs) == 2
+    _report(restored, "a", 3)  # a repeated epoch is still not new spend
+    assert restored.spent == 5
+    for epoch in range(1, 8):
+        _report(restored, "c", epoch)
+    assert restored.stop_all()

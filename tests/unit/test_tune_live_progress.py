@@ -132,3 +132,36 @@ def test_a_search_started_afresh_adopts_nothing() -> None:
     show.setup(total_num_samples=2)
     show.on_step_begin(0, [SimpleNamespace(trial_id="a", status="PENDING", last_result={})])
     assert show.tally.spent == 0 and "resumed" not in out.getvalue()
+
+
+def test_a_search_saved_by_the_earlier_graft_resumes_its_progress() -> None:
+    # what the previous release pickled: the tally's per-trial epochs as a plain dict, and a
+    # callback state without the resumed-search flag
+    tally = SearchTally.__new__(SearchTally)
+    tally.__dict__.update(
+        metric="val_accuracy",
+        mode="max",
+        num_samples=4,
+        epoch_budget=20,
+        furthest_epoch={"a": 3},
+        running={"a"},
+        ended={},
+        best=0.7,
+        best_trial="a",
+    )
+    show = LiveSearchProgress.__new__(LiveSearchProgress)
+    show.__setstate__(
+        {
+            "tally": pickle.loads(pickle.dumps(tally)),
+            "_console": None,
+            "_progress": None,
+            "_task": None,
+        }
+    )
+    out = io.StringIO()
+    show._console = Console(file=out, force_terminal=False)
+    show.setup(total_num_samples=4)
+    show.on_step_begin(0, [_trial("a", epoch=3, val_accuracy=0.7)])
+    show.on_trial_result(0, [], _trial("a"), {"epoch": 4, "val_accuracy": 0.75})
+    assert show.tally.spent == 4
+    assert show.tally.best == 0.75

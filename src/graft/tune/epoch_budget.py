@@ -37,6 +37,13 @@ class EpochBudgetStopper(Stopper):
         self.trial_epochs = TrialEpochs()
         self._announced = False
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a search saved by an earlier Graft kept the per-trial epochs as a plain dict
+        if "epochs_by_trial" in state:
+            state = {**state, "trial_epochs": TrialEpochs(dict(state["epochs_by_trial"]))}
+            del state["epochs_by_trial"]
+        self.__dict__.update(state)
+
     @property
     def spent(self) -> int:
         return self.trial_epochs.total

@@ -33,6 +33,13 @@ class SearchTally:
     best: float | None = None
     best_trial: str = ""
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a search saved by an earlier Graft kept the per-trial epochs as a plain dict
+        if "furthest_epoch" in state:
+            state = {**state, "trial_epochs": TrialEpochs(dict(state["furthest_epoch"]))}
+            del state["furthest_epoch"]
+        self.__dict__.update(state)
+
     def started(self, trial_id: str) -> None:
         self.running.add(trial_id)
 
@@ -106,13 +113,11 @@ class LiveSearchProgress(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; the live display stays behind
-        return {
-            "tally": self.tally,
-            "_console": None,
-            "_progress": None,
-            "_task": None,
-            "_adopted": False,
-        }
+        return {"tally": self.tally}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # also reads the state earlier Graft versions saved (the tally and a blank display)
+        self.__init__(state["tally"])  # type: ignore[misc]
 
     @property
     def console(self) -> Console:
