@@ -89,8 +89,18 @@ class SearchFigures:
     # ^ per target: the epoch at which each trial that reached it first did
 
 
+def method_work_dir(root: Path, method: str, seed: int) -> Path:
+    """The ``work_dir`` of one method's search for one seed."""
+    return root / f"{METHODS[method][0]}-{seed}"
+
+
+def experiment_name(seed: int) -> str:
+    return f"bench-{seed}"
+
+
 def method_dir(root: Path, method: str, seed: int) -> Path:
-    return root / f"{METHODS[method][0]}-{seed}" / "ray" / "tune" / f"bench-{seed}"
+    """Where that search's Tune experiment is saved (run_search's local storage)."""
+    return method_work_dir(root, method, seed) / "ray" / "tune" / experiment_name(seed)
 
 
 def trial_frames(experiment_dir: Path) -> list[Any]:
@@ -147,7 +157,7 @@ def _search(
     from graft.config import load_config
     from graft.tune.search import run_search
 
-    work = root / f"{METHODS[method][0]}-{seed}"
+    work = method_work_dir(root, method, seed)
     config = load_config(
         preset=preset,
         overrides=[
@@ -165,7 +175,7 @@ def _search(
     )
     parent = tracking.start_pipeline_run(config, "bench-tune-efficiency")
     started = time.monotonic()
-    run_search(config, str(dataset), pretrained, work / "out", parent, f"bench-{seed}")
+    run_search(config, str(dataset), pretrained, work / "out", parent, experiment_name(seed))
     return round(time.monotonic() - started, 1)
 
 
