@@ -9,7 +9,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_TRAIN_V2_ENABLED ?= 1
 export RAY_TMPDIR ?= /tmp/graft-ray
 
-.PHONY: setup data chromium run run-tiny test test-all lint compile bench clean
+.PHONY: setup data chromium run run-tiny test test-random test-all lint compile bench clean
 
 setup: $(VENV)/.installed
 
@@ -40,12 +40,21 @@ run: setup data
 run-tiny: setup
 	$(GRAFT) run --preset tiny --set work_dir=work-tiny
 
+# One fixed test order, so that a failure reproduces; `make test-random` shuffles it
+# (pytest-randomly, seed printed: rerun one order with RANDOM_SEED=<seed>) to show that no
+# test leans on another having run first.
 test: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -p no:randomly
+
+RANDOM_SEED ?= random
+test-random: setup data chromium
+	mkdir -p $(RAY_TMPDIR)
+	$(PY) -m pytest -m "not slow" -q --randomly-seed=$(RANDOM_SEED)
 
 test-all: setup data chromium
-	$(PY) -m pytest -q
+	mkdir -p $(RAY_TMPDIR)
+	$(PY) -m pytest -q -p no:randomly
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

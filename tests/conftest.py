@@ -28,29 +28,63 @@ Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now (each held until all are picked)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def serve_on_free_ports(
+    command: Callable[[list[int]], list[str]],
+    ready: Callable[[list[int]], bool],
+    ports: int,
+    timeout: float,
+    attempts: int = 3,
+) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """Starts ``command(ports)`` on free ports and waits until ``ready(ports)``.
+
+    A port is free when picked and may be taken before the server binds it (by a Ray worker,
+    another test session); the server then exits. That one cause, and only it, gets the server
+    started again on other ports."""
+    for _ in range(attempts):
+        picked = free_ports(ports)
+        process = subprocess.Popen(
+            command(picked), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            if ready(picked):
+                return process, picked
             time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+        if process.poll() is None:
+            process.kill()
+            raise TimeoutError(f"{command(picked)[:3]} was not ready within {timeout} s")
+    raise RuntimeError(f"{command(picked)[:3]} exited on {attempts} sets of free ports")
+
+
+def answers_http(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (SQLite backend, local artifacts)."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [
+    process, (port,) = serve_on_free_ports(
+        lambda ports: [
             sys.executable,
             "-m",
             "mlflow",
@@ -62,16 +96,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            str(ports[0]),
             "--workers",
             "1",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        lambda ports: answers_http(f"http://127.0.0.1:{ports[0]}/health"),
+        ports=1,
+        timeout=90,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", timeout=90)
         yield url
     finally:
         process.terminate()
@@ -103,36 +137,52 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             }
         )
     )
-    port = free_port()
     (root / "data").mkdir()
     (root / "logs").mkdir()
-    process = subprocess.Popen(
-        [
+    # every server of "mini" on ports of its own: at their defaults (9333, 8888, ...) a second
+    # test session on the machine would collide with this one
+    servers = ["s3", "master", "volume", "filer", "webdav", "admin"]
+    grpc = ["s3", "master", "volume", "filer", "admin"]
+
+    def command(ports: list[int]) -> list[str]:
+        named = [f"-{name}.port" for name in servers] + [f"-{name}.port.grpc" for name in grpc]
+        return [
             weed,
             f"-logdir={root / 'logs'}",
             "mini",
             f"-dir={root / 'data'}",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
-            f"-s3.port={port}",
             f"-s3.config={config}",
             "-admin.ui=false",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+            "-master.telemetry=false",  # no statistics sent off this machine
+            *(f"{flag}={port}" for flag, port in zip(named, ports, strict=True)),
+        ]
+
+    def s3_answers(ports: list[int]) -> bool:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{ports[0]}",
+            aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
+        )
+        try:  # the gateway answers before its filer does: ready once a listing works
+            client.list_buckets()
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+    process, ports = serve_on_free_ports(
+        command, s3_answers, ports=len(servers) + len(grpc), timeout=60
     )
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://127.0.0.1:{ports[0]}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise TimeoutError("SeaweedFS S3 did not start")
-        time.sleep(2)
         yield endpoint
     finally:
         process.terminate()

@@ -363,7 +363,8 @@ def tune_(
     `graft tune --resume --output-dir DIR` (same config, same inputs, same MLflow runs, and
     what is left of the epoch budget). While it runs it shows a progress bar in a terminal
     (else one line per trial as it ends), and each trial's MLflow run ends with how the trial
-    ended (tag graft.trial_outcome: completed, early_stopped, cut, failed or no_result).
+    ended (tag graft.trial_outcome: completed, early_stopped, cut, failed or
+    before_first_epoch, the last with graft.trial_stop_reason, e.g. "epoch budget spent").
     """
     from graft.ray_cluster import shutdown_ray
     from graft.stages import tune as tune_stage
@@ -405,7 +406,11 @@ def tune_(
     table = Table(title="Graft tune", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
-    table.add_row("trials", f"{result.trials} ({result.stopped_early} stopped early)")
+    table.add_row(
+        "trials",
+        f"{result.trials} ({result.stopped_early} stopped early, "
+        f"{result.before_first_epoch} before their first epoch)",
+    )
     table.add_row("best validation accuracy", f"{result.val_accuracy:.4f} ({result.source})")
     for key, value in result.best_params.items():
         table.add_row(key, str(value))

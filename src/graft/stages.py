@@ -62,6 +62,7 @@ class TuneOutput:
     source: str  # "tuned" or "finetune" (the untuned model was better)
     trials: int = 0
     stopped_early: int = 0
+    before_first_epoch: int = 0  # stopped before their first epoch (a budget spent)
 
 
 @dataclass
@@ -286,6 +287,7 @@ def tune(
                 f"best_{config.tune.metric}": result.best_metric,
                 "trials": result.num_trials,
                 "trials_stopped_early": result.num_stopped_early,
+                "trials_before_first_epoch": result.num_before_first_epoch,
                 "trial_epochs": result.total_epochs,
             },
             step=0,
@@ -309,6 +311,7 @@ def tune(
         source="tuned" if tuned_better else "finetune",
         trials=result.num_trials,
         stopped_early=result.num_stopped_early,
+        before_first_epoch=result.num_before_first_epoch,
     )
 
 

@@ -1,9 +1,11 @@
 """Ray Tune over real Ray Train trials: ASHA cuts trials, a time budget ends the search, the
 best trial is handed on."""
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -15,7 +17,8 @@ from graft.data.prepare import prepare_dataset
 from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.fit import fit
 from graft.train.requests import pretrain_request
-from graft.tune.runs import OUTCOME_TAG, trial_runs
+from graft.tune import search
+from graft.tune.runs import OUTCOME_TAG, STOP_REASON_TAG, trial_runs
 from graft.tune.search import run_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -161,3 +164,82 @@ def test_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs(
     progress_plot = tmp_path / "tune" / "progress_by_trial_epochs.png"
     assert str(progress_plot) in result.plots
     assert progress_plot.stat().st_size > 5_000
+
+
+def test_trials_stopped_before_their_first_epoch_are_shown_counted_and_recorded(
+    pretrained: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The epoch budget runs out while one trial is still starting and another is still
+    waiting for its actor: forced, not raced. The first trial to start trains; the second
+    blocks after making its MLflow run (as one whose workers are slow to start); the third
+    cannot start: each trial's actor here asks for 35% of the CPUs, the training worker 25%."""
+    cpus = ray.cluster_resources()["CPU"]
+    dataset, pretrained_dir = pretrained
+    config = _config(
+        tmp_path,
+        "tune.num_samples=3",
+        "tune.searcher=random",
+        "tune.scheduler=fifo",
+        "tune.max_concurrent=3",
+        "tune.epoch_budget=2",
+        f"finetune.resources.cpus={0.25 * cpus}",  # fits beside two actors, not a third
+    )
+    monkeypatch.setattr(search, "TRIAL_CPU", 0.35 * cpus)  # what the search asks per actor
+    gate = tmp_path / "gate"
+    gate.mkdir()
+
+    def first_trains_second_blocks(params: dict[str, Any], **kwargs: Any) -> None:
+        try:  # which trial starts first is up to Ray: roles go by order of arrival
+            os.close(os.open(gate / "trains", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            trial = search.start_trial(  # what run_trial does before its fit
+                params,
+                kwargs["base_config_json"],
+                kwargs["tune_run_id"],
+                kwargs["trials_dir"],
+                kwargs["experiment_name"],
+            )
+            trial.logger.params(trial.applied)
+            (gate / "blocked").touch()
+            while True:  # until the search stops this trial
+                time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while not (gate / "blocked").exists():  # the budget must not run out before
+            if time.monotonic() > deadline:
+                raise TimeoutError("the second trial never started")
+            time.sleep(0.2)
+        search.run_trial(params, **kwargs)
+
+    parent = tracking.start_pipeline_run(config, "test")
+    result = search.run_search(
+        config,
+        dataset,
+        pretrained_dir,
+        tmp_path / "tune",
+        parent,
+        "held",
+        trial_function=first_trains_second_blocks,
+    )
+    assert result.num_trials == 3
+    assert result.num_before_first_epoch == 2
+    assert 2 <= result.total_epochs < 10
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tune: ")]
+    assert len(shown) == 3
+    before = [
+        line for line in shown if "stopped before its first epoch: epoch budget spent" in line
+    ]
+    assert len(before) == 2
+    assert "3 trials ended (2 before their first epoch)" in shown[-1]
+    frame = pd.read_csv(result.trials_table)
+    assert sorted(frame["outcome"]) == ["before_first_epoch", "before_first_epoch", "cut"]
+    client = tracking.client_for(config)
+    runs = {t: client.get_run(r) for t, r in trial_runs(config, parent).items()}
+    assert set(runs) == set(frame["trial_id"])  # the trial that never started has its run too
+    stopped = [run for run in runs.values() if run.data.tags[OUTCOME_TAG] == "before_first_epoch"]
+    assert {run.info.status for run in stopped} == {"KILLED"}
+    assert {run.data.tags[STOP_REASON_TAG] for run in stopped} == {"epoch budget spent"}
+    assert all("finetune.optimizer.lr" in run.data.params for run in runs.values())
+    assert _cpus_freed_within(30.0), ray.available_resources()

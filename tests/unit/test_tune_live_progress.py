@@ -11,7 +11,7 @@ from graft.tune.live_progress import LiveSearchProgress, SearchTally
 
 
 def _trial(trial_id: str, **last: float) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, last_result=last)
+    return SimpleNamespace(trial_id=trial_id, last_result=last, status="RUNNING")
 
 
 def _run_search(show: LiveSearchProgress) -> None:
@@ -65,7 +65,7 @@ def test_outside_a_terminal_each_ended_trial_is_one_line() -> None:
         "4 trial-epochs; best val_accuracy 0.9000 (trial b)",
         "tune: trial b completed at epoch 2, val_accuracy 0.9000; 2 trials ended, 0 running, "
         "4 trial-epochs; best val_accuracy 0.9000 (trial b)",
-        "tune: trial c failed at epoch 0, no result; 3 trials ended, 0 running, "
+        "tune: trial c failed before its first epoch; 3 trials ended, 0 running, "
         "4 trial-epochs; best val_accuracy 0.9000 (trial b)",
         "tune: trial d cut at epoch 1, val_accuracy 0.8000; 4 trials ended, 0 running, "
         "5 trial-epochs; best val_accuracy 0.9000 (trial b)",
@@ -165,3 +165,50 @@ def test_a_search_saved_by_the_earlier_graft_resumes_its_progress() -> None:
     show.on_trial_result(0, [], _trial("a"), {"epoch": 4, "val_accuracy": 0.75})
     assert show.tally.spent == 4
     assert show.tally.best == 0.75
+
+
+def test_a_trial_stopped_before_its_first_epoch_gets_its_line_with_the_reason() -> None:
+    out = io.StringIO()
+    show = LiveSearchProgress(
+        SearchTally("val_accuracy", "max", 4, epoch_budget=3), Console(file=out)
+    )
+    show.setup(total_num_samples=4)
+    a = _trial("a")
+    show.on_trial_start(0, [], a)
+    for epoch in (1, 2, 3):
+        show.on_trial_result(0, [], a, {"epoch": epoch, "val_accuracy": 0.5 + epoch / 10})
+    a.last_result, a.status = {"epoch": 3, "val_accuracy": 0.8, "fit_complete": 0.0}, "TERMINATED"
+    # started (its MLflow run exists) but stopped while its workers started: Tune's stand-in
+    # result names the trial and its host, and no epoch
+    starting = SimpleNamespace(
+        trial_id="b", status="TERMINATED", last_result={"trial_id": "b", "hostname": "h"}
+    )
+    show.on_trial_start(0, [], starting)
+    # made by the searcher but stopped before its actor started: no on_trial_start at all
+    unstarted = SimpleNamespace(trial_id="c", status="TERMINATED", last_result={"trial_id": "c"})
+    show.on_experiment_end([a, starting, unstarted])
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == [
+        "tune: trial b stopped before its first epoch: epoch budget spent; 2 trials ended "
+        "(1 before their first epoch), 0 running, 3 trial-epochs; best val_accuracy 0.8000 "
+        "(trial a)",
+        "tune: trial c stopped before its first epoch: epoch budget spent; 3 trials ended "
+        "(2 before their first epoch), 0 running, 3 trial-epochs; best val_accuracy 0.8000 "
+        "(trial a)",
+    ]
+    assert show.tally.ended == {"a": "cut", "b": "before_first_epoch", "c": "before_first_epoch"}
+
+
+def test_an_interrupted_search_leaves_its_waiting_trials_to_the_resume() -> None:
+    out = io.StringIO()
+    show = LiveSearchProgress(SearchTally("val_accuracy", "max", 4), Console(file=out))
+    show.setup(total_num_samples=4)
+    waiting = SimpleNamespace(trial_id="w", status="PENDING", last_result={"trial_id": "w"})
+    show.on_experiment_end([waiting])  # Ctrl-C: Tune cleans up and ends the experiment
+    assert out.getvalue() == "" and show.tally.ended == {}
+
+
+def test_a_time_budget_is_named_as_the_reason_once_it_ran_out() -> None:
+    tally = SearchTally("val_accuracy", "max", 4, time_budget_s=60.0)
+    assert tally.stop_reason(elapsed_s=61.0) == "time budget spent"
+    assert tally.stop_reason(elapsed_s=10.0) == "the search ended"

@@ -3,11 +3,13 @@
 In a terminal, a progress bar over the search's budget (trial-epochs under
 ``tune.epoch_budget``, else trials) with the trials running and done and the best metric so
 far. Elsewhere (KFP pod logs, CI) one line per trial as it ends: how it ended, its metric, and
-the same totals.
+the same totals. Every trial Tune made gets its line, also one the search stopped before its
+first epoch (while its workers started, or before its actor could start), with the reason.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +17,7 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from graft.tune.runs import trial_outcome
+from graft.tune.runs import BEFORE_FIRST_EPOCH, has_report, search_stop_reason, trial_outcome
 from graft.tune.trial_epochs import TrialEpochs
 
 
@@ -27,6 +29,7 @@ class SearchTally:
     mode: str  # "max" or "min"
     num_samples: int
     epoch_budget: int | None = None
+    time_budget_s: float | None = None
     trial_epochs: TrialEpochs = field(default_factory=TrialEpochs)
     running: set[str] = field(default_factory=set)
     ended: dict[str, str] = field(default_factory=dict)  # trial -> outcome
@@ -58,14 +61,18 @@ class SearchTally:
         adopted = 0
         for trial in trials:
             trial_id, last = str(trial.trial_id), dict(trial.last_result or {})
-            if not last or trial_id in self.trial_epochs or trial_id in self.ended:
+            ended = getattr(trial, "status", None) in ("TERMINATED", "ERROR")
+            if trial_id in self.trial_epochs or trial_id in self.ended:
+                continue
+            if not (has_report(last) or ended):
                 continue
             adopted += 1
-            # the best the trial ever reported, not only its last (Tune keeps both)
-            analysis = getattr(trial, "metric_analysis", None) or {}
-            best = analysis.get(self.metric, {}).get(self.mode)
-            self.reported(trial_id, last if best is None else {**last, self.metric: best})
-            if getattr(trial, "status", None) in ("TERMINATED", "ERROR"):
+            if has_report(last):
+                # the best the trial ever reported, not only its last (Tune keeps both)
+                analysis = getattr(trial, "metric_analysis", None) or {}
+                best = analysis.get(self.metric, {}).get(self.mode)
+                self.reported(trial_id, last if best is None else {**last, self.metric: best})
+            if ended:
                 self.ended[trial_id] = trial_outcome(last, trial.status == "ERROR").outcome
         return adopted
 
@@ -89,14 +96,25 @@ class SearchTally:
         done = self.spent if self.epoch_budget is not None else len(self.ended)
         return min(done, self.total)
 
+    def stop_reason(self, elapsed_s: float) -> str:
+        """Why the search stopped a trial that had not reported yet."""
+        return search_stop_reason(
+            epoch_budget=self.epoch_budget,
+            trial_epochs=self.spent,
+            time_budget_s=self.time_budget_s,
+            elapsed_s=elapsed_s,
+        )
+
     def summary(self) -> str:
         best = (
             f"best {self.metric} {self.best:.4f} (trial {self.best_trial})"
             if self.best is not None
             else f"no {self.metric} yet"
         )
+        unreported = sum(1 for outcome in self.ended.values() if outcome == BEFORE_FIRST_EPOCH)
+        before = f" ({unreported} before their first epoch)" if unreported else ""
         return (
-            f"{len(self.ended)} trials ended, {len(self.running)} running, "
+            f"{len(self.ended)} trials ended{before}, {len(self.running)} running, "
             f"{self.spent} trial-epochs; {best}"
         )
 
@@ -110,6 +128,7 @@ class LiveSearchProgress(Callback):
         self._progress: Progress | None = None
         self._task: Any = None
         self._adopted = False
+        self._setup_at = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment; the live display stays behind
@@ -132,6 +151,7 @@ class LiveSearchProgress(Callback):
         total_num_samples: int | None = None,
         **info: Any,
     ) -> None:
+        self._setup_at = time.monotonic()
         if total_num_samples:  # Tune's count: a grid's points times num_samples
             self.tally.num_samples = total_num_samples
         if not self.console.is_terminal:
@@ -183,15 +203,23 @@ class LiveSearchProgress(Callback):
         last = dict(trial.last_result or {})
         outcome = self.tally.finished(trial_id, last, errored)
         if self._progress is None:
-            value = last.get(self.tally.metric)
-            shown = f"{self.tally.metric} {value:.4f}" if value is not None else "no result"
             self.console.print(
-                f"tune: trial {trial_id} {outcome} at epoch {int(last.get('epoch', 0))}, "
-                f"{shown}; {self.tally.summary()}",
+                f"tune: trial {trial_id} {self._how(outcome, last)}; {self.tally.summary()}",
                 highlight=False,
                 soft_wrap=True,  # a log line: never wrapped at the console's width
             )
         self._refresh()
+
+    def _how(self, outcome: str, last: dict[str, Any]) -> str:
+        """How a trial ended, as its line says it."""
+        if not has_report(last):
+            if outcome == BEFORE_FIRST_EPOCH:
+                reason = self.tally.stop_reason(time.monotonic() - self._setup_at)
+                return f"stopped before its first epoch: {reason}"
+            return f"{outcome} before its first epoch"
+        value = last.get(self.tally.metric)
+        shown = f"{self.tally.metric} {value:.4f}" if value is not None else "no result"
+        return f"{outcome} at epoch {int(last.get('epoch', 0))}, {shown}"
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._ended(trial, errored=False)
@@ -201,10 +229,13 @@ class LiveSearchProgress(Callback):
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         # a stopper's stop-all (tune.epoch_budget) and the time budget stop trials without
-        # Tune's on_trial_complete: they end here
+        # Tune's on_trial_complete: running ones, and pending ones whose actor never started
+        # (no on_trial_start either), which the stop marks TERMINATED. An interrupted search
+        # leaves those PENDING: they run when it resumes.
         for trial in trials:
             trial_id = str(trial.trial_id)
-            if trial_id in self.tally.running and trial_id not in self.tally.ended:
+            stopped = trial_id in self.tally.running or trial.status in ("TERMINATED", "ERROR")
+            if stopped and trial_id not in self.tally.ended:
                 self._ended(trial, errored=trial.status == "ERROR")
         if self._progress is not None:
             self._refresh()

@@ -14,7 +14,13 @@ from graft.config import GraftConfig
 EXPERIMENT_TAG = "graft.tune_experiment"
 TRIAL_TAG = "graft.trial_id"
 BEST_TAG = "graft.best_trial"
-OUTCOME_TAG = "graft.trial_outcome"  # completed, early_stopped, cut, failed or no_result
+OUTCOME_TAG = "graft.trial_outcome"  # one of OUTCOMES
+STOP_REASON_TAG = "graft.trial_stop_reason"  # why a trial ended before its first epoch
+BEFORE_FIRST_EPOCH = "before_first_epoch"
+OUTCOMES = ("completed", "early_stopped", "cut", "failed", BEFORE_FIRST_EPOCH)
+# Every report a trial makes carries its epoch. Tune's stand-in result for a trial that never
+# reported (its id, host and time) does not, so this key tells the two apart.
+REPORT_KEY = "epoch"
 
 
 class TrialOutcome(NamedTuple):
@@ -30,16 +36,39 @@ def trial_outcome(last_result: Mapping[str, Any], errored: bool) -> TrialOutcome
     A trial's own run cannot say this: Tune stops a trial (a scheduler's cut, a budget, PBT's
     last epoch) by killing its actor mid-report, so the trial's code never learns it ended.
     Like Ray's own MLflow callback, a trial that was stopped on purpose is FINISHED; the
-    outcome tag tells a scheduler's cut from a completed fit."""
+    outcome tag tells a scheduler's cut from a completed fit. A trial the search stopped before
+    its first report (a budget spent while its workers started, or before its actor could
+    start) is KILLED: it has no result to finish with."""
     if errored:
         return TrialOutcome("FAILED", "failed")
-    if not last_result:
-        return TrialOutcome("KILLED", "no_result")  # stopped before its first epoch ended
+    if not has_report(last_result):
+        return TrialOutcome("KILLED", BEFORE_FIRST_EPOCH)
     if last_result.get("stopped_early"):
         return TrialOutcome("FINISHED", "early_stopped")  # the finetune recipe's patience
     if last_result.get("fit_complete"):
         return TrialOutcome("FINISHED", "completed")
     return TrialOutcome("FINISHED", "cut")  # by the scheduler, the epoch or the time budget
+
+
+def has_report(last_result: Mapping[str, Any]) -> bool:
+    """Whether a trial's last result is a report of its own, not Tune's stand-in."""
+    return REPORT_KEY in last_result
+
+
+def search_stop_reason(
+    *,
+    epoch_budget: int | None,
+    trial_epochs: int,
+    time_budget_s: float | None,
+    elapsed_s: float,
+) -> str:
+    """Why a search stopped the trials still running or waiting when it ended, in the words
+    its progress lines and the trials' runs use."""
+    if epoch_budget is not None and trial_epochs >= epoch_budget:
+        return "epoch budget spent"
+    if time_budget_s is not None and elapsed_s >= time_budget_s:
+        return "time budget spent"
+    return "the search ended"
 
 
 def _find_run(config: GraftConfig, filter_string: str) -> str | None:
@@ -125,14 +154,40 @@ def tag_best_trial(config: GraftConfig, tune_run_id: str, best_trial_id: str) ->
     return best
 
 
+def runs_for_unstarted_trials(
+    config: GraftConfig,
+    tune_run_id: str,
+    experiment_name: str,
+    runs: Mapping[str, str],
+    params_by_trial: Mapping[str, Mapping[str, Any]],
+) -> dict[str, str]:
+    """``runs`` (trial id -> run id) with a run for every trial in ``params_by_trial`` that has
+    none: a trial the search stopped before its actor started never ran the code that makes
+    its run, yet it was a trial of the search, with parameters the searcher chose."""
+    complete = dict(runs)
+    for trial_id, params in params_by_trial.items():
+        if trial_id not in complete:
+            complete[trial_id] = trial_run(config, tune_run_id, experiment_name, trial_id)
+            tracking.RunLogger(config.resolved_tracking_uri(), complete[trial_id]).params(
+                dict(params)
+            )
+    return complete
+
+
 def close_trial_runs(
-    config: GraftConfig, runs: Mapping[str, str], outcomes: Mapping[str, TrialOutcome]
+    config: GraftConfig,
+    runs: Mapping[str, str],
+    outcomes: Mapping[str, TrialOutcome],
+    stop_reason: str,
 ) -> None:
     """End each trial run (``runs``: trial id -> run id, from :func:`trial_runs`) with its
-    trial's outcome (status and tag); a run whose trial has no outcome here is left as it is."""
+    trial's outcome (status and tag, and ``stop_reason`` for a trial stopped before its first
+    epoch); a run whose trial has no outcome here is left as it is."""
     client = tracking.client_for(config)
     for trial_id, run_id in runs.items():
         if trial_id in outcomes:
             status, outcome = outcomes[trial_id]
             client.set_tag(run_id, OUTCOME_TAG, outcome)
+            if outcome == BEFORE_FIRST_EPOCH:
+                client.set_tag(run_id, STOP_REASON_TAG, stop_reason)
             client.set_terminated(run_id, status)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +42,10 @@ class SearchResult:
     best_metric: float
     best_checkpoint_dir: str
     trials_table: str  # CSV path
-    num_trials: int
-    num_stopped_early: int
+    num_trials: int  # every trial Tune made, also one stopped before it started
+    num_stopped_early: int  # cut by the scheduler or a budget after their first epoch
     total_epochs: int
+    num_before_first_epoch: int = 0  # stopped (not failed) before their first report
     best_trial_id: str = ""
     plots: list[str] = field(default_factory=list)
 
@@ -329,21 +331,51 @@ def existing_best(results: list[Any], metric: str, mode: str, store: TrainStorag
     )
 
 
-def trial_outcomes(results: list[Any], trial_ids: Iterable[str]) -> dict[str, TrialOutcome]:
-    """Each trial's outcome, by trial id. A trial that never reported has no id in its
-    result, only in its folder's name (Tune names it ``<trainable>_<trial id>_<tag>``)."""
-    from graft.tune.runs import trial_outcome
-
+def results_by_trial(results: list[Any], trial_ids: Iterable[str]) -> dict[str, Any]:
+    """Each result by its trial's id. Tune's stand-in result of a trial that never reported
+    carries the id; failing that, the trial's folder name does (Tune names it
+    ``<trainable>_<trial id>_<tag>``), for one of the ``trial_ids`` known from elsewhere."""
     known = list(trial_ids)
-    outcomes: dict[str, TrialOutcome] = {}
+    found: dict[str, Any] = {}
     for result in results:
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or next(
+        trial_id = (result.metrics or {}).get("trial_id") or next(
             (t for t in known if f"_{t}_" in Path(str(result.path)).name), None
         )
         if trial_id is not None:
-            outcomes[str(trial_id)] = trial_outcome(metrics, result.error is not None)
-    return outcomes
+            found[str(trial_id)] = result
+    return found
+
+
+def trial_outcomes(results: list[Any], trial_ids: Iterable[str]) -> dict[str, TrialOutcome]:
+    """Each trial's outcome, by trial id (see :func:`results_by_trial`)."""
+    from graft.tune.runs import trial_outcome
+
+    return {
+        trial_id: trial_outcome(result.metrics or {}, result.error is not None)
+        for trial_id, result in results_by_trial(results, trial_ids).items()
+    }
+
+
+def trials_frame(
+    reported: Any, configs: dict[str, dict[str, Any]], outcomes: dict[str, TrialOutcome]
+) -> Any:
+    """``trials.csv``: Tune's table of the trials that reported (their last report and
+    config), a row for each other trial in ``configs`` (trial id -> config: its id and
+    config), and every trial's outcome."""
+    import pandas as pd
+
+    listed = set(reported["trial_id"].astype(str)) if "trial_id" in reported else set()
+    missing = [
+        {"trial_id": trial_id, **{f"config/{k}": v for k, v in config.items()}}
+        for trial_id, config in configs.items()
+        if trial_id not in listed
+    ]
+    frame = pd.concat([reported, pd.DataFrame(missing)], ignore_index=True) if missing else reported
+    if "trial_id" in frame:
+        frame["outcome"] = [
+            outcomes[t].outcome if t in outcomes else "" for t in frame["trial_id"].astype(str)
+        ]
+    return frame
 
 
 def _best_model_dir(checkpoint_path: str, destination: Path, store: TrainStorage) -> str:
@@ -360,23 +392,31 @@ def run_search(
     output_dir: Path,
     tune_run_id: str,
     experiment_name: str,
+    trial_function: Callable[..., None] | None = None,
 ) -> SearchResult:
+    """The search; ``trial_function`` (with :func:`run_trial`'s signature) replaces the
+    trial that the config chooses, for a test that must hold a trial back."""
     from ray import tune
 
     from graft.train.loop import phases_for
     from graft.tune.live_progress import LiveSearchProgress, SearchTally
     from graft.tune.orphaned_groups import OrphanedGroupSweeper
-    from graft.tune.runs import close_trial_runs, trial_runs
+    from graft.tune.runs import (
+        BEFORE_FIRST_EPOCH,
+        close_trial_runs,
+        runs_for_unstarted_trials,
+        search_stop_reason,
+        trial_runs,
+    )
 
     max_epochs = sum(p.epochs for p in phases_for(config.finetune))
     store = train_storage(config.ray, config.work_path / "ray" / "tune", "tune")
     trials_dir = (config.work_path / "tune-trials" / experiment_name).resolve()
-    pbt = config.tune.scheduler == "pbt"
-    if pbt:
+    if trial_function is None and config.tune.scheduler == "pbt":
         from graft.tune.pbt import run_pbt_trial
 
-        trial_function: Any = run_pbt_trial
-    else:
+        trial_function = run_pbt_trial
+    elif trial_function is None:
         trial_function = run_trial
     trials_store = train_storage(config.ray, trials_dir, f"tune-trials/{experiment_name}")
     trainable = tune.with_resources(
@@ -434,21 +474,39 @@ def run_search(
                             config.tune.mode,
                             config.tune.num_samples,
                             config.tune.epoch_budget,
+                            config.tune.time_budget_s,
                         )
                     ),
                 ],
             ),
         )
+    started = time.monotonic()
     grid = tuner.fit()
+    elapsed = time.monotonic() - started
     results = [grid[index] for index in range(len(grid))]
+    reported = [r.metrics for r in results if r.metrics and TIME_ATTR in r.metrics]
+    epochs = [int(m[TIME_ATTR]) for m in reported]
+    # every trial's config, also one that never reported (its Result carries none)
+    configs = tune.ExperimentAnalysis(
+        grid.experiment_path, storage_filesystem=store.filesystem
+    ).get_all_configs()
     runs = trial_runs(config, tune_run_id)
-    outcomes = trial_outcomes(results, runs)
-    close_trial_runs(config, runs, outcomes)
-    frame = grid.get_dataframe()
-    if "trial_id" in frame:
-        frame["outcome"] = [
-            outcomes[t].outcome if t in outcomes else "" for t in frame["trial_id"].astype(str)
-        ]
+    outcomes = trial_outcomes(results, [*runs, *configs])
+    runs = runs_for_unstarted_trials(
+        config,
+        tune_run_id,
+        experiment_name,
+        runs,
+        {t: active_params(config.tune.space, c) for t, c in configs.items() if t in outcomes},
+    )
+    stop_reason = search_stop_reason(
+        epoch_budget=config.tune.epoch_budget,
+        trial_epochs=sum(epochs),
+        time_budget_s=config.tune.time_budget_s,
+        elapsed_s=elapsed,
+    )
+    close_trial_runs(config, runs, outcomes, stop_reason)
+    frame = trials_frame(grid.get_dataframe(), configs, outcomes)
     output_dir.mkdir(parents=True, exist_ok=True)
     table = output_dir / "trials.csv"
     frame.to_csv(table, index=False)
@@ -467,8 +525,7 @@ def run_search(
         )
     best = existing_best(usable, config.tune.metric, config.tune.mode, trials_store)
     best_metrics, best_config = best.metrics or {}, best.config or {}
-    reported = [r.metrics for r in results if r.metrics]
-    epochs = [int(m.get(TIME_ATTR, m.get("training_iteration", 0))) for m in reported]
+    counts = [outcome.outcome for outcome in outcomes.values()]
     params = {k: best_config[k] for k in config.tune.space if k in best_config}
     result = SearchResult(
         best_params=active_params(config.tune.space, params),
@@ -477,9 +534,10 @@ def run_search(
             best_metrics["checkpoint_path"], output_dir / "best_model", store
         ),
         trials_table=str(table),
-        num_trials=len(epochs),
-        num_stopped_early=sum(1 for m in reported if not m.get("fit_complete")),
+        num_trials=len(results),
+        num_stopped_early=counts.count("cut"),
         total_epochs=sum(epochs),
+        num_before_first_epoch=counts.count(BEFORE_FIRST_EPOCH),
         best_trial_id=str(best_metrics.get("trial_id", "")),
     )
     from graft.tune.plots import plot_search
