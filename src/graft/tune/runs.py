@@ -14,10 +14,10 @@ from graft.config import GraftConfig
 EXPERIMENT_TAG = "graft.tune_experiment"
 TRIAL_TAG = "graft.trial_id"
 BEST_TAG = "graft.best_trial"
-OUTCOME_TAG = "graft.trial_outcome"  # one of OUTCOMES
+# completed, early_stopped, cut, failed or BEFORE_FIRST_EPOCH
+OUTCOME_TAG = "graft.trial_outcome"
 STOP_REASON_TAG = "graft.trial_stop_reason"  # why a trial ended before its first epoch
 BEFORE_FIRST_EPOCH = "before_first_epoch"
-OUTCOMES = ("completed", "early_stopped", "cut", "failed", BEFORE_FIRST_EPOCH)
 # Every report a trial makes carries its epoch. Tune's stand-in result for a trial that never
 # reported (its id, host and time) does not, so this key tells the two apart.
 REPORT_KEY = "epoch"

@@ -331,29 +331,22 @@ def existing_best(results: list[Any], metric: str, mode: str, store: TrainStorag
     )
 
 
-def results_by_trial(results: list[Any], trial_ids: Iterable[str]) -> dict[str, Any]:
-    """Each result by its trial's id. Tune's stand-in result of a trial that never reported
-    carries the id; failing that, the trial's folder name does (Tune names it
+def trial_outcomes(results: list[Any], trial_ids: Iterable[str]) -> dict[str, TrialOutcome]:
+    """Each trial's outcome, by trial id. Tune's stand-in result of a trial that never
+    reported carries the id; failing that, the trial's folder name does (Tune names it
     ``<trainable>_<trial id>_<tag>``), for one of the ``trial_ids`` known from elsewhere."""
+    from graft.tune.runs import trial_outcome
+
     known = list(trial_ids)
-    found: dict[str, Any] = {}
+    outcomes: dict[str, TrialOutcome] = {}
     for result in results:
-        trial_id = (result.metrics or {}).get("trial_id") or next(
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or next(
             (t for t in known if f"_{t}_" in Path(str(result.path)).name), None
         )
         if trial_id is not None:
-            found[str(trial_id)] = result
-    return found
-
-
-def trial_outcomes(results: list[Any], trial_ids: Iterable[str]) -> dict[str, TrialOutcome]:
-    """Each trial's outcome, by trial id (see :func:`results_by_trial`)."""
-    from graft.tune.runs import trial_outcome
-
-    return {
-        trial_id: trial_outcome(result.metrics or {}, result.error is not None)
-        for trial_id, result in results_by_trial(results, trial_ids).items()
-    }
+            outcomes[str(trial_id)] = trial_outcome(metrics, result.error is not None)
+    return outcomes
 
 
 def trials_frame(
