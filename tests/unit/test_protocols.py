@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local_tracking import tiny_config_tracked_in
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
@@ -205,16 +206,11 @@ def test_protocol_config_refuses_plain_kfold_as_iterated_and_too_many_models() -
 def _finetune_setup(
     tmp_path: Path, untrained_model_dir: Callable[..., Path], *overrides: str
 ) -> tuple[GraftConfig, object]:
-    config = load_config(
-        preset="tiny",
-        overrides=[
-            f"work_dir={tmp_path / 'work'}",
-            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "tracking.experiment_name=unit",
-            # the backbone is random (not pretrained), so the "all" phase does the learning
-            "finetune.phases=[{trainable: head, epochs: 2}, {trainable: all, epochs: 20}]",
-            *overrides,
-        ],
+    config = tiny_config_tracked_in(
+        tmp_path,
+        # the backbone is random (not pretrained), so the "all" phase does the learning
+        "finetune.phases=[{trainable: head, epochs: 2}, {trainable: all, epochs: 20}]",
+        *overrides,
     )
     dataset = tmp_path / "data"
     prepare_dataset(config.data, config.seed, dataset)

@@ -5,9 +5,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+from local_tracking import tiny_config_tracked_in
 
 from graft import tracking
-from graft.config import load_config
 from graft.tune.runs import (
     OUTCOME_TAG,
     STOP_REASON_TAG,
@@ -92,14 +92,7 @@ def test_the_trials_table_has_a_row_for_a_trial_that_never_reported() -> None:
 def test_every_trial_has_a_run_ended_with_its_outcome_also_one_that_never_started(
     tmp_path: Path,
 ) -> None:
-    config = load_config(
-        preset="tiny",
-        overrides=[
-            f"work_dir={tmp_path / 'work'}",
-            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "tracking.experiment_name=unit",
-        ],
-    )
+    config = tiny_config_tracked_in(tmp_path)
     parent = tracking.start_pipeline_run(config, "test")
     stage = tracking.create_child_run(
         config.resolved_tracking_uri(), tracking.experiment_id(config), parent, "tune", {}
