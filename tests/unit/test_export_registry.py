@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from local_tracking import tiny_config_tracked_in
 from mlflow.tracking import MlflowClient
 
 from graft import stages, tracking
-from graft.config import GraftConfig, load_config
+from graft.config import GraftConfig
 from graft.data.prepare import DataManifest
 from graft.train.loop import MODEL_FILE
 from graft.train.requests import finetune_request
@@ -19,16 +20,8 @@ MODEL_NAME = "graft-unit"
 
 
 def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
-    return load_config(
-        preset="tiny",
-        overrides=[
-            f"work_dir={tmp_path / 'work'}",
-            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "tracking.experiment_name=unit",
-            f"export.model_name={MODEL_NAME}",
-            "export.latency_runs=1",
-            *overrides,
-        ],
+    return tiny_config_tracked_in(
+        tmp_path, f"export.model_name={MODEL_NAME}", "export.latency_runs=1", *overrides
     )
 
 
