@@ -2,18 +2,22 @@
 best trial is handed on."""
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 import pytest
 import ray
+from ray import cloudpickle
+from ray.tune.stopper import timeout as timeout_stopper
 
 from graft import tracking
 from graft.config import GraftConfig, load_config
 from graft.data.prepare import prepare_dataset
+from graft.errors import TrainingError
 from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.fit import fit
 from graft.train.requests import pretrain_request
@@ -22,6 +26,10 @@ from graft.tune.runs import OUTCOME_TAG, STOP_REASON_TAG, trial_runs
 from graft.tune.search import run_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+# the trial functions defined here run in Ray's workers, which cannot import a test module:
+# ship them by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def _config(work: Path, *overrides: str) -> GraftConfig:
@@ -107,14 +115,54 @@ def test_optuna_asha_search_stops_some_trials_early(
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
 
 
+def _start_then_block(
+    params: dict[str, Any], *, held: Path | None = None, **kwargs: Any
+) -> NoReturn:
+    """A trial that makes its MLflow run, as run_trial does before its fit, then waits to be
+    stopped: one whose workers are slow to start, held for as long as the test needs. It
+    makes the file ``held`` once it waits."""
+    trial = search.start_trial(
+        params,
+        kwargs["base_config_json"],
+        kwargs["tune_run_id"],
+        kwargs["trials_dir"],
+        kwargs["experiment_name"],
+    )
+    trial.logger.params(trial.applied)
+    if held is not None:
+        held.touch()
+    while True:  # until the search stops this trial
+        time.sleep(0.5)
+
+
+class _ClockFromMarker:
+    """Stands in for the ``time`` module of Tune's time-budget stopper: still until ``marker``
+    exists, then the seconds since. The budget then counts from a point the test chooses, not
+    from however long this machine's load makes worker start-up take."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+        self.origin: float | None = None
+
+    def time(self) -> float:
+        if self.origin is None:
+            if not self.marker.exists():
+                return 1.0  # Tune's stopper treats a last check of 0 as none
+            self.origin = time.time() - 1.0
+        return time.time() - self.origin
+
+
 def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
-    pretrained: tuple[str, str], tmp_path: Path
+    pretrained: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The first trial trains all its epochs; every later one is held as if its workers were
+    still starting, so only the budget can end the search. The budget's clock starts once the
+    first trial has trained: forced, not raced against worker start-up."""
     dataset, pretrained_dir = pretrained
-    # Long enough for a first report under load: beside a CPU hog (stress-ng --cpu 1) both
-    # trials were still starting their workers when a 90 s budget ran out, and the search
-    # rightly ended with "no tuning trial produced a checkpoint"
-    budget = 180.0
+    budget = 15.0
     config = _config(
         tmp_path,
         "tune.num_samples=100",
@@ -123,15 +171,82 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
         "tune.hyperband_brackets=2",
         f"tune.time_budget_s={budget}",
     )
+    trained = tmp_path / "trained"
+    monkeypatch.setattr(timeout_stopper, "time", _ClockFromMarker(trained))
+    first = tmp_path / "first"
+
+    def first_trains_later_ones_held(params: dict[str, Any], **kwargs: Any) -> None:
+        try:  # which trial starts first is up to Ray: roles go by order of arrival
+            os.close(os.open(first, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            _start_then_block(params, **kwargs)
+        try:
+            search.run_trial(params, **kwargs)
+        finally:  # a failed trial must not leave the budget's clock still for good
+            trained.touch()
+
     parent = tracking.start_pipeline_run(config, "test")
-    started = time.monotonic()
-    result = run_search(config, dataset, pretrained_dir, tmp_path / "tune", parent, "budget")
-    elapsed = time.monotonic() - started
-    # a trial costs ~10-20 s of worker start-up here: 100 cannot fit in the budget
-    assert 1 <= result.num_trials < 100
-    # the search stops at the budget, then waits for running trials to wind down
-    assert elapsed < budget + 120
+    result = search.run_search(
+        config,
+        dataset,
+        pretrained_dir,
+        tmp_path / "tune",
+        parent,
+        "budget",
+        trial_function=first_trains_later_ones_held,
+    )
+    after_training = time.time() - trained.stat().st_mtime
+    # the budget, not the 100 samples, ended the search, and soon after it ran out
+    assert budget <= after_training < budget + 60
+    # max_concurrent=2: the held trial, then one more in the trained trial's place
+    assert result.num_trials == 3
+    assert result.num_before_first_epoch == 2
+    frame = pd.read_csv(result.trials_table)
+    assert sorted(frame["outcome"]) == ["before_first_epoch", "before_first_epoch", "completed"]
+    # the one trial that reported is handed on
+    assert result.best_trial_id == frame.loc[frame["outcome"] == "completed", "trial_id"].item()
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
+    shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tune: ")]
+    assert len(shown) == 3
+    assert sum("stopped before its first epoch: time budget spent" in s for s in shown) == 2
+    client = tracking.client_for(config)
+    runs = [client.get_run(r) for r in trial_runs(config, parent).values()]
+    held = [run for run in runs if run.data.tags[OUTCOME_TAG] == "before_first_epoch"]
+    assert {run.data.tags[STOP_REASON_TAG] for run in held} == {"time budget spent"}
+    assert _cpus_freed_within(30.0), ray.available_resources()
+
+
+def test_a_time_budget_spent_before_any_first_epoch_fails_the_search_and_says_raise_it(
+    pretrained: tuple[str, str], tmp_path: Path
+) -> None:
+    dataset, pretrained_dir = pretrained
+    config = _config(
+        tmp_path,
+        "tune.num_samples=10",
+        "tune.searcher=random",
+        "tune.time_budget_s=10",
+    )
+    parent = tracking.start_pipeline_run(config, "test")
+    with pytest.raises(TrainingError, match=r"tune\.time_budget_s=10 may end the search before"):
+        search.run_search(
+            config,
+            dataset,
+            pretrained_dir,
+            tmp_path / "tune",
+            parent,
+            "spent",
+            trial_function=_start_then_block,
+        )
+    # nothing lost: each trial that started has its row and its run, ended with the reason
+    frame = pd.read_csv(tmp_path / "tune" / "trials.csv")
+    assert len(frame) >= 2
+    assert set(frame["outcome"]) == {"before_first_epoch"}
+    client = tracking.client_for(config)
+    runs = {t: client.get_run(r) for t, r in trial_runs(config, parent).items()}
+    assert set(runs) == set(frame["trial_id"])
+    assert {run.info.status for run in runs.values()} == {"KILLED"}
+    assert {run.data.tags[STOP_REASON_TAG] for run in runs.values()} == {"time budget spent"}
+    assert _cpus_freed_within(30.0), ray.available_resources()
 
 
 def test_epoch_budget_ends_the_search_once_its_trials_trained_that_many_epochs(
@@ -198,17 +313,7 @@ def test_trials_stopped_before_their_first_epoch_are_shown_counted_and_recorded(
         try:  # which trial starts first is up to Ray: roles go by order of arrival
             os.close(os.open(gate / "trains", os.O_CREAT | os.O_EXCL))
         except FileExistsError:
-            trial = search.start_trial(  # what run_trial does before its fit
-                params,
-                kwargs["base_config_json"],
-                kwargs["tune_run_id"],
-                kwargs["trials_dir"],
-                kwargs["experiment_name"],
-            )
-            trial.logger.params(trial.applied)
-            (gate / "blocked").touch()
-            while True:  # until the search stops this trial
-                time.sleep(0.5)
+            _start_then_block(params, held=gate / "blocked", **kwargs)
         deadline = time.monotonic() + 120
         while not (gate / "blocked").exists():  # the budget must not run out before
             if time.monotonic() > deadline:
