@@ -61,9 +61,10 @@ def _wait_for_jobs_api(dashboard: str, head: subprocess.Popen[bytes], log: Path)
     raise TimeoutError(f"the Jobs API at {dashboard} did not accept a job within 180 s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head() -> Iterator[RayHead]:
-    """A one-node Ray cluster (2 CPUs)."""
+    """A one-node Ray cluster (2 CPUs), for this module's tests only: an idle head left up
+    would take CPU from every later test on a 2-core machine."""
     temp_dir = Path(f"/tmp/rj-{os.getpid()}")  # short: socket paths are limited to 107 bytes
     dashboard_port = free_port()
     ports = {

@@ -1,6 +1,7 @@
 """Ray Tune over real Ray Train trials: ASHA cuts trials, a time budget ends the search, the
 best trial is handed on."""
 
+import json
 import os
 import sys
 import time
@@ -135,18 +136,32 @@ def _start_then_block(
         time.sleep(0.5)
 
 
-class _ClockFromMarker:
-    """Stands in for the ``time`` module of Tune's time-budget stopper: still until ``marker``
-    exists, then the seconds since. The budget then counts from a point the test chooses, not
-    from however long this machine's load makes worker start-up take."""
+class _ClockFromACompleteFit:
+    """Stands in for the ``time`` module of Tune's time-budget stopper: still until Tune has
+    recorded a trial's last epoch (its ``fit_complete`` report, in the trial's result.json
+    under ``experiment_dir``), then the seconds since. The budget then counts from a point the
+    test chooses, not from however long this machine's load makes worker start-up take. A
+    trial that fails instead starts the clock after ``give_up_s``: the test then fails on its
+    assertions, not on its timeout."""
 
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
+    def __init__(self, experiment_dir: Path, give_up_s: float = 300.0) -> None:
+        self.experiment_dir = experiment_dir
+        self.give_up_at = time.time() + give_up_s
         self.origin: float | None = None
+
+    def _a_fit_completed(self) -> bool:
+        for results in self.experiment_dir.glob("*/result.json"):
+            for line in results.read_text().splitlines():
+                try:
+                    if json.loads(line).get("fit_complete"):
+                        return True
+                except json.JSONDecodeError:  # a line still being written
+                    pass
+        return False
 
     def time(self) -> float:
         if self.origin is None:
-            if not self.marker.exists():
+            if time.time() < self.give_up_at and not self._a_fit_completed():
                 return 1.0  # Tune's stopper treats a last check of 0 as none
             self.origin = time.time() - 1.0
         return time.time() - self.origin
@@ -159,8 +174,8 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The first trial trains all its epochs; every later one is held as if its workers were
-    still starting, so only the budget can end the search. The budget's clock starts once the
-    first trial has trained: forced, not raced against worker start-up."""
+    still starting, so only the budget can end the search. The budget's clock starts once Tune
+    recorded the first trial's last epoch: forced, not raced against worker start-up."""
     dataset, pretrained_dir = pretrained
     budget = 15.0
     config = _config(
@@ -170,9 +185,10 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
         "tune.scheduler=hyperband",
         "tune.hyperband_brackets=2",
         f"tune.time_budget_s={budget}",
+        "finetune.early_stopping.enabled=false",  # the first trial trains all its epochs
     )
-    trained = tmp_path / "trained"
-    monkeypatch.setattr(timeout_stopper, "time", _ClockFromMarker(trained))
+    clock = _ClockFromACompleteFit(tmp_path / "ray" / "tune" / "budget")
+    monkeypatch.setattr(timeout_stopper, "time", clock)
     first = tmp_path / "first"
 
     def first_trains_later_ones_held(params: dict[str, Any], **kwargs: Any) -> None:
@@ -180,10 +196,7 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
             os.close(os.open(first, os.O_CREAT | os.O_EXCL))
         except FileExistsError:
             _start_then_block(params, **kwargs)
-        try:
-            search.run_trial(params, **kwargs)
-        finally:  # a failed trial must not leave the budget's clock still for good
-            trained.touch()
+        search.run_trial(params, **kwargs)
 
     parent = tracking.start_pipeline_run(config, "test")
     result = search.run_search(
@@ -195,7 +208,8 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
         "budget",
         trial_function=first_trains_later_ones_held,
     )
-    after_training = time.time() - trained.stat().st_mtime
+    assert clock.origin is not None
+    after_training = time.time() - clock.origin
     # the budget, not the 100 samples, ended the search, and soon after it ran out
     assert budget <= after_training < budget + 60
     # max_concurrent=2: the held trial, then one more in the trained trial's place
