@@ -116,6 +116,17 @@ def test_optuna_asha_search_stops_some_trials_early(
     assert (Path(result.best_checkpoint_dir) / "model.pt").exists()
 
 
+def _first_to_arrive(marker: Path) -> bool:
+    """Whether this trial is the first to get here: which trial starts first is up to Ray,
+    so a test's trials take their roles by order of arrival (an exclusive create of
+    ``marker``)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
 def _start_then_block(
     params: dict[str, Any], *, held: Path | None = None, **kwargs: Any
 ) -> NoReturn:
@@ -192,9 +203,7 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
     first = tmp_path / "first"
 
     def first_trains_later_ones_held(params: dict[str, Any], **kwargs: Any) -> None:
-        try:  # which trial starts first is up to Ray: roles go by order of arrival
-            os.close(os.open(first, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
+        if not _first_to_arrive(first):
             _start_then_block(params, **kwargs)
         search.run_trial(params, **kwargs)
 
@@ -324,9 +333,7 @@ def test_trials_stopped_before_their_first_epoch_are_shown_counted_and_recorded(
     gate.mkdir()
 
     def first_trains_second_blocks(params: dict[str, Any], **kwargs: Any) -> None:
-        try:  # which trial starts first is up to Ray: roles go by order of arrival
-            os.close(os.open(gate / "trains", os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
+        if not _first_to_arrive(gate / "trains"):
             _start_then_block(params, held=gate / "blocked", **kwargs)
         deadline = time.monotonic() + 120
         while not (gate / "blocked").exists():  # the budget must not run out before
