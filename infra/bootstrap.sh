@@ -2,7 +2,7 @@
 # Bootstrap a Kubernetes cluster for Graft:
 #   1. Kubeflow Pipelines (standalone, kustomize manifests of a pinned 2.x release)
 #   2. the KubeRay operator (its Helm chart, pinned v1.x; installs the ray.io CRDs)
-#   3. the Graft namespace and the Secrets the chart reads, from environment variables
+#   3. the Secrets the chart and the pipeline's pods read, from environment variables
 #   4. the Graft chart (charts/graft): MLflow + Postgres, a RayCluster, RBAC, NetworkPolicies
 #
 # Usage:
@@ -12,7 +12,10 @@
 #
 # Environment (defaults in brackets):
 #   KUBE_CONTEXT          kubectl/helm context [current context]
-#   GRAFT_NAMESPACE       namespace for the chart [graft]
+#   GRAFT_NAMESPACE       where KFP runs pipeline pods, and so where the chart, the Secrets,
+#                         the Role and the RayJobs go: a pod reads Secrets and creates
+#                         RayJobs only in its own namespace [kubeflow: standalone KFP; with
+#                         multi-user Kubeflow, your profile's namespace]
 #   GRAFT_RELEASE         Helm release name [graft]
 #   GRAFT_DB_SECRET       Secret holding the database password [graft-postgres]; with
 #                         values-production.yaml use its externalDatabase.existingSecret
@@ -36,7 +39,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly CHART_DIR="${ROOT}/charts/graft"
 
-GRAFT_NAMESPACE="${GRAFT_NAMESPACE:-graft}"
+GRAFT_NAMESPACE="${GRAFT_NAMESPACE:-kubeflow}"
 GRAFT_RELEASE="${GRAFT_RELEASE:-graft}"
 GRAFT_DB_SECRET="${GRAFT_DB_SECRET:-graft-postgres}"
 KFP_VERSION="${KFP_VERSION:-2.14.3}"

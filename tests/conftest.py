@@ -25,6 +25,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_TMPDIR", "/tmp/graft-ray")
 Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+# A config with no tracking server falls back to MLflow's variable: one exported in the shell
+# that runs the tests must not send their runs to that server.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def free_port() -> int:

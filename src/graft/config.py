@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +22,9 @@ from graft.errors import ConfigError
 from graft.presets import TRAINING_PRESETS
 
 config_logger = logging.getLogger(__name__)
+
+# MLflow's own variable: honoured when the config names no tracking server.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 class Strict(BaseModel):
@@ -983,7 +988,10 @@ class ExportConfig(Strict):
 
 class TrackingConfig(Strict):
     tracking_uri: str | None = Field(
-        default=None, description="MLflow server URL or sqlite URI; None = <work_dir>/mlflow.db"
+        default=None,
+        description="MLflow server URL or sqlite URI; None = MLFLOW_TRACKING_URI where the "
+        "stage runs, else <work_dir>/mlflow.db (refused in a pipeline pod: it would vanish "
+        "with the pod)",
     )
     experiment_name: str = "graft"
     artifact_location: str | None = Field(
@@ -1061,7 +1069,11 @@ class ClusterConfig(Strict):
     """How the compiled pipeline runs on Kubernetes; read at `graft compile` time."""
 
     s3_secret: str | None = Field(
-        default="graft-s3", description="Kubernetes Secret with the S3 keys (None = no env)"
+        default="graft-s3",
+        description="Kubernetes Secret with the S3 keys, in the namespace the pipeline's pods "
+        "run in; required by every pod once the config names an s3:// location (a missing "
+        "Secret stops the pod instead of running it without keys). None = no Secret: the pods "
+        "use their own identity (IRSA, Workload Identity)",
     )
     s3_secret_keys: dict[str, str] = Field(
         default_factory=lambda: {
@@ -1326,10 +1338,37 @@ class GraftConfig(Strict):
     def work_path(self) -> Path:
         return Path(self.work_dir)
 
-    def resolved_tracking_uri(self) -> str:
+    def resolved_tracking_uri(self, environ: Mapping[str, str] | None = None) -> str:
+        """tracking.tracking_uri, else MLFLOW_TRACKING_URI, else a SQLite file in work_dir.
+
+        The environment is read where the stage runs, not where the config was written: on a
+        cluster the pods get the server's address from their environment (the chart's NOTES
+        tell users to export it), so a pipeline compiled elsewhere still logs there.
+        """
         if self.tracking.tracking_uri:
             return self.tracking.tracking_uri
+        from_env = (os.environ if environ is None else environ).get(TRACKING_URI_ENV, "")
+        if from_env.strip():
+            return from_env.strip()
         return f"sqlite:///{(self.work_path / 'mlflow.db').resolve()}"
+
+    def s3_locations(self) -> list[str]:
+        """The dotted keys of every ``s3://`` location this config names: the pods that run
+        it need S3 keys."""
+        found: list[str] = []
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    walk(value, f"{path}.{key}" if path else str(key))
+            elif isinstance(node, list):
+                for index, value in enumerate(node):
+                    walk(value, f"{path}[{index}]")
+            elif isinstance(node, str) and node.startswith("s3://"):
+                found.append(path)
+
+        walk(self.model_dump(mode="json"), "")
+        return found
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -202,7 +202,12 @@ def _secret_env(config: GraftConfig) -> list[dict[str, Any]]:
         {
             "name": env_name,
             "valueFrom": {
-                "secretKeyRef": {"name": config.cluster.s3_secret, "key": key, "optional": True}
+                "secretKeyRef": {
+                    "name": config.cluster.s3_secret,
+                    "key": key,
+                    # a RayJob always stages through S3 (ray.staging_uri): no keys, no job
+                    "optional": False,
+                }
             },
         }
         for key, env_name in sorted(config.cluster.s3_secret_keys.items())

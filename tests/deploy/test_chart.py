@@ -373,6 +373,8 @@ def test_pipeline_role_is_least_privilege() -> None:
     sa = one(objs, "ServiceAccount")
     subjects = {(s["kind"], s["name"], s.get("namespace")) for s in binding["subjects"]}
     assert ("ServiceAccount", sa["metadata"]["name"], NAMESPACE) in subjects
+    # KFP's runner is bound where the pipeline's pods run, which is the release's namespace
+    assert ("ServiceAccount", "pipeline-runner", NAMESPACE) in subjects
 
 
 # --- Ray -----------------------------------------------------------------------------------

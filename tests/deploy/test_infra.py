@@ -84,7 +84,10 @@ def test_dry_run_installs_kfp_then_kuberay_then_the_chart() -> None:
         )
     ]
     assert steps == sorted(steps)
-    assert commands[-1].endswith(f"{REPO}/charts/graft --namespace graft --wait --timeout 15m")
+    # one namespace for all of it, KFP's: a pipeline pod reads the S3 Secret and creates
+    # RayJobs under the chart's Role only in its own namespace
+    assert commands[-1].endswith(f"{REPO}/charts/graft --namespace kubeflow --wait --timeout 15m")
+    assert "kubectl -n kubeflow create secret generic graft-s3" in joined
 
 
 def test_dry_run_never_prints_secret_values() -> None:

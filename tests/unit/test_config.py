@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from graft.config import GraftConfig, load_config, with_overrides
+from graft.config import GraftConfig, config_from_json, load_config, with_overrides
 from graft.errors import ConfigError
 
 
@@ -57,3 +57,32 @@ def test_with_overrides_copies(tmp_path: Path) -> None:
     assert trial.finetune.optimizer.lr == 0.01
     assert trial.model.dropout.rate == 0.25
     assert base.model.dropout.rate == GraftConfig().model.dropout.rate
+
+
+def test_the_tracking_uri_is_the_configs_then_mlflows_variable_then_sqlite_in_work_dir(
+    tmp_path: Path,
+) -> None:
+    server = "http://graft-mlflow.kubeflow.svc:5000"
+    config = load_config(preset="tiny", overrides=[f"work_dir={tmp_path}"])
+    assert config.resolved_tracking_uri({}) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert config.resolved_tracking_uri({"MLFLOW_TRACKING_URI": server}) == server
+    named = load_config(preset="tiny", overrides=["tracking.tracking_uri=http://other:5000"])
+    assert named.resolved_tracking_uri({"MLFLOW_TRACKING_URI": server}) == "http://other:5000"
+
+
+def test_the_environment_is_read_where_the_stage_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(preset="tiny", overrides=[f"work_dir={tmp_path}"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://graft-mlflow:5000")
+    # the config that travelled as JSON to the pod resolves against the pod's environment
+    assert config_from_json(config.to_json()).resolved_tracking_uri() == "http://graft-mlflow:5000"
+
+
+def test_s3_locations_name_every_s3_key_of_the_config() -> None:
+    config = load_config(
+        preset="tiny",
+        overrides=["ray.storage_uri=s3://b/ckpt", "tracking.artifact_location=s3://b/mlflow"],
+    )
+    assert set(config.s3_locations()) == {"ray.storage_uri", "tracking.artifact_location"}
+    assert load_config(preset="tiny").s3_locations() == []

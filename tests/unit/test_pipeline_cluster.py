@@ -65,3 +65,13 @@ def test_s3_credentials_come_from_a_secret_on_every_task(tmp_path: Path) -> None
 def test_no_secret_when_disabled(tmp_path: Path) -> None:
     _, platform = _compile(tmp_path, "cluster.s3_secret=null")
     assert all("secretAsEnv" not in executor for executor in platform.values())
+
+
+def test_the_s3_secret_is_optional_only_while_the_config_names_no_s3_location(
+    tmp_path: Path,
+) -> None:
+    _, platform = _compile(tmp_path)
+    assert all(executor["secretAsEnv"][0]["optional"] for executor in platform.values())
+    _, platform = _compile(tmp_path, "ray.storage_uri=s3://graft/checkpoints")
+    # a pod whose Secret is missing must not start without keys and fail at its first upload
+    assert not any(executor["secretAsEnv"][0]["optional"] for executor in platform.values())

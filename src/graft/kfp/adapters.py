@@ -13,9 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from graft import stages
-from graft.config import config_from_json
+from graft.config import GraftConfig, StageName, config_from_json
+from graft.errors import ConfigError
+from graft.kfp.pod_guard import check_pipeline_pod
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _stage_config(config_json: str, stage: StageName) -> GraftConfig:
+    """The task's config, checked for what would lose data in a pipeline pod before any work.
+
+    A refused config ends the task with one ``error:`` line on stderr and exit status 1, not a
+    traceback: the task's log in the KFP UI then shows the cause and the fix first.
+    """
+    try:
+        config = config_from_json(config_json)
+        check_pipeline_pod(config, stage)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return config
 
 
 def _dir(path: str) -> str:
@@ -26,7 +42,7 @@ def _dir(path: str) -> str:
 def data_prep(
     config_json: str, kfp_run_id: str, dataset_path: str, test_split_path: str, report_path: str
 ) -> str:
-    config = config_from_json(config_json)
+    config = _stage_config(config_json, "data-prep")
     out = stages.data_prep(
         config, _dir(dataset_path), kfp_run_id=kfp_run_id, test_split_dir=_dir(test_split_path)
     )
@@ -35,7 +51,7 @@ def data_prep(
 
 
 def pretrain(config_json: str, dataset_path: str, model_path: str, parent_run_id: str) -> float:
-    config = config_from_json(config_json)
+    config = _stage_config(config_json, "pretrain")
     out = stages.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
     return out.val_accuracy
 
@@ -43,7 +59,7 @@ def pretrain(config_json: str, dataset_path: str, model_path: str, parent_run_id
 def finetune(
     config_json: str, dataset_path: str, pretrained_path: str, model_path: str, parent_run_id: str
 ) -> float:
-    config = config_from_json(config_json)
+    config = _stage_config(config_json, "transfer-finetune")
     out = stages.finetune(config, dataset_path, pretrained_path, _dir(model_path), parent_run_id)
     return out.val_accuracy
 
@@ -56,7 +72,7 @@ def tune(
     best_model_path: str,
     parent_run_id: str,
 ) -> str:
-    config = config_from_json(config_json)
+    config = _stage_config(config_json, "tune")
     scratch = Path(best_model_path).parent / "tune-work"
     out = stages.tune(
         config, dataset_path, pretrained_path, finetuned_path, str(scratch), parent_run_id
@@ -76,7 +92,7 @@ def evaluate(
     parent_run_id: str,
     pretrained_path: str = "",
 ) -> bool:
-    config = config_from_json(config_json)
+    config = _stage_config(config_json, "evaluate")
     out = stages.evaluate(
         config,
         dataset_path,
@@ -104,7 +120,7 @@ def export(
     exported_path: str,
     parent_run_id: str,
 ) -> str:
-    config = config_from_json(config_json)
+    config = _stage_config(config_json, "export")
     out = stages.export(
         config, dataset_path, model_path, evaluation_path, _dir(exported_path), parent_run_id
     )

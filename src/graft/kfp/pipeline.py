@@ -18,7 +18,9 @@ PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
 
 
-def apply_cluster_settings(task: Any, stage: StageName, cluster: ClusterConfig) -> None:
+def apply_cluster_settings(
+    task: Any, stage: StageName, cluster: ClusterConfig, needs_s3: bool
+) -> None:
     """Resources, accelerators, placement, retries, pod label and S3 secret env for a task."""
     settings = cluster.stages.for_stage(stage)
     if settings.cpu_request:
@@ -46,9 +48,15 @@ def apply_cluster_settings(task: Any, stage: StageName, cluster: ClusterConfig) 
         task.set_retry(settings.retries, backoff_duration="30s", backoff_factor=2.0)
     kubernetes.add_pod_label(task, *PIPELINE_POD_LABEL)
     if cluster.s3_secret:
-        # credentials reach pods as env vars from a Secret, never through the config
+        # Credentials reach pods as env vars from a Secret, never through the config. Once the
+        # config names an s3:// location the Secret is required: a pod whose Secret is missing
+        # (say, created in another namespace) fails to start and says so, instead of running
+        # without keys.
         kubernetes.use_secret_as_env(
-            task, cluster.s3_secret, secret_key_to_env=dict(cluster.s3_secret_keys), optional=True
+            task,
+            cluster.s3_secret,
+            secret_key_to_env=dict(cluster.s3_secret_keys),
+            optional=not needs_s3,
         )
 
 
@@ -114,7 +122,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | Non
             "export": ship,
         }
         for stage, task in stages.items():
-            apply_cluster_settings(task, stage, config.cluster)
+            apply_cluster_settings(task, stage, config.cluster, bool(config.s3_locations()))
         return ship.outputs["Output"]
 
     return training_pipeline
