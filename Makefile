@@ -47,10 +47,11 @@ test: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
 	$(PY) -m pytest -m "not slow" -q -p no:randomly
 
-RANDOM_SEED ?= random
+# pytest-randomly picks a seed when given none (its flag takes only an integer or "last").
+RANDOM_SEED ?=
 test-random: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
-	$(PY) -m pytest -m "not slow" -q --randomly-seed=$(RANDOM_SEED)
+	$(PY) -m pytest -m "not slow" -q $(if $(RANDOM_SEED),--randomly-seed=$(RANDOM_SEED))
 
 test-all: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
