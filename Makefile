@@ -47,11 +47,14 @@ test: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
 	$(PY) -m pytest -m "not slow" -q -p no:randomly
 
-# pytest-randomly picks a seed when given none (its flag takes only an integer or "last").
-RANDOM_SEED ?=
+# The seed is drawn here and printed, since -q hides pytest-randomly's own header line.
+ifeq ($(origin RANDOM_SEED),undefined)
+RANDOM_SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
 test-random: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
-	$(PY) -m pytest -m "not slow" -q $(if $(RANDOM_SEED),--randomly-seed=$(RANDOM_SEED))
+	@echo "test order: --randomly-seed=$(RANDOM_SEED) (replay it: make test-random RANDOM_SEED=$(RANDOM_SEED))"
+	$(PY) -m pytest -m "not slow" -q --randomly-seed=$(RANDOM_SEED)
 
 test-all: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
