@@ -51,7 +51,7 @@ def _config(config: Path | None, preset: str | None, overrides: list[str] | None
     return resolved
 
 
-def _summary(summary: dict[str, object], config: GraftConfig) -> None:
+def _summary(summary: dict[str, object], config: GraftConfig, logs: Path | None = None) -> None:
     table = Table(title="Graft pipeline run", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -66,6 +66,8 @@ def _summary(summary: dict[str, object], config: GraftConfig) -> None:
     table.add_row("TorchScript", str(summary["torchscript"]))
     table.add_row("ONNX", str(summary["onnx"]))
     table.add_row("MLflow", config.resolved_tracking_uri())
+    if logs is not None:
+        table.add_row("stage logs", f"{logs}/<stage>.log")
     console.print(table)
     console.print(f"Open the MLflow UI with: [bold]graft ui --work-dir {config.work_dir}[/bold]")
 
@@ -75,17 +77,47 @@ def run(
     config: ConfigOption = None,
     preset: PresetOption = None,
     set_: SetOption = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help=(
+                "Stream every task's full output here as the KFP local runner prints it "
+                "(executor dumps, the stage's stdout/stderr, logging, Ray, MLflow) instead of "
+                "into <work_dir>/logs/<stage>.log."
+            ),
+        ),
+    ] = False,
 ) -> None:
-    """Run the whole pipeline here: KFP local runner, local Ray, local MLflow."""
+    """Run the whole pipeline here: KFP local runner, local Ray, local MLflow.
+
+    Shows a spinner while a stage runs and one line per stage with its status and wall time,
+    then a summary. Each stage's whole output (the KFP runner's lines, the stage's
+    stdout/stderr, Python logging, Ray's driver output) goes to <work_dir>/logs/<stage>.log,
+    the runner's lines between stages to <work_dir>/logs/pipeline.log. When a stage fails,
+    the last lines of its log are printed with the log's path. --verbose prints it all here
+    instead, and writes no log files.
+    """
     from graft.data.prepare import check_source
-    from graft.kfp.local_run import run_local
+    from graft.kfp.local_run import run_local, stage_log_dir
+    from graft.stage_progress import StageProgress, terminal_console
 
     resolved = _config(config, preset, set_)
     console.print(f"[bold]graft[/bold]: checking data source {resolved.data.source}")
     check_source(resolved.data)
-    console.print(f"[bold]graft[/bold]: running the pipeline; outputs in {resolved.work_dir}")
-    summary = run_local(resolved)
-    _summary(summary, resolved)
+    if verbose:
+        console.print(f"[bold]graft[/bold]: running the pipeline; outputs in {resolved.work_dir}")
+        _summary(run_local(resolved), resolved)
+        return
+    logs = stage_log_dir(resolved)
+    console.print(
+        f"[bold]graft[/bold]: running the pipeline; outputs in {resolved.work_dir}, "
+        f"each stage's log in {logs}"
+    )
+    with terminal_console() as terminal:
+        summary = run_local(resolved, listener=StageProgress(terminal))
+    _summary(summary, resolved, logs)
 
 
 @app.command(name="compile")
@@ -642,7 +674,8 @@ def main() -> None:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     except RuntimeError as exc:
-        # KFP's local runner raises RuntimeError naming the failed task; its log is above.
+        # with --verbose KFP's local runner raises RuntimeError naming the failed task; its
+        # log is above (a quiet run raises PipelineStageError, a GraftError)
         console.print(f"[red]error:[/red] {str(exc).splitlines()[0]}")
         sys.exit(1)
 

@@ -33,6 +33,10 @@ class HoldoutReuseError(GraftError):
     """A model already scored on the sealed test split would be scored on it again."""
 
 
+class PipelineStageError(GraftError):
+    """A stage of a pipeline run on this machine failed; its log file holds the cause."""
+
+
 class RayJobError(GraftError):
     """A stage submitted as a Ray job failed, was stopped, timed out or cannot be reached.
 

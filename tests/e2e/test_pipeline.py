@@ -1,14 +1,16 @@
 """The whole pipeline through the KFP local runner on the tiny preset, with real Ray and a
-real MLflow tracking server."""
+real MLflow tracking server, started as a user does: `graft run` in a subprocess."""
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from graft.config import load_config
-from graft.kfp.local_run import run_local
 from graft.tune.runs import OUTCOME_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -19,20 +21,41 @@ STAGES = {"data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "exp
 def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     tmp_path: Path, mlflow_server: str
 ) -> None:
-    config = load_config(
-        preset="tiny",
-        overrides=[
-            f"work_dir={tmp_path / 'work'}",
-            f"tracking.tracking_uri={mlflow_server}",
-            "tracking.experiment_name=e2e",
-            "export.model_name=graft-e2e",
-        ],
+    work = tmp_path / "work"
+    overrides = [
+        f"work_dir={work}",
+        f"tracking.tracking_uri={mlflow_server}",
+        "tracking.experiment_name=e2e",
+        "export.model_name=graft-e2e",
+    ]
+    tiny = load_config(preset="tiny", overrides=overrides)
+    run = subprocess.run(
+        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
+        + [arg for override in overrides for arg in ("--set", override)],
+        capture_output=True,
+        text=True,
+        timeout=870,
+        env={**os.environ, "COLUMNS": "80"},  # a narrow terminal: the table's paths fold
     )
-    tmpdir_before = os.environ.get("TMPDIR")
-    summary = run_local(config)
-    # the runner's scratch TMPDIR is scoped to the run
-    assert os.environ.get("TMPDIR") == tmpdir_before
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
 
+    # a quiet run: a line per stage and the summary; each stage's whole output in its log
+    lines = output.splitlines()
+    assert len(lines) < 60, output
+    assert "Got executor_input" not in output
+    for stage in STAGES:
+        assert sum(line.startswith(f"✓ {stage} ") for line in lines) == 1, output
+        log = (work / "logs" / f"{stage}.log").read_text()
+        assert "Executing task" in log  # the KFP local runner's lines
+        assert "Got executor_input" in log  # the executor's dump of its inputs
+        assert "finished with status" in log
+    assert "Running pipeline" in (work / "logs" / "pipeline.log").read_text()
+    assert f"{work / 'logs'}" in output
+
+    # the export stage's output, as `graft run` printed it in its table
+    (summary_file,) = (work / "kfp").glob("*/export/**/summary.json")
+    summary = json.loads(summary_file.read_text())
     assert summary["gate_passed"] is True
     assert summary["accuracy"] > summary["baseline_accuracy"]
     assert set(summary["aliases"]) == {"challenger", "champion"}
@@ -57,7 +80,7 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     trials = [
         r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["tune"].info.run_id
     ]
-    assert len(trials) == config.tune.num_samples
+    assert len(trials) == tiny.tune.num_samples
     assert all("val_accuracy" in r.data.metrics for r in trials)
     # the search ended every trial's run with how the trial ended, ASHA's cuts included
     assert {r.info.status for r in trials} == {"FINISHED"}
@@ -81,5 +104,5 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     # the evaluate stage ran the label-shuffle control and the A/B report on the test rows
     evaluation = children["evaluate"].data.metrics
     assert evaluation["test_accuracy"] > evaluation["label_shuffle_control_accuracy"]
-    assert evaluation["ab_seeds"] == config.evaluate.transfer_report.seeds
+    assert evaluation["ab_seeds"] == tiny.evaluate.transfer_report.seeds
     assert 0.0 <= evaluation["ab_transfer_mean_accuracy"] <= 1.0

@@ -1,10 +1,19 @@
 """Bad input ends with one clear error line, a non-zero exit code and no traceback."""
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 from cli_helpers import assert_one_clear_error, run_graft
+from click.testing import Result
+from typer.testing import CliRunner
+
+from graft.cli import app
+from graft.config import GraftConfig, StageName
+from graft.kfp.local_run import stage_log_dir
+from graft.kfp.stage_logs import StageListener
+from graft.stage_progress import StageProgress
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
@@ -71,3 +80,71 @@ def test_tune_help_says_what_ends_a_search() -> None:
     # and what a user sees of it: the progress display and each trial's outcome
     assert "progress bar" in result.stdout
     assert "graft.trial_outcome" in result.stdout
+
+
+def test_run_help_explains_verbose_and_where_the_logs_go() -> None:
+    result = run_graft("run", "--help")
+    assert result.returncode == 0
+    assert "--verbose" in result.stdout
+    assert "<work_dir>/logs/<stage>.log" in result.stdout
+
+
+SUMMARY = {
+    "accuracy": 0.94,
+    "baseline_accuracy": 0.52,
+    "gate_passed": True,
+    "model_name": "graft",
+    "model_version": "1",
+    "aliases": ["challenger", "champion"],
+    "torchscript": "/w/model.pt",
+    "onnx": "/w/model.onnx",
+}
+
+
+def _invoke_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str
+) -> tuple[Result, list[StageListener | None]]:
+    """`graft run` in this process with the pipeline replaced by six stages that report
+    as the log router would; returns the CLI's result and the listener it handed over."""
+    import graft.data.prepare
+    import graft.kfp.local_run
+
+    handed: list[StageListener | None] = []
+
+    def fake_run_local(config: GraftConfig, listener: StageListener | None = None) -> dict:
+        handed.append(listener)
+        if listener is not None:
+            for stage in get_args(StageName):
+                log = stage_log_dir(config) / f"{stage}.log"
+                listener.stage_started(stage, log)
+                listener.stage_finished(stage, "done", 1.5, log)
+        return SUMMARY
+
+    monkeypatch.setattr(graft.kfp.local_run, "run_local", fake_run_local)
+    monkeypatch.setattr(graft.data.prepare, "check_source", lambda data: None)
+    result = CliRunner().invoke(
+        app,
+        ["run", "--preset", "tiny", "--set", f"work_dir={tmp_path}", *flags],
+        env={"COLUMNS": "100"},
+    )
+    return result, handed
+
+
+def test_quiet_run_prints_a_line_per_stage_and_names_the_logs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    result, handed = _invoke_run(monkeypatch, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert isinstance(handed[0], StageProgress)
+    lines = result.output.splitlines()
+    for stage in get_args(StageName):
+        assert sum(line.startswith(f"✓ {stage} ") for line in lines) == 1
+    assert f"{tmp_path}/logs" in result.output
+    assert len(lines) < 60
+
+
+def test_verbose_run_hands_no_listener(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    result, handed = _invoke_run(monkeypatch, tmp_path, "--verbose")
+    assert result.exit_code == 0, result.output
+    assert handed == [None]  # run_local then prints everything as KFP does
+    assert "✓" not in result.output

@@ -6,29 +6,42 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from graft.config import GraftConfig
 from graft.kfp.pipeline import build_pipeline
+from graft.kfp.stage_logs import StageListener, StageLogRouter
 
 
-def run_local(config: GraftConfig) -> dict[str, Any]:
+def run_local(config: GraftConfig, listener: StageListener | None = None) -> dict[str, Any]:
     """Execute every stage as a local KFP task (same code path as on a cluster) and return
-    the export summary."""
+    the export summary.
+
+    Without ``listener`` everything the runner prints reaches this process's stdout, as KFP
+    prints it. With one, each stage's output goes to ``stage_log_dir(config)/<stage>.log``,
+    ``listener`` hears each stage start and end, and a failed stage raises
+    PipelineStageError naming the cause found at the end of its log.
+    """
     from kfp import local
 
     work = config.work_path.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(work / "kfp"),
-        raise_on_error=True,
+    routing: AbstractContextManager[None] = (
+        nullcontext()
+        if listener is None
+        else StageLogRouter(stage_log_dir(config), listener).routing()
     )
-    pipeline = build_pipeline(default_config=config)
-    with _scratch_tmpdir(work / "tmp"):
-        task = pipeline(config_json=config.to_json())
+    with routing:
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(work / "kfp"),
+            raise_on_error=True,
+        )
+        pipeline = build_pipeline(default_config=config)
+        with _scratch_tmpdir(work / "tmp"):
+            task = pipeline(config_json=config.to_json())
     output = task.output if hasattr(task, "output") else task.outputs["Output"]
     return dict(json.loads(output))
 
@@ -53,3 +66,8 @@ def _scratch_tmpdir(scratch: Path) -> Iterator[None]:
 
 def stage_outputs(config: GraftConfig) -> Path:
     return config.work_path.resolve() / "kfp"
+
+
+def stage_log_dir(config: GraftConfig) -> Path:
+    """Where a quiet ``graft run`` writes each stage's whole output."""
+    return config.work_path.resolve() / "logs"
