@@ -8,7 +8,6 @@ They run with the host's network, as the image's user (uid 1000).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 from graft.config import GraftConfig
 from graft.errors import ConfigError
-from graft.kfp.pipeline import build_pipeline
+from graft.kfp.local_run import run_pipeline
+from graft.kfp.stage_logs import StageListener
 
 IMAGE_UID = 1000  # images/Dockerfile.cpu: USER 1000:1000
 # Ray keeps its object store in /dev/shm; Docker's default 64 MiB makes Ray warn and spill.
@@ -53,17 +53,22 @@ def prepare_pipeline_root(root: Path, uid: int = IMAGE_UID) -> Path:
 
 
 def run_in_containers(
-    config: GraftConfig, image: str, environment: Mapping[str, str], pipeline_root: Path
+    config: GraftConfig,
+    image: str,
+    environment: Mapping[str, str],
+    pipeline_root: Path,
+    listener: StageListener | None = None,
 ) -> dict[str, Any]:
-    """Execute every stage as a container of ``image`` and return the export summary."""
+    """Execute every stage as a container of ``image`` and return the export summary; with
+    ``listener``, each stage's output goes to ``<pipeline_root>/logs/<stage>.log``."""
     from kfp import local
 
-    local.init(
-        runner=local.DockerRunner(**container_run_args(environment)),
-        pipeline_root=str(prepare_pipeline_root(pipeline_root.resolve())),
-        raise_on_error=True,
+    root = prepare_pipeline_root(pipeline_root.resolve())
+    return run_pipeline(
+        config,
+        local.DockerRunner(**container_run_args(environment)),
+        root,
+        root / "logs" if listener else None,
+        listener,
+        image=image,
     )
-    pipeline = build_pipeline(image=image, default_config=config)
-    task = pipeline(config_json=config.to_json())
-    output = task.output if hasattr(task, "output") else task.outputs["Output"]
-    return dict(json.loads(output))

@@ -28,19 +28,40 @@ def run_local(config: GraftConfig, listener: StageListener | None = None) -> dic
 
     work = config.work_path.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    return run_pipeline(
+        config,
+        local.SubprocessRunner(use_venv=False),
+        work / "kfp",
+        stage_log_dir(config) if listener else None,
+        listener,
+        scratch=work / "tmp",
+    )
+
+
+def run_pipeline(
+    config: GraftConfig,
+    runner: Any,
+    pipeline_root: Path,
+    log_dir: Path | None = None,
+    listener: StageListener | None = None,
+    image: str | None = None,
+    scratch: Path | None = None,
+) -> dict[str, Any]:
+    """The pipeline built from ``config``, run by the KFP local ``runner``; the export summary.
+
+    ``image`` is the components' base image (what a DockerRunner starts); ``scratch`` becomes
+    TMPDIR for the run, where KFP's runner leaves its per-task files."""
+    from kfp import local
+
     routing: AbstractContextManager[None] = (
-        nullcontext()
-        if listener is None
-        else StageLogRouter(stage_log_dir(config), listener).routing()
+        StageLogRouter(log_dir, listener).routing()
+        if log_dir is not None and listener is not None
+        else nullcontext()
     )
     with routing:
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(work / "kfp"),
-            raise_on_error=True,
-        )
-        pipeline = build_pipeline(default_config=config)
-        with _scratch_tmpdir(work / "tmp"):
+        local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+        pipeline = build_pipeline(**({"image": image} if image else {}), default_config=config)
+        with _scratch_tmpdir(scratch) if scratch else nullcontext():
             task = pipeline(config_json=config.to_json())
     output = task.output if hasattr(task, "output") else task.outputs["Output"]
     return dict(json.loads(output))
