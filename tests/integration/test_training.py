@@ -174,3 +174,32 @@ def test_autoencoder_pretrain_under_ddp_then_finetune_reuses_the_encoder(
     assert tuned.history[-1]["val_accuracy"] > 0.5
     for key, value in encoder.backbone.state_dict().items():  # head phase: encoder frozen
         assert torch.equal(classifier.backbone.state_dict()[key], value), key
+
+
+def test_a_fits_input_files_reach_workers_through_the_object_store(
+    ray_local: None, dataset: str, tmp_path: Path
+) -> None:
+    """On a cluster a worker on another node cannot read the driver's disk: the inputs it
+    opens come from Ray's object store, even once the driver's files are gone."""
+    import shutil
+
+    from graft.train.loop import load_split_rows, ship_inputs
+
+    local_copy = tmp_path / "dataset"
+    shutil.copytree(dataset, local_copy)
+    request = pretrain_request(_config(tmp_path), str(local_copy), None)
+    request.init_weights_path = str(tmp_path / "init.pt")
+    torch.save({"w": torch.arange(3)}, request.init_weights_path)
+    shipped = ship_inputs(request)
+    shutil.rmtree(local_copy)
+    Path(request.init_weights_path).unlink()
+
+    opened = shipped.open_inputs()
+    assert set(opened) == {request.train_path, request.val_path, request.init_weights_path}
+    train = load_split_rows(opened[request.train_path])
+    expected = load_split_rows(str(Path(dataset) / "source" / "train.npz"))
+    assert torch.equal(train.tensors[0], expected.tensors[0])
+    assert torch.equal(train.tensors[1], expected.tensors[1])
+    assert torch.equal(torch.load(opened[request.init_weights_path])["w"], torch.arange(3))
+    # unshipped, a request opens its paths where they are
+    assert request.open_inputs()[request.train_path] == request.train_path

@@ -16,6 +16,7 @@ from graft.train.loop import (
     MODEL_FILE,
     SPEC_FILE,
     FitRequest,
+    ship_inputs,
     train_loop_per_worker,
 )
 
@@ -62,7 +63,7 @@ def fit(
     per_worker = resources or WorkerResources()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=request.as_dict(),
+        train_loop_config=ship_inputs(request).as_dict(),
         scaling_config=ScalingConfig(
             num_workers=num_workers,
             # use_gpu also makes Ray Train pick NCCL over gloo for the process group

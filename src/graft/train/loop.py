@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import io
 import itertools
 import json
 import logging
@@ -29,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,25 @@ class FitRequest:
     mlflow_run_id: str | None = None
     fail_at_epoch: int | None = None  # fault injection for resume tests only
     extra_metrics: dict[str, float] = field(default_factory=dict)
+    # Ray object ref of {path: bytes}, the input files (see ship_inputs)
+    shipped_inputs: Any = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # shallow: an ObjectRef must reach the workers as it is, not deep-copied
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    def input_paths(self) -> list[str]:
+        return [p for p in (self.train_path, self.val_path, self.init_weights_path) if p]
+
+    def open_inputs(self) -> dict[str, str | io.BytesIO]:
+        """Each input path as this worker can read it: from the object store once shipped
+        (fetched once for all of them)."""
+        if self.shipped_inputs is None:
+            return {path: path for path in self.input_paths()}
+        import ray
+
+        files = ray.get(self.shipped_inputs)
+        return {path: io.BytesIO(files[path]) for path in self.input_paths()}
 
     @property
     def train_config(self) -> TrainConfig:
@@ -91,6 +108,18 @@ class FitRequest:
             if "phases" in data
             else TrainConfig.model_validate(data)
         )
+
+
+def ship_inputs(request: FitRequest) -> FitRequest:
+    """A copy whose input files (splits, initial weights) travel in Ray's object store.
+
+    The paths are on the driver's machine. On a cluster of several nodes a worker on another
+    node has its own filesystem, where they do not exist; every worker reads the object store
+    instead, on any node, so one code path serves one machine and many."""
+    import ray
+
+    files = {path: Path(path).read_bytes() for path in request.input_paths()}
+    return replace(request, shipped_inputs=ray.put(files))
 
 
 def phases_for(config: TrainConfig) -> list[PhaseConfig]:
@@ -352,7 +381,7 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["loader"])
 
 
-def load_split_rows(path: str) -> TensorDataset:
+def load_split_rows(path: str | io.BytesIO) -> TensorDataset:
     """A split's ``.npz`` (``x``, ``y``) as the float/long tensors the loop trains on."""
     with np.load(path) as archive:
         x = torch.from_numpy(archive["x"].astype(np.float32))
@@ -429,14 +458,18 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
 
     spec = ModelSpec.from_json(request.spec_json)
     model = build_model(spec)
+    inputs = request.open_inputs()
     if request.init_weights_path:
-        model.load_state_dict(torch.load(request.init_weights_path, weights_only=True))
+        weights = inputs[request.init_weights_path]
+        model.load_state_dict(torch.load(weights, weights_only=True))
     # cuda:<local rank> on a GPU worker, else cpu; checkpoints are read onto the CPU first
     device = ray_torch.get_device()
     model.to(device)
     if world > 1 and spec.model_config.batch_norm.enabled:
         model = sync_batch_norm(model, device, spec.model_config.batch_norm.sync)
-    train_set, val_set = load_split_rows(request.train_path), load_split_rows(request.val_path)
+    train_set = load_split_rows(inputs[request.train_path])
+    val_set = load_split_rows(inputs[request.val_path])
+    del inputs
     phases = [PhaseConfig.model_validate(p) for p in request.phases]
 
     generator = torch.Generator().manual_seed(request.seed)
