@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,3 +233,28 @@ def container_cluster(images: Images) -> Iterator[ContainerCluster]:
             remove_container(name)
         for process in processes:
             process.wait(timeout=60)
+
+
+def stage_runs(cluster: ContainerCluster, parent_run_id: str, stage: str) -> list[Any]:
+    """The MLflow runs of ``stage`` under the pipeline run, oldest first (a retried task
+    makes one per attempt)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cluster.tracking_uri)
+    parent = client.get_run(parent_run_id)
+    return list(
+        client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+            f"and tags.`graft.stage` = '{stage}'",
+            order_by=["attributes.start_time ASC"],
+        )
+    )
+
+
+def logged(cluster: ContainerCluster, run_id: str, metric: str) -> list[float]:
+    """A run's values of ``metric``, in step order."""
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(cluster.tracking_uri).get_metric_history(run_id, metric)
+    return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 import torch
-from docker_services import BUCKET, ContainerCluster, Images
+from docker_services import BUCKET, ContainerCluster, Images, logged, stage_runs
 from kfp import local
 
 from graft.config import GraftConfig, load_config
@@ -95,12 +95,15 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
 
     # KFP's retry: the same task, same inputs, a new container with an empty filesystem
     resumed = components["pretrain"](**inputs)
-    killed_run, resumed_run = _pretrain_runs(container_cluster, prep.outputs["Output"])
-    assert killed_run["status"] == "RUNNING"  # SIGKILL: nothing in the container could end it
-    assert resumed_run["status"] == "FINISHED"
+    killed_run, resumed_run = stage_runs(container_cluster, prep.outputs["Output"], "pretrain")
+    assert killed_run.info.status == "RUNNING"  # SIGKILL: nothing in the container ended it
+    assert resumed_run.info.status == "FINISHED"
     # it resumed: its first epoch is the one after the latest checkpoint, not epoch 1
-    assert resumed_run["epochs"][0] > 1, resumed_run["epochs"]
-    assert resumed_run["epochs"][-1] == config.pretrain.epochs
+    epochs = logged(container_cluster, resumed_run.info.run_id, "epoch")
+    assert epochs[0] > 1, epochs
+    assert epochs[-1] == config.pretrain.epochs
+    (resumed_from,) = logged(container_cluster, resumed_run.info.run_id, "resumed_from_epoch")
+    assert resumed_from == epochs[0] - 1
 
     clean_prep = _prepare(components, config, "uninterrupted")
     clean = components["pretrain"](
@@ -114,29 +117,3 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
         clean_model.state_dict().items(), resumed_model.state_dict().items(), strict=True
     ):
         assert torch.allclose(a, b, atol=1e-6), name
-
-
-def _pretrain_runs(cluster: ContainerCluster, parent_run_id: str) -> list[dict[str, Any]]:
-    """The pretrain runs under the parent, oldest first: status and logged epochs of each."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(cluster.tracking_uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-        "and tags.`graft.stage` = 'pretrain'",
-        order_by=["attributes.start_time ASC"],
-    )
-    return [
-        {
-            "status": run.info.status,
-            "epochs": [
-                int(metric.value)
-                for metric in sorted(
-                    client.get_metric_history(run.info.run_id, "epoch"), key=lambda m: m.step
-                )
-            ],
-        }
-        for run in runs
-    ]

@@ -499,6 +499,10 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
         from graft.tracking import RunLogger
 
         logger = RunLogger(request.tracking_uri, request.mlflow_run_id)
+        if checkpoint is not None:
+            # the run's record of a restart (a lost worker or node, a retried task): where
+            # training picked up, so an epoch logged twice has its explanation beside it
+            logger.metrics({"resumed_from_epoch": float(state.global_epoch)}, state.global_epoch)
     checkpointer = _Checkpointer(rank)
     early = config.early_stopping
     plan = virtual_plan(config, len(train_set), world)
