@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,13 @@ class Images:
 
 @pytest.fixture(scope="session")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
-    """`make image` (engine, stand-in base, both images), then the test services image."""
+    return build_images(tmp_path_factory.mktemp("services-image"))
+
+
+def build_images(context: Path) -> Images:
+    """`make image` (engine, stand-in base, both images), then the test services image (its
+    build context made in ``context``)."""
     built = _make("image", timeout=1500)
-    context = tmp_path_factory.mktemp("services-image")
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     shutil.copy(weed, context / "weed")
     shutil.copy(REPO / "tests/container/Dockerfile.services", context / "Dockerfile")
@@ -143,6 +148,13 @@ def _pg_ready(name: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def container_cluster(images: Images) -> Iterator[ContainerCluster]:
+    with running_cluster(images) as cluster:
+        yield cluster
+
+
+@contextmanager
+def running_cluster(images: Images) -> Iterator[ContainerCluster]:
+    """S3, Postgres and the MLflow server as containers, removed when the block ends."""
     run_id = uuid.uuid4().hex[:8]
     s3_name, pg_name, mlflow_name = (f"graft-{part}-{run_id}" for part in ("s3", "pg", "mlflow"))
     processes: list[subprocess.Popen[bytes]] = []

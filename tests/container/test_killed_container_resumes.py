@@ -14,9 +14,9 @@ from docker_services import BUCKET, ContainerCluster, Images, logged, stage_runs
 from kfp import local
 
 from graft.config import GraftConfig, load_config
-from graft.export.bundle import load_checkpoint_model
 from graft.kfp.components import make_components
 from graft.kfp.container_run import container_run_args, prepare_pipeline_root
+from graft.train.loop import load_checkpoint_model
 from servers import S3_ACCESS_KEY, S3_SECRET_KEY
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
