@@ -6,6 +6,13 @@ tree plus every Ray process twice a second. Prints one table.
 
     python bench/pipeline_e2e.py --preset tiny
     python bench/pipeline_e2e.py --preset default
+
+With ``--runners`` it instead times the whole compiled pipeline twice, side by side: KFP's
+local SubprocessRunner (what `graft run` does: local Ray, local SQLite MLflow) and KFP's
+DockerRunner with every task in the Graft image against MLflow, Postgres and S3 in containers
+(the container test tier's set-up; it builds the images first, untimed):
+
+    python bench/pipeline_e2e.py --runners
 """
 
 from __future__ import annotations
@@ -68,7 +75,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "default"])
     parser.add_argument("--work-dir", default=None, help="default: a fresh temporary folder")
+    parser.add_argument(
+        "--runners",
+        action="store_true",
+        help="time the compiled pipeline with KFP's local SubprocessRunner and DockerRunner",
+    )
     args = parser.parse_args()
+    if args.runners:
+        compare_runners(args.preset, Path(args.work_dir or tempfile.mkdtemp(prefix="graft-bench-")))
+        return
 
     from graft import stages
     from graft.config import load_config
@@ -147,6 +162,48 @@ def main() -> None:
         f"{tuned.stopped_early} cut by ASHA); test acc {scored.accuracy:.4f} vs baseline "
         f"{scored.baseline_accuracy:.4f}; gate {'passed' if scored.gate_passed else 'refused'}"
     )
+
+
+def compare_runners(preset: str, work: Path) -> None:
+    """Wall time of the whole pipeline, here and in containers, in one run of this script."""
+    import sys
+
+    sys.path[:0] = [
+        str(Path(__file__).parents[1] / "tests"),
+        str(Path(__file__).parents[1] / "tests/container"),
+    ]
+    from docker_services import BUCKET, build_images, running_cluster
+
+    from graft.config import load_config
+    from graft.kfp.container_run import run_in_containers
+    from graft.kfp.local_run import run_local
+
+    work.mkdir(parents=True, exist_ok=True)
+    images = build_images(work / "services-image")
+    local_config = load_config(preset=preset, overrides=[f"work_dir={work / 'local'}"])
+    start = time.perf_counter()
+    local_summary = run_local(local_config)
+    local_seconds = time.perf_counter() - start
+    with running_cluster(images) as cluster:
+        config = load_config(
+            preset=preset,
+            overrides=[f"ray.storage_uri=s3://{BUCKET}/bench", "tracking.experiment_name=bench"],
+        )
+        start = time.perf_counter()
+        container_summary = run_in_containers(
+            config, images.graft, cluster.pod_environment(), work / "containers"
+        )
+        container_seconds = time.perf_counter() - start
+
+    print(f"\nGraft pipeline, preset '{preset}', {os.cpu_count()} CPUs, wall time of one run")
+    print(f"{'runner':<52}{'wall s':>8}{'test acc':>10}")
+    rows = [
+        ("KFP SubprocessRunner (local Ray, SQLite MLflow)", local_seconds, local_summary),
+        (f"KFP DockerRunner ({images.graft}, services in containers)", container_seconds,
+         container_summary),
+    ]  # fmt: skip
+    for name, seconds, summary in rows:
+        print(f"{name:<52}{seconds:>8.1f}{summary['accuracy']:>10.4f}")
 
 
 if __name__ == "__main__":
