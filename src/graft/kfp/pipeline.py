@@ -16,6 +16,8 @@ PIPELINE_NAME = "graft-training"
 # The chart's NetworkPolicy lets only pods with this label reach the MLflow server.
 PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
+# cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
+SHM_VOLUME = ("dshm", "/dev/shm")
 
 
 def apply_cluster_settings(task: Any, stage: StageName, cluster: ClusterConfig) -> None:
@@ -49,6 +51,17 @@ def apply_cluster_settings(task: Any, stage: StageName, cluster: ClusterConfig) 
         # credentials reach pods as env vars from a Secret, never through the config
         kubernetes.use_secret_as_env(
             task, cluster.s3_secret, secret_key_to_env=dict(cluster.s3_secret_keys), optional=True
+        )
+
+
+def apply_pod_settings(task: Any, cluster: ClusterConfig) -> None:
+    """Image pull secrets and the memory-backed /dev/shm of every task's pod."""
+    if cluster.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(cluster.image_pull_secrets))
+    if cluster.shm_size:
+        name, path = SHM_VOLUME
+        kubernetes.empty_dir_mount(
+            task, volume_name=name, mount_path=path, medium="Memory", size_limit=cluster.shm_size
         )
 
 
@@ -115,6 +128,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | Non
         }
         for stage, task in stages.items():
             apply_cluster_settings(task, stage, config.cluster)
+            apply_pod_settings(task, config.cluster)
         return ship.outputs["Output"]
 
     return training_pipeline
