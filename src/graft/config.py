@@ -1391,6 +1391,7 @@ def _check_dotted_key(config: BaseModel, key: str) -> None:
 # ----------------------------------------------------------------------------- loading
 
 PRESETS = ("default", "tiny")
+DEFAULT_PRESET = "default"
 
 
 def preset_path(name: str) -> Path:
@@ -1479,7 +1480,7 @@ def load_config(
     partial config is laid over the preset and the user YAML and overrides are laid over it
     again, so every key the user wrote explicitly wins over the recipe.
     """
-    base = _read_yaml(preset_path(preset or "default"))
+    base = _read_yaml(preset_path(preset or DEFAULT_PRESET))
     user = _read_yaml(Path(path)) if path is not None else {}
     data = apply_overrides(_deep_merge(base, user), overrides or [])
     name = data.get("training_preset")

@@ -1,7 +1,9 @@
 """Translate KFP artifact paths and parameters into ``graft.stages`` calls.
 
 Components import only this module, so each component body is one line and all logic stays
-testable without KFP. Output artifact paths are used as directories.
+testable without KFP. Output artifact paths are used as directories. Every adapter resolves
+the run's config from ``config_json`` and the UI's run parameters with the same function
+(:func:`graft.kfp.run_parameters.effective_config`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from graft import stages
-from graft.config import config_from_json
+from graft.kfp.run_parameters import RunParameters, effective_config
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -24,9 +26,14 @@ def _dir(path: str) -> str:
 
 
 def data_prep(
-    config_json: str, kfp_run_id: str, dataset_path: str, test_split_path: str, report_path: str
+    config_json: str,
+    kfp_run_id: str,
+    dataset_path: str,
+    test_split_path: str,
+    report_path: str,
+    parameters: RunParameters | None = None,
 ) -> str:
-    config = config_from_json(config_json)
+    config = effective_config(config_json, parameters)
     out = stages.data_prep(
         config, _dir(dataset_path), kfp_run_id=kfp_run_id, test_split_dir=_dir(test_split_path)
     )
@@ -34,16 +41,27 @@ def data_prep(
     return out.parent_run_id
 
 
-def pretrain(config_json: str, dataset_path: str, model_path: str, parent_run_id: str) -> float:
-    config = config_from_json(config_json)
+def pretrain(
+    config_json: str,
+    dataset_path: str,
+    model_path: str,
+    parent_run_id: str,
+    parameters: RunParameters | None = None,
+) -> float:
+    config = effective_config(config_json, parameters)
     out = stages.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
     return out.val_accuracy
 
 
 def finetune(
-    config_json: str, dataset_path: str, pretrained_path: str, model_path: str, parent_run_id: str
+    config_json: str,
+    dataset_path: str,
+    pretrained_path: str,
+    model_path: str,
+    parent_run_id: str,
+    parameters: RunParameters | None = None,
 ) -> float:
-    config = config_from_json(config_json)
+    config = effective_config(config_json, parameters)
     out = stages.finetune(config, dataset_path, pretrained_path, _dir(model_path), parent_run_id)
     return out.val_accuracy
 
@@ -55,8 +73,9 @@ def tune(
     finetuned_path: str,
     best_model_path: str,
     parent_run_id: str,
+    parameters: RunParameters | None = None,
 ) -> str:
-    config = config_from_json(config_json)
+    config = effective_config(config_json, parameters)
     scratch = Path(best_model_path).parent / "tune-work"
     out = stages.tune(
         config, dataset_path, pretrained_path, finetuned_path, str(scratch), parent_run_id
@@ -75,8 +94,9 @@ def evaluate(
     classification: Any,
     parent_run_id: str,
     pretrained_path: str = "",
+    parameters: RunParameters | None = None,
 ) -> bool:
-    config = config_from_json(config_json)
+    config = effective_config(config_json, parameters)
     out = stages.evaluate(
         config,
         dataset_path,
@@ -103,8 +123,9 @@ def export(
     evaluation_path: str,
     exported_path: str,
     parent_run_id: str,
+    parameters: RunParameters | None = None,
 ) -> str:
-    config = config_from_json(config_json)
+    config = effective_config(config_json, parameters)
     out = stages.export(
         config, dataset_path, model_path, evaluation_path, _dir(exported_path), parent_run_id
     )

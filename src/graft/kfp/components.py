@@ -3,6 +3,11 @@
 Bodies are module-level functions so KFP can ship their source; ``make_components`` binds
 them to an image chosen at compile time (the image already has graft installed, so
 ``packages_to_install`` stays empty).
+
+Every component takes the pipeline's run parameters (``preset``, ``data_source``,
+``overrides``) next to ``config_json`` and hands them to its adapter, which resolves the run's
+config from them (:mod:`graft.kfp.run_parameters`). KFP reads a parameter's default from the
+signature, hence the literal ``[]`` (never mutated).
 """
 
 from typing import Any
@@ -17,23 +22,45 @@ def data_prep(
     dataset: Output[Dataset],
     test_split: Output[Dataset],
     data_report: Output[HTML],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> str:
     """Read, validate, deduplicate and split the data (test rows sealed in ``test_split``);
     start the MLflow parent run."""
     from graft.kfp import adapters
 
     return adapters.data_prep(
-        config_json, kfp_run_id, dataset.path, test_split.path, data_report.path
+        config_json,
+        kfp_run_id,
+        dataset.path,
+        test_split.path,
+        data_report.path,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 
 def pretrain(
-    config_json: str, parent_run_id: str, dataset: Input[Dataset], model: Output[Model]
+    config_json: str,
+    parent_run_id: str,
+    dataset: Input[Dataset],
+    model: Output[Model],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> float:
     """Train the source-task model with Ray Train (DDP, checkpointed, early stopping)."""
     from graft.kfp import adapters
 
-    return adapters.pretrain(config_json, dataset.path, model.path, parent_run_id)
+    return adapters.pretrain(
+        config_json,
+        dataset.path,
+        model.path,
+        parent_run_id,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
 
 
 def transfer_finetune(
@@ -42,11 +69,22 @@ def transfer_finetune(
     dataset: Input[Dataset],
     pretrained: Input[Model],
     model: Output[Model],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> float:
     """Reuse the pretrained backbone, new head, frozen then unfrozen phases."""
     from graft.kfp import adapters
 
-    return adapters.finetune(config_json, dataset.path, pretrained.path, model.path, parent_run_id)
+    return adapters.finetune(
+        config_json,
+        dataset.path,
+        pretrained.path,
+        model.path,
+        parent_run_id,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
 
 
 def tune(
@@ -56,12 +94,22 @@ def tune(
     pretrained: Input[Model],
     finetuned: Input[Model],
     best_model: Output[Model],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> str:
     """Ray Tune (Bayesian search + ASHA) over the finetune; outputs the best model."""
     from graft.kfp import adapters
 
     return adapters.tune(
-        config_json, dataset.path, pretrained.path, finetuned.path, best_model.path, parent_run_id
+        config_json,
+        dataset.path,
+        pretrained.path,
+        finetuned.path,
+        best_model.path,
+        parent_run_id,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 
@@ -75,6 +123,10 @@ def evaluate(
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> bool:
     """Test split vs majority baseline and current champion; the promotion gate."""
     from graft.kfp import adapters
@@ -89,6 +141,7 @@ def evaluate(
         classification,
         parent_run_id,
         pretrained.path,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 
@@ -99,13 +152,23 @@ def export(
     model: Input[Model],
     evaluation: Input[Dataset],
     exported: Output[Model],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> str:
     """TorchScript + ONNX with parity checks on the validation split; register; move aliases
     through the gate."""
     from graft.kfp import adapters
 
     return adapters.export(
-        config_json, dataset.path, model.path, evaluation.path, exported.path, parent_run_id
+        config_json,
+        dataset.path,
+        model.path,
+        evaluation.path,
+        exported.path,
+        parent_run_id,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 
