@@ -196,13 +196,21 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         return stages.DataPrepOutput(dataset, "parent", "hash", "")
 
     trained = stages.TrainOutput("m", "run", 0.9, 0.1, 3)
+    tuned = tmp_path / "tuned"
     monkeypatch.setattr(stages, "data_prep", fake("data-prep", prepared))
     monkeypatch.setattr(stages, "pretrain", fake("pretrain", lambda *_: trained))
     monkeypatch.setattr(stages, "finetune", fake("transfer-finetune", lambda *_: trained))
     best = tmp_path / "best"
     best.mkdir()
     searched = stages.TuneOutput(str(best), "run", 0.9, {"lr": 0.01}, "tuned", 3, 1, 0)
-    monkeypatch.setattr(stages, "tune", fake("tune", lambda *_: searched))
+
+    def searching(*args: Any) -> stages.TuneOutput:
+        scratch = Path(args[3])  # the adapter's scratch folder, next to the best model
+        scratch.mkdir(parents=True)
+        (scratch / "report.html").write_text("<html>tune</html>")
+        return searched
+
+    monkeypatch.setattr(stages, "tune", fake("tune", searching))
 
     def scored(dataset: str, test: str, model: str, out: str, *_: Any) -> stages.EvaluateOutput:
         report = {"report": {"confusion": [[3, 1], [0, 4]]}, "class_names": ["a", "b"]}
@@ -212,7 +220,8 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
 
     monkeypatch.setattr(stages, "evaluate", fake("evaluate", scored))
 
-    def shipped(*_: Any) -> stages.ExportOutput:
+    def shipped(*args: Any) -> stages.ExportOutput:
+        (Path(args[3]) / "model_card.md").write_text("# Model card")
         return stages.ExportOutput("e", "run", "m", "1", ["challenger"], "t", "o", True, 0.9, 0.5)
 
     monkeypatch.setattr(stages, "export", fake("export", shipped))
@@ -228,10 +237,23 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
     adapters.data_prep(
         config_json, "kfp-1", paths["data"], paths["test"], paths["html"], parameters
     )
-    adapters.pretrain(config_json, paths["data"], paths["model"], "parent", parameters)
-    adapters.finetune(config_json, paths["data"], "pre", paths["model"], "parent", parameters)
+    figures = {stage: _Artifact() for stage in ("pretrain", "finetune", "tune")}
+    adapters.pretrain(
+        config_json, paths["data"], paths["model"], "parent", figures["pretrain"], parameters
+    )
+    adapters.finetune(
+        config_json, paths["data"], "pre", paths["model"], "parent", figures["finetune"], parameters
+    )
     adapters.tune(
-        config_json, paths["data"], "pre", "fine", str(tmp_path / "tuned"), "parent", parameters
+        config_json,
+        paths["data"],
+        "pre",
+        "fine",
+        str(tuned / "best_model"),
+        "parent",
+        figures["tune"],
+        str(tmp_path / "tune_report.html"),
+        parameters,
     )
     adapters.evaluate(
         config_json,
@@ -241,17 +263,33 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         paths["eval"],
         _Artifact(),
         _Artifact(),
+        str(tmp_path / "evaluation_report.html"),
         "parent",
         "",
         parameters,
     )
     exported = str(tmp_path / "exported")
-    adapters.export(config_json, paths["data"], "m", paths["eval"], exported, "parent", parameters)
+    card = str(tmp_path / "model_card.md")
+    adapters.export(
+        config_json, paths["data"], "m", paths["eval"], exported, "parent", card, parameters
+    )
 
     expected = effective_config(config_json, parameters)
     assert set(seen) == set(STAGE_FUNCTIONS)
     assert all(config == expected for config in seen.values())
     assert expected.finetune.epochs == 2 and expected.tracking.experiment_name == "ui"
+    # and each filled its KFP outputs from what its stage returned or wrote
+    assert figures["pretrain"].metadata == {"val_accuracy": 0.9, "val_loss": 0.1, "epochs_run": 3}
+    assert figures["tune"].metadata == {
+        "val_accuracy": 0.9,
+        "trials": 3,
+        "trials_stopped_early": 1,
+        "trials_before_first_epoch": 0,
+        "tuned_model_handed_on": 1.0,
+    }
+    assert (tmp_path / "tune_report.html").read_text() == "<html>tune</html>"
+    assert (tmp_path / "evaluation_report.html").read_text() == "<html></html>"
+    assert Path(card).read_text() == "# Model card"
 
 
 class _Artifact:
@@ -265,6 +303,9 @@ class _Artifact:
 
     def log_confusion_matrix(self, categories: list[str], matrix: list[list[int]]) -> None:
         self.metadata["confusionMatrix"] = {"categories": categories, "matrix": matrix}
+
+    def log_roc_curve(self, fpr: list[float], tpr: list[float], threshold: list[float]) -> None:
+        self.metadata["roc"] = (fpr, tpr, threshold)
 
 
 def test_data_prep_adapter_prepares_the_preset_and_source_the_ui_chose(tmp_path: Path) -> None:

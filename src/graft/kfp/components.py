@@ -13,7 +13,7 @@ signature, hence the literal ``[]`` (never mutated).
 from typing import Any
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def data_prep(
@@ -46,6 +46,7 @@ def pretrain(
     parent_run_id: str,
     dataset: Input[Dataset],
     model: Output[Model],
+    metrics: Output[Metrics],
     preset: str = "",
     compiled_preset: str = "",
     data_source: str = "",
@@ -59,6 +60,7 @@ def pretrain(
         dataset.path,
         model.path,
         parent_run_id,
+        metrics,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
@@ -69,6 +71,7 @@ def transfer_finetune(
     dataset: Input[Dataset],
     pretrained: Input[Model],
     model: Output[Model],
+    metrics: Output[Metrics],
     preset: str = "",
     compiled_preset: str = "",
     data_source: str = "",
@@ -83,6 +86,7 @@ def transfer_finetune(
         pretrained.path,
         model.path,
         parent_run_id,
+        metrics,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
@@ -94,12 +98,15 @@ def tune(
     pretrained: Input[Model],
     finetuned: Input[Model],
     best_model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[HTML],
     preset: str = "",
     compiled_preset: str = "",
     data_source: str = "",
     overrides: list[str] = [],  # noqa: B006
 ) -> str:
-    """Ray Tune (Bayesian search + ASHA) over the finetune; outputs the best model."""
+    """Ray Tune (Bayesian search + ASHA) over the finetune; outputs the best model, the
+    search's figures and its report (best parameters, every trial, plots)."""
     from graft.kfp import adapters
 
     return adapters.tune(
@@ -109,6 +116,8 @@ def tune(
         finetuned.path,
         best_model.path,
         parent_run_id,
+        metrics,
+        report.path,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
@@ -123,12 +132,14 @@ def evaluate(
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
+    report: Output[HTML],
     preset: str = "",
     compiled_preset: str = "",
     data_source: str = "",
     overrides: list[str] = [],  # noqa: B006
 ) -> bool:
-    """Test split vs majority baseline and current champion; the promotion gate."""
+    """Test split vs majority baseline and current champion; the promotion gate. The KFP UI
+    shows the test metrics, the confusion matrix (and ROC curve, binary tasks) and the report."""
     from graft.kfp import adapters
 
     return adapters.evaluate(
@@ -139,6 +150,7 @@ def evaluate(
         evaluation.path,
         metrics,
         classification,
+        report.path,
         parent_run_id,
         pretrained.path,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
@@ -152,13 +164,14 @@ def export(
     model: Input[Model],
     evaluation: Input[Dataset],
     exported: Output[Model],
+    model_card: Output[Markdown],
     preset: str = "",
     compiled_preset: str = "",
     data_source: str = "",
     overrides: list[str] = [],  # noqa: B006
 ) -> str:
     """TorchScript + ONNX with parity checks on the validation split; register; move aliases
-    through the gate."""
+    through the gate; the model card as a Markdown output."""
     from graft.kfp import adapters
 
     return adapters.export(
@@ -168,6 +181,7 @@ def export(
         evaluation.path,
         exported.path,
         parent_run_id,
+        model_card.path,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
