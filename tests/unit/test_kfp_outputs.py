@@ -249,3 +249,52 @@ def test_tune_writes_its_report_and_figures_without_a_search(tiny_run: dict[str,
     assert 0.0 <= metrics.metadata["val_accuracy"] <= 1.0
     page = report.read_text()
     assert "tune.enabled=false" in page and "untuned" in page
+
+
+def test_tune_report_of_a_search_reaches_the_ui(
+    tiny_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search itself (Ray Tune) is faked: what stages.tune makes of its result is not."""
+    from graft import stages
+    from graft.tune import search
+
+    root = tiny_run["root"] / "searched"
+    root.mkdir()
+    trials = root / "trials.csv"
+    pd.DataFrame(
+        {
+            "trial_id": ["t_00000", "t_00001"],
+            "outcome": ["completed", "cut"],
+            "val_accuracy": [0.81, 0.64],
+            "config/finetune.optimizer.lr": [0.004, 0.03],
+        }
+    ).to_csv(trials, index=False)
+    found = search.SearchResult(
+        best_params={"finetune.optimizer.lr": 0.004},
+        best_metric=0.81,
+        best_checkpoint_dir=tiny_run["model"],
+        trials_table=str(trials),
+        num_trials=2,
+        num_stopped_early=1,
+        total_epochs=9,
+        best_trial_id="t_00000",
+    )
+    monkeypatch.setattr(search, "run_search", lambda *args, **kwargs: found)
+    monkeypatch.setattr(stages, "ensure_ray", lambda *args: None)
+    metrics = _metrics("metrics")
+    report = root / "tune_report.html"
+    adapters.tune(
+        tiny_run["config_json"],
+        str(tiny_run["root"] / "dataset"),
+        tiny_run["model"],
+        tiny_run["model"],
+        str(root / "best_model"),
+        tiny_run["parent"],
+        metrics,
+        str(report),
+        adapters.RunParameters(overrides=["tune.enabled=true", "tune.lr_finder.enabled=false"]),
+    )
+    assert metrics.metadata["trials"] == 2.0
+    assert metrics.metadata["trials_stopped_early"] == 1.0
+    page = report.read_text()
+    assert "t_00001" in page and "cut" in page and "0.0040" in page
