@@ -208,6 +208,41 @@ PackageOption = Annotated[
 
 
 @app.command()
+def upload(
+    host: HostOption = None,
+    package: PackageOption = Path("pipelines/training.yaml"),
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Pipeline name in the KFP UI. Default: graft-training."),
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="Version name when the pipeline exists already. Default: '<name> <timestamp>'.",
+        ),
+    ] = None,
+    namespace: NamespaceOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload the compiled pipeline to a KFP server and print its URL in the KFP UI.
+
+    A person then starts runs from the UI, filling in the pipeline's parameters (preset,
+    data_source, overrides, config_json). If a pipeline of that name exists, the package
+    becomes a new version of it, so uploading again is safe.
+    """
+    from graft.kfp.client import upload_pipeline
+    from graft.kfp.pipeline import PIPELINE_NAME
+
+    uploaded = upload_pipeline(
+        host, package, name or PIPELINE_NAME, version, namespace=namespace, token=token
+    )
+    what = "created pipeline" if uploaded.created else f"added version {uploaded.version_name!r} to"
+    console.print(f"[bold]graft[/bold]: {what} {escape(name or PIPELINE_NAME)}")
+    typer.echo(uploaded.url)
+
+
+@app.command()
 def submit(
     host: HostOption = None,
     experiment: ExperimentOption = None,
