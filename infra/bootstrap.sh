@@ -4,11 +4,14 @@
 #   2. the KubeRay operator (its Helm chart, pinned v1.x; installs the ray.io CRDs)
 #   3. the Secrets the chart and the pipeline's pods read, from environment variables
 #   4. the Graft chart (charts/graft): MLflow + Postgres, a RayCluster, RBAC, NetworkPolicies
+#   5. the training pipeline, compiled for the image the chart runs (`graft compile --image`)
+#      and uploaded to KFP (`graft upload`), so runs start from the KFP UI
 #
 # Usage:
 #   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...     # S3 for MLflow artifacts
 #   export GRAFT_DB_PASSWORD=...      # optional: generated when unset (in-chart Postgres)
 #   infra/bootstrap.sh [extra helm args, e.g. -f charts/graft/values-production.yaml]
+#   (with values-production.yaml, set GRAFT_IMAGE to its registry image)
 #
 # Environment (defaults in brackets):
 #   KUBE_CONTEXT          kubectl/helm context [current context]
@@ -28,11 +31,26 @@
 #   GRAFT_S3_ENDPOINT_URL S3-compatible endpoint (MinIO, SeaweedFS); empty for AWS S3
 #   GRAFT_ARTIFACTS_URI   MLflow artifact destination [chart default s3://graft-mlflow/artifacts]
 #   KIND_CLUSTER          when set, build the images and `kind load` them into this cluster
+#   GRAFT_IMAGE           the graft image: built under this name with KIND_CLUSTER, run by the
+#                         chart's Ray pods (it sets the chart's image.repository/tag) and by
+#                         the pipeline's tasks [graft:0.1.0-cpu]
+#   GRAFT_PRESET          preset compiled into the pipeline: default | tiny [default]
+#   GRAFT_CHECKPOINTS_URI where the pipeline's training tasks keep Ray Train checkpoints, so
+#                         a retried task resumes [s3://graft-mlflow/ray]
+#   GRAFT_TRACKING_URI    MLflow address the pipeline's tasks log to
+#                         [http://<release fullname>-mlflow.<namespace>.svc:5000, the chart's]
+#   KFP_HOST              KFP API address for the upload [a port-forward to svc/ml-pipeline-ui
+#                         on 127.0.0.1:KFP_LOCAL_PORT, KFP_LOCAL_PORT default 8080]
+#   KFP_TOKEN             bearer token for a KFP behind auth (read by graft, never printed)
+#   GRAFT_CLI             the graft command [.venv/bin/graft of this repo, else graft on PATH]
+#   SKIP_PIPELINE=1       do not compile and upload the pipeline (also skipped with
+#                         SKIP_KFP=1 unless KFP_HOST names a KFP to upload to)
 #   DRY_RUN=1             print the commands instead of running them (secret values are
 #                         never printed)
 #
 # Needs kubectl (with kustomize, >= 1.27) and helm 3.8+; docker and kind only with
-# KIND_CLUSTER. Re-running is safe: every step is an apply or an upgrade --install.
+# KIND_CLUSTER; graft (`make setup`) for the pipeline. Re-running is safe: every step is an
+# apply or an upgrade --install, and a second upload adds a version of the pipeline.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,7 +64,21 @@ KFP_VERSION="${KFP_VERSION:-2.14.3}"
 KFP_ENV="${KFP_ENV:-platform-agnostic}"
 KUBERAY_VERSION="${KUBERAY_VERSION:-1.7.0}"
 KUBERAY_NAMESPACE="${KUBERAY_NAMESPACE:-kuberay-system}"
+GRAFT_IMAGE="${GRAFT_IMAGE:-graft:0.1.0-cpu}"
+GRAFT_PRESET="${GRAFT_PRESET:-default}"
+KFP_LOCAL_PORT="${KFP_LOCAL_PORT:-8080}"
 DRY_RUN="${DRY_RUN:-0}"
+# The compiled pipeline goes here (build/ is git-ignored), not over the committed pipelines/:
+# those are compiled for the default image.
+readonly PIPELINE_BUILD_DIR="${ROOT}/build/kfp"
+
+if [[ -n "${GRAFT_CLI:-}" ]]; then
+  GRAFT=("${GRAFT_CLI}")
+elif [[ -x "${ROOT}/.venv/bin/graft" ]]; then
+  GRAFT=("${ROOT}/.venv/bin/graft")
+else
+  GRAFT=(graft)
+fi
 
 KUBECTL=(kubectl)
 HELM=(helm)
@@ -57,6 +89,13 @@ fi
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# name:tag, with a tag: the chart takes the two apart, and an untagged or digest reference
+# would not survive that.
+[[ "${GRAFT_IMAGE}" =~ ^[^@]+:[^:/@]+$ ]] \
+  || die "GRAFT_IMAGE '${GRAFT_IMAGE}' needs a tag, e.g. registry.example.com/ml/graft:0.1.0-cpu"
+readonly GRAFT_IMAGE_REPOSITORY="${GRAFT_IMAGE%:*}"
+readonly GRAFT_IMAGE_TAG="${GRAFT_IMAGE##*:}"
 
 # Run a command, or print it under DRY_RUN=1.
 run() {
@@ -78,6 +117,9 @@ check_tools() {
   if [[ -n "${KIND_CLUSTER:-}" ]]; then
     need docker "https://docs.docker.com/engine/install/"
     need kind "https://kind.sigs.k8s.io/docs/user/quick-start/"
+  fi
+  if uploads_pipeline; then
+    need "${GRAFT[0]}" "run \`make setup\` in ${ROOT}, or set GRAFT_CLI"
   fi
   "${KUBECTL[@]}" version >/dev/null || die "cannot reach the cluster; check KUBE_CONTEXT / kubeconfig"
 }
@@ -128,9 +170,13 @@ create_namespace_and_secrets() {
 
   [[ -n "${AWS_ACCESS_KEY_ID:-}" ]] || die "AWS_ACCESS_KEY_ID is not set (S3 key for MLflow artifacts)"
   [[ -n "${AWS_SECRET_ACCESS_KEY:-}" ]] || die "AWS_SECRET_ACCESS_KEY is not set"
-  printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' \
-    "${AWS_ACCESS_KEY_ID}" "${AWS_SECRET_ACCESS_KEY}" \
-    | apply_secret graft-s3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  # The pipeline's pods take their S3 endpoint from the same Secret as the keys.
+  {
+    printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' \
+      "${AWS_ACCESS_KEY_ID}" "${AWS_SECRET_ACCESS_KEY}"
+    [[ -z "${GRAFT_S3_ENDPOINT_URL:-}" ]] || printf 'AWS_ENDPOINT_URL=%s\n' "${GRAFT_S3_ENDPOINT_URL}"
+  } | apply_secret graft-s3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY \
+    ${GRAFT_S3_ENDPOINT_URL:+AWS_ENDPOINT_URL}
 
   local db_password="${GRAFT_DB_PASSWORD:-}"
   if [[ -z "${db_password}" ]]; then
@@ -144,13 +190,15 @@ create_namespace_and_secrets() {
 load_kind_images() {
   [[ -n "${KIND_CLUSTER:-}" ]] || return 0
   log "building images and loading them into kind cluster ${KIND_CLUSTER}"
-  run docker build -f "${ROOT}/images/Dockerfile.cpu" -t graft:0.1.0-cpu "${ROOT}"
+  run docker build -f "${ROOT}/images/Dockerfile.cpu" -t "${GRAFT_IMAGE}" "${ROOT}"
   run docker build -f "${ROOT}/images/Dockerfile.mlflow" -t graft-mlflow:3.17.2 "${ROOT}/images"
-  run kind load docker-image --name "${KIND_CLUSTER}" graft:0.1.0-cpu graft-mlflow:3.17.2
+  run kind load docker-image --name "${KIND_CLUSTER}" "${GRAFT_IMAGE}" graft-mlflow:3.17.2
 }
 
 install_chart() {
-  local args=()
+  # one image for the Ray pods and the pipeline's tasks (compile_and_upload_pipeline)
+  local args=(--set-string "image.repository=${GRAFT_IMAGE_REPOSITORY}"
+    --set-string "image.tag=${GRAFT_IMAGE_TAG}")
   if [[ -n "${GRAFT_S3_ENDPOINT_URL:-}" ]]; then
     args+=(--set-string "mlflow.artifacts.endpointUrl=${GRAFT_S3_ENDPOINT_URL}")
   fi
@@ -162,6 +210,69 @@ install_chart() {
     --namespace "${GRAFT_NAMESPACE}" --wait --timeout 15m "${args[@]}" "$@"
 }
 
+# The chart's fullname helper (templates/_helpers.tpl) without overrides: the release name
+# when it already contains "graft", else <release>-graft.
+chart_fullname() {
+  if [[ "${GRAFT_RELEASE}" == *graft* ]]; then
+    printf '%s' "${GRAFT_RELEASE}"
+  else
+    printf '%s-graft' "${GRAFT_RELEASE}"
+  fi
+}
+
+uploads_pipeline() {
+  [[ "${SKIP_PIPELINE:-0}" != "1" ]] || return 1
+  # with no KFP installed here and none named, there is nothing to upload to
+  [[ "${SKIP_KFP:-0}" != "1" || -n "${KFP_HOST:-}" ]]
+}
+
+# A kubectl port-forward to the KFP UI service until this script exits.
+port_forward_kfp() {
+  local port="$1"
+  if [[ "${DRY_RUN}" == "1" ]]; then
+    printf '+ %s -n kubeflow port-forward svc/ml-pipeline-ui %s:80 &\n' \
+      "${KUBECTL[*]}" "${port}"
+    return 0
+  fi
+  "${KUBECTL[@]}" -n kubeflow port-forward svc/ml-pipeline-ui "${port}:80" >/dev/null &
+  PORT_FORWARD_PID=$!
+  trap 'kill "${PORT_FORWARD_PID}" 2>/dev/null || true' EXIT
+  local _
+  for _ in $(seq 30); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
+      return 0
+    fi
+    sleep 1
+  done
+  die "no port-forward to svc/ml-pipeline-ui on 127.0.0.1:${port} after 30 s; set KFP_HOST"
+}
+
+compile_and_upload_pipeline() {
+  uploads_pipeline || return 0
+  local tracking="${GRAFT_TRACKING_URI:-http://$(chart_fullname)-mlflow.${GRAFT_NAMESPACE}.svc:5000}"
+  log "pipeline for ${GRAFT_IMAGE} (preset ${GRAFT_PRESET}), tracking to ${tracking}"
+  # a retried training task resumes only from checkpoints outside its pod: a pipeline pod
+  # refuses pod-local ones (graft.kfp.pod_guard)
+  local checkpoints="${GRAFT_CHECKPOINTS_URI:-s3://graft-mlflow/ray}"
+  local endpoint=()
+  if [[ -n "${GRAFT_S3_ENDPOINT_URL:-}" ]]; then
+    endpoint=(--set "cluster.s3_secret_keys.AWS_ENDPOINT_URL=AWS_ENDPOINT_URL")
+  fi
+  run "${GRAFT[@]}" compile --image "${GRAFT_IMAGE}" --preset "${GRAFT_PRESET}" \
+    --set "tracking.tracking_uri=${tracking}" \
+    --set "ray.storage_uri=${checkpoints}" "${endpoint[@]}" \
+    --pipelines-dir "${PIPELINE_BUILD_DIR}/pipelines" \
+    --components-dir "${PIPELINE_BUILD_DIR}/components"
+  local host="${KFP_HOST:-}"
+  if [[ -z "${host}" ]]; then
+    host="http://127.0.0.1:${KFP_LOCAL_PORT}"
+    port_forward_kfp "${KFP_LOCAL_PORT}"
+  fi
+  # KFP_TOKEN, when set, reaches graft through the environment, never the command line
+  run "${GRAFT[@]}" upload --host "${host}" \
+    --package "${PIPELINE_BUILD_DIR}/pipelines/training.yaml"
+}
+
 main() {
   check_tools
   [[ "${SKIP_KFP:-0}" == "1" ]] || install_kfp
@@ -169,6 +280,7 @@ main() {
   create_namespace_and_secrets
   load_kind_images
   install_chart "$@"
+  compile_and_upload_pipeline
   log "done; see infra/README.md for pointing graft at this cluster"
 }
 

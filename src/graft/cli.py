@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from graft.config import GraftConfig, load_config
+from graft.config import DEFAULT_PRESET, GraftConfig, load_config
 from graft.errors import ConfigError, GraftError
+from graft.kfp.run_parameters import PRECEDENCE
 from graft.stage_command import RayStage, StageInputs
 
 app = typer.Typer(
@@ -120,7 +121,17 @@ def run(
     _summary(summary, resolved, logs)
 
 
-@app.command(name="compile")
+COMPILE_HELP = (
+    "Write the KFP pipeline IR and one component spec per stage.\n\n"
+    "The resolved config becomes the pipeline's default `config_json` parameter, and its "
+    "`cluster` block sets each task's resources, accelerators, placement, retries, secrets, "
+    "image pull secrets and /dev/shm. The pipeline also takes `preset` (default: the preset "
+    "compiled with, --preset or default), `data_source` and `overrides`, which a person fills "
+    "in the KFP UI.\n\n"
+)
+
+
+@app.command(name="compile", help=COMPILE_HELP + PRECEDENCE)
 def compile_(
     image: Annotated[
         str | None, typer.Option(help="Container image the components run in.")
@@ -135,16 +146,14 @@ def compile_(
     preset: PresetOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Write the KFP pipeline IR and one component spec per stage.
-
-    The resolved config becomes the pipeline's default `config_json` parameter, and its
-    `cluster` block sets each task's resources, accelerators, placement, retries and secrets.
-    """
     from graft.kfp.compile import compile_all
     from graft.kfp.pipeline import DEFAULT_IMAGE
 
     resolved = load_config(config, preset, set_)
-    for path in compile_all(pipelines_dir, components_dir, image or DEFAULT_IMAGE, resolved):
+    written = compile_all(
+        pipelines_dir, components_dir, image or DEFAULT_IMAGE, resolved, preset or DEFAULT_PRESET
+    )
+    for path in written:
         console.print(f"wrote {path}")
 
 
@@ -228,6 +237,41 @@ PackageOption = Annotated[
         "--package", help="Compiled pipeline (`graft compile` writes pipelines/training.yaml)."
     ),
 ]
+
+
+@app.command()
+def upload(
+    host: HostOption = None,
+    package: PackageOption = Path("pipelines/training.yaml"),
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Pipeline name in the KFP UI. Default: graft-training."),
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="Version name when the pipeline exists already. Default: '<name> <timestamp>'.",
+        ),
+    ] = None,
+    namespace: NamespaceOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload the compiled pipeline to a KFP server and print its URL in the KFP UI.
+
+    A person then starts runs from the UI, filling in the pipeline's parameters (preset,
+    data_source, overrides, config_json). If a pipeline of that name exists, the package
+    becomes a new version of it, so uploading again is safe.
+    """
+    from graft.kfp.client import upload_pipeline
+    from graft.kfp.pipeline import PIPELINE_NAME
+
+    uploaded = upload_pipeline(
+        host, package, name or PIPELINE_NAME, version, namespace=namespace, token=token
+    )
+    what = "created pipeline" if uploaded.created else f"added version {uploaded.version_name!r} to"
+    console.print(f"[bold]graft[/bold]: {what} {escape(name or PIPELINE_NAME)}")
+    typer.echo(uploaded.url)
 
 
 @app.command()

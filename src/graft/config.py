@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -1065,6 +1066,12 @@ class ClusterStages(Strict):
         return resources
 
 
+# A Secret's name (DNS-1123 subdomain) and a memory quantity, as the API server checks them:
+# a typo fails at `graft compile`, not when a pod is created.
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
+
+
 class ClusterConfig(Strict):
     """How the compiled pipeline runs on Kubernetes; read at `graft compile` time."""
 
@@ -1090,6 +1097,34 @@ class ClusterConfig(Strict):
         "pipeline's pods create RayJobs, so name one the chart's Role is bound to "
         "(graft-pipeline)",
     )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Kubernetes Secrets (type dockerconfigjson) with which every pipeline pod "
+        "and every RayJob pod pulls its image from a private registry",
+    )
+    shm_size: str | None = Field(
+        default="2Gi",
+        description="size of a memory-backed emptyDir mounted at /dev/shm in every pipeline "
+        "and RayJob pod: Ray's object store and the DataLoader workers share memory there, "
+        "and a container's own /dev/shm is 64 MiB. It counts against the pod's memory limit "
+        "(None = the container's default /dev/shm)",
+    )
+
+    @model_validator(mode="after")
+    def _kubernetes_names_and_quantities(self) -> ClusterConfig:
+        for name in self.image_pull_secrets:
+            if not _K8S_NAME.fullmatch(name):
+                raise ValueError(
+                    f"cluster.image_pull_secrets: '{name}' is not a Kubernetes Secret name "
+                    "(lowercase letters, digits, '-' and '.'); use the name `kubectl get "
+                    "secrets` shows"
+                )
+        if self.shm_size is not None and not _K8S_QUANTITY.fullmatch(self.shm_size):
+            raise ValueError(
+                f"cluster.shm_size '{self.shm_size}' is not a Kubernetes quantity; write e.g. "
+                "2Gi or 512Mi, or null to keep the container's default /dev/shm"
+            )
+        return self
 
 
 class RayJobConfig(Strict):
@@ -1395,6 +1430,7 @@ def _check_dotted_key(config: BaseModel, key: str) -> None:
 # ----------------------------------------------------------------------------- loading
 
 PRESETS = ("default", "tiny")
+DEFAULT_PRESET = "default"
 
 
 def preset_path(name: str) -> Path:
@@ -1483,7 +1519,7 @@ def load_config(
     partial config is laid over the preset and the user YAML and overrides are laid over it
     again, so every key the user wrote explicitly wins over the recipe.
     """
-    base = _read_yaml(preset_path(preset or "default"))
+    base = _read_yaml(preset_path(preset or DEFAULT_PRESET))
     user = _read_yaml(Path(path)) if path is not None else {}
     data = apply_overrides(_deep_merge(base, user), overrides or [])
     name = data.get("training_preset")

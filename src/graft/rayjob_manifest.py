@@ -53,7 +53,7 @@ def build_rayjob(
     config: GraftConfig, stage: RayStage, inputs: StageInputs, image: str
 ) -> dict[str, Any]:
     """The RayJob object for ``stage`` (a dict ready for ``yaml.safe_dump``)."""
-    from graft.kfp.pipeline import PIPELINE_POD_LABEL
+    from graft.kfp.pipeline import PIPELINE_POD_LABEL, SHM_VOLUME
 
     entrypoint = stage_command(config, stage, inputs)
     settings = config.ray.rayjob
@@ -68,6 +68,8 @@ def build_rayjob(
     # only pods with the pipeline label reach it
     pod_labels = labels | dict([PIPELINE_POD_LABEL])
     env = _secret_env(config)
+    # the Ray pods get the pipeline pods' image pull secrets and /dev/shm (cluster block)
+    shm = (*SHM_VOLUME, config.cluster.shm_size) if config.cluster.shm_size else None
     spec: dict[str, Any] = {
         "entrypoint": entrypoint,
         "runtimeEnvYAML": yaml.safe_dump({"env_vars": train_env_defaults()}, sort_keys=True),
@@ -91,6 +93,7 @@ def build_rayjob(
                         "securityContext": RAY_CONTAINER_SECURITY,
                     }
                 ],
+                **_pull_secrets(config),
             },
         },
         "rayClusterSpec": {
@@ -105,6 +108,8 @@ def build_rayjob(
                     env,
                     pod_labels,
                     None,
+                    config,
+                    shm,
                 ),
             },
             "workerGroupSpecs": [
@@ -115,7 +120,14 @@ def build_rayjob(
                     "maxReplicas": worker_replicas(config, stage),
                     "rayStartParams": {},
                     "template": _pod_template(
-                        "ray-worker", image, _pod_resources(workers), env, pod_labels, workers
+                        "ray-worker",
+                        image,
+                        _pod_resources(workers),
+                        env,
+                        pod_labels,
+                        workers,
+                        config,
+                        shm,
                     ),
                 }
             ],
@@ -148,6 +160,8 @@ def _pod_template(
     env: list[dict[str, Any]],
     labels: dict[str, str],
     placement: StageResources | None,
+    config: GraftConfig,
+    shm: tuple[str, str, str] | None,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         # KubeRay takes the first container as the Ray container
@@ -159,6 +173,11 @@ def _pod_template(
     if env:
         container["env"] = env
     pod: dict[str, Any] = {"securityContext": _pod_security(), "containers": [container]}
+    pod.update(_pull_secrets(config))
+    if shm is not None:
+        volume, path, size = shm
+        container["volumeMounts"] = [{"name": volume, "mountPath": path}]
+        pod["volumes"] = [{"name": volume, "emptyDir": {"medium": "Memory", "sizeLimit": size}}]
     if placement is not None and placement.node_selector:
         pod["nodeSelector"] = dict(placement.node_selector)
     if placement is not None and placement.tolerations:
@@ -166,6 +185,11 @@ def _pod_template(
             t.model_dump(exclude_none=True, mode="json") for t in placement.tolerations
         ]
     return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def _pull_secrets(config: GraftConfig) -> dict[str, Any]:
+    secrets = config.cluster.image_pull_secrets
+    return {"imagePullSecrets": [{"name": name} for name in secrets]} if secrets else {}
 
 
 def _pod_resources(stage: StageResources) -> dict[str, Any]:

@@ -242,6 +242,9 @@ def tune(
     The Tune experiment is named after ``parent_run_id``: a retry with the same parent (a KFP
     retry, ``graft tune --resume``) resumes it, reuses its MLflow runs and does not rerun the
     trials that finished."""
+    import pandas as pd
+
+    from graft.tune.html_report import write_tune_report
     from graft.tune.runs import tag_best_trial, tune_stage_run
 
     if config.ray.runs_stages_elsewhere:
@@ -261,6 +264,17 @@ def tune(
                     "pass the finetuned model directory"
                 )
             logger.tags({"graft.tune": "disabled"})
+            report = write_tune_report(
+                out,
+                title=f"Graft tune: {config.name}",
+                summary={
+                    "search": "not run (tune.enabled=false)",
+                    "handed on": "the finetuned model, untuned",
+                    "validation accuracy": finetuned_val_accuracy,
+                },
+                best_params={},
+            )
+            logger.artifact(report, "tune")
             return TuneOutput(finetuned_dir, run_id, finetuned_val_accuracy, {}, "finetune")
         from graft.tune.search import run_search
 
@@ -303,6 +317,30 @@ def tune(
         tuned_val_accuracy = validation_accuracy(dataset_dir, result.best_checkpoint_dir)
         tuned_better = tuned_val_accuracy >= finetuned_val_accuracy
         logger.tags({"graft.tune.winner": "tuned" if tuned_better else "finetune"})
+        report = write_tune_report(
+            out,
+            title=f"Graft tune: {config.name}",
+            summary={
+                "handed on": "the best trial's model"
+                if tuned_better
+                else "the untuned finetuned model (it scored higher on validation)",
+                "tuned validation accuracy": tuned_val_accuracy,
+                "untuned validation accuracy": finetuned_val_accuracy
+                if finetuned_dir
+                else "no finetuned model given",
+                f"best trial's {config.tune.metric}": result.best_metric,
+                "trials": result.num_trials,
+                "stopped early": result.num_stopped_early,
+                "stopped before their first epoch": result.num_before_first_epoch,
+                "trial-epochs": result.total_epochs,
+            },
+            best_params=result.best_params,
+            trials=pd.read_csv(result.trials_table),
+            metric=config.tune.metric,
+            space_keys=config.tune.space,
+            plots=result.plots,
+        )
+        logger.artifact(report, "tune")
     return TuneOutput(
         model_dir=result.best_checkpoint_dir if tuned_better else finetuned_dir,
         run_id=run_id,

@@ -1,14 +1,17 @@
 """infra/: the bootstrap script and the kind profile, checked without a cluster.
 
-The script's DRY_RUN=1 mode prints each kubectl/helm command instead of running it, so the
-order of steps, the pinned versions and the handling of secrets are tested here; nothing is
-applied to a cluster.
+The script's DRY_RUN=1 mode prints each kubectl/helm/graft command instead of running it, so
+the order of steps, the pinned versions, the handling of secrets and the pipeline's compile
+and upload are tested here (the printed compile command is also run, as compiling needs no
+cluster); nothing is applied to a cluster or uploaded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -84,10 +87,13 @@ def test_dry_run_installs_kfp_then_kuberay_then_the_chart() -> None:
         )
     ]
     assert steps == sorted(steps)
+    (helm,) = [c for c in commands if "upgrade --install graft" in c]
     # one namespace for all of it, KFP's: a pipeline pod reads the S3 Secret and creates
     # RayJobs under the chart's Role only in its own namespace
-    assert commands[-1].endswith(f"{REPO}/charts/graft --namespace kubeflow --wait --timeout 15m")
+    assert f"{REPO}/charts/graft --namespace kubeflow --wait --timeout 15m" in helm
     assert "kubectl -n kubeflow create secret generic graft-s3" in joined
+    # the chart's Ray pods run the image the pipeline is compiled for (graft:0.1.0-cpu)
+    assert helm.endswith("--set-string image.repository=graft --set-string image.tag=0.1.0-cpu")
 
 
 def test_dry_run_never_prints_secret_values() -> None:
@@ -145,3 +151,113 @@ def test_kind_profile() -> None:
         assert re.fullmatch(r"kindest/node:v\d+\.\d+\.\d+(@sha256:[0-9a-f]{64})?", node["image"])
     for mapping in config["nodes"][0].get("extraPortMappings", []):
         assert mapping.get("listenAddress") == "127.0.0.1", "do not expose ports beyond loopback"
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def _commands(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
+
+
+def test_dry_run_compiles_the_pipeline_for_the_deployed_image_then_uploads_it() -> None:
+    image = "registry.example.com/ml/graft:1.2.3"
+    result = run_bootstrap(
+        {**SECRETS, "GRAFT_IMAGE": image, "KIND_CLUSTER": "graft", "GRAFT_CLI": "graft"}
+    )
+    commands = _commands(result)
+    order = [
+        next(i for i, c in enumerate(commands) if marker in c)
+        for marker in (
+            f"docker build -f {REPO}/images/Dockerfile.cpu -t {image} ",
+            f"kind load docker-image --name graft {image} ",
+            "upgrade --install graft",
+            "graft compile ",
+            "port-forward svc/ml-pipeline-ui 8080:80",
+            "graft upload ",
+        )
+    ]
+    assert order == sorted(order)
+    (helm,) = [c for c in commands if "upgrade --install graft" in c]
+    assert "--set-string image.repository=registry.example.com/ml/graft" in helm
+    assert "--set-string image.tag=1.2.3" in helm
+    (compile_,) = [c for c in commands if c.startswith("graft compile ")]
+    assert f"--image {image} --preset default " in compile_
+    # the chart's MLflow service, in the namespace the pipeline's pods share with it
+    assert "--set tracking.tracking_uri=http://graft-mlflow.kubeflow.svc:5000 " in compile_
+    # checkpoints outside the pods, so that a retried training task resumes (and the pods'
+    # guard lets it run at all)
+    assert "--set ray.storage_uri=s3://graft-mlflow/ray " in compile_
+    # compiled beside the committed pipelines/ (those are for the default image), not over it
+    assert f"--pipelines-dir {REPO}/build/kfp/pipelines " in compile_
+    package = f"{REPO}/build/kfp/pipelines/training.yaml"
+    assert commands[-1] == f"graft upload --host http://127.0.0.1:8080 --package {package}"
+
+
+def test_the_printed_compile_command_writes_a_pipeline_for_that_image(tmp_path: Path) -> None:
+    """The dry run's compile line, run for real (compiling needs no cluster)."""
+    image = "registry.example.com/ml/graft:1.2.3"
+    result = run_bootstrap(
+        {
+            **SECRETS,
+            "GRAFT_IMAGE": image,
+            "GRAFT_RELEASE": "ml",
+            "GRAFT_NAMESPACE": "team",
+            "GRAFT_PRESET": "tiny",
+            "GRAFT_CLI": "graft",
+        }
+    )
+    (line,) = [c for c in _commands(result) if c.startswith("graft compile ")]
+    argv = shlex.split(line)[1:]
+    for option, folder in (("--pipelines-dir", "pipelines"), ("--components-dir", "components")):
+        argv[argv.index(option) + 1] = str(tmp_path / folder)
+    subprocess.run(
+        [sys.executable, "-m", "graft.cli", *argv], check=True, capture_output=True, timeout=300
+    )
+    spec = next(yaml.safe_load_all((tmp_path / "pipelines" / "training.yaml").read_text()))
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {image}
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["preset"]["defaultValue"] == "tiny"
+    config = json.loads(parameters["config_json"]["defaultValue"])
+    # release "ml" is "ml-graft" in the chart's names
+    assert config["tracking"]["tracking_uri"] == "http://ml-graft-mlflow.team.svc:5000"
+    assert config["name"] == "graft-tiny"
+    # what bootstrap deploys passes every task pod's guard: no stage would be refused there
+    from graft.config import config_from_json
+    from graft.kfp.pod_guard import check_pipeline_pod
+
+    for stage in ("data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"):
+        check_pipeline_pod(config_from_json(json.dumps(config)), stage, {"KFP_POD_NAME": "p"})
+
+
+def test_upload_goes_to_kfp_host_when_given_and_the_token_stays_out_of_sight() -> None:
+    result = run_bootstrap(
+        {
+            **SECRETS,
+            "SKIP_KFP": "1",
+            "KFP_HOST": "https://kfp.example.com",
+            "KFP_TOKEN": "kfp-token-sentinel-4",
+            "GRAFT_CLI": "graft",
+        }
+    )
+    commands = _commands(result)
+    assert not any("port-forward" in c for c in commands)
+    assert commands[-1].startswith("graft upload --host https://kfp.example.com --package ")
+    assert "kfp-token-sentinel-4" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "env", [{"SKIP_PIPELINE": "1"}, {"SKIP_KFP": "1"}], ids=["skip-pipeline", "no-kfp-to-upload-to"]
+)
+def test_pipeline_step_is_skipped(env: dict[str, str]) -> None:
+    result = run_bootstrap({**SECRETS, **env})
+    commands = _commands(result)
+    assert not any(" compile " in c or " upload " in c for c in commands)
+    assert "upgrade --install graft" in commands[-1]
+
+
+def test_untagged_image_fails_with_a_clear_message() -> None:
+    result = run_bootstrap({**SECRETS, "GRAFT_IMAGE": "registry:5000/ml/graft"}, check=False)
+    assert result.returncode != 0
+    assert "GRAFT_IMAGE 'registry:5000/ml/graft' needs a tag" in result.stderr

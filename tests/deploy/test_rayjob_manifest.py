@@ -118,6 +118,39 @@ def test_gpu_rayjob_with_placement_matches_the_crd_and_carries_the_cluster_block
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
 
 
+def test_ray_pods_share_the_pipeline_pods_pull_secrets_and_shm(
+    validator: jsonschema.Draft7Validator,
+) -> None:
+    config = load_config(
+        preset="tiny", overrides=["cluster.image_pull_secrets=[regcred]", "cluster.shm_size=4Gi"]
+    )
+    manifest = build_rayjob(config, "tune", _inputs("tune"), IMAGE)
+    assert _errors(validator, manifest) == []
+    spec = manifest["spec"]
+    (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    for template in (spec["rayClusterSpec"]["headGroupSpec"]["template"], workers["template"]):
+        pod = template["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["volumes"] == [
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}}
+        ]
+        assert pod["containers"][0]["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    # the submitter only runs `ray job submit`: it pulls the image, it needs no /dev/shm
+    submitter = spec["submitterPodTemplate"]["spec"]
+    assert submitter["imagePullSecrets"] == [{"name": "regcred"}]
+    assert "volumes" not in submitter
+
+    plain = build_rayjob(
+        load_config(preset="tiny", overrides=["cluster.shm_size=null"]),
+        "tune",
+        _inputs("tune"),
+        IMAGE,
+    )
+    head = plain["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert "volumes" not in head and "imagePullSecrets" not in head
+    assert "volumeMounts" not in head["containers"][0]
+
+
 @pytest.mark.parametrize("stage", ["pretrain", "transfer-finetune", "tune"])
 def test_entrypoint_runs_the_stage_as_a_driver_of_its_own_cluster(stage: RayStage) -> None:
     config = load_config(preset="tiny")

@@ -65,7 +65,8 @@ def test_unreachable_s3() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["run", "compile", "config", "ui", "stage", "rayjob", "lr-find", "tune", "submit"]
+    "command",
+    ["run", "compile", "config", "ui", "stage", "rayjob", "lr-find", "tune", "submit", "upload"],
 )
 def test_help_explains_each_command(command: str) -> None:
     result = run_graft(command, "--help")

@@ -25,6 +25,11 @@ def test_pipeline_ir_has_the_six_stages_in_order() -> None:
     assert all(
         e["podMetadata"]["labels"] == {"graft.dev/pipeline": "true"} for e in executors.values()
     )
+    # cluster.shm_size's default: Ray in a task's pod gets more than 64 MiB of /dev/shm
+    assert all(
+        [(m["mountPath"], m["medium"]) for m in e["emptyDirMounts"]] == [("/dev/shm", "Memory")]
+        for e in executors.values()
+    )
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGE_FUNCTIONS)
     assert tasks["pretrain"]["dependentTasks"] == ["data-prep"]

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 from kfp import compiler
 
 from graft.config import load_config
+from graft.errors import ConfigError
 from graft.kfp.pipeline import build_pipeline
 
 
@@ -75,3 +77,32 @@ def test_the_s3_secret_is_optional_only_while_the_config_names_no_s3_location(
     _, platform = _compile(tmp_path, "ray.storage_uri=s3://graft/checkpoints")
     # a pod whose Secret is missing must not start without keys and fail at its first upload
     assert not any(executor["secretAsEnv"][0]["optional"] for executor in platform.values())
+
+
+def test_image_pull_secrets_and_memory_backed_shm_on_every_task(tmp_path: Path) -> None:
+    _, platform = _compile(tmp_path, "cluster.image_pull_secrets=[regcred, mirror.pull]")
+    assert len(platform) == 6
+    for executor in platform.values():
+        assert [s["secretName"] for s in executor["imagePullSecret"]] == ["regcred", "mirror.pull"]
+        # Ray's object store needs more than a container's 64 MiB /dev/shm
+        assert executor["emptyDirMounts"] == [
+            {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "2Gi"}
+        ]
+
+
+def test_no_pull_secrets_by_default_and_no_shm_when_disabled(tmp_path: Path) -> None:
+    _, platform = _compile(tmp_path, "cluster.shm_size=null")
+    assert all("imagePullSecret" not in e and "emptyDirMounts" not in e for e in platform.values())
+
+
+@pytest.mark.parametrize(
+    ("override", "fix"),
+    [
+        ("cluster.shm_size=2 GB", "write e.g. 2Gi or 512Mi"),
+        ("cluster.image_pull_secrets=[RegCred]", "not a Kubernetes Secret name"),
+    ],
+)
+def test_bad_pod_settings_fail_at_load_with_the_fix(override: str, fix: str) -> None:
+    with pytest.raises(ConfigError, match=fix) as refused:
+        load_config(preset="tiny", overrides=[override])
+    assert "\n" not in str(refused.value)

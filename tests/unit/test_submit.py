@@ -1,8 +1,10 @@
-"""`graft submit / schedule / runs` against a local server speaking KFP's /apis/v2beta1 routes.
+"""`graft upload / submit / schedule / runs` against a local server speaking KFP's
+/apis/v2beta1 routes.
 
 The fake server implements only the routes ``kfp.Client`` 2.17 calls for these operations
-(healthz, experiments list/create, runs create/list, recurringruns create) and records every
-request, so the tests assert what a real KFP server would receive.
+(healthz, experiments list/create, runs create/list, recurringruns create, pipelines list,
+upload and upload_version) and records every request, so the tests assert what a real KFP
+server would receive.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class FakeKfp:
     experiments: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     recurring_runs: list[dict[str, Any]] = field(default_factory=list)
+    pipelines: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
 
     def bodies(self, method: str, path: str) -> list[Any]:
         return [r.body for r in self.requests if r.method == method and r.path == API + path]
@@ -71,7 +75,10 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
+            if self.headers.get("Content-Type", "").startswith("multipart/"):
+                body: Any = raw  # a pipeline package upload: the file travels as is
+            else:
+                body = json.loads(raw) if raw else None
             auth = self.headers.get("Authorization")
             state.requests.append(Request(method, parts.path, parse_qs(parts.query), body, auth))
             if state.token and auth != f"Bearer {state.token}":
@@ -104,6 +111,28 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
                 found = [r for r in state.runs if wanted_id in (None, r["experiment_id"])]
                 size = int(query.get("page_size", ["10"])[0])
                 self._reply(200, {"runs": found[:size], "total_size": len(found)})
+            elif route == ("GET", "/pipelines"):
+                predicates = json.loads(query.get("filter", ['{"predicates": []}'])[0])
+                names = [p["stringValue"] for p in predicates["predicates"]]
+                found = [p for p in state.pipelines if not names or p["display_name"] in names]
+                self._reply(200, {"pipelines": found, "total_size": len(found)})
+            elif route == ("POST", "/pipelines/upload"):
+                pipeline = {
+                    "pipeline_id": str(uuid.uuid4()),
+                    "display_name": query["name"][0],
+                    "created_at": CREATED_AT,
+                }
+                state.pipelines.append(pipeline)
+                self._reply(200, pipeline)
+            elif route == ("POST", "/pipelines/upload_version"):
+                version = {
+                    "pipeline_id": query["pipelineid"][0],
+                    "pipeline_version_id": str(uuid.uuid4()),
+                    "display_name": query["name"][0],
+                    "created_at": CREATED_AT,
+                }
+                state.versions.append(version)
+                self._reply(200, version)
             elif route == ("POST", "/recurringruns"):
                 recurring = {**body, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
                 state.recurring_runs.append(recurring)
@@ -253,6 +282,34 @@ def test_runs_lists_the_experiment_runs_with_urls(kfp_server: FakeKfp, package: 
     assert kfp_server.runs[1]["run_id"] not in result.stdout
     (listing,) = [r for r in kfp_server.requests if r.method == "GET" and r.path == API + "/runs"]
     assert listing.query["experiment_id"] == [kfp_server.runs[0]["experiment_id"]]
+
+
+def test_upload_creates_the_pipeline_then_adds_versions(kfp_server: FakeKfp, package: Path) -> None:
+    first = run_graft("upload", "--host", kfp_server.url, "--package", str(package))
+    assert first.returncode == 0, first.stderr
+    (upload,) = [r for r in kfp_server.requests if r.path == API + "/pipelines/upload"]
+    assert upload.query["name"] == ["graft-training"]
+    assert package.read_bytes() in upload.body  # the compiled YAML, unchanged
+    (pipeline,) = kfp_server.pipelines
+    assert first.stdout.strip() == f"{kfp_server.url}/#/pipelines/details/{pipeline['pipeline_id']}"
+    assert "created pipeline graft-training" in first.stderr
+
+    # a second upload (bootstrap.sh run again) is a new version of the same pipeline
+    second = run_graft(
+        "upload", "--host", kfp_server.url, "--package", str(package), "--version", "v2"
+    )
+    assert second.returncode == 0, second.stderr
+    (version,) = kfp_server.versions
+    assert (version["pipeline_id"], version["display_name"]) == (pipeline["pipeline_id"], "v2")
+    assert len(kfp_server.pipelines) == 1
+    assert "added version 'v2' to graft-training" in second.stderr
+
+
+def test_upload_refuses_a_package_that_is_not_graft_s(tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"root": {"inputDefinitions": {"parameters": {}}}}))
+    result = run_graft("upload", "--host", "http://127.0.0.1:9", "--package", str(other))
+    assert_one_clear_error(result, "not Graft's pipeline")
 
 
 def test_five_field_cron_is_refused_with_the_six_field_equivalent(package: Path) -> None:

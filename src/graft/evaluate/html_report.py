@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from graft.evaluate.calibration import Calibration
@@ -13,6 +11,7 @@ from graft.evaluate.gate import GateDecision
 from graft.evaluate.metrics import ClassificationReport
 from graft.evaluate.stakeholder import StakeholderView, ThresholdRow
 from graft.evaluate.uncertainty import MCDropoutReport
+from graft.html_page import embedded_png, escape, html_table, number, page_head
 
 # metrics.json key -> what the row says, for the baseline comparison
 BASELINE_ROWS = {
@@ -21,46 +20,6 @@ BASELINE_ROWS = {
     "champion_accuracy": "current registered champion, same test split",
 }
 
-STYLE = (
-    "body{font-family:sans-serif;margin:2em;max-width:1100px}"
-    "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
-    "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}"
-    "td.num{text-align:right;font-variant-numeric:tabular-nums}"
-    ".passed{color:#0a7a2f}.refused{color:#b00020}img{max-width:100%;border:1px solid #eee}"
-)
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value))
-
-
-def _number(value: float) -> str:
-    return f"{value:.4f}"
-
-
-def _table(table_id: str, header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = []
-        for cell in row:
-            if isinstance(cell, float):
-                cells.append(f"<td class='num'>{_number(cell)}</td>")
-            elif isinstance(cell, int):
-                cells.append(f"<td class='num'>{cell}</td>")
-            else:
-                cells.append(f"<td>{_esc(cell)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        f"<table id='{table_id}'><thead><tr>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def _image(path: Path, alt: str) -> str:
-    payload = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{_esc(alt)}' src='data:image/png;base64,{payload}'>"
-
 
 def _baselines(metrics: Mapping[str, float]) -> str:
     accuracy = metrics["test_accuracy"]
@@ -68,28 +27,28 @@ def _baselines(metrics: Mapping[str, float]) -> str:
     for key, label in BASELINE_ROWS.items():
         if key in metrics:
             rows.append([label, metrics[key], f"{accuracy - metrics[key]:+.4f}"])
-    table = _table("baselines", ["predictor", "test accuracy", "model minus it"], rows)
+    table = html_table("baselines", ["predictor", "test accuracy", "model minus it"], rows)
     if "train_accuracy_eval" not in metrics:
         return table
     train = metrics["train_accuracy_eval"]
     return table + (
         f"<p id='train-eval'>Accuracy on the train split in eval mode (dropout off): "
-        f"{_number(train)}; train minus test: {train - accuracy:+.4f}. Compare it with the "
+        f"{number(train)}; train minus test: {train - accuracy:+.4f}. Compare it with the "
         f"train accuracy logged during training (dropout on) to see the dropout gap.</p>"
     )
 
 
 def _stakeholder(view: StakeholderView, sweep: list[ThresholdRow]) -> str:
-    parts = ["<h2>What the errors mean</h2>", f"<p id='plain-words'>{_esc(view.summary)}</p>"]
+    parts = ["<h2>What the errors mean</h2>", f"<p id='plain-words'>{escape(view.summary)}</p>"]
     if view.daily_sentence is not None and view.daily is not None:
         parts.append(
             f"<p id='daily-counts'>At {view.daily.volume:,} cases a day: "
-            f"<strong>{_esc(view.daily_sentence)}</strong>.</p>"
+            f"<strong>{escape(view.daily_sentence)}</strong>.</p>"
         )
     else:
         parts.append("<p>Set <code>evaluate.daily_volume</code> to see expected daily counts.</p>")
     parts.append(
-        _table(
+        html_table(
             "error-rates",
             ["", "count on test split", "rate"],
             [
@@ -117,10 +76,10 @@ def _stakeholder(view: StakeholderView, sweep: list[ThresholdRow]) -> str:
         )
     )
     parts.append(
-        f"<h3>Threshold sweep (flag {_esc(view.positive_name)} when score &ge; threshold)</h3>"
+        f"<h3>Threshold sweep (flag {escape(view.positive_name)} when score &ge; threshold)</h3>"
     )
     parts.append(
-        _table(
+        html_table(
             "threshold-sweep",
             ["threshold", "precision", "recall", "FPR", "FNR", "TP", "FP", "FN", "TN"],
             [
@@ -145,19 +104,19 @@ def _stakeholder(view: StakeholderView, sweep: list[ThresholdRow]) -> str:
 def _mc_dropout(mc: MCDropoutReport) -> str:
     accuracy_text = (
         f"<p id='mc-dropout-summary'>Mean of {mc.samples} stochastic passes (dropout on, batch "
-        f"norm in inference mode, seed {mc.seed}): accuracy <strong>{_number(mc.accuracy)}"
+        f"norm in inference mode, seed {mc.seed}): accuracy <strong>{number(mc.accuracy)}"
         f"</strong>, mean std of the predicted class's probability "
-        f"<strong>{_number(mc.mean_std)}</strong>"
+        f"<strong>{number(mc.mean_std)}</strong>"
     )
     if mc.mean_std_correct == mc.mean_std_correct and mc.mean_std_wrong == mc.mean_std_wrong:
         accuracy_text += (
-            f" ({_number(mc.mean_std_correct)} on correct predictions, "
-            f"{_number(mc.mean_std_wrong)} on errors: a useful uncertainty is higher on errors)"
+            f" ({number(mc.mean_std_correct)} on correct predictions, "
+            f"{number(mc.mean_std_wrong)} on errors: a useful uncertainty is higher on errors)"
         )
     accuracy_text += ".</p>"
     if mc.dropout_layers == 0:
         accuracy_text += "<p>The model has no dropout layer: every pass is identical.</p>"
-    table = _table(
+    table = html_table(
         "mc-dropout-latency",
         ["samples", "latency (ms, whole split)", "ms per example", "accuracy"],
         [
@@ -184,8 +143,8 @@ def render_report(
 ) -> str:
     """One self-contained HTML page; the PNGs are embedded as base64 ``<img>``."""
     verdict = "passed" if decision.passed else "refused"
-    reasons = "".join(f"<li>{_esc(reason)}</li>" for reason in decision.reasons)
-    per_class = _table(
+    reasons = "".join(f"<li>{escape(reason)}</li>" for reason in decision.reasons)
+    per_class = html_table(
         "per-class",
         ["class", "precision", "recall", "F1", "support"],
         [
@@ -195,7 +154,7 @@ def render_report(
             )
         ],
     )
-    errors = _table(
+    errors = html_table(
         "confident-errors",
         ["row", "true", "predicted", "confidence"],
         [
@@ -203,15 +162,15 @@ def render_report(
             for e in confident_errors
         ],
     )
-    confusion = _image(confusion_png, "confusion matrix") if confusion_png else "<p>not plotted</p>"
+    confusion = (
+        embedded_png(confusion_png, "confusion matrix") if confusion_png else "<p>not plotted</p>"
+    )
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{_esc(title)}</h1>",
+        page_head(title),
         f"<h2>Gate: <span id='gate' class='{verdict}'>{verdict}</span></h2>",
         f"<ul id='gate-reasons'>{reasons}</ul>",
         "<h2>Metrics (test split)</h2>",
-        _table("metrics", ["metric", "value"], [[k, float(v)] for k, v in metrics.items()]),
+        html_table("metrics", ["metric", "value"], [[k, float(v)] for k, v in metrics.items()]),
         "<h2>Against common-sense baselines</h2>",
         _baselines(metrics),
         "<h2>Per class</h2>",
@@ -219,9 +178,9 @@ def render_report(
         "<h2>Confusion matrix</h2>",
         confusion,
         f"<h2>Calibration</h2><p>Expected calibration error over {len(calibration.bins)} "
-        f"equal-width bins: <strong id='ece'>{_number(calibration.ece)}</strong> "
+        f"equal-width bins: <strong id='ece'>{number(calibration.ece)}</strong> "
         "(0 = confidence matches accuracy).</p>",
-        _image(reliability_png, "reliability diagram"),
+        embedded_png(reliability_png, "reliability diagram"),
     ]
     if stakeholder is not None:
         parts.append(_stakeholder(stakeholder, sweep or []))

@@ -62,3 +62,46 @@ def majority_baseline(y_train: np.ndarray, y_test: np.ndarray) -> tuple[int, flo
     """The common-sense baseline: always predict the most frequent training class."""
     majority = int(np.bincount(y_train).argmax())
     return majority, float((y_test == majority).mean())
+
+
+# The curve a KFP ClassificationMetrics artifact holds lives in KFP's metadata store and is
+# drawn point by point in the UI: a few hundred points draw it smoothly at any test-set size.
+ROC_MAX_POINTS = 201
+
+
+@dataclass
+class RocCurve:
+    """A binary task's ROC: class 1 is flagged when its probability is >= the threshold.
+
+    The first point's threshold is above every score (nothing flagged: 0, 0), the last one's
+    the lowest score (everything flagged: 1, 1). ``auc`` is the area under the full curve,
+    also when the points are thinned to ``ROC_MAX_POINTS``."""
+
+    false_positive_rate: list[float]
+    true_positive_rate: list[float]
+    thresholds: list[float]
+    auc: float
+
+
+def roc_curve(
+    y_true: np.ndarray, positive_scores: np.ndarray, max_points: int = ROC_MAX_POINTS
+) -> RocCurve | None:
+    """The ROC of scores for class 1 against 0/1 labels; None when the labels hold one class
+    (a rate has no denominator)."""
+    y = np.asarray(y_true).astype(bool)
+    scores = np.asarray(positive_scores, dtype=np.float64)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], y[order]
+    # one point per distinct score: rows tied on a score are flagged together
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    tpr = np.r_[0.0, np.cumsum(hits)[last_of_tie] / positives]
+    fpr = np.r_[0.0, np.cumsum(~hits)[last_of_tie] / negatives]
+    thresholds = np.r_[np.nextafter(ranked[0], np.inf), ranked[last_of_tie]]
+    auc = float(np.trapezoid(tpr, fpr))
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr, thresholds = fpr[keep], tpr[keep], thresholds[keep]
+    return RocCurve(fpr.tolist(), tpr.tolist(), thresholds.tolist(), auc)

@@ -2,7 +2,8 @@
 
 Files (in the evaluation dir, logged to MLflow with it): ``reliability_diagram.png``,
 ``calibration.json``, ``confident_errors.json``, ``report.html``, for binary tasks
-``stakeholder.json`` and ``threshold_sweep.csv``, and with MC dropout on ``mc_dropout.json``.
+``stakeholder.json``, ``threshold_sweep.csv`` and ``roc_curve.json``, and with MC dropout on
+``mc_dropout.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from graft.evaluate.calibration import Calibration, top_label_calibration
 from graft.evaluate.confident_errors import ConfidentError, most_confident_errors
 from graft.evaluate.gate import GateDecision
 from graft.evaluate.html_report import render_report
-from graft.evaluate.metrics import ClassificationReport
+from graft.evaluate.metrics import ClassificationReport, RocCurve, roc_curve
 from graft.evaluate.plots import plot_reliability
 from graft.evaluate.stakeholder import (
     StakeholderView,
@@ -30,6 +31,9 @@ from graft.evaluate.stakeholder import (
     threshold_sweep,
 )
 from graft.evaluate.uncertainty import MCDropoutReport
+
+REPORT_FILE = "report.html"
+ROC_FILE = "roc_curve.json"
 
 
 @dataclass
@@ -40,6 +44,7 @@ class EvaluationSummary:
     confident_errors: list[ConfidentError]
     stakeholder: StakeholderView | None = None  # binary tasks only
     sweep: list[ThresholdRow] = field(default_factory=list)  # binary tasks only
+    roc: RocCurve | None = None  # binary tasks with both classes in the test split
     mc_dropout: MCDropoutReport | None = None  # evaluate.mc_dropout.enabled only
 
     @property
@@ -49,6 +54,8 @@ class EvaluationSummary:
         if self.stakeholder is not None:
             values["test_false_negative_rate"] = self.stakeholder.false_negative_rate
             values["test_false_positive_rate"] = self.stakeholder.false_positive_rate
+        if self.roc is not None:
+            values["test_roc_auc"] = self.roc.auc
         if self.mc_dropout is not None:
             values.update(self.mc_dropout.metrics)
         return values
@@ -72,6 +79,7 @@ def summarize(
             report.confusion, class_names, config.daily_volume, config.prevalence
         )
         summary.sweep = threshold_sweep(y_true, probabilities[:, 1], config.sweep_thresholds)
+        summary.roc = roc_curve(y_true, probabilities[:, 1])
     return summary
 
 
@@ -97,6 +105,8 @@ def write_summary(
             writer = csv.DictWriter(handle, fieldnames=list(asdict(summary.sweep[0])))
             writer.writeheader()
             writer.writerows(asdict(row) for row in summary.sweep)
+    if summary.roc is not None:
+        (out / ROC_FILE).write_text(json.dumps(asdict(summary.roc), indent=2))
     if summary.mc_dropout is not None:
         # NaN (no wrong predictions, say) is not JSON: written as null
         mc = {
@@ -119,6 +129,6 @@ def write_summary(
         sweep=summary.sweep,
         mc_dropout=summary.mc_dropout,
     )
-    path = out / "report.html"
+    path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path

@@ -14,6 +14,7 @@ from typing import Any
 from graft.config import GraftConfig
 from graft.export.bundle import ExportBundle
 
+MODEL_CARD_MARKDOWN = "model_card.md"
 METRIC_LABELS = {
     "test_accuracy": "Test accuracy",
     "test_loss": "Test loss (cross-entropy)",
@@ -25,6 +26,7 @@ METRIC_LABELS = {
     "test_ece": "Expected calibration error",
     "test_false_negative_rate": "False-negative rate",
     "test_false_positive_rate": "False-positive rate",
+    "test_roc_auc": "ROC AUC (binary task)",
 }
 
 
@@ -182,7 +184,7 @@ def _markdown(card: dict[str, Any]) -> str:
 
 def write_model_card(card: dict[str, Any], output_dir: Path) -> tuple[Path, Path]:
     json_path = output_dir / "model_card.json"
-    md_path = output_dir / "model_card.md"
+    md_path = output_dir / MODEL_CARD_MARKDOWN
     json_path.write_text(json.dumps(card, indent=2))
     md_path.write_text(_markdown(card))
     return json_path, md_path

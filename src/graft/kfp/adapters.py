@@ -1,33 +1,45 @@
 """Translate KFP artifact paths and parameters into ``graft.stages`` calls.
 
 Components import only this module, so each component body is one line and all logic stays
-testable without KFP. Output artifact paths are used as directories.
+testable without KFP. Output artifact paths are used as directories. Every adapter resolves
+the run's config from ``config_json`` and the UI's run parameters with the same function
+(:func:`graft.kfp.run_parameters.effective_config`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from graft import stages
-from graft.config import GraftConfig, StageName, config_from_json
+from graft.config import GraftConfig, StageName
 from graft.errors import ConfigError
+from graft.evaluate.summary import REPORT_FILE as EVALUATION_REPORT_FILE
+from graft.evaluate.summary import ROC_FILE
+from graft.export.model_card import MODEL_CARD_MARKDOWN
 from graft.kfp.pod_guard import check_pipeline_pod
+from graft.kfp.run_parameters import RunParameters, effective_config
+from graft.tune.html_report import TUNE_REPORT_FILE
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _stage_config(config_json: str, stage: StageName) -> GraftConfig:
-    """The task's config, checked for what would lose data in a pipeline pod before any work.
+def _stage_config(
+    config_json: str, stage: StageName, parameters: RunParameters | None
+) -> GraftConfig:
+    """The task's config (``config_json`` under the run's UI parameters), checked for what
+    would lose data in a pipeline pod, before any work.
 
     A refused config ends the task with one ``error:`` line on stderr and exit status 1, not a
     traceback: the task's log in the KFP UI then shows the cause and the fix first.
     """
     try:
-        config = config_from_json(config_json)
+        config = effective_config(config_json, parameters)
         check_pipeline_pod(config, stage)
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -40,9 +52,14 @@ def _dir(path: str) -> str:
 
 
 def data_prep(
-    config_json: str, kfp_run_id: str, dataset_path: str, test_split_path: str, report_path: str
+    config_json: str,
+    kfp_run_id: str,
+    dataset_path: str,
+    test_split_path: str,
+    report_path: str,
+    parameters: RunParameters | None = None,
 ) -> str:
-    config = _stage_config(config_json, "data-prep")
+    config = _stage_config(config_json, "data-prep", parameters)
     out = stages.data_prep(
         config, _dir(dataset_path), kfp_run_id=kfp_run_id, test_split_dir=_dir(test_split_path)
     )
@@ -50,17 +67,32 @@ def data_prep(
     return out.parent_run_id
 
 
-def pretrain(config_json: str, dataset_path: str, model_path: str, parent_run_id: str) -> float:
-    config = _stage_config(config_json, "pretrain")
+def pretrain(
+    config_json: str,
+    dataset_path: str,
+    model_path: str,
+    parent_run_id: str,
+    metrics: Any,
+    parameters: RunParameters | None = None,
+) -> float:
+    config = _stage_config(config_json, "pretrain", parameters)
     out = stages.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
+    _log_metrics(metrics, _training_metrics(out))
     return out.val_accuracy
 
 
 def finetune(
-    config_json: str, dataset_path: str, pretrained_path: str, model_path: str, parent_run_id: str
+    config_json: str,
+    dataset_path: str,
+    pretrained_path: str,
+    model_path: str,
+    parent_run_id: str,
+    metrics: Any,
+    parameters: RunParameters | None = None,
 ) -> float:
-    config = _stage_config(config_json, "transfer-finetune")
+    config = _stage_config(config_json, "transfer-finetune", parameters)
     out = stages.finetune(config, dataset_path, pretrained_path, _dir(model_path), parent_run_id)
+    _log_metrics(metrics, _training_metrics(out))
     return out.val_accuracy
 
 
@@ -71,13 +103,27 @@ def tune(
     finetuned_path: str,
     best_model_path: str,
     parent_run_id: str,
+    metrics: Any,
+    report_path: str,
+    parameters: RunParameters | None = None,
 ) -> str:
-    config = _stage_config(config_json, "tune")
+    config = _stage_config(config_json, "tune", parameters)
     scratch = Path(best_model_path).parent / "tune-work"
     out = stages.tune(
         config, dataset_path, pretrained_path, finetuned_path, str(scratch), parent_run_id
     )
     shutil.copytree(out.model_dir, best_model_path, dirs_exist_ok=True)
+    _log_metrics(
+        metrics,
+        {
+            "val_accuracy": out.val_accuracy,
+            "trials": out.trials,
+            "trials_stopped_early": out.stopped_early,
+            "trials_before_first_epoch": out.before_first_epoch,
+            "tuned_model_handed_on": out.source == "tuned",
+        },
+    )
+    shutil.copyfile(scratch / TUNE_REPORT_FILE, report_path)
     return json.dumps(out.best_params)
 
 
@@ -89,10 +135,15 @@ def evaluate(
     evaluation_path: str,
     metrics: Any,
     classification: Any,
+    report_path: str,
     parent_run_id: str,
     pretrained_path: str = "",
+    parameters: RunParameters | None = None,
 ) -> bool:
-    config = _stage_config(config_json, "evaluate")
+    """Also fills the KFP outputs: every scalar test metric and the gate on ``metrics``, the
+    confusion matrix and, for a binary task, the ROC curve on ``classification``, and the
+    evaluation page at ``report_path``."""
+    config = _stage_config(config_json, "evaluate", parameters)
     out = stages.evaluate(
         config,
         dataset_path,
@@ -102,13 +153,19 @@ def evaluate(
         parent_run_id,
         pretrained_path,
     )
-    for name in ("accuracy", "baseline_accuracy", "champion_accuracy"):
-        value = getattr(out, name)
-        if value is not None:
-            metrics.log_metric(f"test_{name}" if name == "accuracy" else name, float(value))
+    evaluation = Path(evaluation_path)
+    report = json.loads((evaluation / "metrics.json").read_text())
+    # the numbers MLflow has for the run (test_accuracy, baseline_accuracy, ...), and the gate
+    _log_metrics(metrics, {k: v for k, v in report.items() if k not in ("report", "class_names")})
     metrics.log_metric("gate_passed", float(out.gate_passed))
-    report = json.loads((Path(evaluation_path) / "metrics.json").read_text())
     classification.log_confusion_matrix(report["class_names"], report["report"]["confusion"])
+    roc_file = evaluation / ROC_FILE  # written for binary tasks only
+    if roc_file.is_file():
+        roc = json.loads(roc_file.read_text())
+        classification.log_roc_curve(
+            roc["false_positive_rate"], roc["true_positive_rate"], roc["thresholds"]
+        )
+    shutil.copyfile(evaluation / EVALUATION_REPORT_FILE, report_path)
     return out.gate_passed
 
 
@@ -119,9 +176,29 @@ def export(
     evaluation_path: str,
     exported_path: str,
     parent_run_id: str,
+    model_card_path: str,
+    parameters: RunParameters | None = None,
 ) -> str:
-    config = _stage_config(config_json, "export")
+    config = _stage_config(config_json, "export", parameters)
     out = stages.export(
         config, dataset_path, model_path, evaluation_path, _dir(exported_path), parent_run_id
     )
+    shutil.copyfile(Path(exported_path) / MODEL_CARD_MARKDOWN, model_card_path)
     return out.to_json()
+
+
+def _training_metrics(out: stages.TrainOutput) -> dict[str, object]:
+    """The restored-best epoch's validation figures (what the stage hands on)."""
+    return {
+        "val_accuracy": out.val_accuracy,
+        "val_loss": out.val_loss,
+        "epochs_run": out.epochs_run,
+    }
+
+
+def _log_metrics(artifact: Any, values: Mapping[str, object]) -> None:
+    """Numbers onto a KFP ``Metrics`` output (booleans as 0/1). KFP stores them as JSON, which
+    has no NaN or infinity: those are left out (MLflow still has them)."""
+    for name, value in values.items():
+        if isinstance(value, bool | int | float) and math.isfinite(float(value)):
+            artifact.log_metric(name, float(value))

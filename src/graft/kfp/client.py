@@ -1,4 +1,5 @@
-"""Submit, schedule and list runs of the compiled pipeline on a KFP server (``kfp.Client``).
+"""Upload the compiled pipeline to a KFP server, and submit, schedule and list its runs
+(``kfp.Client``).
 
 The resolved config travels as the pipeline's only parameter, ``config_json``. Every failure to
 talk to the server (unreachable, refused credentials, an API error) becomes one
@@ -47,6 +48,14 @@ class SubmittedRun:
 @dataclass(frozen=True)
 class ScheduledRun:
     recurring_run_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class UploadedPipeline:
+    pipeline_id: str
+    version_name: str
+    created: bool  # a new pipeline (its upload is its first version), not a new version
     url: str
 
 
@@ -324,6 +333,49 @@ def schedule_run(
     return ScheduledRun(
         recurring_run_id=recurring_id, url=recurring_run_url(target.host, recurring_id)
     )
+
+
+def upload_pipeline(
+    host: str | None,
+    package_path: Path,
+    name: str,
+    version_name: str | None = None,
+    namespace: str | None = None,
+    token: str | None = None,
+) -> UploadedPipeline:
+    """Put the compiled pipeline on the server as pipeline ``name``, so that a person can
+    start runs of it from the KFP UI. A pipeline of that name gets the package as a new
+    version (``version_name``, default '<name> <timestamp>'), so uploading again (a second
+    ``infra/bootstrap.sh``) adds a version instead of failing."""
+    base = normalize_host(host)
+    package = check_package(package_path)
+    _check_server(base, token)
+    version = version_name or f"{name} {datetime.now():%Y-%m-%d %H-%M-%S}"
+    with _server_errors(base, token):
+        client = _client(base, token, namespace)
+        pipeline_id = _pipeline_id(client, name, namespace)
+        created = pipeline_id is None
+        if pipeline_id is None:
+            pipeline = client.upload_pipeline(str(package), pipeline_name=name, namespace=namespace)
+            pipeline_id = str(pipeline.pipeline_id)
+            version = name  # KFP names a new pipeline's first version after the pipeline
+        else:
+            client.upload_pipeline_version(
+                str(package), pipeline_version_name=version, pipeline_id=pipeline_id
+            )
+    log.info("uploaded pipeline %s (%s) as version %s", name, pipeline_id, version)
+    return UploadedPipeline(
+        pipeline_id, version, created, f"{base}/#/pipelines/details/{pipeline_id}"
+    )
+
+
+def _pipeline_id(client: Any, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline named ``name``; None when there is none."""
+    name_filter = json.dumps(
+        {"predicates": [{"key": "display_name", "operation": "EQUALS", "stringValue": name}]}
+    )
+    found = client.list_pipelines(filter=name_filter, namespace=namespace).pipelines or []
+    return str(found[0].pipeline_id) if found else None
 
 
 def list_runs(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kfp import compiler
 
-from graft.config import GraftConfig, load_config
+from graft.config import DEFAULT_PRESET, GraftConfig, load_config
 from graft.kfp.components import make_components
 from graft.kfp.pipeline import DEFAULT_IMAGE, build_pipeline
 
@@ -18,17 +18,19 @@ def compile_all(
     components_dir: Path,
     image: str = DEFAULT_IMAGE,
     config: GraftConfig | None = None,
+    preset: str = DEFAULT_PRESET,
 ) -> list[Path]:
     """Write ``pipelines/training.yaml`` and ``components/<stage>.yaml``; return the paths.
 
-    The pipeline's default ``config_json`` is ``config`` (the ``default`` preset if None).
+    The pipeline's default ``config_json`` is ``config`` (preset ``preset`` if None), and
+    ``preset`` the default of its ``preset`` parameter: the preset ``config`` came from.
     """
     pipelines_dir.mkdir(parents=True, exist_ok=True)
     components_dir.mkdir(parents=True, exist_ok=True)
     written = []
     pipeline_path = pipelines_dir / PIPELINE_FILE
     compiler.Compiler().compile(
-        build_pipeline(image, config or load_config(preset="default")), str(pipeline_path)
+        build_pipeline(image, config or load_config(preset=preset), preset), str(pipeline_path)
     )
     written.append(pipeline_path)
     for name, component in make_components(image).items():

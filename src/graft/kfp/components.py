@@ -3,12 +3,17 @@
 Bodies are module-level functions so KFP can ship their source; ``make_components`` binds
 them to an image chosen at compile time (the image already has graft installed, so
 ``packages_to_install`` stays empty).
+
+Every component takes the pipeline's run parameters (``preset``, ``data_source``,
+``overrides``) next to ``config_json`` and hands them to its adapter, which resolves the run's
+config from them (:mod:`graft.kfp.run_parameters`). KFP reads a parameter's default from the
+signature, hence the literal ``[]`` (never mutated).
 """
 
 from typing import Any
 
 from kfp import dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def data_prep(
@@ -17,23 +22,47 @@ def data_prep(
     dataset: Output[Dataset],
     test_split: Output[Dataset],
     data_report: Output[HTML],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> str:
     """Read, validate, deduplicate and split the data (test rows sealed in ``test_split``);
     start the MLflow parent run."""
     from graft.kfp import adapters
 
     return adapters.data_prep(
-        config_json, kfp_run_id, dataset.path, test_split.path, data_report.path
+        config_json,
+        kfp_run_id,
+        dataset.path,
+        test_split.path,
+        data_report.path,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 
 def pretrain(
-    config_json: str, parent_run_id: str, dataset: Input[Dataset], model: Output[Model]
+    config_json: str,
+    parent_run_id: str,
+    dataset: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> float:
     """Train the source-task model with Ray Train (DDP, checkpointed, early stopping)."""
     from graft.kfp import adapters
 
-    return adapters.pretrain(config_json, dataset.path, model.path, parent_run_id)
+    return adapters.pretrain(
+        config_json,
+        dataset.path,
+        model.path,
+        parent_run_id,
+        metrics,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
 
 
 def transfer_finetune(
@@ -42,11 +71,24 @@ def transfer_finetune(
     dataset: Input[Dataset],
     pretrained: Input[Model],
     model: Output[Model],
+    metrics: Output[Metrics],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> float:
     """Reuse the pretrained backbone, new head, frozen then unfrozen phases."""
     from graft.kfp import adapters
 
-    return adapters.finetune(config_json, dataset.path, pretrained.path, model.path, parent_run_id)
+    return adapters.finetune(
+        config_json,
+        dataset.path,
+        pretrained.path,
+        model.path,
+        parent_run_id,
+        metrics,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
 
 
 def tune(
@@ -56,12 +98,27 @@ def tune(
     pretrained: Input[Model],
     finetuned: Input[Model],
     best_model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> str:
-    """Ray Tune (Bayesian search + ASHA) over the finetune; outputs the best model."""
+    """Ray Tune (Bayesian search + ASHA) over the finetune; outputs the best model, the
+    search's figures and its report (best parameters, every trial, plots)."""
     from graft.kfp import adapters
 
     return adapters.tune(
-        config_json, dataset.path, pretrained.path, finetuned.path, best_model.path, parent_run_id
+        config_json,
+        dataset.path,
+        pretrained.path,
+        finetuned.path,
+        best_model.path,
+        parent_run_id,
+        metrics,
+        report.path,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 
@@ -75,8 +132,14 @@ def evaluate(
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
+    report: Output[HTML],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> bool:
-    """Test split vs majority baseline and current champion; the promotion gate."""
+    """Test split vs majority baseline and current champion; the promotion gate. The KFP UI
+    shows the test metrics, the confusion matrix (and ROC curve, binary tasks) and the report."""
     from graft.kfp import adapters
 
     return adapters.evaluate(
@@ -87,8 +150,10 @@ def evaluate(
         evaluation.path,
         metrics,
         classification,
+        report.path,
         parent_run_id,
         pretrained.path,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 
@@ -99,13 +164,25 @@ def export(
     model: Input[Model],
     evaluation: Input[Dataset],
     exported: Output[Model],
+    model_card: Output[Markdown],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
 ) -> str:
     """TorchScript + ONNX with parity checks on the validation split; register; move aliases
-    through the gate."""
+    through the gate; the model card as a Markdown output."""
     from graft.kfp import adapters
 
     return adapters.export(
-        config_json, dataset.path, model.path, evaluation.path, exported.path, parent_run_id
+        config_json,
+        dataset.path,
+        model.path,
+        evaluation.path,
+        exported.path,
+        parent_run_id,
+        model_card.path,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
 

@@ -9,13 +9,16 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from graft.config import ClusterConfig, GraftConfig, StageName
+from graft.config import DEFAULT_PRESET, ClusterConfig, GraftConfig, StageName
 from graft.kfp.components import make_components
+from graft.kfp.run_parameters import PRECEDENCE, parameter_help
 
 PIPELINE_NAME = "graft-training"
 # The chart's NetworkPolicy lets only pods with this label reach the MLflow server.
 PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
+# cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
+SHM_VOLUME = ("dshm", "/dev/shm")
 
 
 def apply_cluster_settings(
@@ -60,56 +63,81 @@ def apply_cluster_settings(
         )
 
 
-def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | None = None) -> Any:
+def apply_pod_settings(task: Any, cluster: ClusterConfig) -> None:
+    """Image pull secrets and the memory-backed /dev/shm of every task's pod."""
+    if cluster.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(cluster.image_pull_secrets))
+    if cluster.shm_size:
+        name, path = SHM_VOLUME
+        kubernetes.empty_dir_mount(
+            task, volume_name=name, mount_path=path, medium="Memory", size_limit=cluster.shm_size
+        )
+
+
+def build_pipeline(
+    image: str = DEFAULT_IMAGE,
+    default_config: GraftConfig | None = None,
+    compiled_preset: str = DEFAULT_PRESET,
+) -> Any:
+    """The pipeline with ``default_config`` (resolved from ``compiled_preset``) as the default
+    of ``config_json``; its other parameters are described in :mod:`graft.kfp.run_parameters`.
+    """
     components = make_components(image)
     config = default_config or GraftConfig()
     default_json = config.to_json()
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Graft: data-prep, pretrain, transfer-finetune, tune, evaluate, export",
-    )
-    def training_pipeline(config_json: str = default_json) -> str:
-        prep = components["data-prep"](
-            config_json=config_json, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        )
+    def training_pipeline(
+        config_json: str = default_json,
+        preset: str = compiled_preset,
+        data_source: str = "",
+        overrides: list[str] = [],  # noqa: B006 (KFP reads the UI's default from here)
+    ) -> str:
+        # every task resolves the same config from these (run_parameters.effective_config)
+        run = {
+            "config_json": config_json,
+            "preset": preset,
+            "compiled_preset": compiled_preset,
+            "data_source": data_source,
+            "overrides": overrides,
+        }
+        prep = components["data-prep"](kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **run)
         prep.set_display_name("data-prep")
         parent = prep.outputs["Output"]
         dataset = prep.outputs["dataset"]
-        pre = components["pretrain"](config_json=config_json, parent_run_id=parent, dataset=dataset)
+        pre = components["pretrain"](parent_run_id=parent, dataset=dataset, **run)
         pre.set_display_name("pretrain")
         fine = components["transfer-finetune"](
-            config_json=config_json,
             parent_run_id=parent,
             dataset=dataset,
             pretrained=pre.outputs["model"],
+            **run,
         )
         fine.set_display_name("transfer-finetune")
         search = components["tune"](
-            config_json=config_json,
             parent_run_id=parent,
             dataset=dataset,
             pretrained=pre.outputs["model"],
             finetuned=fine.outputs["model"],
+            **run,
         )
         search.set_display_name("tune")
         score = components["evaluate"](
-            config_json=config_json,
             parent_run_id=parent,
             dataset=dataset,
             test_split=prep.outputs["test_split"],
             model=search.outputs["best_model"],
             pretrained=pre.outputs["model"],
+            **run,
         )
         score.set_display_name("evaluate")
         # evaluate reads "the current champion": a cached result would be stale
         score.set_caching_options(False)
         ship = components["export"](
-            config_json=config_json,
             parent_run_id=parent,
             dataset=dataset,
             model=search.outputs["best_model"],
             evaluation=score.outputs["evaluation"],
+            **run,
         )
         ship.set_display_name("export")
         ship.set_caching_options(False)
@@ -123,6 +151,18 @@ def build_pipeline(image: str = DEFAULT_IMAGE, default_config: GraftConfig | Non
         }
         for stage, task in stages.items():
             apply_cluster_settings(task, stage, config.cluster, bool(config.s3_locations()))
+            apply_pod_settings(task, config.cluster)
         return ship.outputs["Output"]
 
-    return training_pipeline
+    # KFP shows a parameter's description from the docstring's Args section
+    help_texts = parameter_help(compiled_preset)
+    training_pipeline.__doc__ = (
+        "Graft: data-prep, pretrain, transfer-finetune, tune, evaluate, export.\n\n"
+        f"{PRECEDENCE}\n\nArgs:\n"
+        + "".join(f"    {name}: {text}\n" for name, text in help_texts.items())
+    )
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"Graft: data-prep, pretrain, transfer-finetune, tune, evaluate, export. "
+        f"{PRECEDENCE}",
+    )(training_pipeline)
