@@ -212,7 +212,7 @@ def running_cluster(images: Images) -> Iterator[ContainerCluster]:
                 images.mlflow,
                 "server",
                 "--backend-store-uri",
-                f"postgresql://mlflow:{PG_PASSWORD}@127.0.0.1:{pg_port}/postgres",
+                f"postgresql+psycopg2://mlflow:{PG_PASSWORD}@127.0.0.1:{pg_port}/postgres",
                 "--artifacts-destination",
                 f"s3://{BUCKET}/mlflow",
                 "--host",

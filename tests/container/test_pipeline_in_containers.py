@@ -100,7 +100,9 @@ def test_a_pod_with_no_tracking_server_ends_with_one_error_line(
         config_json=config.to_json(), kfp_run_id="no-server"
     )
     logs = capfd.readouterr()
-    errors = [line for line in (logs.out + logs.err).splitlines() if line.startswith("error:")]
+    # KFP's runner indents the container's lines
+    lines = [line.strip() for line in (logs.out + logs.err).splitlines()]
+    errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, logs.out[-3000:]
     assert "inside this pipeline pod" in errors[0] and "MLFLOW_TRACKING_URI" in errors[0]
     assert "Traceback" not in logs.out + logs.err

@@ -274,7 +274,7 @@ def test_no_secret_values_in_rendered_output(
     text = "\n".join(manifests.values())
     # the database URI is assembled by the kubelet from the Secret-backed variable
     assert "$(DB_PASSWORD)@" in text
-    assert not re.search(r"postgresql://[^:]+:(?!\$\(DB_PASSWORD\))[^@\s]+@", text)
+    assert not re.search(r"postgresql(?:\+psycopg2)?://[^:]+:(?!\$\(DB_PASSWORD\))[^@\s]+@", text)
 
 
 def test_secrets_cannot_be_passed_as_values() -> None:
@@ -307,7 +307,7 @@ def test_mlflow_server_command_and_database_wiring() -> None:
         "MLFLOW_BACKEND_STORE_URI"
     ), "$(VAR) expansion needs DB_PASSWORD defined first"
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == (
-        f"postgresql://mlflow:$(DB_PASSWORD)@{RELEASE}-postgresql:5432/mlflow"
+        f"postgresql+psycopg2://mlflow:$(DB_PASSWORD)@{RELEASE}-postgresql:5432/mlflow"
     )
     one(objs, "StatefulSet", f"{RELEASE}-postgresql")
     svc = one(objs, "Service", f"{RELEASE}-mlflow")
