@@ -10,8 +10,15 @@ from typing import Any
 import boto3
 import pytest
 import torch
-from docker_services import BUCKET, ContainerCluster, Images, logged, stage_runs
+from docker_services import (
+    BUCKET,
+    ContainerCluster,
+    Images,
+    logged,
+    stage_runs,
+)
 from kfp import local
+from pretrain_only import pretrain_pipeline
 
 from graft.config import GraftConfig, load_config
 from graft.kfp.components import make_components
@@ -70,11 +77,12 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
         raise_on_error=False,
     )
     components = make_components(images.graft)
+    pretrain = pretrain_pipeline(components)
     prep = _prepare(components, config, "killed")
     inputs = {
         "config_json": config.to_json(),
         "parent_run_id": prep.outputs["Output"],
-        "dataset": prep.outputs["dataset"],
+        "dataset_uri": prep.outputs["dataset"].uri,
     }
 
     killed: list[str] = []
@@ -89,12 +97,12 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
 
     killer = threading.Thread(target=kill_after_the_first_checkpoint, daemon=True)
     killer.start()
-    components["pretrain"](**inputs)  # fails: its container is killed
+    pretrain(**inputs)  # fails: its container is killed
     killer.join(timeout=60)
     assert killed, "no pretrain container was running when its first checkpoint appeared"
 
     # KFP's retry: the same task, same inputs, a new container with an empty filesystem
-    resumed = components["pretrain"](**inputs)
+    resumed = pretrain(**inputs)
     killed_run, resumed_run = stage_runs(container_cluster, prep.outputs["Output"], "pretrain")
     assert killed_run.info.status == "RUNNING"  # SIGKILL: nothing in the container ended it
     assert resumed_run.info.status == "FINISHED"
@@ -106,13 +114,13 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
     assert resumed_from == epochs[0] - 1
 
     clean_prep = _prepare(components, config, "uninterrupted")
-    clean = components["pretrain"](
+    clean = pretrain(
         config_json=config.to_json(),
         parent_run_id=clean_prep.outputs["Output"],
-        dataset=clean_prep.outputs["dataset"],
+        dataset_uri=clean_prep.outputs["dataset"].uri,
     )
-    resumed_model, _ = load_checkpoint_model(resumed.outputs["model"].path)
-    clean_model, _ = load_checkpoint_model(clean.outputs["model"].path)
+    resumed_model, _ = load_checkpoint_model(resumed.output.path)
+    clean_model, _ = load_checkpoint_model(clean.output.path)
     for (name, a), (_, b) in zip(
         clean_model.state_dict().items(), resumed_model.state_dict().items(), strict=True
     ):

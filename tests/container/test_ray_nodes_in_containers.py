@@ -19,6 +19,7 @@ from docker_services import (
     stage_runs,
 )
 from kfp import local
+from pretrain_only import pretrain_pipeline
 
 from graft.config import load_config
 from graft.kfp.components import make_components
@@ -133,12 +134,14 @@ def test_ddp_across_ray_node_containers_finishes_after_a_node_is_killed(
 
         killer = threading.Thread(target=kill_a_node_mid_fit, daemon=True)
         killer.start()
-        pre = components["pretrain"](
-            config_json=config.to_json(), parent_run_id=parent, dataset=prep.outputs["dataset"]
+        pre = pretrain_pipeline(components)(
+            config_json=config.to_json(),
+            parent_run_id=parent,
+            dataset_uri=prep.outputs["dataset"].uri,
         )
         killer.join(timeout=120)
         assert not killer.is_alive()
-        assert Path(pre.outputs["model"].path, "model.pt").exists()
+        assert Path(pre.output.path, "model.pt").exists()
 
         (pretrain,) = stage_runs(container_cluster, parent, "pretrain")
         assert pretrain.info.status == "FINISHED"
