@@ -20,6 +20,7 @@ from docker_services import (
 )
 from kfp import local
 from pretrain_only import pretrain_pipeline
+from ray._private import services
 
 from graft.config import load_config
 from graft.kfp.components import make_components
@@ -29,6 +30,10 @@ from servers import free_port
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
 
 PREFIX = "ray-nodes"
+# This machine's own address as Ray finds it: a driver in a container on the host network
+# connects as a node of that address, so the nodes register under it too (all of it stays on
+# this machine's interfaces).
+NODE_IP = services.get_node_ip_address()
 
 
 def _start_node(name: str, image: str, env: dict[str, str], *ray_args: str) -> None:
@@ -45,7 +50,7 @@ def _start_node(name: str, image: str, env: dict[str, str], *ray_args: str) -> N
             *flags,
             image,
             "start",
-            "--node-ip-address=127.0.0.1",
+            f"--node-ip-address={NODE_IP}",
             "--block",
             *ray_args,
         ],
@@ -87,14 +92,18 @@ def test_ddp_across_ray_node_containers_finishes_after_a_node_is_killed(
     head, first, second, replacement = (
         f"graft-ray-{role}-{run}" for role in ("head", "node1", "node2", "node3")
     )
-    gcs = f"127.0.0.1:{free_port()}"
+    gcs = f"{NODE_IP}:{free_port()}"
     env = container_cluster.pod_environment()
-    node_env = {key: env[key] for key in env if key.startswith("AWS_")}
+    # a job's driver runs on the head and its workers on the nodes: like the pods, they get
+    # the tracking server and S3 from their environment
+    node_env = {key: env[key] for key in env if key.startswith(("AWS_", "MLFLOW_"))}
+    dashboard = f"http://{NODE_IP}:{free_port()}"
     try:
         # the head schedules no training worker: each of the two workers needs a node's CPU
         _start_node(
             head, images.graft, node_env, "--head", f"--port={gcs.split(':')[1]}",
-            "--num-cpus=0", "--include-dashboard=false",
+            "--num-cpus=0", "--include-dashboard=true", f"--dashboard-host={NODE_IP}",
+            f"--dashboard-port={dashboard.rsplit(':', 1)[1]}",
         )  # fmt: skip
         for name in (first, second):
             _start_node(name, images.graft, node_env, f"--address={gcs}", "--num-cpus=1")
@@ -104,9 +113,13 @@ def test_ddp_across_ray_node_containers_finishes_after_a_node_is_killed(
             preset="tiny",
             overrides=[
                 "tracking.experiment_name=ray-nodes",
+                # the stage runs as a Ray job on the cluster, its folders staged through S3: a
+                # pod is no Ray node, so it submits rather than joins
                 "ray.mode=address",
                 f"ray.address={gcs}",
-                "ray.submit=driver",
+                f"ray.dashboard_address={dashboard}",
+                "ray.submit=job",
+                f"ray.staging_uri=s3://{BUCKET}/staging",
                 f"ray.storage_uri=s3://{BUCKET}/{PREFIX}",
                 "pretrain.num_workers=2",
                 "pretrain.epochs=40",  # long enough for the kill to land mid-fit
