@@ -126,3 +126,20 @@ def s3_answers(endpoint: str) -> bool:
     except (BotoCoreError, ClientError):
         return False
     return True
+
+
+def mlflow_server_args(backend_store: str, artifacts: str, port: int) -> list[str]:
+    """`mlflow` arguments for a tracking server on 127.0.0.1 that proxies its artifacts."""
+    return [
+        "server",
+        "--backend-store-uri",
+        backend_store,
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]

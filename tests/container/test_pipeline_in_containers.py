@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from graft.config import load_config
 from graft.kfp.components import make_components
 from graft.kfp.container_run import container_run_args, prepare_pipeline_root, run_in_containers
+from pipeline_runs import pipeline_runs
 from servers import S3_ACCESS_KEY, S3_SECRET_KEY
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
@@ -38,20 +39,12 @@ def test_the_tiny_pipeline_runs_in_containers_and_keeps_its_data_on_the_servers(
 
     # every run, the registry and its aliases are on the server, not in a container
     client = MlflowClient(container_cluster.tracking_uri, container_cluster.tracking_uri)
-    experiment = client.get_experiment_by_name("containers")
-    runs = client.search_runs([experiment.experiment_id], max_results=200)
-    (parent,) = [r for r in runs if r.data.tags.get("graft.kind") == "pipeline"]
-    children = {
-        r.data.tags["graft.stage"]: r
-        for r in runs
-        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-    }
+    runs = pipeline_runs(client, "containers")
+    children = runs.stages
+    assert runs.parent.info.status == "FINISHED"
     assert set(children) == STAGES
     assert all(r.info.status == "FINISHED" for r in children.values())
-    trials = [
-        r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["tune"].info.run_id
-    ]
-    assert len(trials) == config.tune.num_samples
+    assert len(runs.trials) == config.tune.num_samples
     champion = client.get_model_version_by_alias("graft-containers", "champion")
     assert champion.version == summary["model_version"]
     assert champion.run_id == children["export"].info.run_id

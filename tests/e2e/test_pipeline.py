@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from graft.config import load_config
 from graft.tune.runs import OUTCOME_TAG
+from pipeline_runs import pipeline_runs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -63,23 +64,12 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     assert Path(summary["onnx"]).stat().st_size > 0
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-    experiment = client.get_experiment_by_name("e2e")
-    runs = client.search_runs([experiment.experiment_id], max_results=200)
-    parents = [r for r in runs if r.data.tags.get("graft.kind") == "pipeline"]
-    assert len(parents) == 1
-    parent = parents[0]
+    runs = pipeline_runs(client, "e2e")
+    parent, children, trials = runs.parent, runs.stages, runs.trials
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["graft.dataset_hash"]
-    children = {
-        r.data.tags["graft.stage"]: r
-        for r in runs
-        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-    }
     assert set(children) == STAGES
     assert all(r.info.status == "FINISHED" for r in children.values())
-    trials = [
-        r for r in runs if r.data.tags.get("mlflow.parentRunId") == children["tune"].info.run_id
-    ]
     assert len(trials) == tiny.tune.num_samples
     assert all("val_accuracy" in r.data.metrics for r in trials)
     # the search ended every trial's run with how the trial ended, ASHA's cuts included
