@@ -44,8 +44,8 @@ def check_cluster_can_track(config: GraftConfig) -> None:
     stage) must log to a tracking server: a file or SQLite store would stay in the pod."""
     if config.ray.mode != "rayjob" and not config.ray.staging_uri:
         return
-    uri = config.resolved_tracking_uri()
-    if not uri.startswith(("http://", "https://", "databricks")):
+    if not config.tracks_to_a_server():
+        uri = config.resolved_tracking_uri()
         raise ConfigError(
             f"tracking.tracking_uri is '{uri}', which the cluster's pods cannot write to; a "
             "stage run there (ray.mode=rayjob or ray.staging_uri set) needs an MLflow tracking "

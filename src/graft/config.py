@@ -26,6 +26,8 @@ config_logger = logging.getLogger(__name__)
 
 # MLflow's own variable: honoured when the config names no tracking server.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# URIs of a tracking server, which pods on other machines reach; anything else is a file
+REMOTE_TRACKING_SCHEMES = ("http://", "https://", "databricks")
 
 
 class Strict(BaseModel):
@@ -1072,6 +1074,10 @@ _K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 _K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 
 
+# cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
+SHM_VOLUME = ("dshm", "/dev/shm")
+
+
 class ClusterConfig(Strict):
     """How the compiled pipeline runs on Kubernetes; read at `graft compile` time."""
 
@@ -1386,6 +1392,10 @@ class GraftConfig(Strict):
         if from_env.strip():
             return from_env.strip()
         return f"sqlite:///{(self.work_path / 'mlflow.db').resolve()}"
+
+    def tracks_to_a_server(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether runs go to a tracking server rather than a file on this machine."""
+        return self.resolved_tracking_uri(environ).startswith(REMOTE_TRACKING_SCHEMES)
 
     def s3_locations(self) -> list[str]:
         """The dotted keys of every ``s3://`` location this config names: the pods that run

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from graft.config import GraftConfig, StageResources
+from graft.config import SHM_VOLUME, ClusterConfig, GraftConfig, StageResources
 from graft.ray_cluster import train_env_defaults
 from graft.stage_command import RayStage, StageInputs, stage_command
 
@@ -53,7 +53,7 @@ def build_rayjob(
     config: GraftConfig, stage: RayStage, inputs: StageInputs, image: str
 ) -> dict[str, Any]:
     """The RayJob object for ``stage`` (a dict ready for ``yaml.safe_dump``)."""
-    from graft.kfp.pipeline import PIPELINE_POD_LABEL, SHM_VOLUME
+    from graft.kfp.pipeline import PIPELINE_POD_LABEL
 
     entrypoint = stage_command(config, stage, inputs)
     settings = config.ray.rayjob
@@ -68,8 +68,6 @@ def build_rayjob(
     # only pods with the pipeline label reach it
     pod_labels = labels | dict([PIPELINE_POD_LABEL])
     env = _secret_env(config)
-    # the Ray pods get the pipeline pods' image pull secrets and /dev/shm (cluster block)
-    shm = (*SHM_VOLUME, config.cluster.shm_size) if config.cluster.shm_size else None
     spec: dict[str, Any] = {
         "entrypoint": entrypoint,
         "runtimeEnvYAML": yaml.safe_dump({"env_vars": train_env_defaults()}, sort_keys=True),
@@ -93,7 +91,7 @@ def build_rayjob(
                         "securityContext": RAY_CONTAINER_SECURITY,
                     }
                 ],
-                **_pull_secrets(config),
+                **_pull_secrets(config.cluster),
             },
         },
         "rayClusterSpec": {
@@ -108,8 +106,7 @@ def build_rayjob(
                     env,
                     pod_labels,
                     None,
-                    config,
-                    shm,
+                    config.cluster,
                 ),
             },
             "workerGroupSpecs": [
@@ -126,8 +123,7 @@ def build_rayjob(
                         env,
                         pod_labels,
                         workers,
-                        config,
-                        shm,
+                        config.cluster,
                     ),
                 }
             ],
@@ -160,8 +156,7 @@ def _pod_template(
     env: list[dict[str, Any]],
     labels: dict[str, str],
     placement: StageResources | None,
-    config: GraftConfig,
-    shm: tuple[str, str, str] | None,
+    cluster: ClusterConfig,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         # KubeRay takes the first container as the Ray container
@@ -173,11 +168,14 @@ def _pod_template(
     if env:
         container["env"] = env
     pod: dict[str, Any] = {"securityContext": _pod_security(), "containers": [container]}
-    pod.update(_pull_secrets(config))
-    if shm is not None:
-        volume, path, size = shm
+    # the Ray pods get the pipeline pods' image pull secrets and /dev/shm (cluster block)
+    pod.update(_pull_secrets(cluster))
+    if cluster.shm_size:
+        volume, path = SHM_VOLUME
         container["volumeMounts"] = [{"name": volume, "mountPath": path}]
-        pod["volumes"] = [{"name": volume, "emptyDir": {"medium": "Memory", "sizeLimit": size}}]
+        pod["volumes"] = [
+            {"name": volume, "emptyDir": {"medium": "Memory", "sizeLimit": cluster.shm_size}}
+        ]
     if placement is not None and placement.node_selector:
         pod["nodeSelector"] = dict(placement.node_selector)
     if placement is not None and placement.tolerations:
@@ -187,8 +185,8 @@ def _pod_template(
     return {"metadata": {"labels": labels}, "spec": pod}
 
 
-def _pull_secrets(config: GraftConfig) -> dict[str, Any]:
-    secrets = config.cluster.image_pull_secrets
+def _pull_secrets(cluster: ClusterConfig) -> dict[str, Any]:
+    secrets = cluster.image_pull_secrets
     return {"imagePullSecrets": [{"name": name} for name in secrets]} if secrets else {}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from graft.config import DEFAULT_PRESET, ClusterConfig, GraftConfig, StageName
+from graft.config import DEFAULT_PRESET, SHM_VOLUME, ClusterConfig, GraftConfig, StageName
 from graft.kfp.components import make_components
 from graft.kfp.run_parameters import PRECEDENCE, parameter_help
 
@@ -17,8 +17,6 @@ PIPELINE_NAME = "graft-training"
 # The chart's NetworkPolicy lets only pods with this label reach the MLflow server.
 PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
-# cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
-SHM_VOLUME = ("dshm", "/dev/shm")
 
 
 def apply_cluster_settings(

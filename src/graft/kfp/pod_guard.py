@@ -21,7 +21,6 @@ from graft.errors import ConfigError
 KFP_POD_ENV = ("KFP_POD_NAME", "KFP_POD_UID")
 # Stages whose work Ray Train checkpoints, and which a KFP retry reruns from the top.
 CHECKPOINTED_STAGES: tuple[StageName, ...] = ("pretrain", "transfer-finetune", "tune")
-REMOTE_TRACKING_SCHEMES = ("http://", "https://", "databricks")
 
 
 def in_pipeline_pod(environ: Mapping[str, str]) -> bool:
@@ -41,9 +40,9 @@ def check_pipeline_pod(
 
 
 def _refuse_pod_local_tracking(config: GraftConfig, environ: Mapping[str, str]) -> None:
-    uri = config.resolved_tracking_uri(environ)
-    if uri.startswith(REMOTE_TRACKING_SCHEMES):
+    if config.tracks_to_a_server(environ):
         return
+    uri = config.resolved_tracking_uri(environ)
     raise ConfigError(
         f"the MLflow tracking URI is '{uri}', a file inside this pipeline pod: each task would "
         "log to its own database, and the runs, the registered models and the test-split "
