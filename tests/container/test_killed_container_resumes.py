@@ -1,6 +1,7 @@
 """A pretrain task whose container is killed mid-run, run again as KFP retries it: the new
 container resumes from the checkpoint on S3, and ends with the weights of a run never killed."""
 
+import json
 import subprocess
 import threading
 import time
@@ -19,6 +20,7 @@ from docker_services import (
 )
 from kfp import local
 from pretrain_only import pretrain_pipeline
+from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 from graft.config import GraftConfig, load_config
 from graft.kfp.components import make_components
@@ -31,7 +33,11 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
 PREFIX = "ray-kill"
 
 
-def _checkpoints(cluster: ContainerCluster) -> list[str]:
+def _registered_checkpoint(cluster: ContainerCluster) -> bool:
+    """Whether Ray Train has recorded a checkpoint in its run state on S3, which is what a new
+    container resumes from. A checkpoint's files appear before that record (Ray Train uploads
+    them, then the controller writes its snapshot): a kill between the two would leave a retry
+    nothing to resume, so waiting for the files alone made this test flaky."""
     s3 = boto3.client(
         "s3",
         endpoint_url=cluster.s3_endpoint,
@@ -40,8 +46,17 @@ def _checkpoints(cluster: ContainerCluster) -> list[str]:
         region_name="us-east-1",
     )
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/")
-    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
-    return sorted({key.rsplit("/", 1)[0] for key in keys if "/checkpoint_" in key})
+    snapshots = [
+        item["Key"]
+        for page in pages
+        for item in page.get("Contents", [])
+        if item["Key"].endswith(f"/{CHECKPOINT_MANAGER_SNAPSHOT_FILENAME}")
+    ]
+    for key in snapshots:
+        state = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        if state.get("latest_checkpoint_result") is not None:
+            return True
+    return False
 
 
 def _task_containers(image: str) -> list[str]:
@@ -87,19 +102,19 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
 
     killed: list[str] = []
 
-    def kill_after_the_first_checkpoint() -> None:
+    def kill_after_the_first_registered_checkpoint() -> None:
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not _checkpoints(container_cluster):
+        while time.monotonic() < deadline and not _registered_checkpoint(container_cluster):
             time.sleep(1)
         killed.extend(_task_containers(images.graft))
         for container in killed:
             subprocess.run(["docker", "kill", container], check=False, timeout=60)
 
-    killer = threading.Thread(target=kill_after_the_first_checkpoint, daemon=True)
+    killer = threading.Thread(target=kill_after_the_first_registered_checkpoint, daemon=True)
     killer.start()
     pretrain(**inputs)  # fails: its container is killed
     killer.join(timeout=60)
-    assert killed, "no pretrain container was running when its first checkpoint appeared"
+    assert killed, "no pretrain container was running when its first checkpoint was recorded"
 
     # KFP's retry: the same task, same inputs, a new container with an empty filesystem
     resumed = pretrain(**inputs)
