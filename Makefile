@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,server]"
 	touch $@
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -43,9 +43,10 @@ run-tiny: setup
 # One fixed test order, so that a failure reproduces; `make test-random` shuffles it
 # (pytest-randomly, seed printed: rerun one order with RANDOM_SEED=<seed>) to show that no
 # test leans on another having run first.
+# --durations: the slowest tests, in CI's log too, for keeping the suite under its time budget
 test: setup data chromium
 	mkdir -p $(RAY_TMPDIR)
-	$(PY) -m pytest -m "not slow" -q -p no:randomly
+	$(PY) -m pytest -m "not slow" -q -p no:randomly --durations=25
 
 # The seed is drawn here and printed, since -q hides pytest-randomly's own header line.
 ifeq ($(origin RANDOM_SEED),undefined)
@@ -93,7 +94,7 @@ image: engine
 	images/standin-base.sh $(PYTHON_BASE)
 	$(if $(TORCH_WHEELS),cp -u $(TORCH_WHEELS) images/site/)
 	$(if $(wildcard $(HOST_CA)),cp -u $(HOST_CA) images/site/ca-bundle.crt)
-	@echo "building $(IMAGE) (3-5 min on a fresh machine) and $(MLFLOW_IMAGE)"
+	@echo "building $(IMAGE) (about 10 min on a fresh machine, seconds when cached) and $(MLFLOW_IMAGE)"
 	$(DOCKER_BUILD) -f images/Dockerfile.cpu -t $(IMAGE) --build-arg GRAFT_VERSION=$(VERSION) .
 	$(DOCKER_BUILD) -f images/Dockerfile.mlflow -t $(MLFLOW_IMAGE) images/
 	@docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' $(IMAGE)

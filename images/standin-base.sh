@@ -15,7 +15,8 @@ set -euo pipefail
 TAG="${1:?usage: images/standin-base.sh <image tag>}"
 CACHE="${GRAFT_CACHE:-${HOME}/.cache/graft}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-TARBALL="${CACHE}/standin-bookworm-python.tar"
+# v2: without debootstrap's downloaded .debs, and with the official images' apt cleanup
+TARBALL="${CACHE}/standin-bookworm-python-v2.tar"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -33,7 +34,17 @@ if [[ ! -s "${TARBALL}" ]]; then
   debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
     bookworm "${root}" "${MIRROR}" >/dev/null
   ln -sf python3 "${root}/usr/bin/python"
-  rm -rf "${root}"/var/lib/apt/lists/* "${root}"/var/cache/apt/*.bin
+  # As Debian's official images do: no package archives in the image, and apt removes what it
+  # downloads after each install (their /etc/apt/apt.conf.d/docker-clean), so an
+  # `apt-get install` in a Dockerfile leaves no .debs in its layer.
+  rm -rf "${root}"/var/lib/apt/lists/* "${root}"/var/cache/apt/*.bin \
+    "${root}"/var/cache/apt/archives/*.deb
+  cat >"${root}/etc/apt/apt.conf.d/docker-clean" <<'CONF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+CONF
   mkdir -p "${CACHE}"
   tar -C "${root}" -cf "${TARBALL}.part" .
   mv "${TARBALL}.part" "${TARBALL}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import subprocess
@@ -15,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from graft.config import DEFAULT_PRESET, GraftConfig, load_config
+from graft.config_env import environment_overrides
 from graft.errors import ConfigError, GraftError
 from graft.kfp.run_parameters import PRECEDENCE
 from graft.stage_command import RayStage, StageInputs
@@ -41,12 +43,25 @@ PresetOption = Annotated[
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override one key, e.g. --set finetune.epochs=3 (repeat)."),
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override one key, e.g. --set finetune.epochs=3 (repeat). Wins over the "
+        "environment's GRAFT_<SECTION>__<KEY> variables (GRAFT_FINETUNE__EPOCHS=3), which win "
+        "over --config.",
+    ),
 ]
 
 
+def _load_config(
+    config: Path | None, preset: str | None, overrides: list[str] | None
+) -> GraftConfig:
+    """The preset, the config file, the ``GRAFT_<SECTION>__<KEY>`` environment, then --set."""
+    return load_config(config, preset, [*environment_overrides(os.environ), *(overrides or [])])
+
+
 def _config(config: Path | None, preset: str | None, overrides: list[str] | None) -> GraftConfig:
-    resolved = load_config(config, preset, overrides)
+    resolved = _load_config(config, preset, overrides)
     # Stages run in other processes (KFP tasks, Ray workers): pin the working folder.
     resolved.work_dir = str(Path(resolved.work_dir).resolve())
     return resolved
@@ -149,7 +164,7 @@ def compile_(
     from graft.kfp.compile import compile_all
     from graft.kfp.pipeline import DEFAULT_IMAGE
 
-    resolved = load_config(config, preset, set_)
+    resolved = _load_config(config, preset, set_)
     written = compile_all(
         pipelines_dir, components_dir, image or DEFAULT_IMAGE, resolved, preset or DEFAULT_PRESET
     )
@@ -163,10 +178,10 @@ def show_config(
     preset: PresetOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Print the resolved configuration (preset < file < --set) as YAML."""
+    """Print the resolved configuration (preset < file < GRAFT_ environment < --set) as YAML."""
     import yaml
 
-    resolved = load_config(config, preset, set_)
+    resolved = _load_config(config, preset, set_)
     typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
 
 
@@ -178,6 +193,11 @@ def ui(
     port: Annotated[int, typer.Option(help="Port for the MLflow UI.")] = 5000,
 ) -> None:
     """Open the MLflow UI on the local tracking store of a run folder."""
+    if not _mlflow_server_installed():
+        raise GraftError(
+            "the MLflow UI needs MLflow's server, which this install leaves out (the images "
+            "carry only its client): pip install 'graft[server]'"
+        )
     db = (work_dir / "mlflow.db").resolve()
     if not db.exists():
         raise GraftError(f"no MLflow store at {db}; run `graft run` first or pass --work-dir")
@@ -197,6 +217,16 @@ def ui(
     ]
     console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
     raise typer.Exit(subprocess.call(command))
+
+
+def _mlflow_server_installed() -> bool:
+    # `mlflow` (the full distribution) brings the server and the web UI; `mlflow-skinny`,
+    # which is all that Graft itself needs, has neither.
+    try:
+        importlib.metadata.version("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 HostOption = Annotated[
@@ -291,12 +321,13 @@ def submit(
 ) -> None:
     """Start one run of the compiled pipeline on a KFP server and print its URL.
 
-    The resolved config (preset < --config < --set) is sent as the run's `config_json`
-    parameter; paths in it (work_dir, data.source) are read inside the pipeline's pods.
+    The resolved config (preset < --config < GRAFT_ environment < --set) is sent as the run's
+    `config_json` parameter; paths in it (work_dir, data.source) are read inside the
+    pipeline's pods.
     """
     from graft.kfp.client import submit_run
 
-    resolved = load_config(config, preset, set_)
+    resolved = _load_config(config, preset, set_)
     submitted = submit_run(
         host,
         package,
@@ -349,7 +380,7 @@ def schedule(
     from graft.kfp.client import schedule_run, validate_cron
 
     cron = validate_cron(cron)
-    resolved = load_config(config, preset, set_)
+    resolved = _load_config(config, preset, set_)
     scheduled = schedule_run(
         host,
         package,
@@ -633,7 +664,7 @@ def rayjob(
     from graft.kfp.pipeline import DEFAULT_IMAGE
     from graft.rayjob_manifest import rayjob_yaml
 
-    resolved = load_config(config, preset, set_)
+    resolved = _load_config(config, preset, set_)
     stage, inputs = _stage_inputs(
         name, dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir
     )
@@ -707,11 +738,24 @@ def lr_find(
     typer.echo(f"--set {sweep.lr_key}={sweep.suggested_lr:.3g}")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level() -> str:
+    level = os.environ.get("GRAFT_LOG_LEVEL", "WARNING").strip().upper()
+    if level not in LOG_LEVELS:
+        raise GraftError(
+            f"GRAFT_LOG_LEVEL={os.environ['GRAFT_LOG_LEVEL']!r} is not a log level; use one of "
+            f"{', '.join(LOG_LEVELS)} (any case)"
+        )
+    return level
+
+
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("GRAFT_LOG_LEVEL", "WARNING"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     try:
+        logging.basicConfig(level=_log_level())
         app()
     except GraftError as exc:
         # escaped: a message may quote a log line with [brackets] that rich would parse
