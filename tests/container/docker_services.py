@@ -68,6 +68,7 @@ def build_images(context: Path) -> Images:
     """`make image` (engine, stand-in base, both images), then the test services image (its
     build context made in ``context``)."""
     built = _make("image", timeout=1500)
+    context.mkdir(parents=True, exist_ok=True)
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     shutil.copy(weed, context / "weed")
     shutil.copy(REPO / "tests/container/Dockerfile.services", context / "Dockerfile")

@@ -201,8 +201,12 @@ def test_torch_is_pinned_and_installed_before_the_project(name: str, index: str)
     runs = build.args("RUN")
     torch_at = next(i for i, r in enumerate(runs) if "torch==${TORCH_VERSION}" in r)
     assert '--index-url "${TORCH_INDEX_URL}"' in runs[torch_at]
-    project_at = next(i for i, r in enumerate(runs) if 'pip install "."' in r)
-    assert torch_at < project_at
+    # the dependencies (which would otherwise pull a CUDA torch) come after torch, and the
+    # project's own install adds nothing to them
+    deps_at = next(i for i, r in enumerate(runs) if "pip install -r /tmp/requirements.txt" in r)
+    project_at = next(i for i, r in enumerate(runs) if 'pip install --no-deps "."' in r)
+    assert torch_at < deps_at < project_at
+    assert "pip check" in runs[project_at]
 
 
 @pytest.mark.parametrize("name", GRAFT_IMAGES)
