@@ -65,6 +65,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
 
 compile: setup
 	$(GRAFT) compile

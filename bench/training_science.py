@@ -54,7 +54,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from graft.config import GraftConfig, PhaseConfig, TrainConfig, load_config
 from graft.data.holdout import default_holdout_dir, load_holdout
-from graft.data.prepare import DataManifest, load_split, prepare_dataset
+from graft.data.manifest import DataManifest
+from graft.data.prepare import load_split, prepare_dataset
 from graft.nn.models import GraftNet, ModelSpec, build_model
 from graft.nn.transfer import apply_phase, set_train_mode, transfer_model, transfer_spec
 from graft.train.loop import evaluate_model, phases_for, seed_everything

@@ -119,7 +119,7 @@ def untrained_model_dir() -> Callable[..., Path]:
     # imported here, not at the top: the deploy tests load this conftest without torch
     import torch
 
-    from graft.data.prepare import DataManifest
+    from graft.data.manifest import DataManifest
     from graft.nn.models import ModelSpec, build_model
     from graft.train.loop import save_model_dir
     from graft.train.requests import source_model_spec

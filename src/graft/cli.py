@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from graft.config import DEFAULT_PRESET, GraftConfig, load_config
+from graft.config import DEFAULT_IMAGE, DEFAULT_PRESET, GraftConfig, load_config
 from graft.config_env import environment_overrides
 from graft.errors import ConfigError, GraftError
 from graft.kfp.run_parameters import PRECEDENCE
@@ -162,7 +162,6 @@ def compile_(
     set_: SetOption = None,
 ) -> None:
     from graft.kfp.compile import compile_all
-    from graft.kfp.pipeline import DEFAULT_IMAGE
 
     resolved = _load_config(config, preset, set_)
     written = compile_all(
@@ -661,7 +660,6 @@ def rayjob(
     `ray.rayjob` sets the image, TTL, deadline and retries. The folders must be paths the
     cluster's pods can read (a shared volume or s3://).
     """
-    from graft.kfp.pipeline import DEFAULT_IMAGE
     from graft.rayjob_manifest import rayjob_yaml
 
     resolved = _load_config(config, preset, set_)

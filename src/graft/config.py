@@ -1076,6 +1076,12 @@ _K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 
 # cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
 SHM_VOLUME = ("dshm", "/dev/shm")
+# Every pipeline pod and RayJob pod carries it: the chart's NetworkPolicy lets only pods with
+# this label reach the MLflow server.
+PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
+# The image of the compiled pipeline and of RayJobs unless `--image` or ray.rayjob.image names
+# another.
+DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
 
 
 class ClusterConfig(Strict):

@@ -19,7 +19,13 @@ from typing import Any
 
 import yaml
 
-from graft.config import SHM_VOLUME, ClusterConfig, GraftConfig, StageResources
+from graft.config import (
+    PIPELINE_POD_LABEL,
+    SHM_VOLUME,
+    ClusterConfig,
+    GraftConfig,
+    StageResources,
+)
 from graft.ray_cluster import train_env_defaults
 from graft.stage_command import RayStage, StageInputs, stage_command
 
@@ -53,7 +59,6 @@ def build_rayjob(
     config: GraftConfig, stage: RayStage, inputs: StageInputs, image: str
 ) -> dict[str, Any]:
     """The RayJob object for ``stage`` (a dict ready for ``yaml.safe_dump``)."""
-    from graft.kfp.pipeline import PIPELINE_POD_LABEL
 
     entrypoint = stage_command(config, stage, inputs)
     settings = config.ray.rayjob

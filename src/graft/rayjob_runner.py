@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graft.config import GraftConfig, RayJobConfig
+from graft.config import DEFAULT_IMAGE, GraftConfig, RayJobConfig
 from graft.errors import RayJobError
 from graft.rayjob_manifest import build_rayjob
 from graft.stage_command import (
@@ -133,7 +133,6 @@ def run_stage_as_rayjob(
     config: GraftConfig, stage: RayStage, inputs: StageInputs
 ) -> dict[str, Any]:
     """Run ``stage`` as a RayJob; its output dataclass as a dict (paths as the job wrote them)."""
-    from graft.kfp.pipeline import DEFAULT_IMAGE
 
     settings = config.ray.rayjob
     manifest = build_rayjob(config, stage, inputs, settings.image or DEFAULT_IMAGE)

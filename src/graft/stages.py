@@ -20,7 +20,8 @@ from graft import tracking
 from graft.cluster_stage import run_stage_on_cluster
 from graft.config import LR_SEARCH_KEY, GraftConfig
 from graft.data.holdout import HoldoutManifest, default_holdout_dir, load_holdout
-from graft.data.prepare import DataManifest, load_split, prepare_dataset
+from graft.data.manifest import DataManifest
+from graft.data.prepare import load_split, prepare_dataset
 from graft.data.splits import SPLIT_MANIFEST_FILE, read_task_splits
 from graft.errors import ConfigError
 from graft.evaluate.finetune_cv import cross_validate_finetune

@@ -23,6 +23,7 @@ from graft.ray_cluster import ensure_ray, shutdown_ray
 from graft.train.fit import fit
 from graft.train.requests import pretrain_request
 from graft.tune import search
+from graft.tune import trial as tune_trial
 from graft.tune.runs import OUTCOME_TAG, STOP_REASON_TAG, trial_runs
 from graft.tune.search import run_search
 
@@ -133,7 +134,7 @@ def _start_then_block(
     """A trial that makes its MLflow run, as run_trial does before its fit, then waits to be
     stopped: one whose workers are slow to start, held for as long as the test needs. It
     makes the file ``held`` once it waits."""
-    trial = search.start_trial(
+    trial = tune_trial.start_trial(
         params,
         kwargs["base_config_json"],
         kwargs["tune_run_id"],
@@ -205,7 +206,7 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
     def first_trains_later_ones_held(params: dict[str, Any], **kwargs: Any) -> None:
         if not _first_to_arrive(first):
             _start_then_block(params, **kwargs)
-        search.run_trial(params, **kwargs)
+        tune_trial.run_trial(params, **kwargs)
 
     parent = tracking.start_pipeline_run(config, "test")
     result = search.run_search(
@@ -340,7 +341,7 @@ def test_trials_stopped_before_their_first_epoch_are_shown_counted_and_recorded(
             if time.monotonic() > deadline:
                 raise TimeoutError("the second trial never started")
             time.sleep(0.2)
-        search.run_trial(params, **kwargs)
+        tune_trial.run_trial(params, **kwargs)
 
     parent = tracking.start_pipeline_run(config, "test")
     result = search.run_search(

@@ -6,7 +6,8 @@ import pytest
 
 from graft.config import DataConfig
 from graft.data.holdout import default_holdout_dir, holdout_path, load_holdout
-from graft.data.prepare import DataManifest, check_source, load_split, prepare_dataset
+from graft.data.manifest import DataManifest
+from graft.data.prepare import check_source, load_split, prepare_dataset
 from graft.data.sources import load_source
 from graft.data.validation import row_hashes
 from graft.errors import DatasetError, StorageError

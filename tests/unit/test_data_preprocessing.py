@@ -9,7 +9,8 @@ import pytest
 
 from graft.config import DataConfig
 from graft.data.holdout import default_holdout_dir, load_holdout
-from graft.data.prepare import DataManifest, load_split, prepare_dataset
+from graft.data.manifest import DataManifest
+from graft.data.prepare import load_split, prepare_dataset
 
 
 def _tabular(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:

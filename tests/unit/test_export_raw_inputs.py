@@ -12,7 +12,7 @@ import torch
 
 from graft import stages
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import DataManifest
+from graft.data.manifest import DataManifest
 from graft.data.preprocessing import apply_missing_fill
 from graft.export.raw_inputs import RawInputModel, raw_rows, trained_network
 from graft.export.variants import onnx_logits, onnx_session, torch_logits

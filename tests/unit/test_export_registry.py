@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from graft import stages, tracking
 from graft.config import GraftConfig
-from graft.data.prepare import DataManifest
+from graft.data.manifest import DataManifest
 from graft.train.loop import MODEL_FILE
 from graft.train.requests import finetune_request
 

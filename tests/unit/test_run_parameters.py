@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import DataManifest
+from graft.data.manifest import DataManifest
 from graft.errors import ConfigError
 from graft.kfp import adapters
 from graft.kfp.compile import PIPELINE_FILE, compile_all

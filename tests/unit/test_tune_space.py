@@ -15,13 +15,8 @@ from graft.config import GraftConfig, load_config, validate_config
 from graft.errors import ConfigError
 from graft.tune.plots import param_importances, plot_search
 from graft.tune.progress import search_progress
-from graft.tune.search import (
-    active_params,
-    make_scheduler,
-    make_searcher,
-    param_space,
-    to_tune_space,
-)
+from graft.tune.search import make_scheduler, make_searcher
+from graft.tune.space import active_params, param_space, to_tune_space
 
 SPACE: dict[str, Any] = {
     "finetune.optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 
 from graft.config import DataConfig
 from graft.data.holdout import HoldoutManifest, default_holdout_dir
+from graft.data.manifest import DataManifest, TaskInfo
 from graft.data.near_duplicates import resolve_near_duplicates
 from graft.data.preprocessing import (
     MissingValueFill,
@@ -52,7 +53,6 @@ from graft.data.splits import (
     write_split_manifest,
 )
 from graft.data.validation import (
-    DuplicateReport,
     assert_disjoint,
     dataset_hash,
     drop_exact_duplicates,
@@ -64,52 +64,6 @@ from graft.errors import DatasetError
 log = logging.getLogger(__name__)
 
 TASKS = ("source", "target")
-
-
-@dataclass
-class TaskInfo:
-    classes: list[int]  # original labels, in the order of the remapped ids 0..K-1
-    class_names: list[str]
-    sizes: dict[str, int]
-    mean: list[float]  # the model stem computes (x - mean) / std; see scaling_statistics
-    std: list[float]
-
-
-@dataclass
-class DataManifest:
-    dataset_hash: str
-    source: str
-    kind: str
-    input_shape: list[int]
-    num_rows: int
-    duplicates: DuplicateReport
-    tasks: dict[str, TaskInfo] = field(default_factory=dict)
-    split_strategy: str = "stratified"
-    normalize: str = "standardize"
-    missing_fill: MissingValueFill | None = None  # tabular NaN filling fitted on train
-    feature_names: list[str] | None = None
-    near_duplicates_found: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-    @classmethod
-    def read(cls, dataset_dir: str | Path) -> DataManifest:
-        data = json.loads((Path(dataset_dir) / "manifest.json").read_text())
-        fill = data.get("missing_fill")
-        return cls(
-            dataset_hash=data["dataset_hash"],
-            source=data["source"],
-            kind=data["kind"],
-            input_shape=data["input_shape"],
-            num_rows=data["num_rows"],
-            duplicates=DuplicateReport(**data["duplicates"]),
-            tasks={name: TaskInfo(**info) for name, info in data["tasks"].items()},
-            split_strategy=data.get("split_strategy", "stratified"),
-            normalize=data.get("normalize", "standardize"),
-            missing_fill=None if fill is None else MissingValueFill(**fill),
-            feature_names=data.get("feature_names"),
-            near_duplicates_found=data.get("near_duplicates_found", 0),
-            warnings=data.get("warnings", []),
-        )
 
 
 def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:

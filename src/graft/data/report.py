@@ -25,7 +25,7 @@ from graft.data.splits import SPLITS, SplitResult
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from graft.data.prepare import DataManifest
+    from graft.data.manifest import DataManifest
 
 GALLERY_PER_CLASS = 6
 HISTOGRAM_FEATURES = 12

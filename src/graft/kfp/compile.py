@@ -6,9 +6,9 @@ from pathlib import Path
 
 from kfp import compiler
 
-from graft.config import DEFAULT_PRESET, GraftConfig, load_config
+from graft.config import DEFAULT_IMAGE, DEFAULT_PRESET, GraftConfig, load_config
 from graft.kfp.components import make_components
-from graft.kfp.pipeline import DEFAULT_IMAGE, build_pipeline
+from graft.kfp.pipeline import build_pipeline
 
 PIPELINE_FILE = "training.yaml"
 

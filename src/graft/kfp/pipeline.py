@@ -9,14 +9,19 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
-from graft.config import DEFAULT_PRESET, SHM_VOLUME, ClusterConfig, GraftConfig, StageName
+from graft.config import (
+    DEFAULT_IMAGE,
+    DEFAULT_PRESET,
+    PIPELINE_POD_LABEL,
+    SHM_VOLUME,
+    ClusterConfig,
+    GraftConfig,
+    StageName,
+)
 from graft.kfp.components import make_components
 from graft.kfp.run_parameters import PRECEDENCE, parameter_help
 
 PIPELINE_NAME = "graft-training"
-# The chart's NetworkPolicy lets only pods with this label reach the MLflow server.
-PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
-DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
 
 
 def apply_cluster_settings(

@@ -10,7 +10,7 @@ from torch import nn
 
 from graft import tracking
 from graft.config import GraftConfig
-from graft.data.prepare import DataManifest
+from graft.data.manifest import DataManifest
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import transfer_model, transfer_spec
 from graft.train.loop import FitRequest, load_checkpoint_model, phases_for

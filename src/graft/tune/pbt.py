@@ -30,7 +30,8 @@ from graft.config import (
 from graft.errors import ConfigError
 from graft.ray_cluster import TrainStorage
 from graft.train.loop import HISTORY_FILE, MODEL_FILE
-from graft.tune.search import TIME_ATTR, TRIAL_CPU, start_trial, to_tune_space, trial_storage
+from graft.tune.space import to_tune_space
+from graft.tune.trial import TIME_ATTR, TRIAL_CPU, start_trial, trial_storage
 
 log = logging.getLogger(__name__)
 

@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from graft.config import GraftConfig, SearchDimension, config_from_json, with_overrides
-from graft.errors import ConfigError, TrainingError
+from graft.config import GraftConfig
+from graft.errors import TrainingError
 from graft.ray_cluster import TrainStorage, train_storage
+from graft.tune.pbt import make_pbt_scheduler, run_pbt_trial
+from graft.tune.space import OptunaSpace, active_params, param_space
+from graft.tune.trial import TIME_ATTR, TRIAL_CPU, run_trial
 
 if TYPE_CHECKING:
-    from graft.tracking import RunLogger
     from graft.tune.runs import TrialOutcome
 
 log = logging.getLogger(__name__)
-
-TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train workers
 
 
 @dataclass
@@ -48,72 +48,6 @@ class SearchResult:
     num_before_first_epoch: int = 0  # stopped (not failed) before their first report
     best_trial_id: str = ""
     plots: list[str] = field(default_factory=list)
-
-
-def to_tune_space(space: dict[str, SearchDimension], grid: bool = False) -> dict[str, Any]:
-    """Ray Tune domains; ``grid`` turns choice and int dimensions into ``tune.grid_search``."""
-    from ray import tune
-
-    converted: dict[str, Any] = {}
-    for key, dim in space.items():
-        if dim.type == "choice":
-            values = list(dim.values or [])
-            converted[key] = tune.grid_search(values) if grid else tune.choice(values)
-            continue
-        assert dim.low is not None and dim.high is not None  # the schema guarantees bounds
-        if dim.type == "int":
-            low, high = int(dim.low), int(dim.high)
-            converted[key] = (
-                tune.grid_search(list(range(low, high + 1)))
-                if grid
-                else tune.randint(low, high + 1)
-            )
-        elif grid:
-            raise ConfigError(
-                f"tune.searcher=grid cannot enumerate the continuous dimension '{key}'; make it "
-                "'choice' with explicit values"
-            )
-        elif dim.type == "uniform":
-            converted[key] = tune.uniform(dim.low, dim.high)
-        else:
-            converted[key] = tune.loguniform(dim.low, dim.high)
-    return converted
-
-
-class OptunaSpace:
-    """Optuna define-by-run space: unconditional keys first, then each conditional key only
-    when its condition holds on the values already suggested."""
-
-    def __init__(self, space: dict[str, SearchDimension]) -> None:
-        self.space = dict(sorted(space.items(), key=lambda item: item[1].when is not None))
-
-    def __call__(self, trial: Any) -> None:
-        suggested: dict[str, Any] = {}
-        for key, dim in self.space.items():
-            if not dim.is_active(suggested):
-                continue
-            if dim.type == "choice":
-                suggested[key] = trial.suggest_categorical(key, list(dim.values or []))
-                continue
-            assert dim.low is not None and dim.high is not None
-            if dim.type == "int":
-                suggested[key] = trial.suggest_int(key, int(dim.low), int(dim.high))
-            else:
-                suggested[key] = trial.suggest_float(
-                    key, dim.low, dim.high, log=dim.type == "loguniform"
-                )
-
-
-def active_params(space: dict[str, SearchDimension], params: dict[str, Any]) -> dict[str, Any]:
-    """The sampled values a trial applies: searched keys whose condition (if any) holds."""
-    return {k: v for k, v in params.items() if k in space and space[k].is_active(params)}
-
-
-def param_space(config: GraftConfig) -> dict[str, Any]:
-    """What the Tuner gets as ``param_space`` (empty for Optuna: its space is define-by-run)."""
-    if config.tune.searcher == "optuna":
-        return {}
-    return to_tune_space(config.tune.space, grid=config.tune.searcher == "grid")
 
 
 def make_searcher(config: GraftConfig) -> Any:
@@ -163,11 +97,6 @@ def tpe_sampler(config: GraftConfig) -> Any:
         )
 
 
-# schedulers measure a trial's progress in epochs: a trial restarted from its Train checkpoint
-# reports its true epoch, while Tune's training_iteration would start again at 1
-TIME_ATTR = "epoch"
-
-
 def make_scheduler(config: GraftConfig, max_epochs: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
@@ -182,8 +111,6 @@ def make_scheduler(config: GraftConfig, max_epochs: int) -> Any:
             min_samples_required=tune_cfg.median_min_samples,
         )
     if tune_cfg.scheduler == "pbt":
-        from graft.tune.pbt import make_pbt_scheduler
-
         return make_pbt_scheduler(config)
     # hyperband: asynchronous Hyperband, i.e. ASHA over several brackets (Li et al., 2020).
     # Synchronous HyperBand pauses and resumes trials, which a Train V2 trial cannot do cheaply.
@@ -207,98 +134,6 @@ def search_stopper(config: GraftConfig, max_epochs: int) -> Any:
 
         return EpochBudgetStopper(config.tune.epoch_budget, TIME_ATTR)
     return None
-
-
-def run_trial(
-    params: dict[str, Any],
-    *,
-    base_config_json: str,
-    dataset_dir: str,
-    pretrained_dir: str,
-    tune_run_id: str,
-    trials_dir: str,
-    experiment_name: str = "",
-    trials_store: TrainStorage | None = None,
-) -> None:
-    """One trial: a nested MLflow run around a finetune fit with the trial's parameters."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from graft.train.fit import fit
-    from graft.train.requests import finetune_request
-
-    trial = start_trial(params, base_config_json, tune_run_id, trials_dir, experiment_name)
-    config, logger, trial_dir, trial_id = trial.config, trial.logger, trial.dir, trial.trial_id
-    logger.params(trial.applied)
-    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, trial.run_id)
-    store = trial_storage(trials_store, trial_dir)
-    try:
-        fit(
-            request,
-            num_workers=config.tune.workers_per_trial,
-            storage_path=store.path,
-            storage_filesystem=store.filesystem,
-            run_name=f"trial-{trial_id}",
-            output_dir=trial_dir / "model",
-            max_failures=config.finetune.checkpoint.max_failures,
-            # Tune relays a report without waiting: a trial that Tune stops keeps training
-            # until the stop reaches its workers, and each new checkpoint deletes the oldest.
-            # Two kept make it likely that the one Tune last recorded survives; the search
-            # only hands on a checkpoint that did (existing_best)
-            num_to_keep=2,
-            # the trial actor holds TRIAL_CPU: take it off the workers so a trial costs
-            # exactly what its workers ask for and max_concurrent trials fit the cluster
-            resources=config.finetune.resources,
-            cpu_discount=TRIAL_CPU / config.tune.workers_per_trial,
-            callbacks=[TuneReportCallback()],
-        )
-    except BaseException:
-        logger.terminate("KILLED")
-        raise
-    logger.terminate("FINISHED")
-
-
-@dataclass(frozen=True)
-class TrialStart:
-    """What every kind of trial sets up first: its config, MLflow run and folder."""
-
-    config: GraftConfig
-    applied: dict[str, Any]  # the trial's active search parameters
-    trial_id: str
-    run_id: str
-    logger: RunLogger  # on the trial's nested run
-    dir: Path
-
-
-def start_trial(
-    params: dict[str, Any],
-    base_config_json: str,
-    tune_run_id: str,
-    trials_dir: str,
-    experiment_name: str,
-    fixed_overrides: dict[str, Any] | None = None,
-) -> TrialStart:
-    """The trial's config (the base with its parameters and ``fixed_overrides``) and its
-    nested MLflow run under the tune stage's run (reused when the trial is restarted)."""
-    from ray import tune
-
-    from graft import tracking
-    from graft.tune.runs import trial_run
-
-    base = config_from_json(base_config_json)
-    applied = active_params(base.tune.space, params)
-    config = with_overrides(base, {**applied, **(fixed_overrides or {})})
-    trial_id = tune.get_context().get_trial_id()
-    run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
-    logger = tracking.RunLogger(config.resolved_tracking_uri(), run_id)
-    return TrialStart(config, applied, trial_id, run_id, logger, Path(trials_dir) / trial_id)
-
-
-def trial_storage(trials_store: TrainStorage | None, trial_dir: Path) -> TrainStorage:
-    """A trial's Ray Train storage: ``<trial id>/ray`` under the search's trial storage, which
-    the search's driver built (with its S3 settings: a trial actor's process may lack them)."""
-    if trials_store is None:  # called without run_search: a local folder
-        return TrainStorage(str((trial_dir / "ray").resolve()))
-    return trials_store.with_subpath(f"{trial_dir.name}/ray")
 
 
 def existing_best(results: list[Any], metric: str, mode: str, store: TrainStorage) -> Any:
@@ -406,8 +241,6 @@ def run_search(
     store = train_storage(config.ray, config.work_path / "ray" / "tune", "tune")
     trials_dir = (config.work_path / "tune-trials" / experiment_name).resolve()
     if trial_function is None and config.tune.scheduler == "pbt":
-        from graft.tune.pbt import run_pbt_trial
-
         trial_function = run_pbt_trial
     elif trial_function is None:
         trial_function = run_trial

@@ -1,0 +1,110 @@
+"""One trial of a search: its config, its nested MLflow run, its Ray Train storage, and the
+finetune fit that ASHA, Hyperband or the median rule may stop (PBT's trials: graft.tune.pbt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graft.config import GraftConfig, config_from_json, with_overrides
+from graft.ray_cluster import TrainStorage
+from graft.tracking import RunLogger
+from graft.tune.space import active_params
+
+TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train workers
+
+# schedulers measure a trial's progress in epochs: a trial restarted from its Train checkpoint
+# reports its true epoch, while Tune's training_iteration would start again at 1
+TIME_ATTR = "epoch"
+
+
+def run_trial(
+    params: dict[str, Any],
+    *,
+    base_config_json: str,
+    dataset_dir: str,
+    pretrained_dir: str,
+    tune_run_id: str,
+    trials_dir: str,
+    experiment_name: str = "",
+    trials_store: TrainStorage | None = None,
+) -> None:
+    """One trial: a nested MLflow run around a finetune fit with the trial's parameters."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from graft.train.fit import fit
+    from graft.train.requests import finetune_request
+
+    trial = start_trial(params, base_config_json, tune_run_id, trials_dir, experiment_name)
+    config, logger, trial_dir, trial_id = trial.config, trial.logger, trial.dir, trial.trial_id
+    logger.params(trial.applied)
+    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, trial.run_id)
+    store = trial_storage(trials_store, trial_dir)
+    try:
+        fit(
+            request,
+            num_workers=config.tune.workers_per_trial,
+            storage_path=store.path,
+            storage_filesystem=store.filesystem,
+            run_name=f"trial-{trial_id}",
+            output_dir=trial_dir / "model",
+            max_failures=config.finetune.checkpoint.max_failures,
+            # Tune relays a report without waiting: a trial that Tune stops keeps training
+            # until the stop reaches its workers, and each new checkpoint deletes the oldest.
+            # Two kept make it likely that the one Tune last recorded survives; the search
+            # only hands on a checkpoint that did (existing_best)
+            num_to_keep=2,
+            # the trial actor holds TRIAL_CPU: take it off the workers so a trial costs
+            # exactly what its workers ask for and max_concurrent trials fit the cluster
+            resources=config.finetune.resources,
+            cpu_discount=TRIAL_CPU / config.tune.workers_per_trial,
+            callbacks=[TuneReportCallback()],
+        )
+    except BaseException:
+        logger.terminate("KILLED")
+        raise
+    logger.terminate("FINISHED")
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    """What every kind of trial sets up first: its config, MLflow run and folder."""
+
+    config: GraftConfig
+    applied: dict[str, Any]  # the trial's active search parameters
+    trial_id: str
+    run_id: str
+    logger: RunLogger  # on the trial's nested run
+    dir: Path
+
+
+def start_trial(
+    params: dict[str, Any],
+    base_config_json: str,
+    tune_run_id: str,
+    trials_dir: str,
+    experiment_name: str,
+    fixed_overrides: dict[str, Any] | None = None,
+) -> TrialStart:
+    """The trial's config (the base with its parameters and ``fixed_overrides``) and its
+    nested MLflow run under the tune stage's run (reused when the trial is restarted)."""
+    from ray import tune
+
+    from graft.tune.runs import trial_run
+
+    base = config_from_json(base_config_json)
+    applied = active_params(base.tune.space, params)
+    config = with_overrides(base, {**applied, **(fixed_overrides or {})})
+    trial_id = tune.get_context().get_trial_id()
+    run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
+    logger = RunLogger(config.resolved_tracking_uri(), run_id)
+    return TrialStart(config, applied, trial_id, run_id, logger, Path(trials_dir) / trial_id)
+
+
+def trial_storage(trials_store: TrainStorage | None, trial_dir: Path) -> TrainStorage:
+    """A trial's Ray Train storage: ``<trial id>/ray`` under the search's trial storage, which
+    the search's driver built (with its S3 settings: a trial actor's process may lack them)."""
+    if trials_store is None:  # called without run_search: a local folder
+        return TrainStorage(str((trial_dir / "ray").resolve()))
+    return trials_store.with_subpath(f"{trial_dir.name}/ray")
