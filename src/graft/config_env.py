@@ -59,16 +59,20 @@ def _config_path(variable: str) -> list[str] | None:
     return [name]
 
 
+def _union_members(annotation: object) -> tuple[object, ...]:
+    """``X | Y`` -> (X, Y); any other annotation -> (annotation,)."""
+    return get_args(annotation) if get_origin(annotation) in UNION_TYPES else (annotation,)
+
+
 def _section(annotation: object) -> type[BaseModel] | None:
     """The model a field holds: ``Model`` or ``Model | None``."""
-    candidates = get_args(annotation) if get_origin(annotation) in UNION_TYPES else (annotation,)
-    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    members = _union_members(annotation)
+    models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
     return models[0] if len(models) == 1 else None
 
 
 def _is_mapping(annotation: object) -> bool:
-    candidates = get_args(annotation) if get_origin(annotation) in UNION_TYPES else (annotation,)
-    return any(c is dict or get_origin(c) is dict for c in candidates)
+    return any(m is dict or get_origin(m) is dict for m in _union_members(annotation))
 
 
 def _check_path(variable: str, path: list[str]) -> None:
