@@ -247,7 +247,7 @@ def bare_loop_in_ray(config: Any, dataset: Path, epochs: int, work: Path, name: 
 
 
 def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str) -> Throughput:
-    from graft import tracking
+    from graft.io import tracking
     from graft.train.fit import fit
     from graft.train.requests import pretrain_request
 
@@ -457,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     from graft.data.prepare import prepare_dataset
-    from graft.ray_cluster import ensure_ray, shutdown_ray
+    from graft.io.ray_runtime import ensure_ray, shutdown_ray
 
     torch.set_num_threads(args.threads)
     work = (args.work_dir or Path(tempfile.mkdtemp(prefix="graft-throughput-"))).resolve()

@@ -87,7 +87,7 @@ def main() -> None:
 
     from graft import stages
     from graft.config import load_config
-    from graft.ray_cluster import ensure_ray, shutdown_ray
+    from graft.io.ray_runtime import ensure_ray, shutdown_ray
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="graft-bench-"))
     config = load_config(

@@ -153,8 +153,8 @@ def _search(
     schedule: list[str],
 ) -> float:
     """Run one search; return its wall seconds."""
-    from graft import tracking
     from graft.config import load_config
+    from graft.io import tracking
     from graft.tune.search import run_search
 
     work = method_work_dir(root, method, seed)
@@ -190,7 +190,7 @@ def epoch_budget_of(preset: str, samples: int) -> int:
 def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
     from graft.config import load_config
     from graft.data.prepare import prepare_dataset
-    from graft.ray_cluster import ensure_ray, shutdown_ray
+    from graft.io.ray_runtime import ensure_ray, shutdown_ray
     from graft.train.fit import fit
     from graft.train.loop import MODEL_FILE
     from graft.train.requests import pretrain_request
@@ -338,7 +338,7 @@ def _plot(figures: list[SearchFigures], targets: list[float], budget: int, path:
     """Every search's best-so-far curve against trial-epochs, one colour per method."""
     import matplotlib.pyplot as plt
 
-    from graft.plotting import save_figure
+    from graft.io.plotting import save_figure
 
     colours = dict(zip(METHODS, ("tab:gray", "tab:blue", "tab:orange"), strict=True))
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -282,7 +282,7 @@ def plot_ratios(figures: list[ReplayFigures], path: Path, budget: int) -> Path:
     per target, against the issue's goal of a third."""
     import matplotlib.pyplot as plt
 
-    from graft.plotting import save_figure
+    from graft.io.plotting import save_figure
 
     targets = list(dict.fromkeys(f.target for f in figures))
     schedulers = [f.scheduler for f in figures if f.target == targets[0]][1:]  # FIFO is 1.0

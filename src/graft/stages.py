@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from graft import tracking
-from graft.cluster_stage import run_stage_on_cluster
 from graft.config import LR_SEARCH_KEY, GraftConfig
 from graft.data.holdout import HoldoutManifest, default_holdout_dir, load_holdout
 from graft.data.manifest import DataManifest
@@ -28,8 +26,10 @@ from graft.evaluate.finetune_cv import cross_validate_finetune
 from graft.evaluate.gate import decide
 from graft.evaluate.metrics import classification_report, majority_baseline
 from graft.evaluate.plots import plot_confusion, plot_learning_curves
-from graft.ray_cluster import ensure_ray, train_storage
-from graft.stage_command import StageInputs
+from graft.io import tracking
+from graft.io.ray_runtime import ensure_ray, train_storage
+from graft.remote.command import StageInputs
+from graft.remote.dispatch import run_stage_on_cluster
 from graft.train.fit import FitResult, fit
 from graft.train.loop import load_checkpoint_model
 from graft.train.requests import finetune_request, pretrain_request

@@ -20,10 +20,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from graft.cli import app
+from graft.cli.app import app
 from graft.config import GraftConfig, config_from_json, load_config
-from graft.rayjob_manifest import MAX_RAYJOB_NAME, build_rayjob
-from graft.stage_command import RayStage, StageInputs
+from graft.remote.command import RayStage, StageInputs
+from graft.remote.kuberay_manifest import MAX_RAYJOB_NAME, build_rayjob
 
 IMAGE = "registry.example/graft:0.1.0-cpu"
 RUN = "0f3c2a9b7d6e4c1a8b5e2d9f0a1b2c3d"

@@ -6,7 +6,7 @@ import pytest
 
 from graft.config import load_config
 from graft.data.prepare import prepare_dataset
-from graft.ray_cluster import ensure_ray, shutdown_ray
+from graft.io.ray_runtime import ensure_ray, shutdown_ray
 
 
 @pytest.fixture(scope="module")

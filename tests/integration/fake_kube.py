@@ -1,7 +1,7 @@
 """A stand-in Kubernetes API server with a small KubeRay operator, for ``ray.mode=rayjob``.
 
 No Kubernetes API server (nor KubeRay) can run on the machines Graft is developed on, so the
-RayJob client is tested against this: the routes ``graft.rayjob_runner`` calls, answered as
+RayJob client is tested against this: the routes ``graft.remote.kuberay`` calls, answered as
 the real API server answers them (status codes, ``Status`` bodies, list shapes), and an
 "operator" that does what KubeRay's K8sJobMode does for a RayJob: status Initializing, then a
 submitter pod whose log is the job's output, then Complete or Failed with KubeRay's reason and

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from graft import tracking
 from graft.config import GraftConfig
 from graft.data.prepare import prepare_dataset
+from graft.io import tracking
 from graft.tune.runs import EXPERIMENT_TAG
 from graft.tune.session import TuneSession, load_session
 

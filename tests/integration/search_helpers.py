@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from graft import tracking
 from graft.config import GraftConfig
 from graft.data.prepare import prepare_dataset
-from graft.ray_cluster import ensure_ray, shutdown_ray
+from graft.io import tracking
+from graft.io.ray_runtime import ensure_ray, shutdown_ray
 from graft.tune.search import SearchResult, run_search
 
 

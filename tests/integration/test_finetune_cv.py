@@ -8,8 +8,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from graft import stages, tracking
+from graft import stages
 from graft.config import load_config
+from graft.io import tracking
 from graft.nn.models import build_model
 from graft.train.loop import MODEL_FILE, SPEC_FILE
 from graft.train.requests import source_model_spec

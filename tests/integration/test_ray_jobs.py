@@ -26,9 +26,9 @@ from ray.job_submission import JobSubmissionClient
 from graft import stages
 from graft.config import GraftConfig, RayConfig, load_config
 from graft.errors import RayJobError
-from graft.ray_cluster import ensure_ray, shutdown_ray, train_env_defaults
-from graft.ray_jobs import RETRY_SUFFIX, JobOutcome, job_client, run_job, stage_submission_id
-from graft.stage_command import RESULT_PREFIX
+from graft.io.ray_runtime import ensure_ray, shutdown_ray, train_env_defaults
+from graft.remote.command import RESULT_PREFIX
+from graft.remote.ray_job import RETRY_SUFFIX, JobOutcome, job_client, run_job, stage_submission_id
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

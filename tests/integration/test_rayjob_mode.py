@@ -17,10 +17,10 @@ from fake_kube import FakeKube, FakeKubeServer
 
 from graft.config import RayJobConfig, load_config
 from graft.errors import RayJobError
-from graft.ray_cluster import train_env_defaults
-from graft.rayjob_manifest import build_rayjob
-from graft.rayjob_runner import KubeRayApi, run_rayjob
-from graft.stage_command import RESULT_PREFIX, StageInputs
+from graft.io.ray_runtime import train_env_defaults
+from graft.remote.command import RESULT_PREFIX, StageInputs
+from graft.remote.kuberay import KubeRayApi, run_rayjob
+from graft.remote.kuberay_manifest import build_rayjob
 
 pytestmark = pytest.mark.timeout(120)
 

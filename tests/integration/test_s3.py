@@ -42,8 +42,8 @@ def test_run_artifacts_and_registered_models_live_on_s3(s3_env: str, tmp_path: P
     import mlflow.pytorch
     import torch
 
-    from graft import tracking
     from graft.config import load_config
+    from graft.io import tracking
 
     s3 = boto3.client("s3", endpoint_url=s3_env)
     s3.create_bucket(Bucket="graft-mlflow")

@@ -14,13 +14,13 @@ from typing import Any
 import boto3
 import pytest
 
-from graft import storage
-from graft.cluster_stage import check_cluster_can_track
 from graft.config import load_config
 from graft.errors import ConfigError, StorageError
-from graft.ray_cluster import TrainStorage, train_storage
-from graft.stage_command import StageInputs
-from graft.stage_staging import download_output, localized, publish_result, upload_inputs
+from graft.io import storage
+from graft.io.ray_runtime import TrainStorage, train_storage
+from graft.remote.command import StageInputs
+from graft.remote.dispatch import check_cluster_can_track
+from graft.remote.staging import download_output, localized, publish_result, upload_inputs
 
 RUN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
@@ -177,7 +177,7 @@ def test_a_search_keeps_its_experiment_and_trials_on_s3_and_hands_on_the_best_mo
 ) -> None:
     """Tune's experiment state and every trial's Train checkpoints go to the shared storage
     (any node may run a trial); the driver fetches the best model from there."""
-    from graft import tracking
+    from graft.io import tracking
     from graft.tune.search import run_search
 
     config = load_config(

@@ -15,11 +15,11 @@ import ray
 from ray import cloudpickle
 from ray.tune.stopper import timeout as timeout_stopper
 
-from graft import tracking
 from graft.config import GraftConfig, load_config
 from graft.data.prepare import prepare_dataset
 from graft.errors import TrainingError
-from graft.ray_cluster import ensure_ray, shutdown_ray
+from graft.io import tracking
+from graft.io.ray_runtime import ensure_ray, shutdown_ray
 from graft.train.fit import fit
 from graft.train.requests import pretrain_request
 from graft.tune import search

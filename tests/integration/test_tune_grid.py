@@ -11,8 +11,8 @@ import pytest
 from search_helpers import search_on_own_ray
 from test_tune_resume import PHASES
 
-from graft import tracking
 from graft.config import load_config
+from graft.io import tracking
 
 # slow: a third Ray Tune run in the suite; `make test-all` runs it
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -19,8 +19,8 @@ from killed_search import (
     tune_stage_runs,
 )
 
-from graft import tracking
 from graft.config import GraftConfig, load_config
+from graft.io import tracking
 from graft.train.loop import MODEL_FILE
 from graft.tune.runs import BEST_TAG, TRIAL_TAG
 

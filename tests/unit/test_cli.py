@@ -9,11 +9,11 @@ from cli_helpers import assert_one_clear_error, run_graft
 from click.testing import Result
 from typer.testing import CliRunner
 
-from graft.cli import app
+from graft.cli.app import app
+from graft.cli.progress import StageProgress
 from graft.config import GraftConfig, StageName
 from graft.kfp.local_run import stage_log_dir
 from graft.kfp.stage_logs import StageListener
-from graft.stage_progress import StageProgress
 
 
 def test_missing_data_file(tmp_path: Path) -> None:

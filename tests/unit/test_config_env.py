@@ -7,7 +7,7 @@ import pytest
 import yaml
 from cli_helpers import assert_one_clear_error, run_graft
 
-from graft.config_env import environment_overrides, environment_variable
+from graft.config.env import environment_overrides, environment_variable
 
 
 def resolved(*args: str, env: dict[str, str]) -> dict:

@@ -10,9 +10,10 @@ import torch
 from local_tracking import tiny_config_tracked_in
 from mlflow.tracking import MlflowClient
 
-from graft import stages, tracking
+from graft import stages
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
+from graft.io import tracking
 from graft.train.loop import MODEL_FILE
 from graft.train.requests import finetune_request
 

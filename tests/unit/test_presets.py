@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from graft.config import GraftConfig, load_config, training_preset_data, validate_config
+from graft.config.training_presets import TRAINING_PRESETS
 from graft.errors import ConfigError
-from graft.presets import TRAINING_PRESETS
 
 NAMES = ["default_shallow", "default_deep", "self_normalizing", "low_latency", "risk_sensitive"]
 

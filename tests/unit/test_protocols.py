@@ -13,7 +13,6 @@ from local_tracking import tiny_config_tracked_in
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
-from graft import tracking
 from graft.config import GraftConfig, ProtocolConfig, load_config
 from graft.data.prepare import prepare_dataset
 from graft.errors import ConfigError
@@ -26,6 +25,7 @@ from graft.evaluate.protocols import (
     run_protocol,
     stratified_kfold,
 )
+from graft.io import tracking
 from graft.train.fold_fit import FinetuneStart, state_sha
 from graft.train.requests import finetune_request
 

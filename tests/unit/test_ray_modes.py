@@ -7,11 +7,10 @@ import shlex
 import pytest
 from typer.testing import CliRunner
 
-from graft.cli import app
+from graft.cli.app import app
 from graft.config import config_from_json, load_config
 from graft.errors import ConfigError
-from graft.ray_jobs import stage_submission_id
-from graft.stage_command import (
+from graft.remote.command import (
     RESULT_PREFIX,
     StageInputs,
     in_cluster_config,
@@ -19,6 +18,7 @@ from graft.stage_command import (
     result_line,
     stage_command,
 )
+from graft.remote.ray_job import stage_submission_id
 
 
 def test_only_address_mode_with_submit_job_sends_stages_to_the_jobs_api() -> None:
@@ -111,7 +111,7 @@ def test_graft_stage_has_help_for_every_option() -> None:
 
 
 def test_joining_a_multi_node_cluster_without_shared_train_storage_is_refused() -> None:
-    from graft.ray_cluster import _refuse_node_local_storage
+    from graft.io.ray_runtime import _refuse_node_local_storage
 
     node_local = load_config(overrides=["ray.mode=address"]).ray
     with pytest.raises(ConfigError, match=r"has 3 nodes.*ray.storage_uri=s3://"):

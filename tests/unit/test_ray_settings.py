@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from graft.ray_cluster import train_env_defaults
+from graft.io.ray_runtime import train_env_defaults
 
 
 def test_report_poll_is_fast_enough_for_short_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +35,7 @@ def test_local_ray_points_state_api_clients_at_its_own_dashboard(
     import urllib.request
 
     from graft.config import RayConfig
-    from graft.ray_cluster import API_SERVER_ADDRESS, ensure_ray, shutdown_ray
+    from graft.io.ray_runtime import API_SERVER_ADDRESS, ensure_ray, shutdown_ray
 
     monkeypatch.setenv(API_SERVER_ADDRESS, "http://elsewhere:8265")
     ensure_ray(RayConfig(num_cpus=1))

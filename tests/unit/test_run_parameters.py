@@ -70,7 +70,7 @@ def test_preset_parameter_defaults_to_the_preset_compiled_with(tmp_path: Path) -
 def test_compile_help_documents_the_precedence() -> None:
     from typer.testing import CliRunner
 
-    from graft.cli import app
+    from graft.cli.app import app
 
     result = CliRunner().invoke(app, ["compile", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0

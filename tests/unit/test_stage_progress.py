@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from graft.stage_progress import StageProgress, stage_line, wall_time
+from graft.cli.progress import StageProgress, stage_line, wall_time
 
 
 def _console(terminal: bool = False) -> tuple[Console, io.StringIO]:

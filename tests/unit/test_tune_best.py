@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from graft.errors import TrainingError
-from graft.ray_cluster import TrainStorage
+from graft.io.ray_runtime import TrainStorage
 from graft.train.loop import MODEL_FILE
 from graft.tune.search import existing_best
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pandas as pd
 from local_tracking import tiny_config_tracked_in
 
-from graft import tracking
+from graft.io import tracking
 from graft.tune.runs import (
     OUTCOME_TAG,
     STOP_REASON_TAG,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from graft import storage
 from graft.errors import DatasetError
+from graft.io import storage
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from graft import tracking
 from graft.config import GraftConfig
 from graft.evaluate.protocols import ProtocolResult, linear_probe, run_protocol
+from graft.io import tracking
 from graft.train.fold_fit import FinetuneFoldTrainer, FinetuneStart
 from graft.train.loop import FitRequest
 

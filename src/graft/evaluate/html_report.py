@@ -11,7 +11,7 @@ from graft.evaluate.gate import GateDecision
 from graft.evaluate.metrics import ClassificationReport
 from graft.evaluate.stakeholder import StakeholderView, ThresholdRow
 from graft.evaluate.uncertainty import MCDropoutReport
-from graft.html_page import embedded_png, escape, html_table, number, page_head
+from graft.io.html_page import embedded_png, escape, html_table, number, page_head
 
 # metrics.json key -> what the row says, for the baseline comparison
 BASELINE_ROWS = {

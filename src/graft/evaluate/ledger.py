@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from graft import tracking
 from graft.config import GraftConfig
 from graft.errors import HoldoutReuseError
+from graft.io import tracking
 from graft.train.loop import MODEL_FILE, SPEC_FILE
 
 MODEL_TAG = "graft.test_evaluated_model"

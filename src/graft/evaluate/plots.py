@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from graft.evaluate.calibration import Calibration
-from graft.plotting import save_figure
+from graft.io.plotting import save_figure
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], path: Path) -> Path:

@@ -109,7 +109,7 @@ def transfer_vs_scratch(
 def plot_transfer_report(report: TransferReport, path: Path, scored_on: str) -> Path:
     import matplotlib.pyplot as plt
 
-    from graft.plotting import save_figure
+    from graft.io.plotting import save_figure
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for position, (label, values) in enumerate(

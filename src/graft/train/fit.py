@@ -51,7 +51,7 @@ def fit(
     resumes from the latest checkpoint (Ray Train V2 restores its checkpoint manager).
 
     ``storage_path`` is a local folder, or with ``storage_filesystem`` (a pyarrow filesystem,
-    see :func:`graft.ray_cluster.train_storage`) a path on it, e.g. ``bucket/prefix`` on S3."""
+    see :func:`graft.io.ray_runtime.train_storage`) a path on it, e.g. ``bucket/prefix`` on S3."""
     from ray.train.v2.api.config import (
         CheckpointConfig,
         FailureConfig,

@@ -496,7 +496,7 @@ def train_loop_per_worker(request_dict: dict[str, Any]) -> None:
     labelled = spec.objective == "classify"
     logger = None
     if rank == 0 and request.tracking_uri and request.mlflow_run_id:
-        from graft.tracking import RunLogger
+        from graft.io.tracking import RunLogger
 
         logger = RunLogger(request.tracking_uri, request.mlflow_run_id)
         if checkpoint is not None:

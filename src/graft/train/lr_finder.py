@@ -248,7 +248,7 @@ def plot_lr_finder(result: LRFinderResult, path: str | Path) -> Path:
     """Write the loss-vs-LR curve (log x axis) with the suggested LR marked, as a PNG."""
     import matplotlib.pyplot as plt
 
-    from graft.plotting import save_figure
+    from graft.io.plotting import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses, color="tab:gray", alpha=0.4, label="mini-batch loss")

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from graft import tracking
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
+from graft.io import tracking
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import transfer_model, transfer_spec
 from graft.train.loop import FitRequest, load_checkpoint_model, phases_for

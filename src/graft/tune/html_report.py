@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from graft.html_page import embedded_png, escape, html_table, page_head
+from graft.io.html_page import embedded_png, escape, html_table, page_head
 
 TUNE_REPORT_FILE = "report.html"
 # trials.csv columns worth a glance, before the searched parameters (config/<key>)

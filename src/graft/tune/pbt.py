@@ -28,7 +28,7 @@ from graft.config import (
     SearchDimension,
 )
 from graft.errors import ConfigError
-from graft.ray_cluster import TrainStorage
+from graft.io.ray_runtime import TrainStorage
 from graft.train.loop import HISTORY_FILE, MODEL_FILE
 from graft.tune.space import to_tune_space
 from graft.tune.trial import TIME_ATTR, TRIAL_CPU, start_trial, trial_storage

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from graft.config import SearchDimension
-from graft.plotting import save_figure
+from graft.io.plotting import save_figure
 from graft.tune.progress import SearchProgress, plot_progress_by_trial_epochs
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from graft.plotting import save_figure
+from graft.io.plotting import save_figure
 from graft.tune.trial_epochs import TrialEpochs
 
 

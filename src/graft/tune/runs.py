@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from graft import tracking
 from graft.config import GraftConfig
+from graft.io import tracking
 
 EXPERIMENT_TAG = "graft.tune_experiment"
 TRIAL_TAG = "graft.trial_id"

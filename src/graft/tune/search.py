@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from graft.config import GraftConfig
 from graft.errors import TrainingError
-from graft.ray_cluster import TrainStorage, train_storage
+from graft.io.ray_runtime import TrainStorage, train_storage
 from graft.tune.pbt import make_pbt_scheduler, run_pbt_trial
 from graft.tune.space import OptunaSpace, active_params, param_space
 from graft.tune.trial import TIME_ATTR, TRIAL_CPU, run_trial

@@ -8,9 +8,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from graft import tracking
 from graft.config import GraftConfig, config_from_json
 from graft.errors import ConfigError
+from graft.io import tracking
 
 SESSION_FILE = "tune-session.json"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from graft.config import GraftConfig, config_from_json, with_overrides
-from graft.ray_cluster import TrainStorage
-from graft.tracking import RunLogger
+from graft.io.ray_runtime import TrainStorage
+from graft.io.tracking import RunLogger
 from graft.tune.space import active_params
 
 TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train workers

@@ -13,16 +13,13 @@ import os
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from graft import __version__
 from graft.config import GraftConfig
-
-if TYPE_CHECKING:
-    from graft.data.splits import TaskSplit
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +215,16 @@ def runs_tagged(config: GraftConfig, tags: dict[str, str]) -> list[str]:
 SPLIT_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
 
 
+class SplitRows(Protocol):
+    """One task's rows of one split (``graft.data.splits.TaskSplit``): io sits below data."""
+
+    task: str
+    split: str
+    row_ids: list[int]
+    row_hashes: list[str]
+    digest: str
+
+
 def _dataset_source(uri: str) -> Any:
     """The rows' origin as MLflow models it: the file or S3 URI when MLflow knows the scheme,
     else (``builtin:*``) a code source naming it."""
@@ -235,7 +242,7 @@ def _dataset_source(uri: str) -> Any:
 
 
 def log_split_inputs(
-    config: GraftConfig, run_id: str, splits: list[TaskSplit], dataset_hash: str
+    config: GraftConfig, run_id: str, splits: Sequence[SplitRows], dataset_hash: str
 ) -> None:
     """Each task's split manifest (row ids and row hashes) as an MLflow dataset input of the
     run: named ``<task>-<split>-<dataset hash>``, context train/validation/test, digest the

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from graft import storage
 from graft.config import RayConfig
 from graft.errors import ConfigError
+from graft.io import storage
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def train_storage(config: RayConfig, local_root: Path, shared_subpath: str = "")
 
 
 def _pyarrow_s3_options() -> dict[str, Any]:
-    """The S3 endpoint and keys boto3 uses (graft.storage), for pyarrow."""
+    """The S3 endpoint and keys boto3 uses (graft.io.storage), for pyarrow."""
     options: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     endpoint = storage.s3_endpoint()
     if endpoint:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from graft.config import GraftConfig, RayConfig
 from graft.errors import RayJobError
-from graft.ray_cluster import train_env_defaults
-from graft.stage_command import (
+from graft.io.ray_runtime import train_env_defaults
+from graft.remote.command import (
     StageInputs,
     log_tail,
     parse_result,

@@ -2,7 +2,7 @@
 (``ray.mode: address``, ``submit: job``) or as a KubeRay RayJob (``ray.mode: rayjob``).
 
 Both carry the stage's folders through ``ray.staging_uri`` when it is set
-(:mod:`graft.stage_staging`), and both need a tracking server the cluster's pods can reach:
+(:mod:`graft.remote.staging`), and both need a tracking server the cluster's pods can reach:
 that, the staging bucket and Ray Train's checkpoint storage are checked here before anything
 is started.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from graft import storage
 from graft.config import GraftConfig
 from graft.errors import ConfigError
-from graft.stage_command import RayStage, StageInputs
-from graft.stage_staging import download_output, upload_inputs
+from graft.io import storage
+from graft.remote.command import RayStage, StageInputs
+from graft.remote.staging import download_output, upload_inputs
 
 
 def run_stage_on_cluster(
@@ -29,11 +29,11 @@ def run_stage_on_cluster(
     staging = config.ray.staging_uri
     remote = upload_inputs(inputs, staging, stage) if staging else inputs
     if config.ray.mode == "rayjob":
-        from graft.rayjob_runner import run_stage_as_rayjob
+        from graft.remote.kuberay import run_stage_as_rayjob
 
         result = run_stage_as_rayjob(config, stage, remote)
     else:
-        from graft.ray_jobs import run_stage_as_job
+        from graft.remote.ray_job import run_stage_as_job
 
         result = run_stage_as_job(config, stage, remote)
     return download_output(remote, inputs, result) if staging else result

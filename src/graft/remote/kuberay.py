@@ -1,8 +1,8 @@
 """Run a training stage as a KubeRay RayJob through the Kubernetes API (``ray.mode: rayjob``).
 
 The caller (a KFP task's pod, or ``graft stage`` with a kubeconfig) creates the RayJob that
-:func:`graft.rayjob_manifest.build_rayjob` describes, relays its submitter pod's log (KubeRay's
-``ray job submit`` follows the Ray job's log there) to its own stderr, waits until
+:func:`graft.remote.kuberay_manifest.build_rayjob` describes, relays its submitter pod's log
+(KubeRay's ``ray job submit`` follows the Ray job's log there) to its own stderr, waits until
 ``status.jobDeploymentStatus`` is terminal and reads the stage's answer from the log's result
 line. A RayJob whose Ray job did not SUCCEED, that KubeRay refused (ValidationFailed) or that
 outlived ``activeDeadlineSeconds`` raises :class:`~graft.errors.RayJobError` with KubeRay's
@@ -31,8 +31,7 @@ from typing import Any
 
 from graft.config import DEFAULT_IMAGE, GraftConfig, RayJobConfig
 from graft.errors import RayJobError
-from graft.rayjob_manifest import build_rayjob
-from graft.stage_command import (
+from graft.remote.command import (
     RayStage,
     StageInputs,
     log_tail,
@@ -40,6 +39,7 @@ from graft.stage_command import (
     relay_to_stderr,
     required_result,
 )
+from graft.remote.kuberay_manifest import build_rayjob
 
 log = logging.getLogger(__name__)
 

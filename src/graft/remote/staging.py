@@ -19,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from graft import storage
-from graft.stage_command import StageInputs
+from graft.io import storage
+from graft.remote.command import StageInputs
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """A KubeRay RayJob (``ray.io/v1``) that runs one training stage on a Ray cluster of its own.
 
-Built from the config alone: the stage's command (:mod:`graft.stage_command`) is the
+Built from the config alone: the stage's command (:mod:`graft.remote.command`) is the
 entrypoint, Ray Train's settings are its runtime environment, the head runs the stage's driver,
 and each Ray Train worker gets a worker pod sized by the stage's ``cluster.stages`` block.
 KubeRay's submitter Job (``K8sJobMode``) runs ``ray job submit`` once the cluster is up; the
@@ -26,8 +26,8 @@ from graft.config import (
     GraftConfig,
     StageResources,
 )
-from graft.ray_cluster import train_env_defaults
-from graft.stage_command import RayStage, StageInputs, stage_command
+from graft.io.ray_runtime import train_env_defaults
+from graft.remote.command import RayStage, StageInputs, stage_command
 
 # KubeRay's MaxRayJobNameLength: the RayCluster and Service names it derives must stay
 # valid DNS labels.

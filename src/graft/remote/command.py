@@ -1,7 +1,7 @@
 """The command that runs one training stage inside a Ray cluster, and the line it answers with.
 
-A stage submitted as a Ray job (:mod:`graft.ray_jobs`) or as a KubeRay RayJob
-(:mod:`graft.rayjob_manifest`) runs ``python -m graft.cli stage <name> ...`` on the cluster.
+A stage submitted as a Ray job (:mod:`graft.remote.ray_job`) or as a KubeRay RayJob
+(:mod:`graft.remote.kuberay_manifest`) runs ``python -m graft.cli stage <name> ...`` on the cluster.
 That command runs the stage as a driver of the cluster it is in and prints the stage's output
 as one JSON line after :data:`RESULT_PREFIX`; the submitter reads it back from the job's log,
 since a Ray job has no other channel for a return value.

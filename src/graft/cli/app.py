@@ -16,10 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from graft.config import DEFAULT_IMAGE, DEFAULT_PRESET, GraftConfig, load_config
-from graft.config_env import environment_overrides
+from graft.config.env import environment_overrides
 from graft.errors import ConfigError, GraftError
 from graft.kfp.run_parameters import PRECEDENCE
-from graft.stage_command import RayStage, StageInputs
+from graft.remote.command import RayStage, StageInputs
 
 app = typer.Typer(
     name="graft",
@@ -115,9 +115,9 @@ def run(
     the last lines of its log are printed with the log's path. --verbose prints it all here
     instead, and writes no log files.
     """
+    from graft.cli.progress import StageProgress, terminal_console
     from graft.data.prepare import check_source
     from graft.kfp.local_run import run_local, stage_log_dir
-    from graft.stage_progress import StageProgress, terminal_console
 
     resolved = _config(config, preset, set_)
     console.print(f"[bold]graft[/bold]: checking data source {resolved.data.source}")
@@ -472,7 +472,7 @@ def tune_(
     ended (tag graft.trial_outcome: completed, early_stopped, cut, failed or
     before_first_epoch, the last with graft.trial_stop_reason, e.g. "epoch budget spent").
     """
-    from graft.ray_cluster import shutdown_ray
+    from graft.io.ray_runtime import shutdown_ray
     from graft.stages import tune as tune_stage
     from graft.tune.session import load_session, start_session
 
@@ -594,9 +594,9 @@ def stage_(
 
     from graft import stages
     from graft.config import config_from_json
-    from graft.ray_cluster import shutdown_ray
-    from graft.stage_command import result_line
-    from graft.stage_staging import localized, publish_result
+    from graft.io.ray_runtime import shutdown_ray
+    from graft.remote.command import result_line
+    from graft.remote.staging import localized, publish_result
     from graft.stages import TrainOutput, TuneOutput
 
     if config_json is not None and (config or preset or set_):
@@ -660,7 +660,7 @@ def rayjob(
     `ray.rayjob` sets the image, TTL, deadline and retries. The folders must be paths the
     cluster's pods can read (a shared volume or s3://).
     """
-    from graft.rayjob_manifest import rayjob_yaml
+    from graft.remote.kuberay_manifest import rayjob_yaml
 
     resolved = _load_config(config, preset, set_)
     stage, inputs = _stage_inputs(

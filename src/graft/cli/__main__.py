@@ -1,0 +1,3 @@
+from graft.cli.app import main
+
+main()

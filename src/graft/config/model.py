@@ -1,0 +1,124 @@
+"""The ``model`` block: architecture, activations, initialisation, batch norm, dropout."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from graft.config.base import Strict
+
+config_logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- model
+
+InitScheme = Literal[
+    "auto",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "he_avg_uniform",
+    "lecun_uniform",
+    "lecun_normal",
+    "torch_default",
+]
+ActivationName = Literal[
+    "relu",
+    "leaky_relu",
+    "rrelu",
+    "prelu",
+    "elu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "gelu_sigmoid",
+    "silu",
+    "swish",
+    "mish",
+    "tanh",
+    "sigmoid",
+]
+
+
+class ActivationConfig(Strict):
+    name: ActivationName = "relu"
+    negative_slope: float = Field(default=0.2, description="leaky_relu slope (paper's best)")
+    rrelu_lower: float = 1.0 / 8.0
+    rrelu_upper: float = 1.0 / 3.0
+    prelu_init: float = 0.25
+    elu_alpha: float = 1.0
+    swish_beta: float = 1.0
+    swish_beta_trainable: bool = False
+
+
+class BatchNormConfig(Strict):
+    enabled: bool = False
+    placement: Literal["before_activation", "after_activation"] = "before_activation"
+    ema_decay: float = Field(
+        default=0.99, gt=0.0, lt=1.0, description="Keras meaning: weight on the OLD average"
+    )
+    eps: float = Field(default=1e-3, gt=0.0)
+    sync: bool = Field(default=True, description="SyncBatchNorm when training with >1 worker")
+
+
+class DropoutConfig(Strict):
+    kind: Literal["standard", "alpha"] = "standard"
+    rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="hidden-layer dropout")
+    input_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on the input")
+
+
+_SELF_NORMALIZING_FIX = (
+    "the self-normalizing recipe is SELU + LeCun init + standardized inputs + a plain MLP, no "
+    "batch norm, no L1/L2, no max-norm, alpha dropout only (training_preset=self_normalizing); "
+    "otherwise use another activation (training_preset=default_shallow or default_deep)"
+)
+
+
+class ModelConfig(Strict):
+    family: Literal["mlp", "cnn"] = "mlp"
+    hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [300, 100])
+    conv_channels: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [32, 64], description="cnn only: channels per conv block"
+    )
+    activation: ActivationConfig = Field(default_factory=ActivationConfig)
+    init: InitScheme = "auto"
+    batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
+    dropout: DropoutConfig = Field(default_factory=DropoutConfig)
+
+    @model_validator(mode="after")
+    def _self_normalizing_recipe_holds(self) -> ModelConfig:
+        """SELU self-normalizes only under the book's recipe (T6); refuse what breaks it.
+
+        Alpha dropout without SELU is allowed with a warning: it still regularizes (Keras
+        accepts it), but it is built to preserve SELU's fixed point, and refusing it would make
+        a search over ``model.activation.name`` fail for every non-SELU trial.
+        """
+        uses_dropout = self.dropout.rate > 0 or self.dropout.input_rate > 0
+        if self.activation.name == "selu":
+            if self.batch_norm.enabled:
+                raise ValueError(
+                    "model.activation.name=selu with model.batch_norm.enabled=true: batch norm "
+                    f"breaks self-normalization; {_SELF_NORMALIZING_FIX}"
+                )
+            if uses_dropout and self.dropout.kind == "standard":
+                raise ValueError(
+                    "model.activation.name=selu with standard dropout (model.dropout.rate="
+                    f"{self.dropout.rate}, input_rate={self.dropout.input_rate}) breaks "
+                    f"self-normalization; set model.dropout.kind=alpha. {_SELF_NORMALIZING_FIX}"
+                )
+            if self.init not in ("auto", "lecun_normal", "lecun_uniform"):
+                config_logger.warning(
+                    "model.activation.name=selu with model.init=%s: SELU self-normalizes only "
+                    "with LeCun init; use model.init=lecun_normal (or auto)",
+                    self.init,
+                )
+        elif self.dropout.kind == "alpha" and uses_dropout:
+            config_logger.warning(
+                "model.dropout.kind=alpha with model.activation.name=%s: alpha dropout is built "
+                "to keep SELU's mean and variance; with other activations use "
+                "model.dropout.kind=standard",
+                self.activation.name,
+            )
+        return self

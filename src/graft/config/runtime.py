@@ -1,0 +1,324 @@
+"""Where Graft runs: tracking, the cluster, Ray, the image and the pod label."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from graft.config.base import Strict
+
+# MLflow's own variable: honoured when the config names no tracking server.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# URIs of a tracking server, which pods on other machines reach; anything else is a file
+REMOTE_TRACKING_SCHEMES = ("http://", "https://", "databricks")
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+class TrackingConfig(Strict):
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow server URL or sqlite URI; None = MLFLOW_TRACKING_URI where the "
+        "stage runs, else <work_dir>/mlflow.db (refused in a pipeline pod: it would vanish "
+        "with the pod)",
+    )
+    experiment_name: str = "graft"
+    artifact_location: str | None = Field(
+        default=None,
+        description="where a new experiment keeps run artifacts and registered model files, "
+        "e.g. s3://bucket/mlflow (credentials from the AWS_* environment, on a cluster the "
+        "cluster.s3_secret Secret); None = the tracking server's default",
+    )
+
+
+StageName = Literal["data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"]
+
+
+class TolerationConfig(Strict):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoExecute", "NoSchedule", "PreferNoSchedule"] | None = None
+
+
+class StageResources(Strict):
+    """Kubernetes settings of one pipeline task (the local runner ignores them)."""
+
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    accelerator_type: str | None = Field(
+        default=None, description="e.g. nvidia.com/gpu; needs accelerator_count >= 1"
+    )
+    accelerator_count: int = Field(default=0, ge=0)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[TolerationConfig] = Field(default_factory=list)
+    retries: int = Field(default=0, ge=0, description="KFP task retries (pods lost, OOM)")
+
+    @model_validator(mode="after")
+    def _accelerator_pair(self) -> StageResources:
+        if (self.accelerator_type is None) != (self.accelerator_count == 0):
+            raise ValueError("set accelerator_type and accelerator_count together")
+        return self
+
+
+class LightStageResources(StageResources):
+    cpu_request: str | None = "1"
+    cpu_limit: str | None = "2"
+    memory_request: str | None = "2Gi"
+    memory_limit: str | None = "4Gi"
+
+
+class TrainingStageResources(StageResources):
+    cpu_request: str | None = "2"
+    cpu_limit: str | None = "4"
+    memory_request: str | None = "8Gi"
+    memory_limit: str | None = "16Gi"
+    retries: int = Field(default=2, ge=0, description="a retried task resumes from checkpoint")
+
+
+class ClusterStages(Strict):
+    """One block per task. Each block's defaults are its class's, so overriding one key
+    (``cluster.stages.pretrain.accelerator_count=1``) keeps the others."""
+
+    data_prep: LightStageResources = Field(default_factory=LightStageResources)
+    pretrain: TrainingStageResources = Field(default_factory=TrainingStageResources)
+    transfer_finetune: TrainingStageResources = Field(default_factory=TrainingStageResources)
+    tune: TrainingStageResources = Field(default_factory=TrainingStageResources)
+    evaluate: LightStageResources = Field(default_factory=LightStageResources)
+    export: LightStageResources = Field(default_factory=LightStageResources)
+
+    def for_stage(self, stage: StageName) -> StageResources:
+        resources: StageResources = getattr(self, stage.replace("-", "_"))
+        return resources
+
+
+# A Secret's name (DNS-1123 subdomain) and a memory quantity, as the API server checks them:
+# a typo fails at `graft compile`, not when a pod is created.
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
+
+
+# cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
+SHM_VOLUME = ("dshm", "/dev/shm")
+# Every pipeline pod and RayJob pod carries it: the chart's NetworkPolicy lets only pods with
+# this label reach the MLflow server.
+PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
+# The image of the compiled pipeline and of RayJobs unless `--image` or ray.rayjob.image names
+# another.
+DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
+
+
+class ClusterConfig(Strict):
+    """How the compiled pipeline runs on Kubernetes; read at `graft compile` time."""
+
+    s3_secret: str | None = Field(
+        default="graft-s3",
+        description="Kubernetes Secret with the S3 keys, in the namespace the pipeline's pods "
+        "run in; required by every pod once the config names an s3:// location (a missing "
+        "Secret stops the pod instead of running it without keys). None = no Secret: the pods "
+        "use their own identity (IRSA, Workload Identity)",
+    )
+    s3_secret_keys: dict[str, str] = Field(
+        default_factory=lambda: {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
+        description="secret key -> environment variable in every pipeline pod",
+    )
+    stages: ClusterStages = Field(default_factory=ClusterStages)
+    service_account: str | None = Field(
+        default=None,
+        description="Kubernetes ServiceAccount the runs `graft submit` and `graft schedule` "
+        "create run as (None = KFP's default, pipeline-runner); with ray.mode=rayjob the "
+        "pipeline's pods create RayJobs, so name one the chart's Role is bound to "
+        "(graft-pipeline)",
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Kubernetes Secrets (type dockerconfigjson) with which every pipeline pod "
+        "and every RayJob pod pulls its image from a private registry",
+    )
+    shm_size: str | None = Field(
+        default="2Gi",
+        description="size of a memory-backed emptyDir mounted at /dev/shm in every pipeline "
+        "and RayJob pod: Ray's object store and the DataLoader workers share memory there, "
+        "and a container's own /dev/shm is 64 MiB. It counts against the pod's memory limit "
+        "(None = the container's default /dev/shm)",
+    )
+
+    @model_validator(mode="after")
+    def _kubernetes_names_and_quantities(self) -> ClusterConfig:
+        for name in self.image_pull_secrets:
+            if not _K8S_NAME.fullmatch(name):
+                raise ValueError(
+                    f"cluster.image_pull_secrets: '{name}' is not a Kubernetes Secret name "
+                    "(lowercase letters, digits, '-' and '.'); use the name `kubectl get "
+                    "secrets` shows"
+                )
+        if self.shm_size is not None and not _K8S_QUANTITY.fullmatch(self.shm_size):
+            raise ValueError(
+                f"cluster.shm_size '{self.shm_size}' is not a Kubernetes quantity; write e.g. "
+                "2Gi or 512Mi, or null to keep the container's default /dev/shm"
+            )
+        return self
+
+
+class RayJobConfig(Strict):
+    """A KubeRay RayJob that runs one training stage on a cluster of its own (`graft rayjob`).
+
+    Its worker pods take the stage's block of ``cluster.stages`` (requests, limits,
+    accelerator, node selector, tolerations) and one pod per Ray Train worker; this block holds
+    the rest.
+    """
+
+    image: str | None = Field(
+        default=None,
+        description="image of the Ray head, workers and submitter (None = the image "
+        "`graft compile` puts in the pipeline)",
+    )
+    namespace: str | None = Field(
+        default=None, description="metadata.namespace (None = kubectl's current namespace)"
+    )
+    ray_version: str = Field(
+        default="2.60.0", description="rayClusterSpec.rayVersion: the Ray inside the image"
+    )
+    head_cpu: str = Field(
+        default="1", description="head pod CPU, request = limit (the stage's driver runs there)"
+    )
+    head_memory: str = "4Gi"
+    submitter_cpu: str = Field(default="500m", description="the `ray job submit` pod's CPU")
+    submitter_memory: str = "512Mi"
+    shutdown_after_job_finishes: bool = Field(
+        default=True, description="delete the RayCluster when the job ends"
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=600,
+        ge=0,
+        description="seconds a finished job's cluster is kept (logs, dashboard) before deletion",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=7200, gt=0, description="fail the RayJob after this long (None = no deadline)"
+    )
+    backoff_limit: int = Field(
+        default=0, ge=0, description="retries of a failed RayJob, each on a fresh cluster"
+    )
+    delete_when_done: Literal["on_success", "always", "never"] = Field(
+        default="on_success",
+        description="ray.mode=rayjob: delete the RayJob object after it ends (its cluster goes "
+        "with shutdown_after_job_finishes either way); on_success keeps a failed one, its "
+        "submitter pod and log, for `kubectl describe` and `kubectl logs`",
+    )
+    poll_s: float = Field(
+        default=5.0, gt=0, description="ray.mode=rayjob: seconds between status and log polls"
+    )
+
+
+class RayConfig(Strict):
+    """Where the training stages (pretrain, transfer-finetune, tune) get Ray.
+
+    ``local`` starts Ray inside the stage's process. ``address`` uses an existing cluster: with
+    ``submit: job`` the stage itself runs on the cluster as a Ray job submitted through the
+    Jobs API (its log streams into the caller's, a retry of the same pipeline run re-attaches
+    to the job instead of starting a second one, and a failed job fails the caller); with
+    ``submit: driver`` the stage runs in this process and joins the cluster with
+    ``ray.init(address)``. ``rayjob`` creates a KubeRay RayJob per stage (a Ray cluster of its
+    own) through the Kubernetes API, follows its submitter's log, waits for its end and
+    cleans it up; ``graft rayjob`` prints the same RayJob for ``kubectl apply``.
+    """
+
+    mode: Literal["local", "address", "rayjob"] = "local"
+    address: str | None = Field(
+        default=None,
+        description="address mode: ray://host:10001 or auto (None = RAY_ADDRESS, else auto); "
+        "with submit=job it also locates the dashboard when dashboard_address is unset",
+    )
+    submit: Literal["job", "driver"] = Field(
+        default="job",
+        description="address mode: run each training stage on the cluster as a Ray job (job) "
+        "or here as a Ray driver (driver)",
+    )
+    dashboard_address: str | None = Field(
+        default=None,
+        description="submit=job: the Jobs API, http://<head>:8265 (None = derived from "
+        "address); RAY_API_SERVER_ADDRESS or RAY_ADDRESS override it, as everywhere in Ray",
+    )
+    job_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="submit=job: stop a job still running after this long and fail the stage",
+    )
+    job_log_tail_lines: int = Field(
+        default=40, ge=1, description="submit=job: lines of a failed job's log in the error"
+    )
+    staging_uri: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix through which a stage that runs on the cluster "
+        "(submit=job, mode=rayjob) gets its input folders and returns its output folder: the "
+        "caller uploads them, the job downloads them and uploads its output, the caller "
+        "downloads that. Required by mode=rayjob; None with submit=job passes the folders as "
+        "they are, so the cluster must see the caller's filesystem",
+    )
+    storage_uri: str | None = Field(
+        default=None,
+        description="where Ray Train keeps checkpoints and run state: s3://bucket/prefix or a "
+        "folder every node mounts. None = <staging_uri>/ray when staging_uri is set, else "
+        "<work_dir>/ray on the driver's machine, which a multi-node cluster cannot use (its "
+        "workers' checkpoints would stay on their own nodes): that is refused when joining one",
+    )
+    num_cpus: int | None = Field(default=None, ge=1, description="local mode CPU count")
+    rayjob: RayJobConfig = Field(default_factory=RayJobConfig)
+
+    @property
+    def shared_train_storage(self) -> str | None:
+        """The storage every node of a cluster reaches, if the config names one."""
+        if self.storage_uri:
+            return self.storage_uri
+        return f"{self.staging_uri.rstrip('/')}/ray" if self.staging_uri else None
+
+    @model_validator(mode="after")
+    def _shared_locations_are_valid(self) -> RayConfig:
+        if self.storage_uri is not None and not (
+            self.storage_uri.startswith("s3://") or self.storage_uri.startswith("/")
+        ):
+            raise ValueError(
+                f"ray.storage_uri '{self.storage_uri}' must be s3://bucket/prefix or an "
+                "absolute path that every node mounts"
+            )
+        if self.staging_uri is not None and not self.staging_uri.startswith("s3://"):
+            raise ValueError(
+                f"ray.staging_uri '{self.staging_uri}' must be an s3://bucket/prefix that both "
+                "this process and the cluster's pods can read and write"
+            )
+        if self.mode == "rayjob" and self.staging_uri is None:
+            raise ValueError(
+                "ray.mode=rayjob needs ray.staging_uri=s3://bucket/prefix: a RayJob's pods "
+                "share no folder with this process, so inputs and the trained model travel "
+                "through S3"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _dashboard_is_http(self) -> RayConfig:
+        if self.dashboard_address and not self.dashboard_address.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"ray.dashboard_address '{self.dashboard_address}' must be the Jobs API's HTTP "
+                "address, e.g. http://ray-head:8265; a ray:// client address goes in ray.address"
+            )
+        return self
+
+    @property
+    def submits_jobs(self) -> bool:
+        """Whether a training stage runs on the cluster as a Ray job instead of here."""
+        return self.mode == "address" and self.submit == "job"
+
+    @property
+    def runs_stages_elsewhere(self) -> bool:
+        """Whether a training stage runs away from this process (a Ray job or a RayJob)."""
+        return self.submits_jobs or self.mode == "rayjob"
