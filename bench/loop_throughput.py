@@ -209,9 +209,10 @@ def bare_loop(config: Any, dataset: Path, epochs: int, label: str) -> Throughput
 
 def _bare_worker(arguments: dict[str, Any]) -> None:
     import ray.train
-    import torch
 
-    torch.set_num_threads(int(os.environ.get("GRAFT_TORCH_THREADS", "1")))
+    from graft.train.workers import worker_torch_threads
+
+    worker_torch_threads()
     timing = _bare_epochs(**arguments)
     # Train V2 returns only the metrics reported with a checkpoint
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,8 +223,8 @@ def _bare_worker(arguments: dict[str, Any]) -> None:
 def bare_loop_in_ray(config: Any, dataset: Path, epochs: int, work: Path, name: str) -> Throughput:
     """The same bare loop as the single worker of a Ray Train run: what Ray's worker process
     costs by itself, apart from anything Graft's loop does."""
-    from ray.train.v2.api.config import RunConfig, ScalingConfig
-    from ray.train.v2.torch.torch_trainer import TorchTrainer
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         _bare_worker,
@@ -248,7 +249,9 @@ def bare_loop_in_ray(config: Any, dataset: Path, epochs: int, work: Path, name: 
 
 def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str) -> Throughput:
     from graft.io import tracking
+    from graft.io.ray_runtime import TrainStorage
     from graft.train.fit import fit
+    from graft.train.request import FitRun
     from graft.train.requests import pretrain_request
 
     run_id = None
@@ -262,13 +265,15 @@ def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str)
     start = time.perf_counter()
     result = fit(
         request,
-        num_workers=1,
-        storage_path=work / "ray",
-        run_name=run_name,
-        output_dir=work / run_name,
-        max_failures=0,
-        num_to_keep=1,
-        callbacks=[_report_clock(clock)],
+        FitRun(
+            num_workers=1,
+            storage=TrainStorage(str((work / "ray").resolve())),
+            run_name=run_name,
+            output_dir=work / run_name,
+            max_failures=0,
+            num_to_keep=1,
+            callbacks=(_report_clock(clock),),
+        ),
     )
     fit_seconds = time.perf_counter() - start
     history = result.history[1:]  # the first epoch is warm-up
@@ -453,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--repeats must be >= 1")
 
     # the Ray worker reads it (Ray's local workers inherit this environment)
-    os.environ["GRAFT_TORCH_THREADS"] = str(args.threads)
+    from graft.config.runtime import TORCH_THREADS_ENV
+
+    os.environ[TORCH_THREADS_ENV] = str(args.threads)
     import torch
 
     from graft.data.prepare import prepare_dataset

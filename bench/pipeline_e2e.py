@@ -88,6 +88,7 @@ def main() -> None:
     from graft import stages
     from graft.config import load_config
     from graft.io.ray_runtime import ensure_ray, shutdown_ray
+    from graft.remote import dispatch
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="graft-bench-"))
     config = load_config(
@@ -107,26 +108,27 @@ def main() -> None:
     with PeakMemory() as memory:
         total_start = time.perf_counter()
         timed("ray start", lambda: ensure_ray(config.ray))
-        prep = timed("data-prep", lambda: stages.data_prep(config, str(work / "dataset")))
+        prep = timed("data-prep", lambda: stages.data_prep.run(config, str(work / "dataset")))
         parent = prep.parent_run_id
         pre = timed(
-            "pretrain", lambda: stages.pretrain(config, prep.dataset_dir, str(work / "pre"), parent)
+            "pretrain",
+            lambda: dispatch.pretrain(config, prep.dataset_dir, str(work / "pre"), parent),
         )
         fine = timed(
             "transfer-finetune",
-            lambda: stages.finetune(
+            lambda: dispatch.finetune(
                 config, prep.dataset_dir, pre.model_dir, str(work / "fine"), parent
             ),
         )
         tuned = timed(
             "tune",
-            lambda: stages.tune(
+            lambda: dispatch.tune(
                 config, prep.dataset_dir, pre.model_dir, fine.model_dir, str(work / "tune"), parent
             ),
         )
         scored = timed(
             "evaluate",
-            lambda: stages.evaluate(
+            lambda: stages.evaluate.run(
                 config,
                 prep.dataset_dir,
                 prep.test_split_dir,
@@ -138,7 +140,7 @@ def main() -> None:
         )
         timed(
             "export",
-            lambda: stages.export(
+            lambda: stages.export.run(
                 config,
                 prep.dataset_dir,
                 tuned.model_dir,

@@ -182,7 +182,7 @@ def _search(
 def epoch_budget_of(preset: str, samples: int) -> int:
     """What ``samples`` full-length finetune trials cost: the budget both methods get."""
     from graft.config import load_config
-    from graft.train.loop import phases_for
+    from graft.train.request import phases_for
 
     return samples * sum(p.epochs for p in phases_for(load_config(preset=preset).finetune))
 
@@ -190,9 +190,10 @@ def epoch_budget_of(preset: str, samples: int) -> int:
 def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
     from graft.config import load_config
     from graft.data.prepare import prepare_dataset
-    from graft.io.ray_runtime import ensure_ray, shutdown_ray
+    from graft.io.ray_runtime import TrainStorage, ensure_ray, shutdown_ray
     from graft.train.fit import fit
-    from graft.train.loop import MODEL_FILE
+    from graft.train.model_dir import MODEL_FILE
+    from graft.train.request import FitRun
     from graft.train.requests import pretrain_request
 
     config = load_config(preset=args.preset, overrides=[f"work_dir={root}"])
@@ -217,12 +218,14 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
         if not (root / "pretrained" / MODEL_FILE).exists():
             pretrained = fit(
                 pretrain_request(config, str(dataset), None),
-                num_workers=config.pretrain.num_workers,
-                storage_path=root / "ray",
-                run_name="bench-pretrain",
-                output_dir=root / "pretrained",
-                max_failures=0,
-                num_to_keep=1,
+                FitRun(
+                    num_workers=config.pretrain.num_workers,
+                    storage=TrainStorage(str((root / "ray").resolve())),
+                    run_name="bench-pretrain",
+                    output_dir=root / "pretrained",
+                    max_failures=0,
+                    num_to_keep=1,
+                ),
             ).model_dir
         for seed in range(args.seeds):
             for method in args.methods:

@@ -8,7 +8,7 @@ the search space together with its whole learning curve (the finetune's patience
 stopping included), so thousands of searches are replayed by resampling those curves:
 
 - **FIFO**: every trial runs until its own early stopping or its last epoch (random search);
-- **ASHA**: `graft.tune.search.make_scheduler`'s scheduler itself, Ray's
+- **ASHA**: `graft.tune.search_algorithms.make_scheduler`'s scheduler itself, Ray's
   ``ASHAScheduler`` built from the preset with the ``--asha`` settings (several brackets:
   asynchronous Hyperband), gets each epoch's result and cuts what it says to cut. A
   configuration's curve does not depend on the scheduler, which only ends it early;
@@ -141,8 +141,8 @@ def asha_scheduler(
     """The scheduler `graft tune` builds for this preset and these settings: ASHA, or with
     several brackets asynchronous Hyperband (``tune.scheduler=hyperband``)."""
     from graft.config import load_config
-    from graft.train.loop import phases_for
-    from graft.tune.search import make_scheduler
+    from graft.train.request import phases_for
+    from graft.tune.search_algorithms import make_scheduler
 
     config = load_config(
         preset=preset,

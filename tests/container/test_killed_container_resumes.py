@@ -25,7 +25,7 @@ from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAM
 from graft.config import GraftConfig, load_config
 from graft.kfp.components import make_components
 from graft.kfp.container_run import container_run_args, prepare_pipeline_root
-from graft.train.loop import load_checkpoint_model
+from graft.train.model_dir import load_checkpoint_model
 from servers import S3_ACCESS_KEY, S3_SECRET_KEY
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]

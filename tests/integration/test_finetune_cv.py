@@ -12,7 +12,7 @@ from graft import stages
 from graft.config import load_config
 from graft.io import tracking
 from graft.nn.models import build_model
-from graft.train.loop import MODEL_FILE, SPEC_FILE
+from graft.train.model_dir import MODEL_FILE, SPEC_FILE
 from graft.train.requests import source_model_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -39,7 +39,7 @@ def test_finetune_stage_runs_the_configured_protocol(
     spec.save(pretrained / SPEC_FILE)
     parent = tracking.start_pipeline_run(config, "integration")
 
-    out = stages.finetune(config, dataset, str(pretrained), str(tmp_path / "model"), parent)
+    out = stages.finetune.run(config, dataset, str(pretrained), str(tmp_path / "model"), parent)
 
     run = MlflowClient(tracking_uri=config.resolved_tracking_uri()).get_run(out.run_id)
     assert run.data.tags["cv_protocol"] == "kfold"

@@ -27,7 +27,8 @@ from search_helpers import search_on_own_ray
 
 from graft.config import load_config
 from graft.io import tracking
-from graft.train.loop import evaluate_model, load_checkpoint_model, load_split_rows
+from graft.train.model_dir import load_checkpoint_model
+from graft.train.rows import evaluate_model, load_split_rows
 from graft.tune.pbt import EXPLOITS_TAG, RESTORED_AT_EPOCH_TAG, RESTORED_FROM_TAG
 from graft.tune.runs import trial_runs
 

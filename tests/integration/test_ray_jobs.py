@@ -27,6 +27,7 @@ from graft import stages
 from graft.config import GraftConfig, RayConfig, load_config
 from graft.errors import RayJobError
 from graft.io.ray_runtime import ensure_ray, shutdown_ray, train_env_defaults
+from graft.remote import dispatch
 from graft.remote.command import RESULT_PREFIX
 from graft.remote.ray_job import RETRY_SUFFIX, JobOutcome, job_client, run_job, stage_submission_id
 
@@ -215,14 +216,14 @@ print({RESULT_PREFIX!r} + json.dumps({{"val_accuracy": 0.5, "env": env}}))
 def test_failing_stage_job_fails_the_caller_with_status_message_and_log_tail(
     ray_head: RayHead, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """stages.pretrain in job mode: the real `graft stage pretrain` entrypoint runs on the
+    """dispatch.pretrain in job mode: the real `graft stage pretrain` entrypoint runs on the
     cluster and fails on a dataset folder that does not exist."""
     config = _job_mode_config(ray_head, tmp_path, "ray.job_log_tail_lines=15")
     missing = tmp_path / "no-such-dataset"
     parent_run_id = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 
     with pytest.raises(RayJobError) as caught:
-        stages.pretrain(config, str(missing), str(tmp_path / "out"), parent_run_id)
+        dispatch.pretrain(config, str(missing), str(tmp_path / "out"), parent_run_id)
 
     error = caught.value
     assert error.submission_id == stage_submission_id("pretrain", parent_run_id)
@@ -356,7 +357,7 @@ def test_pretrain_stage_runs_on_the_cluster_as_a_job(
     """The whole stage on the cluster: its TrainOutput comes back and its model is written."""
     config = _job_mode_config(ray_head, tmp_path)
     out = tmp_path / "pretrained"
-    result = stages.pretrain(config, dataset, str(out), "b1c2d3e4f5a60718293a4b5c6d7e8f90")
+    result = dispatch.pretrain(config, dataset, str(out), "b1c2d3e4f5a60718293a4b5c6d7e8f90")
 
     assert isinstance(result, stages.TrainOutput)
     assert result.epochs_run == config.pretrain.epochs
@@ -402,7 +403,7 @@ def test_pretrain_stage_runs_as_a_rayjob_with_its_folders_staged_through_s3(
         monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         out = tmp_path / "pretrained"
-        result = stages.pretrain(config, dataset, str(out), "c0ffee00c0ffee00c0ffee00c0ffee00")
+        result = dispatch.pretrain(config, dataset, str(out), "c0ffee00c0ffee00c0ffee00c0ffee00")
 
     assert result.epochs_run == config.pretrain.epochs
     assert result.val_accuracy > 0.5  # 8 digit classes: chance is 0.125

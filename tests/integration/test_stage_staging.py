@@ -156,7 +156,7 @@ def test_ray_train_checkpoints_go_to_s3_storage_and_the_model_comes_back(
         ],
     )
     out = tmp_path / "pretrained"
-    result = stages.pretrain(config, dataset, str(out), "f00dcafef00dcafef00dcafef00dcafe")
+    result = stages.pretrain.run(config, dataset, str(out), "f00dcafef00dcafef00dcafef00dcafe")
 
     assert result.epochs_run == 2
     assert (out / "model.pt").is_file()

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from graft.config import GraftConfig, load_config
+from graft.io.ray_runtime import TrainStorage
 from graft.nn.models import build_model
 from graft.train.fit import fit
-from graft.train.loop import load_checkpoint_model
+from graft.train.model_dir import load_checkpoint_model
 from graft.train.objectives import objective_loss
+from graft.train.request import FitRun
 from graft.train.requests import finetune_request, pretrain_request
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -22,17 +24,17 @@ def _config(tmp: Path, *overrides: str) -> GraftConfig:
 
 
 def _pretrain(config: GraftConfig, dataset: str, name: str, out: Path, **request_changes: object):
-    request = pretrain_request(config, dataset, None)
-    for key, value in request_changes.items():
-        setattr(request, key, value)
+    request = pretrain_request(config, dataset, None).model_copy(update=request_changes)
     return fit(
         request,
-        num_workers=2,
-        storage_path=config.work_path / "ray",
-        run_name=name,
-        output_dir=out,
-        max_failures=1,
-        num_to_keep=2,
+        FitRun(
+            num_workers=2,
+            storage=TrainStorage(str((config.work_path / "ray").resolve())),
+            run_name=name,
+            output_dir=out,
+            max_failures=1,
+            num_to_keep=2,
+        ),
     )
 
 
@@ -80,12 +82,14 @@ def test_head_phase_keeps_backbone_weights_and_bn_buffers_bit_identical(
     request = finetune_request(config, dataset, pre.model_dir, tmp_path / "scratch", None)
     tuned = fit(
         request,
-        num_workers=2,
-        storage_path=config.work_path / "ray",
-        run_name="bn-head",
-        output_dir=tmp_path / "finetuned",
-        max_failures=0,
-        num_to_keep=1,
+        FitRun(
+            num_workers=2,
+            storage=TrainStorage(str((config.work_path / "ray").resolve())),
+            run_name="bn-head",
+            output_dir=tmp_path / "finetuned",
+            max_failures=0,
+            num_to_keep=1,
+        ),
     )
     model, _ = load_checkpoint_model(tuned.model_dir)
     state = model.state_dict()
@@ -117,12 +121,14 @@ def test_cached_bottleneck_features_run_the_trunk_once_and_train_the_same_head(
         request = finetune_request(run, dataset, pre.model_dir, tmp_path / f"s-{cached}", None)
         tuned = fit(
             request,
-            num_workers=2,
-            storage_path=run.work_path / "ray",
-            run_name=f"cache-{cached}",
-            output_dir=tmp_path / f"finetuned-{cached}",
-            max_failures=0,
-            num_to_keep=1,
+            FitRun(
+                num_workers=2,
+                storage=TrainStorage(str((run.work_path / "ray").resolve())),
+                run_name=f"cache-{cached}",
+                output_dir=tmp_path / f"finetuned-{cached}",
+                max_failures=0,
+                num_to_keep=1,
+            ),
         )
         model, _ = load_checkpoint_model(tuned.model_dir)
         heads[cached] = model.head.state_dict()
@@ -162,12 +168,14 @@ def test_autoencoder_pretrain_under_ddp_then_finetune_reuses_the_encoder(
     request = finetune_request(config, dataset, pre.model_dir, tmp_path / "scratch", None)
     tuned = fit(
         request,
-        num_workers=1,
-        storage_path=config.work_path / "ray",
-        run_name="ae-finetune",
-        output_dir=tmp_path / "finetuned",
-        max_failures=0,
-        num_to_keep=1,
+        FitRun(
+            num_workers=1,
+            storage=TrainStorage(str((config.work_path / "ray").resolve())),
+            run_name="ae-finetune",
+            output_dir=tmp_path / "finetuned",
+            max_failures=0,
+            num_to_keep=1,
+        ),
     )
     classifier, target_spec = load_checkpoint_model(tuned.model_dir)
     assert target_spec.objective == "classify" and classifier.head.out_features == 2
@@ -183,23 +191,23 @@ def test_a_fits_input_files_reach_workers_through_the_object_store(
     opens come from Ray's object store, even once the driver's files are gone."""
     import shutil
 
-    from graft.train.loop import load_split_rows, ship_inputs
+    from graft.train.request import ship_inputs
+    from graft.train.rows import load_split_rows
 
     local_copy = tmp_path / "dataset"
     shutil.copytree(dataset, local_copy)
-    request = pretrain_request(_config(tmp_path), str(local_copy), None)
-    request.init_weights_path = str(tmp_path / "init.pt")
+    request = pretrain_request(_config(tmp_path), str(local_copy), None).model_copy(
+        update={"init_weights_path": str(tmp_path / "init.pt")}
+    )
     torch.save({"w": torch.arange(3)}, request.init_weights_path)
     shipped = ship_inputs(request)
     shutil.rmtree(local_copy)
     Path(request.init_weights_path).unlink()
 
-    opened = shipped.open_inputs()
+    opened = shipped.open()
     assert set(opened) == {request.train_path, request.val_path, request.init_weights_path}
     train = load_split_rows(opened[request.train_path])
     expected = load_split_rows(str(Path(dataset) / "source" / "train.npz"))
     assert torch.equal(train.tensors[0], expected.tensors[0])
     assert torch.equal(train.tensors[1], expected.tensors[1])
     assert torch.equal(torch.load(opened[request.init_weights_path])["w"], torch.arange(3))
-    # unshipped, a request opens its paths where they are
-    assert request.open_inputs()[request.train_path] == request.train_path

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from graft.config import GraftConfig, load_config
+from graft.io.ray_runtime import TrainStorage
 from graft.train.budget import virtual_epoch_budget
 from graft.train.fit import FitResult, fit
-from graft.train.loop import load_checkpoint_model
+from graft.train.model_dir import load_checkpoint_model
+from graft.train.request import FitRun
 from graft.train.requests import pretrain_request
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -48,17 +50,17 @@ def _fit(
     run_id: str | None = None,
     **extra: Any,
 ) -> FitResult:
-    request = pretrain_request(config, dataset, run_id)
-    for key, value in extra.items():
-        setattr(request, key, value)
+    request = pretrain_request(config, dataset, run_id).model_copy(update=extra)
     return fit(
         request,
-        num_workers=workers,
-        storage_path=config.work_path / "ray",
-        run_name=name,
-        output_dir=config.work_path / name,
-        max_failures=1,
-        num_to_keep=10,
+        FitRun(
+            num_workers=workers,
+            storage=TrainStorage(str((config.work_path / "ray").resolve())),
+            run_name=name,
+            output_dir=config.work_path / name,
+            max_failures=1,
+            num_to_keep=10,
+        ),
     )
 
 

@@ -19,8 +19,9 @@ from graft.config import GraftConfig, load_config
 from graft.data.prepare import prepare_dataset
 from graft.errors import TrainingError
 from graft.io import tracking
-from graft.io.ray_runtime import ensure_ray, shutdown_ray
+from graft.io.ray_runtime import TrainStorage, ensure_ray, shutdown_ray
 from graft.train.fit import fit
+from graft.train.request import FitRun
 from graft.train.requests import pretrain_request
 from graft.tune import search
 from graft.tune import trial as tune_trial
@@ -57,12 +58,14 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     try:
         pre = fit(
             pretrain_request(config, str(dataset), None),
-            num_workers=2,
-            storage_path=root / "ray",
-            run_name="pre",
-            output_dir=root / "pre",
-            max_failures=0,
-            num_to_keep=1,
+            FitRun(
+                num_workers=2,
+                storage=TrainStorage(str((root / "ray").resolve())),
+                run_name="pre",
+                output_dir=root / "pre",
+                max_failures=0,
+                num_to_keep=1,
+            ),
         )
         yield str(dataset), pre.model_dir
     finally:

@@ -21,7 +21,7 @@ from killed_search import (
 
 from graft.config import GraftConfig, load_config
 from graft.io import tracking
-from graft.train.loop import MODEL_FILE
+from graft.train.model_dir import MODEL_FILE
 from graft.tune.runs import BEST_TAG, TRIAL_TAG
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]

@@ -5,7 +5,7 @@ from torch.utils.data import TensorDataset
 
 from graft.config import load_config
 from graft.nn.models import ModelSpec, build_model
-from graft.train.loop import bottleneck_features
+from graft.train.workers import bottleneck_features
 
 
 def test_features_are_the_trunks_eval_outputs_and_train_flags_are_restored() -> None:

@@ -5,6 +5,7 @@ from typing import get_args
 
 import numpy as np
 import pytest
+import typer
 from cli_helpers import assert_one_clear_error, run_graft
 from click.testing import Result
 from typer.testing import CliRunner
@@ -64,10 +65,30 @@ def test_unreachable_s3() -> None:
     assert_one_clear_error(result, "cannot reach S3")
 
 
-@pytest.mark.parametrize(
-    "command",
-    ["run", "compile", "config", "ui", "stage", "rayjob", "lr-find", "tune", "submit", "upload"],
-)
+COMMANDS = [
+    "run",
+    "compile",
+    "config",
+    "ui",
+    "upload",
+    "submit",
+    "schedule",
+    "runs",
+    "tune",
+    "stage",
+    "rayjob",
+    "lr-find",
+]
+
+
+def test_the_app_lists_every_command_in_order() -> None:
+    """The commands live in one module per group (graft.cli.*); `graft --help` lists them all."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    assert list(group.commands) == COMMANDS  # typer lists them as registered
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_help_explains_each_command(command: str) -> None:
     result = run_graft(command, "--help")
     assert result.returncode == 0

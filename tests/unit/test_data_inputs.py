@@ -41,8 +41,8 @@ def _inputs(config: GraftConfig, parent_run_id: str) -> dict[str, tuple[str, str
 
 def test_split_manifests_are_dataset_inputs_with_stable_digests(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    first = stages.data_prep(config, str(tmp_path / "a" / "dataset"))
-    second = stages.data_prep(config, str(tmp_path / "b" / "dataset"))
+    first = stages.data_prep.run(config, str(tmp_path / "a" / "dataset"))
+    second = stages.data_prep.run(config, str(tmp_path / "b" / "dataset"))
     assert first.dataset_hash == second.dataset_hash
     logged = _inputs(config, first.parent_run_id)
 

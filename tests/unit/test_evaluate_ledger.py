@@ -13,7 +13,7 @@ from graft import stages
 from graft.config import GraftConfig, load_config
 from graft.errors import HoldoutReuseError
 from graft.evaluate.ledger import MODEL_TAG, PREVIOUS_TAG, REPEAT_TAG, SPLIT_TAG, model_fingerprint
-from graft.train.loop import MODEL_FILE
+from graft.train.model_dir import MODEL_FILE, SPEC_FILE
 
 
 def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
@@ -24,12 +24,16 @@ def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
             f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
             "tracking.experiment_name=ledger",
             "evaluate.linear_baseline_max_iter=20",
-            # these tests call stages.evaluate without a pretrained model to retrain from
+            # these tests run the evaluate stage without a pretrained model to retrain from
             "evaluate.label_shuffle_control.enabled=false",
             "evaluate.transfer_report.enabled=false",
             *overrides,
         ],
     )
+
+
+def _fingerprint(model_dir: str | Path) -> str:
+    return model_fingerprint(Path(model_dir) / SPEC_FILE, Path(model_dir) / MODEL_FILE)
 
 
 def _tags(config: GraftConfig, run_id: str) -> dict[str, str]:
@@ -41,41 +45,41 @@ def test_fingerprint_names_the_weights_not_the_directory(
     tmp_path: Path, untrained_model_dir: Callable[..., Path]
 ) -> None:
     config = _config(tmp_path)
-    data = stages.data_prep(config, str(tmp_path / "data"))
+    data = stages.data_prep.run(config, str(tmp_path / "data"))
     model = untrained_model_dir(config, data.dataset_dir, tmp_path / "m1", "target", seed=1)
     copy = Path(shutil.copytree(model, tmp_path / "elsewhere" / "m1"))
-    assert model_fingerprint(copy) == model_fingerprint(model)
+    assert _fingerprint(copy) == _fingerprint(model)
     other = untrained_model_dir(config, data.dataset_dir, tmp_path / "m2", "target", seed=2)
-    assert model_fingerprint(other) != model_fingerprint(model)
+    assert _fingerprint(other) != _fingerprint(model)
     # one weight nudged by one ulp is another model
     state = torch.load(copy / MODEL_FILE, weights_only=True)
     first = next(iter(state))
     state[first].view(-1)[0] = torch.nextafter(state[first].view(-1)[0], torch.tensor(1e9))
     torch.save(state, copy / MODEL_FILE)
-    assert model_fingerprint(copy) != model_fingerprint(model)
+    assert _fingerprint(copy) != _fingerprint(model)
 
 
 def test_second_look_is_refused_and_a_forced_one_is_tagged(
     tmp_path: Path, untrained_model_dir: Callable[..., Path]
 ) -> None:
     config = _config(tmp_path)
-    data = stages.data_prep(config, str(tmp_path / "data"))
+    data = stages.data_prep.run(config, str(tmp_path / "data"))
     model = str(untrained_model_dir(config, data.dataset_dir, tmp_path / "model", "target", seed=1))
 
     def evaluate(cfg: GraftConfig, name: str, parent: str) -> stages.EvaluateOutput:
-        return stages.evaluate(
+        return stages.evaluate.run(
             cfg, data.dataset_dir, data.test_split_dir, model, str(tmp_path / name), parent
         )
 
     first = evaluate(config, "eval1", data.parent_run_id)
     tags = _tags(config, first.run_id)
-    assert tags[MODEL_TAG] == model_fingerprint(model)
+    assert tags[MODEL_TAG] == _fingerprint(model)
     assert tags[SPLIT_TAG]
     assert tags[REPEAT_TAG] == "false"
 
     # another pipeline run (another parent run), same model, same test rows: refused, and
     # before anything is scored
-    parent = stages.data_prep(config, str(tmp_path / "data2")).parent_run_id
+    parent = stages.data_prep.run(config, str(tmp_path / "data2")).parent_run_id
     with pytest.raises(HoldoutReuseError, match=r"evaluate\.allow_repeat_test=true") as refused:
         evaluate(config, "eval2", parent)
     assert first.run_id in str(refused.value)
@@ -87,11 +91,11 @@ def test_second_look_is_refused_and_a_forced_one_is_tagged(
     tags = _tags(config, forced.run_id)
     assert tags[REPEAT_TAG] == "true"
     assert tags[PREVIOUS_TAG] == first.run_id
-    assert tags[MODEL_TAG] == model_fingerprint(model)
+    assert tags[MODEL_TAG] == _fingerprint(model)
 
     # a different model is a first look
     other = str(untrained_model_dir(config, data.dataset_dir, tmp_path / "other", "target", seed=2))
-    fresh = stages.evaluate(
+    fresh = stages.evaluate.run(
         config, data.dataset_dir, data.test_split_dir, other, str(tmp_path / "eval4"), parent
     )
     assert _tags(config, fresh.run_id)[REPEAT_TAG] == "false"

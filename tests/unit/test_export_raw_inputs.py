@@ -14,10 +14,11 @@ from graft import stages
 from graft.config import GraftConfig, load_config
 from graft.data.manifest import DataManifest
 from graft.data.preprocessing import apply_missing_fill
-from graft.export.raw_inputs import RawInputModel, raw_rows, trained_network
+from graft.data.raw_input_model import RawInputModel, trained_network
+from graft.export.raw_inputs import raw_rows
 from graft.export.variants import onnx_logits, onnx_session, torch_logits
 from graft.nn.models import GraftNet
-from graft.train.loop import MODEL_FILE, load_checkpoint_model
+from graft.train.model_dir import MODEL_FILE, load_checkpoint_model
 from graft.train.requests import finetune_request
 
 MODEL_NAME = "graft-raw"
@@ -77,7 +78,7 @@ def exported(
     tmp_path = tmp_path_factory.mktemp("raw")
     frame = _table(tmp_path / "table.parquet")
     config = _config(tmp_path)
-    data = stages.data_prep(config, str(tmp_path / "data"))
+    data = stages.data_prep.run(config, str(tmp_path / "data"))
     manifest = DataManifest.read(data.dataset_dir)
     model_dir = untrained_model_dir(
         config,
@@ -95,7 +96,7 @@ def exported(
     (evaluation / "metrics.json").write_text(
         json.dumps({"test_accuracy": 0.9, "baseline_accuracy": 0.34})
     )
-    result = stages.export(
+    result = stages.export.run(
         config,
         data.dataset_dir,
         str(model_dir),
@@ -179,7 +180,7 @@ def test_evaluate_scores_a_raw_input_champion_on_raw_rows(exported: dict) -> Non
     """The champion is the exported (wrapped) model: evaluate must hand it raw test rows."""
     data = exported["data"]
     tmp_path: Path = exported["tmp_path"]
-    out = stages.evaluate(
+    out = stages.evaluate.run(
         exported["config"],
         data.dataset_dir,
         data.test_split_dir,

@@ -14,7 +14,7 @@ from graft import stages
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
 from graft.io import tracking
-from graft.train.loop import MODEL_FILE
+from graft.train.model_dir import MODEL_FILE
 from graft.train.requests import finetune_request
 
 MODEL_NAME = "graft-unit"
@@ -42,10 +42,10 @@ def registry(
     """Two exports back to back: v1 through the gate, v2 refused against the champion."""
     tmp_path = tmp_path_factory.mktemp("registry")
     config = _config(tmp_path)
-    data = stages.data_prep(config, str(tmp_path / "data"))
+    data = stages.data_prep.run(config, str(tmp_path / "data"))
     manifest = DataManifest.read(data.dataset_dir)
     model_dir = untrained_model_dir(config, data.dataset_dir, tmp_path / "model", "target", seed=1)
-    first = stages.export(
+    first = stages.export.run(
         config,
         data.dataset_dir,
         str(model_dir),
@@ -54,7 +54,7 @@ def registry(
         data.parent_run_id,
     )
     refused = "does not beat the champion: 0.9000 < 1.9000"
-    second = stages.export(
+    second = stages.export.run(
         config,
         data.dataset_dir,
         str(model_dir),

@@ -211,7 +211,7 @@ def test_evaluate_logs_no_roc_for_a_multiclass_task(
     (evaluation / "metrics.json").write_text(json.dumps(written))
     (evaluation / "report.html").write_text("<!doctype html>")
     scored = stages.EvaluateOutput(str(evaluation), "run", 0.5, 0.3, None, True)
-    monkeypatch.setattr(stages, "evaluate", lambda *args, **kwargs: scored)
+    monkeypatch.setattr(stages.evaluate, "run", lambda *args, **kwargs: scored)
     metrics = _metrics("metrics")
     classification = ClassificationMetrics(name="classification", uri="", metadata={})
     adapters.evaluate(
@@ -254,7 +254,7 @@ def test_tune_writes_its_report_and_figures_without_a_search(tiny_run: dict[str,
 def test_tune_report_of_a_search_reaches_the_ui(
     tiny_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The search itself (Ray Tune) is faked: what stages.tune makes of its result is not."""
+    """The search itself (Ray Tune) is faked: what the tune stage makes of its result is not."""
     from graft import stages
     from graft.tune import search
 
@@ -280,7 +280,7 @@ def test_tune_report_of_a_search_reaches_the_ui(
         best_trial_id="t_00000",
     )
     monkeypatch.setattr(search, "run_search", lambda *args, **kwargs: found)
-    monkeypatch.setattr(stages, "ensure_ray", lambda *args: None)
+    monkeypatch.setattr(stages.tune, "ensure_ray", lambda *args: None)
     metrics = _metrics("metrics")
     report = root / "tune_report.html"
     adapters.tune(

@@ -10,15 +10,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from graft.config import FinetuneConfig, PhaseConfig, ScheduleConfig, TrainConfig
 from graft.errors import ConfigError, TrainingError
-from graft.train.loop import (
-    LoopState,
-    cycling_batches,
-    lr_scale_factor,
-    phases_for,
-    scaled_schedule,
-    virtual_plan,
-    worker_lr,
-)
+from graft.train.budget import lr_scale_factor, scaled_schedule, virtual_plan, worker_lr
+from graft.train.loop_state import LoopState, cycling_batches
+from graft.train.request import phases_for
 
 
 def _virtual(**budget: object) -> TrainConfig:

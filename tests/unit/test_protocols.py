@@ -19,6 +19,7 @@ from graft.errors import ConfigError
 from graft.evaluate.finetune_cv import CV_FILE, cross_validate_finetune
 from graft.evaluate.protocols import (
     FoldData,
+    ProtocolResult,
     holdout_split,
     iterated_kfold,
     linear_probe,
@@ -26,7 +27,8 @@ from graft.evaluate.protocols import (
     stratified_kfold,
 )
 from graft.io import tracking
-from graft.train.fold_fit import FinetuneStart, state_sha
+from graft.train.in_process import FinetuneFoldTrainer, FinetuneStart, state_sha
+from graft.train.request import FitRequest
 from graft.train.requests import finetune_request
 
 
@@ -205,7 +207,7 @@ def test_protocol_config_refuses_plain_kfold_as_iterated_and_too_many_models() -
 
 def _finetune_setup(
     tmp_path: Path, untrained_model_dir: Callable[..., Path], *overrides: str
-) -> tuple[GraftConfig, object]:
+) -> tuple[GraftConfig, FitRequest]:
     config = tiny_config_tracked_in(
         tmp_path,
         # the backbone is random (not pretrained), so the "all" phase does the learning
@@ -220,6 +222,15 @@ def _finetune_setup(
     return config, request
 
 
+def _cross_validate(
+    config: GraftConfig, request: FitRequest, out: Path, run_id: str
+) -> ProtocolResult:
+    """What the finetune stage runs: the in-process finetune recipe trains each fold."""
+    trainer = FinetuneFoldTrainer(FinetuneStart.from_request(request))
+    splits = (request.train_path, request.val_path)
+    return cross_validate_finetune(config, trainer, splits, out, run_id)
+
+
 @pytest.mark.timeout(240)
 def test_finetune_kfold_logs_cv_metrics_with_a_fresh_model_per_fold(
     tmp_path: Path, untrained_model_dir: Callable[..., Path]
@@ -229,7 +240,7 @@ def test_finetune_kfold_logs_cv_metrics_with_a_fresh_model_per_fold(
     )
     parent = tracking.start_pipeline_run(config, "unit")
     with tracking.stage_run(config, parent, "transfer-finetune") as run_id:
-        result = cross_validate_finetune(config, request, tmp_path / "model", run_id)
+        result = _cross_validate(config, request, tmp_path / "model", run_id)
 
     client = MlflowClient(tracking_uri=config.resolved_tracking_uri())
     run = client.get_run(run_id)
@@ -279,7 +290,7 @@ def test_finetune_iterated_kfold_trains_p_times_k_models(
     )
     parent = tracking.start_pipeline_run(config, "unit")
     with tracking.stage_run(config, parent, "transfer-finetune") as run_id:
-        result = cross_validate_finetune(config, request, tmp_path / "model", run_id)
+        result = _cross_validate(config, request, tmp_path / "model", run_id)
     metrics = MlflowClient(tracking_uri=config.resolved_tracking_uri()).get_run(run_id).data
     assert result.fits == 4 and metrics.metrics["cv_fits"] == 4
     assert len(result.repeat_means) == 2

@@ -35,19 +35,20 @@ def test_local_ray_points_state_api_clients_at_its_own_dashboard(
     import urllib.request
 
     from graft.config import RayConfig
-    from graft.io.ray_runtime import API_SERVER_ADDRESS, ensure_ray, shutdown_ray
+    from graft.config.runtime import RAY_API_SERVER_ADDRESS_ENV
+    from graft.io.ray_runtime import ensure_ray, shutdown_ray
 
-    monkeypatch.setenv(API_SERVER_ADDRESS, "http://elsewhere:8265")
+    monkeypatch.setenv(RAY_API_SERVER_ADDRESS_ENV, "http://elsewhere:8265")
     ensure_ray(RayConfig(num_cpus=1))
     try:
         import ray
 
-        address = os.environ[API_SERVER_ADDRESS]
+        address = os.environ[RAY_API_SERVER_ADDRESS_ENV]
         assert address.startswith("http://127.0.0.1:")
 
         @ray.remote(num_cpus=0)
         def seen_by_a_worker() -> str | None:
-            return os.environ.get(API_SERVER_ADDRESS)
+            return os.environ.get(RAY_API_SERVER_ADDRESS_ENV)
 
         assert ray.get(seen_by_a_worker.remote()) == address
         # ray.init returns before its dashboard serves: under load that took over 30 s here
@@ -63,4 +64,4 @@ def test_local_ray_points_state_api_clients_at_its_own_dashboard(
                 time.sleep(1)
     finally:
         shutdown_ray()
-    assert os.environ[API_SERVER_ADDRESS] == "http://elsewhere:8265"  # restored
+    assert os.environ[RAY_API_SERVER_ADDRESS_ENV] == "http://elsewhere:8265"  # restored

@@ -197,9 +197,9 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
 
     trained = stages.TrainOutput("m", "run", 0.9, 0.1, 3)
     tuned = tmp_path / "tuned"
-    monkeypatch.setattr(stages, "data_prep", fake("data-prep", prepared))
-    monkeypatch.setattr(stages, "pretrain", fake("pretrain", lambda *_: trained))
-    monkeypatch.setattr(stages, "finetune", fake("transfer-finetune", lambda *_: trained))
+    monkeypatch.setattr(stages.data_prep, "run", fake("data-prep", prepared))
+    monkeypatch.setattr(stages.pretrain, "run", fake("pretrain", lambda *_: trained))
+    monkeypatch.setattr(stages.finetune, "run", fake("transfer-finetune", lambda *_: trained))
     best = tmp_path / "best"
     best.mkdir()
     searched = stages.TuneOutput(str(best), "run", 0.9, {"lr": 0.01}, "tuned", 3, 1, 0)
@@ -210,7 +210,7 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         (scratch / "report.html").write_text("<html>tune</html>")
         return searched
 
-    monkeypatch.setattr(stages, "tune", fake("tune", searching))
+    monkeypatch.setattr(stages.tune, "run", fake("tune", searching))
 
     def scored(dataset: str, test: str, model: str, out: str, *_: Any) -> stages.EvaluateOutput:
         report = {"report": {"confusion": [[3, 1], [0, 4]]}, "class_names": ["a", "b"]}
@@ -218,13 +218,13 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         (Path(out) / "report.html").write_text("<html></html>")
         return stages.EvaluateOutput(out, "run", 0.875, 0.5, None, True)
 
-    monkeypatch.setattr(stages, "evaluate", fake("evaluate", scored))
+    monkeypatch.setattr(stages.evaluate, "run", fake("evaluate", scored))
 
     def shipped(*args: Any) -> stages.ExportOutput:
         (Path(args[3]) / "model_card.md").write_text("# Model card")
         return stages.ExportOutput("e", "run", "m", "1", ["challenger"], "t", "o", True, 0.9, 0.5)
 
-    monkeypatch.setattr(stages, "export", fake("export", shipped))
+    monkeypatch.setattr(stages.export, "run", fake("export", shipped))
 
     config_json = _compiled("tracking.experiment_name=ui")
     parameters = RunParameters(

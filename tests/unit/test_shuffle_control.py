@@ -11,9 +11,10 @@ from graft.config import EvaluateConfig, load_config
 from graft.data.prepare import load_split, prepare_dataset
 from graft.evaluate.gate import decide
 from graft.evaluate.shuffle_control import label_shuffle_control
-from graft.train.fold_fit import FinetuneStart, train_fresh_model
-from graft.train.loop import evaluate_model
+from graft.stages.retraining import finetune_retraining
+from graft.train.in_process import FinetuneStart, train_fresh_model
 from graft.train.requests import finetune_request
+from graft.train.rows import evaluate_model
 
 
 def test_gate_refuses_a_model_no_better_than_its_shuffled_label_control() -> None:
@@ -47,14 +48,14 @@ def test_shuffled_labels_reach_chance_while_real_labels_learn(
     prepare_dataset(config.data, config.seed, dataset)
     pretrained = untrained_model_dir(config, dataset, tmp_path / "pretrained")
     request = finetune_request(config, str(dataset), str(pretrained), tmp_path / "s", None)
-    start = FinetuneStart.from_request(request)
+    retraining = finetune_retraining(request)
     train = load_split(dataset, "target", "train")
     val = load_split(dataset, "target", "val")
-    control = label_shuffle_control(start, train, val, seed=0)
-    real, _ = train_fresh_model(start, *train, 0)
+    control = label_shuffle_control(retraining, train, val, seed=0)
+    real, _ = train_fresh_model(FinetuneStart.from_request(request), *train, 0)
     data = torch.utils.data.TensorDataset(torch.from_numpy(val[0]), torch.from_numpy(val[1]))
     real_accuracy = evaluate_model(real, data)["accuracy"]
     majority = np.bincount(val[1]).max() / len(val[1])
     assert control <= majority + 0.2  # no signal to learn from
     assert real_accuracy >= control + 0.2
-    assert label_shuffle_control(start, train, val, seed=0) == pytest.approx(control)
+    assert label_shuffle_control(retraining, train, val, seed=0) == pytest.approx(control)

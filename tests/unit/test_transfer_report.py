@@ -9,33 +9,34 @@ import torch
 
 from graft.config import load_config
 from graft.data.prepare import load_split, prepare_dataset
+from graft.evaluate.retrain import Retraining
 from graft.evaluate.transfer_report import (
     _scratch_start,
     _transfer_start,
     plot_transfer_report,
     transfer_vs_scratch,
 )
-from graft.train.fold_fit import FinetuneStart
+from graft.stages.retraining import finetune_retraining
 from graft.train.requests import finetune_request
 
 
 @pytest.fixture(scope="module")
 def start_and_data(
     tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
-) -> tuple[FinetuneStart, str]:
+) -> tuple[Retraining, str]:
     root = tmp_path_factory.mktemp("ab")
     config = load_config(preset="tiny", overrides=[f"work_dir={root}"])
     dataset = root / "dataset"
     prepare_dataset(config.data, config.seed, dataset)
     pretrained = untrained_model_dir(config, dataset, root / "pretrained")
     request = finetune_request(config, str(dataset), str(pretrained), root / "scratch", None)
-    return FinetuneStart.from_request(request), str(dataset)
+    return finetune_retraining(request), str(dataset)
 
 
 def test_transfer_arm_keeps_the_backbone_and_scratch_arm_redraws_everything(
-    start_and_data: tuple[FinetuneStart, str],
+    start_and_data: tuple[Retraining, str],
 ) -> None:
-    start, _ = start_and_data
+    start = start_and_data[0].start
     transfer_a, transfer_b = _transfer_start(start, 1), _transfer_start(start, 2)
     scratch = _scratch_start(start, 1)
     for key, value in start.init_state.items():
@@ -52,13 +53,13 @@ def test_transfer_arm_keeps_the_backbone_and_scratch_arm_redraws_everything(
 
 
 def test_report_is_per_seed_deterministic_and_summarized(
-    start_and_data: tuple[FinetuneStart, str], tmp_path: Path
+    start_and_data: tuple[Retraining, str], tmp_path: Path
 ) -> None:
-    start, dataset = start_and_data
+    retraining, dataset = start_and_data
     train = load_split(dataset, "target", "train")
     val = load_split(dataset, "target", "val")
-    report = transfer_vs_scratch(start, train, val, seeds=[0, 1, 2])
-    again = transfer_vs_scratch(start, train, val, seeds=[0, 1, 2])
+    report = transfer_vs_scratch(retraining, train, val, seeds=[0, 1, 2])
+    again = transfer_vs_scratch(retraining, train, val, seeds=[0, 1, 2])
     assert report.transfer_accuracy == again.transfer_accuracy
     assert report.scratch_accuracy == again.scratch_accuracy
     assert len(report.transfer_accuracy) == len(report.scratch_accuracy) == 3

@@ -10,7 +10,7 @@ import pytest
 
 from graft.errors import TrainingError
 from graft.io.ray_runtime import TrainStorage
-from graft.train.loop import MODEL_FILE
+from graft.train.model_dir import MODEL_FILE
 from graft.tune.search import existing_best
 
 

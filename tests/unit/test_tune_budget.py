@@ -14,7 +14,7 @@ from ray.tune.utils.serialization import TuneFunctionEncoder, _loads_with_cloudp
 from graft.config import load_config
 from graft.errors import ConfigError
 from graft.tune.epoch_budget import EpochBudgetStopper
-from graft.tune.search import make_searcher, search_stopper, tpe_sampler
+from graft.tune.search_algorithms import make_searcher, search_stopper, tpe_sampler
 from graft.tune.space import param_space
 from graft.tune.trial import TIME_ATTR
 

@@ -21,7 +21,7 @@ from graft.tune.pbt import (
     segment_phases,
     start_from_checkpoint,
 )
-from graft.tune.search import make_scheduler
+from graft.tune.search_algorithms import make_scheduler
 
 SPACE: dict[str, Any] = {
     "finetune.optimizer.lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},

@@ -15,7 +15,7 @@ from graft.config import GraftConfig, load_config, validate_config
 from graft.errors import ConfigError
 from graft.tune.plots import param_importances, plot_search
 from graft.tune.progress import search_progress
-from graft.tune.search import make_scheduler, make_searcher
+from graft.tune.search_algorithms import make_scheduler, make_searcher
 from graft.tune.space import active_params, param_space, to_tune_space
 
 SPACE: dict[str, Any] = {

@@ -5,7 +5,7 @@ from torch import nn
 
 from graft.config import WorkerResources, load_config
 from graft.nn.models import ModelSpec, build_model
-from graft.train.loop import sync_batch_norm
+from graft.train.workers import sync_batch_norm
 
 
 def test_cpu_only_workers_ask_ray_for_cpus_only() -> None:

@@ -1,4 +1,5 @@
-"""Where Graft runs: tracking, the cluster, Ray, the image and the pod label."""
+"""Where Graft runs: tracking, the cluster, Ray, the image, the pod label and the environment
+variables Graft reads or sets."""
 
 from __future__ import annotations
 
@@ -111,6 +112,59 @@ PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
 # The image of the compiled pipeline and of RayJobs unless `--image` or ray.rayjob.image names
 # another.
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
+# Torch's intra-op threads on a training worker: one, since Ray gives a worker one CPU.
+TORCH_THREADS_ENV = "GRAFT_TORCH_THREADS"
+DEFAULT_TORCH_THREADS = 1
+# The library's log level (graft.cli sets it up); DEBUG also keeps Ray Train's per-report log.
+LOG_LEVEL_ENV = "GRAFT_LOG_LEVEL"
+DEFAULT_LOG_LEVEL = "WARNING"
+# What the registered model's MLflow environment installs: the torch the image pins, and Graft.
+MODEL_PIP_REQUIREMENTS = ("torch==2.13.0", "graft")
+
+
+# ----------------------------------------------------------------------------- environment
+# Every other environment variable Graft reads or sets, by name, with its default where it
+# has one. The config's own layer (GRAFT_<SECTION>__<KEY>) is graft.config.env's.
+
+# "0" keeps the workers' log lines (the loop's per-epoch progress) off the driver's console
+RAY_LOG_TO_DRIVER_ENV = "GRAFT_RAY_LOG_TO_DRIVER"
+DEFAULT_RAY_LOG_TO_DRIVER = "1"
+# Set by the image's build, tagged on every pipeline run; without them: git, "local"
+GIT_COMMIT_ENV = "GRAFT_GIT_COMMIT"
+IMAGE_ENV = "GRAFT_IMAGE"
+IMAGE_OUTSIDE_AN_IMAGE = "local"
+# boto3's and MLflow's S3 endpoint (an S3-compatible server), in this order of precedence
+S3_ENDPOINT_ENVS = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
+AWS_REGION_ENV = "AWS_DEFAULT_REGION"
+DEFAULT_AWS_REGION = "us-east-1"
+AWS_ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
+# Ray's own variables. Graft sets these unless the environment already does: no token auth
+# for the local instance it starts...
+RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
+DEFAULT_RAY_AUTH_MODE = "disabled"
+# ...and these for every driver, controller and worker it runs: Ray Train V2, and its timings
+RAY_TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
+RAY_TRAIN_ENV_DEFAULTS = {
+    RAY_TRAIN_V2_ENV: "1",
+    # Worker processes import torch: on a loaded 2-core machine 60 s is not always enough.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180",
+    # The controller drains each worker's one-slot report queue once per health check
+    # (2 s by default), so a report per epoch made every short epoch last 2 s.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+}
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # address mode's cluster when ray.address is unset
+RAY_API_SERVER_ADDRESS_ENV = "RAY_API_SERVER_ADDRESS"  # read by Ray's State and Jobs clients
+RAY_SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # present in a submitted Ray job
+# The KFP backend gives every task pod these through the downward API (its driver and
+# launcher read them); the local runners (SubprocessRunner, DockerRunner) set neither.
+KFP_POD_ENV = ("KFP_POD_NAME", "KFP_POD_UID")
+KFP_HOST_ENV = "KFP_HOST"  # the KFP server of `graft upload/submit/schedule/runs`
+KFP_TOKEN_ENV = "KFP_TOKEN"  # its bearer token
+KUBECONFIG_ENV = "KUBECONFIG"
+DEFAULT_KUBECONFIG = "~/.kube/config"
+# The temporary folder; the local pipeline runner points it at its run folder for the run
+TMPDIR_ENV = "TMPDIR"
 
 
 class ClusterConfig(Strict):

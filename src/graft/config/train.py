@@ -11,6 +11,17 @@ from graft.config.base import Strict
 
 config_logger = logging.getLogger(__name__)
 
+# The preflight ("useful overfitting", graft.train.in_process): Adam at this LR on the first
+# PREFLIGHT_BATCH training rows for PREFLIGHT_STEPS steps must bring the loss below
+# PREFLIGHT_REQUIRED_DROP x its first value, else the wiring is broken.
+PREFLIGHT_BATCH = 16
+PREFLIGHT_STEPS = 200
+PREFLIGHT_LR = 3e-3
+PREFLIGHT_REQUIRED_DROP = 0.1
+# Ray Train V2 retries controller errors (a worker group that cannot start) forever by
+# default: a starved trial would hang the whole tune stage. A fit gives up after this many.
+TRAIN_CONTROLLER_FAILURE_LIMIT = 2
+
 # ----------------------------------------------------------------------------- training
 
 OptimizerName = Literal[

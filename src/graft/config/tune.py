@@ -213,36 +213,46 @@ class TuneConfig(Strict):
     @model_validator(mode="after")
     def _searcher_scheduler_and_space_agree(self) -> TuneConfig:
         if self.scheduler == "pbt":
-            if self.searcher != "random":
-                raise ValueError(
-                    f"tune.scheduler=pbt cannot run with tune.searcher={self.searcher}: PBT "
-                    "draws the initial population itself and then evolves it, so a model-based "
-                    "searcher has nothing to suggest; set tune.searcher=random"
-                )
-            conditional = [k for k, d in self.space.items() if d.when is not None]
-            if conditional:
-                raise ValueError(
-                    f"tune.scheduler=pbt cannot mutate the conditional tune.space keys "
-                    f"{conditional}: a perturbation may switch their condition on or off "
-                    "mid-trial; drop their 'when' or use asha/hyperband/median"
-                )
-            if self.num_samples < 2:
-                raise ValueError("tune.scheduler=pbt needs a population: set num_samples >= 2")
-            if self.epoch_budget is not None:
-                raise ValueError(
-                    "tune.epoch_budget cannot bound a PBT search: its population trains side by "
-                    "side to the finetune's last epoch, so its compute is already num_samples x "
-                    "the finetune's epochs; drop tune.epoch_budget or lower tune.num_samples"
-                )
-            if self.max_concurrent < self.num_samples:
-                raise ValueError(
-                    f"tune.scheduler=pbt trains its population side by side, but "
-                    f"tune.max_concurrent={self.max_concurrent} < tune.num_samples="
-                    f"{self.num_samples}: a trial that starts after others finished can never "
-                    f"copy them. Set tune.max_concurrent={self.num_samples} (the cluster must "
-                    "fit that many trials of tune.workers_per_trial x finetune.resources) or "
-                    "lower tune.num_samples"
-                )
+            self._check_pbt_search()
+        self._check_lr_finder_dimension()
+        if self.searcher == "grid":
+            self._check_grid_dimensions()
+        self._check_conditions()
+        return self
+
+    def _check_pbt_search(self) -> None:
+        if self.searcher != "random":
+            raise ValueError(
+                f"tune.scheduler=pbt cannot run with tune.searcher={self.searcher}: PBT "
+                "draws the initial population itself and then evolves it, so a model-based "
+                "searcher has nothing to suggest; set tune.searcher=random"
+            )
+        conditional = [k for k, d in self.space.items() if d.when is not None]
+        if conditional:
+            raise ValueError(
+                f"tune.scheduler=pbt cannot mutate the conditional tune.space keys "
+                f"{conditional}: a perturbation may switch their condition on or off "
+                "mid-trial; drop their 'when' or use asha/hyperband/median"
+            )
+        if self.num_samples < 2:
+            raise ValueError("tune.scheduler=pbt needs a population: set num_samples >= 2")
+        if self.epoch_budget is not None:
+            raise ValueError(
+                "tune.epoch_budget cannot bound a PBT search: its population trains side by "
+                "side to the finetune's last epoch, so its compute is already num_samples x "
+                "the finetune's epochs; drop tune.epoch_budget or lower tune.num_samples"
+            )
+        if self.max_concurrent < self.num_samples:
+            raise ValueError(
+                f"tune.scheduler=pbt trains its population side by side, but "
+                f"tune.max_concurrent={self.max_concurrent} < tune.num_samples="
+                f"{self.num_samples}: a trial that starts after others finished can never "
+                f"copy them. Set tune.max_concurrent={self.num_samples} (the cluster must "
+                "fit that many trials of tune.workers_per_trial x finetune.resources) or "
+                "lower tune.num_samples"
+            )
+
+    def _check_lr_finder_dimension(self) -> None:
         lr_dim = self.space.get(LR_SEARCH_KEY)
         if (
             self.lr_finder.enabled
@@ -254,13 +264,17 @@ class TuneConfig(Strict):
                 "unconditional 'loguniform' dimension (or leave the LR out of the space: "
                 "then there is nothing to narrow and the pre-step is skipped)"
             )
-        if self.searcher == "grid":
-            continuous = [k for k, d in self.space.items() if d.type in ("uniform", "loguniform")]
-            if continuous:
-                raise ValueError(
-                    f"tune.searcher=grid needs discrete dimensions, but {continuous} are "
-                    "continuous; make them 'choice' with explicit values or use another searcher"
-                )
+
+    def _check_grid_dimensions(self) -> None:
+        continuous = [k for k, d in self.space.items() if d.type in ("uniform", "loguniform")]
+        if continuous:
+            raise ValueError(
+                f"tune.searcher=grid needs discrete dimensions, but {continuous} are "
+                "continuous; make them 'choice' with explicit values or use another searcher"
+            )
+
+    def _check_conditions(self) -> None:
+        """Each ``when`` names another, unconditional choice dimension and one of its values."""
         for key, dim in self.space.items():
             condition = dim.condition()
             if condition is None:
@@ -282,4 +296,3 @@ class TuneConfig(Strict):
                     f"tune.space['{key}'].when refers to '{parent_key}', which is conditional "
                     "itself; only one level of conditions is supported"
                 )
-        return self

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from sklearn.model_selection import train_test_split
 from graft.config import DataConfig
 from graft.data.holdout import HoldoutManifest, default_holdout_dir
 from graft.data.manifest import DataManifest, TaskInfo
-from graft.data.near_duplicates import resolve_near_duplicates
+from graft.data.near_duplicates import NearDuplicateReport, resolve_near_duplicates
 from graft.data.preprocessing import (
     MissingValueFill,
     apply_missing_fill,
@@ -47,12 +47,14 @@ from graft.data.sources import RawDataset, load_source
 from graft.data.splits import (
     SPLIT_MANIFEST_FILE,
     SPLITS,
+    SplitResult,
     check_split_labels,
     split_manifest_digest,
     split_rows,
     write_split_manifest,
 )
 from graft.data.validation import (
+    DuplicateReport,
     assert_disjoint,
     dataset_hash,
     drop_exact_duplicates,
@@ -64,6 +66,18 @@ from graft.errors import DatasetError
 log = logging.getLogger(__name__)
 
 TASKS = ("source", "target")
+
+
+@dataclass
+class _PreparedRows:
+    """The rows data-prep writes, split, with every per-row array aligned to ``raw``."""
+
+    raw: RawDataset  # after exact-duplicate removal and the max_rows subsample
+    x: np.ndarray  # raw.x with missing values filled (tabular, fill_median), else raw.x
+    feature_names: list[str] | None  # names of x's columns, indicator columns included
+    fill: MissingValueFill | None
+    hashes: np.ndarray  # one row hash per row
+    splits: dict[str, np.ndarray]  # split -> positions, after the near-duplicate policy
 
 
 def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -91,14 +105,35 @@ def _read(config: DataConfig) -> RawDataset:
     return raw
 
 
-def _quality_checks(
-    raw: RawDataset,
-    x: np.ndarray,
-    x_names: list[str],
-    splits: dict[str, np.ndarray],
-    config: DataConfig,
-) -> QualityReport:
+def _deduplicated_sample(
+    config: DataConfig, seed: int
+) -> tuple[RawDataset, DuplicateReport, np.ndarray]:
+    """The source's rows without exact duplicates, subsampled to max_rows, with their hashes."""
+    raw = _read(config)
+    raw, duplicates, hashes = drop_exact_duplicates(raw)
+    keep = _subsample(raw.y, config.max_rows, seed)
+    raw, hashes = raw.take(keep), hashes[keep]
+    if not raw.class_names:
+        raw.class_names = [str(c) for c in range(int(raw.y.max()) + 1)]
+    return raw, duplicates, hashes
+
+
+def _filled_features(
+    raw: RawDataset, train: np.ndarray, config: DataConfig
+) -> tuple[np.ndarray, MissingValueFill | None, list[str] | None]:
+    """``raw.x`` with missing values filled by medians fitted on the ``train`` rows (tabular,
+    fill_median only), the fill, and the column names with the indicator columns added."""
+    if raw.kind != "tabular" or config.missing_values != "fill_median":
+        return raw.x, None, raw.feature_names
+    names = column_names(raw.x.shape[1], raw.feature_names)
+    fill = fit_missing_fill(raw.x[train], names)
+    feature_names = names + [f"{names[i]}_missing" for i in fill.indicator_columns]
+    return apply_missing_fill(raw.x, fill), fill, feature_names
+
+
+def _quality_checks(rows: _PreparedRows, config: DataConfig) -> QualityReport:
     """Findings on the prepared rows; leakage is an error only under leakage_policy: error."""
+    raw, splits = rows.raw, rows.splits
     flat = raw.x.reshape(len(raw.x), -1)
     names = column_names(flat.shape[1], raw.feature_names)
     report = QualityReport(
@@ -106,17 +141,23 @@ def _quality_checks(
         constant_columns=constant_columns(flat, names),
         imbalance=imbalance_finding(raw.y, raw.class_names, config.max_imbalance_ratio),
     )
-    x_flat = x.reshape(len(x), -1)
+    x_flat = rows.x.reshape(len(rows.x), -1)
     if raw.kind == "tabular" and x_flat.shape[1] <= MAX_LEAKAGE_FEATURES:
         report.leakage = leakage_findings(
             x_flat[splits["train"]],
             raw.y[splits["train"]],
             x_flat[splits["val"]],
             raw.y[splits["val"]],
-            x_names,
+            column_names(x_flat.shape[1], rows.feature_names),
             config.leakage_threshold,
         )
         report.leakage_checked = True
+    _add_warnings(report, config)
+    return report
+
+
+def _add_warnings(report: QualityReport, config: DataConfig) -> None:
+    """The findings a person must see, as warnings; raises on leakage under policy error."""
     for finding in report.leakage:
         message = (
             f"feature '{finding.feature}' alone predicts the label (val balanced accuracy "
@@ -139,7 +180,6 @@ def _quality_checks(
             f"class imbalance (largest/smallest = {report.imbalance.ratio}): "
             + report.imbalance.suggestion
         )
-    return report
 
 
 def prepare_dataset(
@@ -154,105 +194,172 @@ def prepare_dataset(
     out.mkdir(parents=True, exist_ok=True)
     holdout = Path(test_split_dir) if test_split_dir is not None else default_holdout_dir(out)
     holdout.mkdir(parents=True, exist_ok=True)
-    raw = _read(config)
-    raw, duplicates, hashes = drop_exact_duplicates(raw)
-    keep = _subsample(raw.y, config.max_rows, seed)
-    raw, hashes = raw.take(keep), hashes[keep]
-    if not raw.class_names:
-        raw.class_names = [str(c) for c in range(int(raw.y.max()) + 1)]
-    y, row_ids = raw.y, raw.ids()
-
+    raw, duplicates, hashes = _deduplicated_sample(config, seed)
     result = split_rows(raw, config, seed)
-    check_split_labels(y, result)
-    x = raw.x
-    fill: MissingValueFill | None = None
-    feature_names = raw.feature_names
-    if raw.kind == "tabular" and config.missing_values == "fill_median":
-        names = column_names(x.shape[1], raw.feature_names)
-        fill = fit_missing_fill(x[result.indices["train"]], names)
-        x = apply_missing_fill(x, fill)
-        feature_names = names + [f"{names[i]}_missing" for i in fill.indicator_columns]
+    check_split_labels(raw.y, result)
+    x, fill, feature_names = _filled_features(raw, result.indices["train"], config)
     result.indices, near_dropped, near_report = resolve_near_duplicates(
         x,
         result.indices,
-        row_ids,
+        raw.ids(),
         config.near_duplicate_threshold,
         config.near_duplicate_policy,
     )
-    splits = result.indices
-    check_split_labels(y, result)
-    assert_disjoint({name: hashes[idx] for name, idx in splits.items()})
-    x_names = column_names(x.reshape(len(x), -1).shape[1], feature_names)
-    quality = _quality_checks(raw, x, x_names, splits, config)
-
-    digest = dataset_hash(raw.x, y)
+    check_split_labels(raw.y, result)
+    assert_disjoint({name: hashes[idx] for name, idx in result.indices.items()})
+    rows = _PreparedRows(raw, x, feature_names, fill, hashes, result.indices)
+    quality = _quality_checks(rows, config)
+    manifest = _manifest(rows, config, result.strategy, duplicates, near_report, quality)
+    task_positions = _write_tasks(rows, manifest, config, seed, out, holdout)
     dropped = {"time_gap": result.dropped_by_time_gap, "near_duplicates": near_dropped}
+    _write_manifests(rows, manifest, result, dropped, task_positions, seed, out, holdout)
+    summary = SplitSummary.build(raw, result, dropped)
+    _write_reports(rows, manifest, quality, near_report, summary, out)
+    return manifest
+
+
+def _manifest(
+    rows: _PreparedRows,
+    config: DataConfig,
+    split_strategy: str,
+    duplicates: DuplicateReport,
+    near_report: NearDuplicateReport,
+    quality: QualityReport,
+) -> DataManifest:
+    """The manifest without its tasks (:func:`_write_tasks` adds them); logs its warnings."""
     manifest = DataManifest(
-        dataset_hash=digest,
+        dataset_hash=dataset_hash(rows.raw.x, rows.raw.y),
         source=config.source,
-        kind=raw.kind,
-        input_shape=list(x.shape[1:]),
-        num_rows=len(x),
+        kind=rows.raw.kind,
+        input_shape=list(rows.x.shape[1:]),
+        num_rows=len(rows.x),
         duplicates=duplicates,
-        split_strategy=result.strategy,
+        split_strategy=split_strategy,
         normalize=config.normalize,
-        missing_fill=fill,
-        feature_names=feature_names,
+        missing_fill=rows.fill,
+        feature_names=rows.feature_names,
         near_duplicates_found=near_report.found,
         warnings=list(quality.warnings),
     )
-    if config.allow_shuffled_time and raw.time is not None and result.strategy != "time":
+    if config.allow_shuffled_time and rows.raw.time is not None and split_strategy != "time":
         manifest.warnings.insert(
             0, "OVERRIDE: time-ordered data split with shuffling (allow_shuffled_time=true)"
         )
     for warning in manifest.warnings:
         log.warning("data-prep: %s", warning)
+    return manifest
+
+
+def _write_tasks(
+    rows: _PreparedRows,
+    manifest: DataManifest,
+    config: DataConfig,
+    seed: int,
+    out: Path,
+    holdout: Path,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Write every task's splits and add each task to ``manifest.tasks``; returns task ->
+    split -> the positions written, in their written order."""
+    # one generator for all the shuffles: each task's rows depend on the tasks written before
     rng = np.random.default_rng(seed)
     task_positions: dict[str, dict[str, np.ndarray]] = {}
-    for task, labels in _task_labels(raw, config.transfer.target_classes).items():
-        remap = {label: new for new, label in enumerate(labels)}
-        task_positions[task] = {}
-        sizes: dict[str, int] = {}
-        stats: tuple[list[float], list[float]] = ([], [])
-        for split in SPLITS:
-            idx = splits[split][np.isin(y[splits[split]], labels)]
-            if task == "target" and split == "train" and config.transfer.target_classes:
-                idx = idx[_subsample(y[idx], config.transfer.target_train_size, seed)]
-            idx = rng.permutation(idx)
-            task_y = np.array([remap[int(v)] for v in y[idx]], dtype=np.int64)
-            missing = sorted(set(range(len(labels))) - set(task_y.tolist()))
-            if missing:
-                raise DatasetError(
-                    f"the {task} task's {split} split has no examples of classes "
-                    f"{[labels[m] for m in missing]}; add data or lower the split fractions"
-                )
-            # test rows never enter the dataset directory the training stages receive
-            task_dir = (holdout if split == "test" else out) / task
-            task_dir.mkdir(parents=True, exist_ok=True)
-            np.savez(task_dir / f"{split}.npz", x=x[idx], y=task_y, row_hash=hashes[idx])
-            task_positions[task][split] = idx
-            sizes[split] = len(idx)
-            if split == "train":
-                stats = scaling_statistics(x[idx], raw.kind, config.normalize)
-        manifest.tasks[task] = TaskInfo(
-            classes=labels,
-            class_names=[raw.class_names[c] for c in labels],
-            sizes=sizes,
-            mean=stats[0],
-            std=stats[1],
+    for task, labels in _task_labels(rows.raw, config.transfer.target_classes).items():
+        manifest.tasks[task], task_positions[task] = _write_task(
+            task, labels, rows, config, seed, rng, out, holdout
         )
+    return task_positions
+
+
+def _write_task(
+    task: str,
+    labels: list[int],
+    rows: _PreparedRows,
+    config: DataConfig,
+    seed: int,
+    rng: np.random.Generator,
+    out: Path,
+    holdout: Path,
+) -> tuple[TaskInfo, dict[str, np.ndarray]]:
+    """``<task>/<split>.npz`` for each split of one task (labels remapped to 0..K-1)."""
+    y = rows.raw.y
+    positions: dict[str, np.ndarray] = {}
+    stats: tuple[list[float], list[float]] = ([], [])
+    for split in SPLITS:
+        idx = rows.splits[split][np.isin(y[rows.splits[split]], labels)]
+        if task == "target" and split == "train" and config.transfer.target_classes:
+            idx = idx[_subsample(y[idx], config.transfer.target_train_size, seed)]
+        idx = rng.permutation(idx)
+        task_y = _remapped_labels(y[idx], labels, task, split)
+        # test rows never enter the dataset directory the training stages receive
+        task_dir = (holdout if split == "test" else out) / task
+        task_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(task_dir / f"{split}.npz", x=rows.x[idx], y=task_y, row_hash=rows.hashes[idx])
+        positions[split] = idx
+        if split == "train":
+            stats = scaling_statistics(rows.x[idx], rows.raw.kind, config.normalize)
+    info = TaskInfo(
+        classes=labels,
+        class_names=[rows.raw.class_names[c] for c in labels],
+        sizes={split: len(idx) for split, idx in positions.items()},
+        mean=stats[0],
+        std=stats[1],
+    )
+    return info, positions
+
+
+def _remapped_labels(y: np.ndarray, labels: list[int], task: str, split: str) -> np.ndarray:
+    """``y`` as positions in ``labels``; every label must occur."""
+    remap = {label: new for new, label in enumerate(labels)}
+    task_y = np.array([remap[int(v)] for v in y], dtype=np.int64)
+    missing = sorted(set(range(len(labels))) - set(task_y.tolist()))
+    if missing:
+        raise DatasetError(
+            f"the {task} task's {split} split has no examples of classes "
+            f"{[labels[m] for m in missing]}; add data or lower the split fractions"
+        )
+    return task_y
+
+
+def _write_manifests(
+    rows: _PreparedRows,
+    manifest: DataManifest,
+    result: SplitResult,
+    dropped: dict[str, np.ndarray],
+    task_positions: dict[str, dict[str, np.ndarray]],
+    seed: int,
+    out: Path,
+    holdout: Path,
+) -> None:
+    """splits.json and manifest.json in ``out``; the holdout's manifest in ``holdout``."""
     split_manifest = out / SPLIT_MANIFEST_FILE
     digests = write_split_manifest(
-        split_manifest, result, row_ids, hashes, seed, digest, dropped, task_positions
+        split_manifest,
+        result,
+        rows.raw.ids(),
+        rows.hashes,
+        seed,
+        manifest.dataset_hash,
+        dropped,
+        task_positions,
     )
     HoldoutManifest(
-        dataset_hash=digest,
+        dataset_hash=manifest.dataset_hash,
         split_manifest_digest=split_manifest_digest(split_manifest),
         rows={task: info.sizes["test"] for task, info in manifest.tasks.items()},
         digests={task: by_split["test"] for task, by_split in digests.items()},
     ).write(holdout)
     (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
-    summary = SplitSummary.build(raw, result, dropped)
+
+
+def _write_reports(
+    rows: _PreparedRows,
+    manifest: DataManifest,
+    quality: QualityReport,
+    near_report: NearDuplicateReport,
+    summary: SplitSummary,
+    out: Path,
+) -> None:
+    """report.json and report.html in ``out``."""
     report: dict[str, Any] = {
         "manifest": asdict(manifest),
         "quality": asdict(quality),
@@ -261,9 +368,10 @@ def prepare_dataset(
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     # the gallery shows actual rows: train ones only, the test rows are sealed
-    gallery = raw.take(np.sort(splits["train"]))
-    write_report(out / "report.html", manifest, quality, near_report, summary, raw, x, gallery)
-    return manifest
+    gallery = rows.raw.take(np.sort(rows.splits["train"]))
+    write_report(
+        out / "report.html", manifest, quality, near_report, summary, rows.raw, rows.x, gallery
+    )
 
 
 def load_split(dataset_dir: str | Path, task: str, split: str) -> tuple[np.ndarray, np.ndarray]:

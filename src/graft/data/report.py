@@ -167,13 +167,24 @@ def write_report(
 ) -> None:
     """``gallery``: the rows whose images the sample gallery shows (default ``raw``); data-prep
     passes the train rows, so no test image sits in the dataset artifact's report."""
-    names = sorted({c for counts in summary.class_counts.values() for c in counts})
-    class_rows = [[n] + [summary.class_counts[s].get(n, 0) for s in SPLITS] for n in names]
-    split_rows = [[s, summary.rows[s]] for s in SPLITS]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Graft data report</title>"
         "<style>body{font-family:sans-serif;margin:2em;max-width:70em}td,th{padding:4px 10px;"
         "border-bottom:1px solid #ddd;text-align:left}.warn{color:#b00020}</style></head><body>",
+        _summary_section(manifest),
+        _split_section(manifest, summary),
+        _class_section(summary, quality),
+        _feature_section(raw, gallery),
+        _missing_values_section(manifest, quality, len(raw.x)),
+        _duplicates_section(manifest, near),
+        _leakage_section(quality),
+        "</body></html>",
+    ]
+    path.write_text("".join(parts))
+
+
+def _summary_section(manifest: DataManifest) -> str:
+    parts = [
         "<h1>Data report</h1>",
         f"<p>source <code>{html.escape(manifest.source)}</code>, hash "
         f"<code>{manifest.dataset_hash}</code>, {manifest.num_rows} rows, {manifest.kind}, "
@@ -183,8 +194,14 @@ def write_report(
     if manifest.warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in manifest.warnings)
         parts.append(f"<h2 class='warn'>Warnings</h2><ul class='warn' id='warnings'>{items}</ul>")
-    parts.append(f"<h2>Split summary</h2><p>strategy <code>{summary.strategy}</code></p>")
-    parts.append(_table(["split", "rows"], split_rows))
+    return "".join(parts)
+
+
+def _split_section(manifest: DataManifest, summary: SplitSummary) -> str:
+    parts = [
+        f"<h2>Split summary</h2><p>strategy <code>{summary.strategy}</code></p>",
+        _table(["split", "rows"], [[s, summary.rows[s]] for s in SPLITS]),
+    ]
     dropped = [[reason, n] for reason, n in summary.dropped.items()]
     dropped.insert(0, ["exact duplicates", manifest.duplicates.exact_duplicates_dropped])
     parts.append(_table(["rows removed", "count"], dropped))
@@ -200,8 +217,13 @@ def write_report(
             _table(["split", "distinct groups"], [[s, summary.groups[s]] for s in SPLITS])
             + f"<p>groups present in more than one split: {summary.groups_in_several_splits}</p>"
         )
-    parts.append("<h2>Class counts</h2>")
-    parts.append(_table(["class", *SPLITS], class_rows))
+    return "".join(parts)
+
+
+def _class_section(summary: SplitSummary, quality: QualityReport) -> str:
+    names = sorted({c for counts in summary.class_counts.values() for c in counts})
+    class_rows = [[n] + [summary.class_counts[s].get(n, 0) for s in SPLITS] for n in names]
+    parts = ["<h2>Class counts</h2>", _table(["class", *SPLITS], class_rows)]
     if quality.imbalance is not None:
         parts.append(
             f"<p id='imbalance'>largest/smallest class = {quality.imbalance.ratio}, minority "
@@ -209,23 +231,31 @@ def write_report(
             f"{html.escape(quality.imbalance.suggestion)}</p>"
         )
     parts.append(_class_count_chart(summary))
+    return "".join(parts)
+
+
+def _feature_section(raw: RawDataset, gallery: RawDataset | None) -> str:
     feature_names = column_names(raw.x.reshape(len(raw.x), -1).shape[1], raw.feature_names)
-    parts.append("<h2>Feature values</h2>" + _feature_histograms(raw.x, feature_names))
+    section = "<h2>Feature values</h2>" + _feature_histograms(raw.x, feature_names)
     if raw.kind == "image":
-        parts.append("<h2>Sample gallery</h2>" + _gallery(raw if gallery is None else gallery))
-    parts.append("<h2>Missing values</h2>")
-    if quality.missing_values:
-        parts.append(
-            _table(
-                ["column", "missing", "share"],
-                [[c, n, f"{n / len(raw.x):.2%}"] for c, n in quality.missing_values.items()],
-            )
-        )
-        if manifest.missing_fill is not None:
-            parts.append("<p>filled with the train median; indicator columns added</p>")
-    else:
-        parts.append("<p>none</p>")
-    parts.append(
+        section += "<h2>Sample gallery</h2>" + _gallery(raw if gallery is None else gallery)
+    return section
+
+
+def _missing_values_section(manifest: DataManifest, quality: QualityReport, rows: int) -> str:
+    if not quality.missing_values:
+        return "<h2>Missing values</h2><p>none</p>"
+    section = "<h2>Missing values</h2>" + _table(
+        ["column", "missing", "share"],
+        [[c, n, f"{n / rows:.2%}"] for c, n in quality.missing_values.items()],
+    )
+    if manifest.missing_fill is not None:
+        section += "<p>filled with the train median; indicator columns added</p>"
+    return section
+
+
+def _duplicates_section(manifest: DataManifest, near: NearDuplicateReport) -> str:
+    parts = [
         "<h2>Duplicates</h2>"
         f"<p>exact duplicates dropped before splitting: "
         f"{manifest.duplicates.exact_duplicates_dropped} (with conflicting labels: "
@@ -237,7 +267,7 @@ def write_report(
             else "<p id='near-duplicates'>near duplicates: not checked (fewer than "
             f"{MIN_FEATURES} features, where neighbours look alike by chance)</p>"
         )
-    )
+    ]
     if near.by_pair:
         parts.append(_table(["pair", "found"], [[k, v] for k, v in near.by_pair.items()]))
     if near.examples:
@@ -250,7 +280,11 @@ def write_report(
                 ],
             )
         )
-    parts.append("<h2>Leakage and quality</h2>")
+    return "".join(parts)
+
+
+def _leakage_section(quality: QualityReport) -> str:
+    parts = ["<h2>Leakage and quality</h2>"]
     if not quality.leakage_checked:
         parts.append("<p>single-feature leakage check: not run (image data)</p>")
     elif quality.leakage:
@@ -263,14 +297,10 @@ def write_report(
         )
     else:
         parts.append("<p>no single feature predicts the label alone</p>")
+    constant = quality.constant_columns
     parts.append(
-        f"<p>constant columns: {len(quality.constant_columns)}"
-        + (
-            ": " + html.escape(", ".join(quality.constant_columns[:30]))
-            if quality.constant_columns
-            else ""
-        )
+        f"<p>constant columns: {len(constant)}"
+        + (": " + html.escape(", ".join(constant[:30])) if constant else "")
         + "</p>"
     )
-    parts.append("</body></html>")
-    path.write_text("".join(parts))
+    return "".join(parts)

@@ -3,8 +3,9 @@
 The target task is small (200 labelled images in the default preset), which is where one
 holdout split is least reliable. When ``evaluate.protocol.name`` is not ``holdout``, the stage
 also runs the protocol on the pooled target train+val rows (the test split is never read),
-one fresh in-process model per fold (graft.train.fold_fit), and records the mean ± std in
-its MLflow run and in ``cv.json`` next to the model.
+one fresh in-process model per fold, and records the mean ± std in its MLflow run and in
+``cv.json`` next to the model. The fold trainer comes from the stage (graft.train's in-process
+finetune loop): evaluate never imports graft.train.
 """
 
 from __future__ import annotations
@@ -12,25 +13,34 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from graft.config import GraftConfig
+from graft.data.folds import FoldData
 from graft.evaluate.protocols import ProtocolResult, linear_probe, run_protocol
 from graft.io import tracking
-from graft.train.fold_fit import FinetuneFoldTrainer, FinetuneStart
-from graft.train.loop import FitRequest
 
 log = logging.getLogger(__name__)
 
 CV_FILE = "cv.json"
 
 
-def _pooled_rows(request: FitRequest) -> tuple[np.ndarray, np.ndarray, int]:
+class FoldTrainer(Protocol):
+    """Trains a fresh model on one fold's train rows and returns its accuracy on the fold's
+    validation rows; ``records`` keeps each fit's audit trail (written to ``cv.json``)."""
+
+    records: list[dict[str, Any]]
+
+    def __call__(self, data: FoldData) -> float: ...
+
+
+def _pooled_rows(train_path: str, val_path: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Target train+val rows stacked, and the pipeline's own validation row count (the size
     of the holdout the protocol is compared with)."""
     parts = []
-    for path in (request.train_path, request.val_path):
+    for path in (train_path, val_path):
         with np.load(path) as archive:
             parts.append((archive["x"], archive["y"]))
     x = np.concatenate([parts[0][0], parts[1][0]])
@@ -39,13 +49,17 @@ def _pooled_rows(request: FitRequest) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def cross_validate_finetune(
-    config: GraftConfig, request: FitRequest, output_dir: Path, run_id: str
+    config: GraftConfig,
+    trainer: FoldTrainer,
+    split_paths: tuple[str, str],
+    output_dir: Path,
+    run_id: str,
 ) -> ProtocolResult:
-    """Run ``evaluate.protocol`` with the finetune request's model and settings; log the
-    ``cv_*`` metrics to the stage run ``run_id`` and write ``output_dir/cv.json``."""
+    """Run ``evaluate.protocol`` with ``trainer`` (the finetune recipe) over the pooled rows
+    of ``split_paths`` (the target train and val ``.npz``); log the ``cv_*`` metrics to the
+    stage run ``run_id`` and write ``output_dir/cv.json``."""
     settings = config.evaluate.protocol
-    x, y, val_rows = _pooled_rows(request)
-    trainer = FinetuneFoldTrainer(FinetuneStart.from_request(request))
+    x, y, val_rows = _pooled_rows(*split_paths)
     result = run_protocol(
         x,
         y,

@@ -47,58 +47,50 @@ def _stakeholder(view: StakeholderView, sweep: list[ThresholdRow]) -> str:
         )
     else:
         parts.append("<p>Set <code>evaluate.daily_volume</code> to see expected daily counts.</p>")
-    parts.append(
-        html_table(
-            "error-rates",
-            ["", "count on test split", "rate"],
-            [
-                [
-                    f"{view.positive_name} caught (TP)",
-                    view.true_positive,
-                    1 - view.false_negative_rate,
-                ],
-                [
-                    f"{view.positive_name} missed (FN)",
-                    view.false_negative,
-                    view.false_negative_rate,
-                ],
-                [
-                    f"{view.negative_name} flagged (FP)",
-                    view.false_positive,
-                    view.false_positive_rate,
-                ],
-                [
-                    f"{view.negative_name} cleared (TN)",
-                    view.true_negative,
-                    1 - view.false_positive_rate,
-                ],
-            ],
-        )
-    )
+    parts.append(_error_rates(view))
     parts.append(
         f"<h3>Threshold sweep (flag {escape(view.positive_name)} when score &ge; threshold)</h3>"
     )
-    parts.append(
-        html_table(
-            "threshold-sweep",
-            ["threshold", "precision", "recall", "FPR", "FNR", "TP", "FP", "FN", "TN"],
-            [
-                [
-                    r.threshold,
-                    r.precision,
-                    r.recall,
-                    r.false_positive_rate,
-                    r.false_negative_rate,
-                    r.true_positive,
-                    r.false_positive,
-                    r.false_negative,
-                    r.true_negative,
-                ]
-                for r in sweep
-            ],
-        )
-    )
+    parts.append(_threshold_sweep(sweep))
     return "".join(parts)
+
+
+def _error_rates(view: StakeholderView) -> str:
+    return html_table(
+        "error-rates",
+        ["", "count on test split", "rate"],
+        [
+            [f"{view.positive_name} caught (TP)", view.true_positive, 1 - view.false_negative_rate],
+            [f"{view.positive_name} missed (FN)", view.false_negative, view.false_negative_rate],
+            [f"{view.negative_name} flagged (FP)", view.false_positive, view.false_positive_rate],
+            [
+                f"{view.negative_name} cleared (TN)",
+                view.true_negative,
+                1 - view.false_positive_rate,
+            ],
+        ],
+    )
+
+
+def _threshold_sweep(sweep: list[ThresholdRow]) -> str:
+    return html_table(
+        "threshold-sweep",
+        ["threshold", "precision", "recall", "FPR", "FNR", "TP", "FP", "FN", "TN"],
+        [
+            [
+                r.threshold,
+                r.precision,
+                r.recall,
+                r.false_positive_rate,
+                r.false_negative_rate,
+                r.true_positive,
+                r.false_positive,
+                r.false_negative,
+                r.true_negative,
+            ]
+            for r in sweep
+        ],
+    )
 
 
 def _mc_dropout(mc: MCDropoutReport) -> str:
@@ -144,24 +136,6 @@ def render_report(
     """One self-contained HTML page; the PNGs are embedded as base64 ``<img>``."""
     verdict = "passed" if decision.passed else "refused"
     reasons = "".join(f"<li>{escape(reason)}</li>" for reason in decision.reasons)
-    per_class = html_table(
-        "per-class",
-        ["class", "precision", "recall", "F1", "support"],
-        [
-            [name, p, r, f, s]
-            for name, p, r, f, s in zip(
-                class_names, report.precision, report.recall, report.f1, report.support, strict=True
-            )
-        ],
-    )
-    errors = html_table(
-        "confident-errors",
-        ["row", "true", "predicted", "confidence"],
-        [
-            [e.index, class_names[e.true], class_names[e.predicted], e.confidence]
-            for e in confident_errors
-        ],
-    )
     confusion = (
         embedded_png(confusion_png, "confusion matrix") if confusion_png else "<p>not plotted</p>"
     )
@@ -174,7 +148,7 @@ def render_report(
         "<h2>Against common-sense baselines</h2>",
         _baselines(metrics),
         "<h2>Per class</h2>",
-        per_class,
+        _per_class(report, class_names),
         "<h2>Confusion matrix</h2>",
         confusion,
         f"<h2>Calibration</h2><p>Expected calibration error over {len(calibration.bins)} "
@@ -190,7 +164,28 @@ def render_report(
         "<h2>Most confident errors</h2>",
         "<p>Wrong predictions the model was surest of: read these rows first "
         "(mislabelled data or a blind spot).</p>",
-        errors,
+        _confident_errors(confident_errors, class_names),
         "</body></html>",
     ]
     return "".join(parts)
+
+
+def _per_class(report: ClassificationReport, class_names: list[str]) -> str:
+    return html_table(
+        "per-class",
+        ["class", "precision", "recall", "F1", "support"],
+        [
+            [name, p, r, f, s]
+            for name, p, r, f, s in zip(
+                class_names, report.precision, report.recall, report.f1, report.support, strict=True
+            )
+        ],
+    )
+
+
+def _confident_errors(errors: list[ConfidentError], class_names: list[str]) -> str:
+    return html_table(
+        "confident-errors",
+        ["row", "true", "predicted", "confidence"],
+        [[e.index, class_names[e.true], class_names[e.predicted], e.confidence] for e in errors],
+    )

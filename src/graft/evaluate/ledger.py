@@ -32,7 +32,6 @@ import torch
 from graft.config import GraftConfig
 from graft.errors import HoldoutReuseError
 from graft.io import tracking
-from graft.train.loop import MODEL_FILE, SPEC_FILE
 
 MODEL_TAG = "graft.test_evaluated_model"
 SPLIT_TAG = "graft.test_split_digest"
@@ -40,12 +39,12 @@ REPEAT_TAG = "graft.test_repeat"
 PREVIOUS_TAG = "graft.test_previous_runs"
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """32 hex digits over the spec file and each weight tensor (name, dtype, shape, bytes),
-    independent of how ``torch.save`` laid the file out."""
-    directory = Path(model_dir)
-    digest = hashlib.sha256((directory / SPEC_FILE).read_bytes())
-    state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+def model_fingerprint(spec_file: Path, weights_file: Path) -> str:
+    """32 hex digits over a saved model's spec file and each weight tensor of its state dict
+    (name, dtype, shape, bytes), independent of how ``torch.save`` laid the file out. The
+    caller names the two files of its checkpoint layout (graft.train's)."""
+    digest = hashlib.sha256(spec_file.read_bytes())
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())

@@ -21,33 +21,11 @@ from typing import Any, Literal
 import numpy as np
 
 from graft.config import ProtocolConfig
+from graft.data.folds import Fold, FoldData
 from graft.errors import ConfigError, DatasetError
 from graft.evaluate.baselines import linear_baseline
 
 RunProtocol = Literal["holdout", "kfold", "iterated_kfold"]
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One train/validation partition of the rows, by row index."""
-
-    repeat: int
-    index: int
-    train: np.ndarray
-    val: np.ndarray
-
-
-@dataclass(frozen=True)
-class FoldData:
-    """What ``train_and_score`` receives: the fold's rows and the model's init seed (the same
-    for every fold, so every fold starts from identical weights under a fixed seed)."""
-
-    fold: Fold
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    seed: int
 
 
 TrainAndScore = Callable[[FoldData], float]

@@ -76,16 +76,7 @@ def stakeholder_view(
     daily = None
     sentence = None
     if daily_volume is not None:
-        positives = daily_volume * prevalence_used
-        negatives = daily_volume - positives
-        daily = DailyCounts(
-            volume=int(daily_volume),
-            positives=round(positives),
-            caught=round(positives * recall),
-            missed=round(positives * fnr),
-            flagged_negatives=round(negatives * fpr),
-            cleared=round(negatives * (1.0 - fpr)),
-        )
+        daily = _daily_counts(daily_volume, prevalence_used, recall, fnr, fpr)
         sentence = (
             f"{daily.flagged_negatives} {negative} flagged a day, {daily.missed} missed, "
             f"{daily.caught} caught"
@@ -105,6 +96,22 @@ def stakeholder_view(
         daily=daily,
         summary=summary,
         daily_sentence=sentence,
+    )
+
+
+def _daily_counts(
+    volume: int, prevalence: float, recall: float, fnr: float, fpr: float
+) -> DailyCounts:
+    """The rates as expected counts in a day of ``volume`` cases at ``prevalence``."""
+    positives = volume * prevalence
+    negatives = volume - positives
+    return DailyCounts(
+        volume=int(volume),
+        positives=round(positives),
+        caught=round(positives * recall),
+        missed=round(positives * fnr),
+        flagged_negatives=round(negatives * fpr),
+        cleared=round(negatives * (1.0 - fpr)),
     )
 
 

@@ -1,8 +1,9 @@
 """The book's A/B protocol as a report: does reusing the pretrained backbone beat training the
 same architecture from scratch on the target task, over several seeds?
 
-Per seed, two fresh models are trained in process (graft.train.fold_fit, no Ray) on the target
-train rows and scored on the rows the caller passes:
+Per seed, two fresh models are trained in process (no Ray), by the train function the stage
+passes (:class:`graft.evaluate.retrain.Retraining`), on the target train rows and scored on the
+rows the caller passes:
 
 - transfer: the pretrained backbone copy with a new head initialized from the seed, trained
   through the finetune phases (frozen, then unfrozen);
@@ -23,12 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
 
 from graft.config import PhaseConfig
-from graft.nn.models import GraftNet, build_model, initialize_head
-from graft.train.fold_fit import FinetuneStart, train_fresh_model
-from graft.train.loop import evaluate_model
+from graft.evaluate.retrain import RecipeStart, Retraining
+from graft.nn.models import build_model, initialize_head
 
 
 @dataclass
@@ -65,22 +64,14 @@ class TransferReport:
         return {**asdict(self), "summary": self.metrics()}
 
 
-def _accuracy(model: GraftNet, x: np.ndarray, y: np.ndarray) -> float:
-    data = TensorDataset(
-        torch.from_numpy(np.asarray(x, dtype=np.float32)),
-        torch.from_numpy(np.asarray(y, dtype=np.int64)),
-    )
-    return evaluate_model(model, data)["accuracy"]
-
-
-def _transfer_start(start: FinetuneStart, seed: int) -> FinetuneStart:
+def _transfer_start(start: RecipeStart, seed: int) -> RecipeStart:
     model = start.fresh_model()
     torch.manual_seed(seed)
     initialize_head(model, start.spec.model_config)
     return replace(start, init_state=model.state_dict())
 
 
-def _scratch_start(start: FinetuneStart, seed: int) -> FinetuneStart:
+def _scratch_start(start: RecipeStart, seed: int) -> RecipeStart:
     torch.manual_seed(seed)
     epochs = sum(phase.epochs for phase in start.phases)
     return replace(
@@ -91,7 +82,7 @@ def _scratch_start(start: FinetuneStart, seed: int) -> FinetuneStart:
 
 
 def transfer_vs_scratch(
-    start: FinetuneStart,
+    retraining: Retraining,
     train: tuple[np.ndarray, np.ndarray],
     scored: tuple[np.ndarray, np.ndarray],
     seeds: list[int],
@@ -99,10 +90,10 @@ def transfer_vs_scratch(
     """Train and score both arms for every seed (the same batch order within a seed)."""
     transfer, scratch = [], []
     for seed in seeds:
-        model, _ = train_fresh_model(_transfer_start(start, seed), *train, seed)
-        transfer.append(_accuracy(model, *scored))
-        model, _ = train_fresh_model(_scratch_start(start, seed), *train, seed)
-        scratch.append(_accuracy(model, *scored))
+        model = retraining.train(_transfer_start(retraining.start, seed), *train, seed)
+        transfer.append(retraining.accuracy(model, *scored))
+        model = retraining.train(_scratch_start(retraining.start, seed), *train, seed)
+        scratch.append(retraining.accuracy(model, *scored))
     return TransferReport(list(seeds), transfer, scratch)
 
 

@@ -21,10 +21,10 @@ from torch import nn
 
 from graft.config import ExportConfig
 from graft.data.preprocessing import MissingValueFill
+from graft.data.raw_input_model import with_missing_fill
 from graft.errors import ExportError
 from graft.export.folding import count_batch_norm, fold_batch_norm
 from graft.export.formats import ExportedFiles, export_and_check
-from graft.export.raw_inputs import with_missing_fill
 from graft.export.variants import (
     VariantReport,
     accuracy,
@@ -75,6 +75,59 @@ def _max_abs_diff(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.abs(reference - candidate).max()) if len(reference) else 0.0
 
 
+@dataclass
+class _VariantMeasurement:
+    """Measures each served variant on the same rows, against the trained model's logits."""
+
+    x_val: np.ndarray
+    y_val: np.ndarray
+    reference: np.ndarray  # the trained model's logits on x_val
+    fp32_accuracy: float
+    batch_sizes: list[int]
+    runs: int
+
+    def torchscript(self, name: str, path: str | Path, module: nn.Module) -> VariantReport:
+        logits = torch_logits(module, self.x_val)
+        latency = latency_batches(torch_call(module), self.x_val, self.batch_sizes, self.runs)
+        return self._report(name, path, logits, latency)
+
+    def onnx(self, name: str, path: str | Path) -> VariantReport:
+        session = onnx_session(path)
+        logits = onnx_logits(session, self.x_val)
+        latency = latency_batches(onnx_call(session), self.x_val, self.batch_sizes, self.runs)
+        return self._report(name, path, logits, latency)
+
+    def _report(
+        self, name: str, path: str | Path, logits: np.ndarray, latency: dict[str, float]
+    ) -> VariantReport:
+        variant_accuracy = accuracy(logits, self.y_val)
+        return VariantReport(
+            name=name,
+            path=str(path),
+            accuracy=variant_accuracy,
+            accuracy_delta=variant_accuracy - self.fp32_accuracy,
+            max_abs_diff=_max_abs_diff(self.reference, logits),
+            size_bytes=_size(path),
+            latency_ms=latency,
+        )
+
+
+def _checked_fold_diff(
+    reference: np.ndarray, served: nn.Module, x_val: np.ndarray, config: ExportConfig
+) -> float:
+    """How far BN folding moved the logits on ``x_val``; refuses a change past fold_atol."""
+    fold_diff = _max_abs_diff(reference, torch_logits(served, x_val))
+    # float32 rounding grows with the logits' magnitude: the tolerance scales with it
+    allowed = config.fold_atol * max(1.0, float(np.abs(reference).max(initial=0.0)))
+    if fold_diff > allowed:
+        raise ExportError(
+            f"BN folding changed the logits by {fold_diff:.2e} > {allowed:.1e} "
+            f"(export.fold_atol={config.fold_atol:.0e} x largest |logit|) on the "
+            "validation split; set export.fold_batch_norm=false"
+        )
+    return fold_diff
+
+
 def build_export_bundle(
     model: GraftNet,
     example: torch.Tensor,
@@ -93,22 +146,11 @@ def build_export_bundle(
     trained = with_missing_fill(model, missing_fill)
     reference = torch_logits(trained, x_val)
     fp32_accuracy = accuracy(reference, y_val)
-    served_network: nn.Module = model
-    folded_count = 0
-    fold_diff = 0.0
-    if config.fold_batch_norm:
-        served_network, folded_count = fold_batch_norm(model)
+    served_network, folded_count = fold_batch_norm(model) if config.fold_batch_norm else (model, 0)
     served = with_missing_fill(served_network, missing_fill)
-    if config.fold_batch_norm:
-        fold_diff = _max_abs_diff(reference, torch_logits(served, x_val))
-        # float32 rounding grows with the logits' magnitude: the tolerance scales with it
-        allowed = config.fold_atol * max(1.0, float(np.abs(reference).max(initial=0.0)))
-        if fold_diff > allowed:
-            raise ExportError(
-                f"BN folding changed the logits by {fold_diff:.2e} > {allowed:.1e} "
-                f"(export.fold_atol={config.fold_atol:.0e} x largest |logit|) on the "
-                "validation split; set export.fold_batch_norm=false"
-            )
+    fold_diff = (
+        _checked_fold_diff(reference, served, x_val, config) if config.fold_batch_norm else 0.0
+    )
     files = export_and_check(
         served, example, output_dir, config.onnx_opset, config.parity_atol, reference_model=trained
     )
@@ -121,62 +163,32 @@ def build_export_bundle(
         fp32_accuracy=fp32_accuracy,
         val_rows=len(y_val),
     )
-    sizes, runs = config.latency_batch_sizes, config.latency_runs
-
-    def measured(
-        name: str, path: str | Path, logits: np.ndarray, latency: dict[str, float]
-    ) -> None:
-        variant_accuracy = accuracy(logits, y_val)
-        bundle.variants.append(
-            VariantReport(
-                name=name,
-                path=str(path),
-                accuracy=variant_accuracy,
-                accuracy_delta=variant_accuracy - fp32_accuracy,
-                max_abs_diff=_max_abs_diff(reference, logits),
-                size_bytes=_size(path),
-                latency_ms=latency,
-            )
-        )
-
+    measure = _VariantMeasurement(
+        x_val, y_val, reference, fp32_accuracy, config.latency_batch_sizes, config.latency_runs
+    )
     scripted = torch.jit.load(files.torchscript).eval()
-    measured(
-        "torchscript_fp32",
-        files.torchscript,
-        torch_logits(scripted, x_val),
-        latency_batches(torch_call(scripted), x_val, sizes, runs),
-    )
-    session = onnx_session(files.onnx)
-    measured(
-        "onnx_fp32",
-        files.onnx,
-        onnx_logits(session, x_val),
-        latency_batches(onnx_call(session), x_val, sizes, runs),
-    )
+    bundle.variants.append(measure.torchscript("torchscript_fp32", files.torchscript, scripted))
+    bundle.variants.append(measure.onnx("onnx_fp32", files.onnx))
+    # the variant exports stay in this function: a TorchScript file records the Python stack
+    # that traced it, so another caller frame would change the file's bytes and size
     if config.int8:
         quantized, int8_path = export_int8(
             served, example, output_dir / "model.int8.torchscript.pt"
         )
-        measured(
-            "int8_dynamic",
-            int8_path,
-            torch_logits(quantized, x_val),
-            latency_batches(torch_call(quantized), x_val, sizes, runs),
-        )
+        bundle.variants.append(measure.torchscript("int8_dynamic", int8_path, quantized))
     if config.fp16:
         assert isinstance(served_network, GraftNet)
         fp16_path = export_fp16_onnx(
             served_network, example, output_dir / "model.fp16.onnx", config.onnx_opset, missing_fill
         )
-        fp16_session = onnx_session(fp16_path)
-        measured(
-            "onnx_fp16",
-            fp16_path,
-            onnx_logits(fp16_session, x_val),
-            latency_batches(onnx_call(fp16_session), x_val, sizes, runs),
-        )
+        bundle.variants.append(measure.onnx("onnx_fp16", fp16_path))
     bundle.write(output_dir)
-    for variant in bundle.variants:
+    _log_variants(bundle.variants)
+    return bundle
+
+
+def _log_variants(variants: list[VariantReport]) -> None:
+    for variant in variants:
         log.info(
             "export %s: accuracy %.4f (delta %+.4f), %s",
             variant.name,
@@ -184,4 +196,3 @@ def build_export_bundle(
             variant.accuracy_delta,
             variant.latency_ms,
         )
-    return bundle

@@ -115,6 +115,18 @@ def build_model_card(
 
 def _markdown(card: dict[str, Any]) -> str:
     lines = [
+        *_overview_lines(card),
+        *_metric_lines(card["metrics"]),
+        *_gate_lines(card["gate"]),
+        *_export_lines(card["export"]),
+        *_variant_table(card["export"]["variants"]),
+        *_config_lines(card["config"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _overview_lines(card: dict[str, Any]) -> list[str]:
+    return [
         f"# Model card: {card['model_name']} v{card['model_version']}",
         "",
         f"- Created: {card['created']}",
@@ -131,42 +143,54 @@ def _markdown(card: dict[str, Any]) -> str:
         "",
         *[f"- {item}" for item in card["limitations"]],
         "",
-        "## Metrics (test split)",
-        "",
-        "| metric | value |",
-        "| --- | --- |",
     ]
-    for key, value in card["metrics"].items():
+
+
+def _metric_lines(metrics: dict[str, float]) -> list[str]:
+    lines = ["## Metrics (test split)", "", "| metric | value |", "| --- | --- |"]
+    for key, value in metrics.items():
         lines.append(f"| {METRIC_LABELS.get(key, key)} | {value:.4f} |")
-    gate = card["gate"]
-    lines += [
+    return lines
+
+
+def _gate_lines(gate: dict[str, Any]) -> list[str]:
+    return [
         "",
         f"## Promotion gate: {'passed' if gate['passed'] else 'refused'}",
         "",
         *[f"- {reason}" for reason in gate["reasons"]],
+    ]
+
+
+def _export_lines(export: dict[str, Any]) -> list[str]:
+    return [
         "",
         "## Export",
         "",
-        f"ONNX opset {card['export']['onnx_opset']}. Parity with PyTorch on a fixed batch: "
-        f"TorchScript {card['export']['torchscript_max_abs_diff']:.2e}, "
-        f"ONNX Runtime {card['export']['onnx_max_abs_diff']:.2e} "
-        f"(limit {card['export']['parity_atol']:.0e}). "
-        f"BatchNorm layers folded: {card['export']['batch_norm_folded']} "
-        f"(logit change {card['export']['fold_max_abs_diff']:.2e}); "
-        f"left: {card['export']['batch_norm_left']}.",
+        f"ONNX opset {export['onnx_opset']}. Parity with PyTorch on a fixed batch: "
+        f"TorchScript {export['torchscript_max_abs_diff']:.2e}, "
+        f"ONNX Runtime {export['onnx_max_abs_diff']:.2e} "
+        f"(limit {export['parity_atol']:.0e}). "
+        f"BatchNorm layers folded: {export['batch_norm_folded']} "
+        f"(logit change {export['fold_max_abs_diff']:.2e}); "
+        f"left: {export['batch_norm_left']}.",
         "",
-        f"Variants on the {card['export']['val_rows']} validation rows "
-        f"(fp32 PyTorch accuracy {card['export']['fp32_accuracy']:.4f}):",
+        f"Variants on the {export['val_rows']} validation rows "
+        f"(fp32 PyTorch accuracy {export['fp32_accuracy']:.4f}):",
         "",
     ]
+
+
+def _variant_table(variants: list[dict[str, Any]]) -> list[str]:
+    """One row per variant, one latency column per batch size any variant was timed at."""
     batches = sorted(
-        {key for v in card["export"]["variants"] for key in v["latency_ms"]},
+        {key for v in variants for key in v["latency_ms"]},
         key=lambda key: int(key.split("_")[1]),
     )
     header = ["variant", "file", "accuracy", "delta", "max abs diff", "size (KiB)"]
     header += [f"median ms, {b.replace('_', ' ')}" for b in batches]
-    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for v in card["export"]["variants"]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for v in variants:
         cells = [
             v["name"],
             f"`{v['file']}`",
@@ -176,10 +200,14 @@ def _markdown(card: dict[str, Any]) -> str:
             f"{v['size_bytes'] / 1024:.1f}",
         ] + [f"{v['latency_ms'].get(b, float('nan')):.3f}" for b in batches]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Configuration (summary)", "", "| key | value |", "| --- | --- |"]
-    for key, value in card["config"].items():
+    return lines
+
+
+def _config_lines(config: dict[str, Any]) -> list[str]:
+    lines = ["", "## Configuration (summary)", "", "| key | value |", "| --- | --- |"]
+    for key, value in config.items():
         lines.append(f"| {key} | {json.dumps(value)} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_model_card(card: dict[str, Any], output_dir: Path) -> tuple[Path, Path]:

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from graft.data.preprocessing import MissingValueFill
+from graft.data.raw_input_model import with_missing_fill
 from graft.export.formats import export_onnx, export_torchscript
-from graft.export.raw_inputs import with_missing_fill
 from graft.nn.models import GraftNet
 
 

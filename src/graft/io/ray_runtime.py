@@ -13,32 +13,37 @@ from typing import Any
 from urllib.parse import urlparse
 
 from graft.config import RayConfig
+from graft.config.runtime import (
+    AWS_ACCESS_KEY_ENV,
+    AWS_REGION_ENV,
+    AWS_SECRET_KEY_ENV,
+    DEFAULT_AWS_REGION,
+    DEFAULT_RAY_AUTH_MODE,
+    DEFAULT_RAY_LOG_TO_DRIVER,
+    RAY_ADDRESS_ENV,
+    RAY_API_SERVER_ADDRESS_ENV,
+    RAY_AUTH_MODE_ENV,
+    RAY_LOG_TO_DRIVER_ENV,
+    RAY_SUBMITTED_JOB_ENV,
+    RAY_TRAIN_ENV_DEFAULTS,
+)
 from graft.errors import ConfigError
 from graft.io import storage
 
 log = logging.getLogger(__name__)
 
-API_SERVER_ADDRESS = "RAY_API_SERVER_ADDRESS"  # read by Ray's State and Jobs API clients
 _replaced_env: dict[str, str | None] = {}  # what ensure_ray overrode, for shutdown_ray
 
 
 def _log_to_driver() -> bool:
     # the training loop's per-epoch progress lines come from the workers
-    return os.environ.get("GRAFT_RAY_LOG_TO_DRIVER", "1") == "1"
+    return os.environ.get(RAY_LOG_TO_DRIVER_ENV, DEFAULT_RAY_LOG_TO_DRIVER) == "1"
 
 
 def train_env_defaults() -> dict[str, str]:
     """Ray Train settings every Graft driver, controller and worker runs with (a user's own
     environment wins)."""
-    defaults = {
-        "RAY_TRAIN_V2_ENABLED": "1",
-        # Worker processes import torch: on a loaded 2-core machine 60 s is not always enough.
-        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180",
-        # The controller drains each worker's one-slot report queue once per health check
-        # (2 s by default), so a report per epoch made every short epoch last 2 s.
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
-    }
-    return {key: os.environ.get(key, value) for key, value in defaults.items()}
+    return {key: os.environ.get(key, value) for key, value in RAY_TRAIN_ENV_DEFAULTS.items()}
 
 
 def ensure_ray(config: RayConfig) -> None:
@@ -47,17 +52,17 @@ def ensure_ray(config: RayConfig) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault(RAY_AUTH_MODE_ENV, DEFAULT_RAY_AUTH_MODE)
     train_env = train_env_defaults()
     # a local instance's controller and workers inherit this process's environment
     os.environ.update(train_env)
     if config.mode == "address":
-        address = config.address or os.environ.get("RAY_ADDRESS") or "auto"
+        address = config.address or os.environ.get(RAY_ADDRESS_ENV) or "auto"
         log.info("joining Ray cluster at %s", address)
         # A cluster's processes don't: the job's runtime environment carries the settings,
         # unless this driver already runs as a submitted Ray job (whose runtime environment
         # is set at submission, and a second one for the same keys is refused).
-        in_submitted_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        in_submitted_job = RAY_SUBMITTED_JOB_ENV in os.environ
         ray.init(
             address=address,
             log_to_driver=_log_to_driver(),
@@ -71,8 +76,8 @@ def ensure_ray(config: RayConfig) -> None:
     # workers' placement groups. Pinning the port and exporting it before the raylet starts
     # gives every process of this instance its own dashboard's address.
     dashboard_port = _free_port()
-    _replaced_env[API_SERVER_ADDRESS] = os.environ.get(API_SERVER_ADDRESS)
-    os.environ[API_SERVER_ADDRESS] = f"http://127.0.0.1:{dashboard_port}"
+    _replaced_env[RAY_API_SERVER_ADDRESS_ENV] = os.environ.get(RAY_API_SERVER_ADDRESS_ENV)
+    os.environ[RAY_API_SERVER_ADDRESS_ENV] = f"http://127.0.0.1:{dashboard_port}"
     ray.init(
         num_cpus=config.num_cpus or os.cpu_count() or 2,
         dashboard_host="127.0.0.1",
@@ -154,15 +159,15 @@ def train_storage(config: RayConfig, local_root: Path, shared_subpath: str = "")
 
 def _pyarrow_s3_options() -> dict[str, Any]:
     """The S3 endpoint and keys boto3 uses (graft.io.storage), for pyarrow."""
-    options: dict[str, Any] = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    options: dict[str, Any] = {"region": os.environ.get(AWS_REGION_ENV, DEFAULT_AWS_REGION)}
     endpoint = storage.s3_endpoint()
     if endpoint:
         parsed = urlparse(endpoint)
         options["endpoint_override"] = parsed.netloc or parsed.path
         options["scheme"] = parsed.scheme or "https"
-    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        options["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
-        options["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+    if os.environ.get(AWS_ACCESS_KEY_ENV) and os.environ.get(AWS_SECRET_KEY_ENV):
+        options["access_key"] = os.environ[AWS_ACCESS_KEY_ENV]
+        options["secret_key"] = os.environ[AWS_SECRET_KEY_ENV]
     return options  # no keys: pyarrow's own chain (instance profile, IRSA)
 
 

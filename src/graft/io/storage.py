@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from graft.config.runtime import S3_ENDPOINT_ENVS
 from graft.errors import StorageError
 
 
@@ -27,7 +28,8 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def s3_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    first, fallback = S3_ENDPOINT_ENVS
+    return os.environ.get(first) or os.environ.get(fallback)
 
 
 def s3_client() -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from graft import __version__
 from graft.config import GraftConfig
+from graft.config.runtime import GIT_COMMIT_ENV, IMAGE_ENV, IMAGE_OUTSIDE_AN_IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def experiment_id(config: GraftConfig) -> str:
 
 
 def git_commit() -> str:
-    if os.environ.get("GRAFT_GIT_COMMIT"):
-        return os.environ["GRAFT_GIT_COMMIT"]
+    if os.environ.get(GIT_COMMIT_ENV):
+        return os.environ[GIT_COMMIT_ENV]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -105,7 +106,7 @@ def start_pipeline_run(config: GraftConfig, kfp_run_id: str) -> str:
             "graft.kfp_run_id": kfp_run_id,
             "graft.git_commit": git_commit(),
             "graft.version": __version__,
-            "graft.image": os.environ.get("GRAFT_IMAGE", "local"),
+            "graft.image": os.environ.get(IMAGE_ENV, IMAGE_OUTSIDE_AN_IMAGE),
         },
     )
     params = [Param(k, v[:6000]) for k, v in flatten(config.model_dump(mode="json")).items()]
@@ -290,3 +291,57 @@ def champion_version(config: GraftConfig) -> Any | None:
 
 def set_alias(config: GraftConfig, alias: str, version: str) -> None:
     client_for(config).set_registered_model_alias(config.export.model_name, alias, version)
+
+
+def set_version_tags(config: GraftConfig, version: str, tags: dict[str, str]) -> None:
+    client = client_for(config)
+    for key, value in tags.items():
+        client.set_model_version_tag(config.export.model_name, version, key, value)
+
+
+def _use_tracking_server(config: GraftConfig) -> None:
+    """Point MLflow's fluent API (model logging and loading have no client form) at the
+    config's tracking server and its registry."""
+    import mlflow
+
+    mlflow.set_tracking_uri(config.resolved_tracking_uri())
+    mlflow.set_registry_uri(config.resolved_tracking_uri())
+
+
+def register_model(
+    config: GraftConfig,
+    run_id: str,
+    model: Any,
+    example: Any,
+    outputs: Any,
+    pip_requirements: list[str],
+) -> str:
+    """Log the torch ``model`` (pickled) into run ``run_id`` with the signature of
+    ``example`` -> ``outputs`` (arrays) and ``example`` as its input example, as a new
+    version of ``export.model_name``; return the version."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    _use_tracking_server(config)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name=config.export.model_name,
+            serialization_format="pickle",
+            signature=infer_signature(example, outputs),
+            input_example=example,
+            pip_requirements=pip_requirements,
+        )
+    return str(info.registered_model_version)
+
+
+def load_registered_model(config: GraftConfig, alias: str, **torch_load_args: Any) -> Any:
+    """The torch module registered as ``models:/<export.model_name>@<alias>``."""
+    import mlflow.pytorch
+
+    _use_tracking_server(config)
+    return mlflow.pytorch.load_model(
+        f"models:/{config.export.model_name}@{alias}", **torch_load_args
+    )

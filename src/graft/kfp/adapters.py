@@ -1,4 +1,5 @@
-"""Translate KFP artifact paths and parameters into ``graft.stages`` calls.
+"""Translate KFP artifact paths and parameters into ``graft.stages`` calls (the training
+stages through ``graft.remote.dispatch``, which may ship them to a Ray cluster).
 
 Components import only this module, so each component body is one line and all logic stays
 testable without KFP. Output artifact paths are used as directories. Every adapter resolves
@@ -24,6 +25,7 @@ from graft.evaluate.summary import ROC_FILE
 from graft.export.model_card import MODEL_CARD_MARKDOWN
 from graft.kfp.pod_guard import check_pipeline_pod
 from graft.kfp.run_parameters import RunParameters, effective_config
+from graft.remote import dispatch
 from graft.tune.html_report import TUNE_REPORT_FILE
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -60,7 +62,7 @@ def data_prep(
     parameters: RunParameters | None = None,
 ) -> str:
     config = _stage_config(config_json, "data-prep", parameters)
-    out = stages.data_prep(
+    out = stages.data_prep.run(
         config, _dir(dataset_path), kfp_run_id=kfp_run_id, test_split_dir=_dir(test_split_path)
     )
     shutil.copyfile(Path(dataset_path) / "report.html", report_path)
@@ -76,7 +78,7 @@ def pretrain(
     parameters: RunParameters | None = None,
 ) -> float:
     config = _stage_config(config_json, "pretrain", parameters)
-    out = stages.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
+    out = dispatch.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
     _log_metrics(metrics, _training_metrics(out))
     return out.val_accuracy
 
@@ -91,7 +93,7 @@ def finetune(
     parameters: RunParameters | None = None,
 ) -> float:
     config = _stage_config(config_json, "transfer-finetune", parameters)
-    out = stages.finetune(config, dataset_path, pretrained_path, _dir(model_path), parent_run_id)
+    out = dispatch.finetune(config, dataset_path, pretrained_path, _dir(model_path), parent_run_id)
     _log_metrics(metrics, _training_metrics(out))
     return out.val_accuracy
 
@@ -109,7 +111,7 @@ def tune(
 ) -> str:
     config = _stage_config(config_json, "tune", parameters)
     scratch = Path(best_model_path).parent / "tune-work"
-    out = stages.tune(
+    out = dispatch.tune(
         config, dataset_path, pretrained_path, finetuned_path, str(scratch), parent_run_id
     )
     shutil.copytree(out.model_dir, best_model_path, dirs_exist_ok=True)
@@ -144,7 +146,7 @@ def evaluate(
     confusion matrix and, for a binary task, the ROC curve on ``classification``, and the
     evaluation page at ``report_path``."""
     config = _stage_config(config_json, "evaluate", parameters)
-    out = stages.evaluate(
+    out = stages.evaluate.run(
         config,
         dataset_path,
         test_split_path,
@@ -180,7 +182,7 @@ def export(
     parameters: RunParameters | None = None,
 ) -> str:
     config = _stage_config(config_json, "export", parameters)
-    out = stages.export(
+    out = stages.export.run(
         config, dataset_path, model_path, evaluation_path, _dir(exported_path), parent_run_id
     )
     shutil.copyfile(Path(exported_path) / MODEL_CARD_MARKDOWN, model_card_path)

@@ -1,22 +1,15 @@
 """Upload the compiled pipeline to a KFP server, and submit, schedule and list its runs
-(``kfp.Client``).
+(``kfp.Client``, connected through :mod:`graft.kfp.connection`).
 
-The resolved config travels as the pipeline's only parameter, ``config_json``. Every failure to
-talk to the server (unreachable, refused credentials, an API error) becomes one
-``PipelineServerError`` naming the fix. The bearer token is handed to ``kfp.Client`` and sent
-as an ``Authorization`` header; it is never logged.
+The resolved config travels as the pipeline's only parameter, ``config_json``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import re
-import urllib.error
-import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,16 +20,15 @@ import yaml
 
 from graft.config import GraftConfig
 from graft.errors import ConfigError, PipelineServerError, StorageError
+from graft.kfp.connection import check_server, connect, normalize_host, server_errors
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/apis/v2beta1"
 CONFIG_PARAMETER = "config_json"
 PACKAGE_SUFFIXES = (".yaml", ".yml", ".tar.gz", ".tgz", ".zip")
 # KFP's ScheduledWorkflow controller parses robfig/cron expressions with a seconds field.
 _CRON_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week")
 _CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*?/,#-]+$")
-_HEALTHZ_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -69,20 +61,6 @@ class RunStatus:
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def normalize_host(host: str | None) -> str:
-    """``http(s)://host[:port][/prefix]`` without a trailing slash; no host is a ConfigError."""
-    if not host or not host.strip():
-        raise ConfigError(
-            "no KFP host given; pass --host http://HOST:PORT or set KFP_HOST "
-            "(e.g. after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`, "
-            "use http://localhost:8080)"
-        )
-    host = host.strip().rstrip("/")
-    if not host.startswith(("http://", "https://")):
-        raise ConfigError(f"KFP host '{host}' has no scheme; use http://{host} or https://{host}")
-    return host
 
 
 def validate_cron(cron: str) -> str:
@@ -134,96 +112,7 @@ def check_package(package_path: Path) -> Path:
     return package_path
 
 
-# ----------------------------------------------------------------------------- connection
-
-
-def _check_server(host: str, token: str | None) -> None:
-    """GET healthz once with a timeout, so a wrong host or token fails fast and clearly.
-
-    ``kfp.Client()`` itself calls healthz at construction and retries an API error five
-    times with 5 s pauses.
-    """
-    request = urllib.request.Request(f"{host}{API_PREFIX}/healthz")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=_HEALTHZ_TIMEOUT_S) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise PipelineServerError(_refused(host, exc.code, token)) from None
-        raise PipelineServerError(
-            f"{host} answered {exc.code} to GET {API_PREFIX}/healthz, so it is not a KFP v2 "
-            "API server; point --host/KFP_HOST at the KFP UI or ml-pipeline service"
-        ) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise PipelineServerError(_unreachable(host, reason)) from None
-
-
-def _unreachable(host: str, reason: object) -> str:
-    return (
-        f"cannot reach the KFP API server at {host} ({reason}); check --host/KFP_HOST and "
-        "that the server is up (e.g. `kubectl port-forward -n kubeflow svc/ml-pipeline-ui "
-        "8080:80`)"
-    )
-
-
-def _refused(host: str, status: int, token: str | None) -> str:
-    hint = "the token was refused; renew it" if token else "set KFP_TOKEN or pass --token"
-    return f"the KFP API server at {host} refused the request ({status}); {hint}"
-
-
-@contextlib.contextmanager
-def _server_errors(host: str, token: str | None) -> Iterator[None]:
-    """Translate kfp/urllib3 failures into one PipelineServerError; keep kfp's prints quiet."""
-    import kfp_server_api
-    import urllib3
-
-    captured = io.StringIO()
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
-            # kfp warns on every Client() that it needs a v2 server, and prints links itself.
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    except kfp_server_api.ApiException as exc:
-        if exc.status in (401, 403):
-            raise PipelineServerError(_refused(host, exc.status, token)) from None
-        if exc.status == 0:
-            raise PipelineServerError(_unreachable(host, exc.reason)) from None
-        raise PipelineServerError(
-            f"the KFP API server at {host} answered {exc.status} {exc.reason}: "
-            f"{_api_message(exc.body)}"
-        ) from None
-    except urllib3.exceptions.HTTPError as exc:
-        raise PipelineServerError(_unreachable(host, exc)) from None
-    except TimeoutError as exc:  # kfp.Client gave up on healthz after its own retries
-        raise PipelineServerError(_unreachable(host, exc)) from None
-    except ValueError as exc:  # kfp's own checks, e.g. two experiments with one name
-        raise PipelineServerError(f"KFP at {host}: {exc}") from None
-    finally:
-        if captured.getvalue().strip():
-            log.debug("kfp.Client said: %s", captured.getvalue().strip())
-
-
-def _api_message(body: Any) -> str:
-    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return text.strip()[:300] or "(no message)"
-    if isinstance(parsed, dict):
-        return str(parsed.get("message") or parsed.get("error") or parsed)[:300]
-    return str(parsed)[:300]
-
-
-def _client(host: str, token: str | None, namespace: str | None) -> Any:
-    import kfp
-
-    kwargs: dict[str, Any] = {"host": host, "existing_token": token or None}
-    if namespace:
-        kwargs["namespace"] = namespace
-    return kfp.Client(**kwargs)
+# ----------------------------------------------------------------------------- experiments
 
 
 def _experiment_id(client: Any, name: str, namespace: str | None) -> str:
@@ -250,13 +139,13 @@ def _experiment_target(
     token: str | None,
 ) -> Iterator[_ExperimentTarget]:
     """Check the host, the package and the server, then connect and find or create the
-    experiment. The caller's block runs inside ``_server_errors`` too, so the call it makes
+    experiment. The caller's block runs inside ``server_errors`` too, so the call it makes
     on the client fails with the same PipelineServerError as the connection would."""
     base = normalize_host(host)
     package = check_package(package_path)
-    _check_server(base, token)
-    with _server_errors(base, token):
-        client = _client(base, token, namespace)
+    check_server(base, token)
+    with server_errors(base, token):
+        client = connect(base, token, namespace)
         yield _ExperimentTarget(
             host=base,
             package=package,
@@ -349,10 +238,10 @@ def upload_pipeline(
     ``infra/bootstrap.sh``) adds a version instead of failing."""
     base = normalize_host(host)
     package = check_package(package_path)
-    _check_server(base, token)
+    check_server(base, token)
     version = version_name or f"{name} {datetime.now():%Y-%m-%d %H-%M-%S}"
-    with _server_errors(base, token):
-        client = _client(base, token, namespace)
+    with server_errors(base, token):
+        client = connect(base, token, namespace)
         pipeline_id = _pipeline_id(client, name, namespace)
         created = pipeline_id is None
         if pipeline_id is None:
@@ -389,9 +278,9 @@ def list_runs(
     if page_size < 1:
         raise ConfigError(f"page size must be at least 1, got {page_size}")
     base = normalize_host(host)
-    _check_server(base, token)
-    with _server_errors(base, token):
-        client = _client(base, token, namespace)
+    check_server(base, token)
+    with server_errors(base, token):
+        client = connect(base, token, namespace)
         experiment_id = None
         if experiment:
             try:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from graft.config import GraftConfig
+from graft.config.runtime import TMPDIR_ENV
 from graft.kfp.pipeline import build_pipeline
 from graft.kfp.stage_logs import StageListener, StageLogRouter
 
@@ -72,17 +73,17 @@ def _scratch_tmpdir(scratch: Path) -> Iterator[None]:
     """KFP's local runner leaves per-task scratch files in TMPDIR: point it at the run folder
     for the run only, then restore it (later code must not inherit a folder that may vanish)."""
     scratch.mkdir(parents=True, exist_ok=True)
-    previous_env, previous_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = str(scratch)
+    previous_env, previous_tempdir = os.environ.get(TMPDIR_ENV), tempfile.tempdir
+    os.environ[TMPDIR_ENV] = str(scratch)
     tempfile.tempdir = str(scratch)
     try:
         yield
     finally:
         tempfile.tempdir = previous_tempdir
         if previous_env is None:
-            os.environ.pop("TMPDIR", None)
+            os.environ.pop(TMPDIR_ENV, None)
         else:
-            os.environ["TMPDIR"] = previous_env
+            os.environ[TMPDIR_ENV] = previous_env
 
 
 def stage_outputs(config: GraftConfig) -> Path:

@@ -103,69 +103,79 @@ def build_pipeline(
             "data_source": data_source,
             "overrides": overrides,
         }
-        prep = components["data-prep"](kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **run)
-        prep.set_display_name("data-prep")
-        parent = prep.outputs["Output"]
-        dataset = prep.outputs["dataset"]
-        pre = components["pretrain"](parent_run_id=parent, dataset=dataset, **run)
-        pre.set_display_name("pretrain")
-        fine = components["transfer-finetune"](
-            parent_run_id=parent,
-            dataset=dataset,
-            pretrained=pre.outputs["model"],
-            **run,
-        )
-        fine.set_display_name("transfer-finetune")
-        search = components["tune"](
-            parent_run_id=parent,
-            dataset=dataset,
-            pretrained=pre.outputs["model"],
-            finetuned=fine.outputs["model"],
-            **run,
-        )
-        search.set_display_name("tune")
-        score = components["evaluate"](
-            parent_run_id=parent,
-            dataset=dataset,
-            test_split=prep.outputs["test_split"],
-            model=search.outputs["best_model"],
-            pretrained=pre.outputs["model"],
-            **run,
-        )
-        score.set_display_name("evaluate")
-        # evaluate reads "the current champion": a cached result would be stale
-        score.set_caching_options(False)
-        ship = components["export"](
-            parent_run_id=parent,
-            dataset=dataset,
-            model=search.outputs["best_model"],
-            evaluation=score.outputs["evaluation"],
-            **run,
-        )
-        ship.set_display_name("export")
-        ship.set_caching_options(False)
-        stages: dict[StageName, Any] = {
-            "data-prep": prep,
-            "pretrain": pre,
-            "transfer-finetune": fine,
-            "tune": search,
-            "evaluate": score,
-            "export": ship,
-        }
-        for stage, task in stages.items():
+        tasks = _add_stage_tasks(components, run)
+        for stage, task in tasks.items():
             apply_cluster_settings(task, stage, config.cluster, bool(config.s3_locations()))
             apply_pod_settings(task, config.cluster)
-        return ship.outputs["Output"]
+        return tasks["export"].outputs["Output"]
 
     # KFP shows a parameter's description from the docstring's Args section
-    help_texts = parameter_help(compiled_preset)
-    training_pipeline.__doc__ = (
-        "Graft: data-prep, pretrain, transfer-finetune, tune, evaluate, export.\n\n"
-        f"{PRECEDENCE}\n\nArgs:\n"
-        + "".join(f"    {name}: {text}\n" for name, text in help_texts.items())
-    )
+    training_pipeline.__doc__ = _pipeline_docstring(compiled_preset)
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description=f"Graft: data-prep, pretrain, transfer-finetune, tune, evaluate, export. "
         f"{PRECEDENCE}",
     )(training_pipeline)
+
+
+def _add_stage_tasks(components: dict[str, Any], run: dict[str, Any]) -> dict[StageName, Any]:
+    """One task per stage, wired by the artifacts each passes on; called inside the pipeline
+    function, where KFP records each task it creates into the DAG."""
+    prep = components["data-prep"](kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **run)
+    prep.set_display_name("data-prep")
+    parent = prep.outputs["Output"]
+    dataset = prep.outputs["dataset"]
+    pre = components["pretrain"](parent_run_id=parent, dataset=dataset, **run)
+    pre.set_display_name("pretrain")
+    fine = components["transfer-finetune"](
+        parent_run_id=parent,
+        dataset=dataset,
+        pretrained=pre.outputs["model"],
+        **run,
+    )
+    fine.set_display_name("transfer-finetune")
+    search = components["tune"](
+        parent_run_id=parent,
+        dataset=dataset,
+        pretrained=pre.outputs["model"],
+        finetuned=fine.outputs["model"],
+        **run,
+    )
+    search.set_display_name("tune")
+    score = components["evaluate"](
+        parent_run_id=parent,
+        dataset=dataset,
+        test_split=prep.outputs["test_split"],
+        model=search.outputs["best_model"],
+        pretrained=pre.outputs["model"],
+        **run,
+    )
+    score.set_display_name("evaluate")
+    # evaluate reads "the current champion": a cached result would be stale
+    score.set_caching_options(False)
+    ship = components["export"](
+        parent_run_id=parent,
+        dataset=dataset,
+        model=search.outputs["best_model"],
+        evaluation=score.outputs["evaluation"],
+        **run,
+    )
+    ship.set_display_name("export")
+    ship.set_caching_options(False)
+    return {
+        "data-prep": prep,
+        "pretrain": pre,
+        "transfer-finetune": fine,
+        "tune": search,
+        "evaluate": score,
+        "export": ship,
+    }
+
+
+def _pipeline_docstring(compiled_preset: str) -> str:
+    help_texts = parameter_help(compiled_preset)
+    return (
+        "Graft: data-prep, pretrain, transfer-finetune, tune, evaluate, export.\n\n"
+        f"{PRECEDENCE}\n\nArgs:\n"
+        + "".join(f"    {name}: {text}\n" for name, text in help_texts.items())
+    )

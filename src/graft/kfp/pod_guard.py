@@ -14,11 +14,9 @@ import os
 from collections.abc import Mapping
 
 from graft.config import GraftConfig, StageName
+from graft.config.runtime import KFP_POD_ENV
 from graft.errors import ConfigError
 
-# The KFP backend gives every task pod these through the downward API (its driver and
-# launcher read them); the local runners (SubprocessRunner, DockerRunner) set neither.
-KFP_POD_ENV = ("KFP_POD_NAME", "KFP_POD_UID")
 # Stages whose work Ray Train checkpoints, and which a KFP retry reruns from the top.
 CHECKPOINTED_STAGES: tuple[StageName, ...] = ("pretrain", "transfer-finetune", "tune")
 

@@ -1,5 +1,7 @@
-"""Run a training stage away from this process: as a Ray job on an existing cluster
-(``ray.mode: address``, ``submit: job``) or as a KubeRay RayJob (``ray.mode: rayjob``).
+"""Run a training stage here or away from this process, as the config's ``ray`` block says:
+in process, as a Ray job on an existing cluster (``ray.mode: address``, ``submit: job``) or
+as a KubeRay RayJob (``ray.mode: rayjob``). The KFP adapters and the CLI call the training
+stages through :func:`pretrain`, :func:`finetune` and :func:`tune`.
 
 Both carry the stage's folders through ``ray.staging_uri`` when it is set
 (:mod:`graft.remote.staging`), and both need a tracking server the cluster's pods can reach:
@@ -11,11 +13,50 @@ from __future__ import annotations
 
 from typing import Any
 
+from graft import stages
 from graft.config import GraftConfig
 from graft.errors import ConfigError
 from graft.io import storage
 from graft.remote.command import RayStage, StageInputs
 from graft.remote.staging import download_output, upload_inputs
+
+
+def pretrain(
+    config: GraftConfig, dataset_dir: str, output_dir: str, parent_run_id: str
+) -> stages.TrainOutput:
+    if config.ray.runs_stages_elsewhere:
+        inputs = StageInputs(dataset_dir, output_dir, parent_run_id)
+        return stages.TrainOutput(**run_stage_on_cluster(config, "pretrain", inputs))
+    return stages.pretrain.run(config, dataset_dir, output_dir, parent_run_id)
+
+
+def finetune(
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+) -> stages.TrainOutput:
+    if config.ray.runs_stages_elsewhere:
+        inputs = StageInputs(dataset_dir, output_dir, parent_run_id, pretrained_dir)
+        return stages.TrainOutput(**run_stage_on_cluster(config, "transfer-finetune", inputs))
+    return stages.finetune.run(config, dataset_dir, pretrained_dir, output_dir, parent_run_id)
+
+
+def tune(
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    finetuned_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+) -> stages.TuneOutput:
+    if config.ray.runs_stages_elsewhere:
+        inputs = StageInputs(dataset_dir, output_dir, parent_run_id, pretrained_dir, finetuned_dir)
+        return stages.TuneOutput(**run_stage_on_cluster(config, "tune", inputs))
+    return stages.tune.run(
+        config, dataset_dir, pretrained_dir, finetuned_dir, output_dir, parent_run_id
+    )
 
 
 def run_stage_on_cluster(

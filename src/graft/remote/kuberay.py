@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from graft.config import DEFAULT_IMAGE, GraftConfig, RayJobConfig
+from graft.config.runtime import DEFAULT_KUBECONFIG, KUBECONFIG_ENV
 from graft.errors import RayJobError
 from graft.remote.command import (
     RayStage,
@@ -310,7 +311,7 @@ def _api_client() -> Any:
 
 
 def _kubeconfig_path() -> str:
-    return os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+    return os.environ.get(KUBECONFIG_ENV) or str(Path(DEFAULT_KUBECONFIG).expanduser())
 
 
 def _current_namespace() -> str:

@@ -62,17 +62,12 @@ def build_rayjob(
 
     entrypoint = stage_command(config, stage, inputs)
     settings = config.ray.rayjob
-    workers = config.cluster.stages.for_stage(stage)
     name = rayjob_name(stage, inputs.parent_run_id)
     labels = {
         "app.kubernetes.io/name": "graft",
         "app.kubernetes.io/component": "ray-job",
         "graft.dev/stage": stage,
     }
-    # the head runs the stage's driver, which logs to MLflow: the chart's NetworkPolicy lets
-    # only pods with the pipeline label reach it
-    pod_labels = labels | dict([PIPELINE_POD_LABEL])
-    env = _secret_env(config)
     spec: dict[str, Any] = {
         "entrypoint": entrypoint,
         "runtimeEnvYAML": yaml.safe_dump({"env_vars": train_env_defaults()}, sort_keys=True),
@@ -81,58 +76,8 @@ def build_rayjob(
         "shutdownAfterJobFinishes": settings.shutdown_after_job_finishes,
         "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
         "backoffLimit": settings.backoff_limit,
-        "submitterPodTemplate": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "restartPolicy": "Never",
-                "securityContext": _pod_security(),
-                "containers": [
-                    {
-                        "name": "ray-job-submitter",
-                        "image": image,
-                        "resources": _same_request_and_limit(
-                            settings.submitter_cpu, settings.submitter_memory
-                        ),
-                        "securityContext": RAY_CONTAINER_SECURITY,
-                    }
-                ],
-                **_pull_secrets(config.cluster),
-            },
-        },
-        "rayClusterSpec": {
-            "rayVersion": settings.ray_version,
-            "headGroupSpec": {
-                # num-cpus 0: training workers go to the worker pods, not next to the GCS
-                "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-                "template": _pod_template(
-                    "ray-head",
-                    image,
-                    _same_request_and_limit(settings.head_cpu, settings.head_memory),
-                    env,
-                    pod_labels,
-                    None,
-                    config.cluster,
-                ),
-            },
-            "workerGroupSpecs": [
-                {
-                    "groupName": "workers",
-                    "replicas": worker_replicas(config, stage),
-                    "minReplicas": worker_replicas(config, stage),
-                    "maxReplicas": worker_replicas(config, stage),
-                    "rayStartParams": {},
-                    "template": _pod_template(
-                        "ray-worker",
-                        image,
-                        _pod_resources(workers),
-                        env,
-                        pod_labels,
-                        workers,
-                        config.cluster,
-                    ),
-                }
-            ],
-        },
+        "submitterPodTemplate": _submitter_template(config, image, labels),
+        "rayClusterSpec": _ray_cluster_spec(config, stage, image, labels),
     }
     if settings.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
@@ -140,6 +85,76 @@ def build_rayjob(
     if settings.namespace:
         metadata["namespace"] = settings.namespace
     return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": metadata, "spec": spec}
+
+
+def _submitter_template(config: GraftConfig, image: str, labels: dict[str, str]) -> dict[str, Any]:
+    """The pod of KubeRay's submitter Job, which runs ``ray job submit``."""
+    settings = config.ray.rayjob
+    return {
+        "metadata": {"labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": _pod_security(),
+            "containers": [
+                {
+                    "name": "ray-job-submitter",
+                    "image": image,
+                    "resources": _same_request_and_limit(
+                        settings.submitter_cpu, settings.submitter_memory
+                    ),
+                    "securityContext": RAY_CONTAINER_SECURITY,
+                }
+            ],
+            **_pull_secrets(config.cluster),
+        },
+    }
+
+
+def _ray_cluster_spec(
+    config: GraftConfig, stage: RayStage, image: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    """The head (the stage's driver) and one worker pod per Ray Train worker."""
+    settings = config.ray.rayjob
+    workers = config.cluster.stages.for_stage(stage)
+    # the head runs the stage's driver, which logs to MLflow: the chart's NetworkPolicy lets
+    # only pods with the pipeline label reach it
+    pod_labels = labels | dict([PIPELINE_POD_LABEL])
+    env = _secret_env(config)
+    replicas = worker_replicas(config, stage)
+    return {
+        "rayVersion": settings.ray_version,
+        "headGroupSpec": {
+            # num-cpus 0: training workers go to the worker pods, not next to the GCS
+            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+            "template": _pod_template(
+                "ray-head",
+                image,
+                _same_request_and_limit(settings.head_cpu, settings.head_memory),
+                env,
+                pod_labels,
+                None,
+                config.cluster,
+            ),
+        },
+        "workerGroupSpecs": [
+            {
+                "groupName": "workers",
+                "replicas": replicas,
+                "minReplicas": replicas,
+                "maxReplicas": replicas,
+                "rayStartParams": {},
+                "template": _pod_template(
+                    "ray-worker",
+                    image,
+                    _pod_resources(workers),
+                    env,
+                    pod_labels,
+                    workers,
+                    config.cluster,
+                ),
+            }
+        ],
+    }
 
 
 def rayjob_yaml(config: GraftConfig, stage: RayStage, inputs: StageInputs, image: str) -> str:

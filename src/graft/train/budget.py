@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
+from graft.config import ScheduleConfig, TrainConfig
 from graft.errors import ConfigError
 
 
@@ -112,3 +114,43 @@ def linear_scaled_lr(lr: float, global_batch: int, reference_batch: int) -> floa
     _positive_int(global_batch, "global_batch")
     _positive_int(reference_batch, "reference_batch")
     return lr * global_batch / reference_batch
+
+
+def lr_scale_factor(config: TrainConfig, world_size: int) -> float:
+    """What the LR is multiplied by on ``world_size`` workers: 1, or ``world_size`` under the
+    linear scaling rule (``scale_lr_with_workers``; reference batch: one worker's batch)."""
+    if not config.scale_lr_with_workers:
+        return 1.0
+    return linear_scaled_lr(1.0, config.batch_size * world_size, config.batch_size)
+
+
+def worker_lr(config: TrainConfig, world_size: int) -> float:
+    """The base LR of a fit on ``world_size`` workers (``optimizer.lr`` x the scale factor)."""
+    return config.optimizer.lr * lr_scale_factor(config, world_size)
+
+
+def scaled_schedule(schedule: ScheduleConfig, factor: float) -> ScheduleConfig:
+    """The schedule with its absolute LRs (1cycle peak, piecewise values) times ``factor``."""
+    if factor == 1.0:
+        return schedule
+    update: dict[str, Any] = {"values": [v * factor for v in schedule.values]}
+    if schedule.one_cycle_max_lr is not None:
+        update["one_cycle_max_lr"] = schedule.one_cycle_max_lr * factor
+    return schedule.model_copy(update=update)
+
+
+def virtual_plan(
+    config: TrainConfig, num_examples: int, world_size: int
+) -> VirtualEpochBudget | None:
+    """The virtual-epoch plan of a fit (None in ``epochs`` mode); global batch = batch_size x
+    world_size, so the examples budget does not depend on the worker count."""
+    budget = config.budget
+    if budget.mode != "virtual_epochs":
+        return None
+    return virtual_epoch_budget(
+        num_examples=num_examples,
+        stop_point=budget.stop_point,
+        per_worker_batch=config.batch_size,
+        num_workers=world_size,
+        num_checkpoints=budget.num_checkpoints,
+    )

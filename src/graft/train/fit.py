@@ -9,20 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graft.config import WorkerResources
+from graft.config.train import TRAIN_CONTROLLER_FAILURE_LIMIT
 from graft.errors import TrainingError
-from graft.train.loop import (
-    HISTORY_FILE,
-    MODEL_FILE,
-    SPEC_FILE,
-    FitRequest,
-    ship_inputs,
-    train_loop_per_worker,
-)
+from graft.train.model_dir import HISTORY_FILE, MODEL_FILE, SPEC_FILE
+from graft.train.recipe import train_loop_per_worker, worker_payload
+from graft.train.request import FitRequest, FitRun, ship_inputs
 
 log = logging.getLogger(__name__)
-
-CONTROLLER_FAILURE_LIMIT = 2
 
 
 @dataclass
@@ -33,64 +26,45 @@ class FitResult:
     checkpoint_path: str = ""
 
 
-def fit(
-    request: FitRequest,
-    *,
-    num_workers: int,
-    storage_path: Path | str,
-    run_name: str,
-    output_dir: Path,
-    max_failures: int,
-    num_to_keep: int,
-    resources: WorkerResources | None = None,
-    cpu_discount: float = 0.0,
-    callbacks: list[Any] | None = None,
-    storage_filesystem: Any = None,
-) -> FitResult:
-    """Train on ``num_workers`` DDP workers; a rerun with the same ``run_name`` and storage
-    resumes from the latest checkpoint (Ray Train V2 restores its checkpoint manager).
+def fit(request: FitRequest, run: FitRun) -> FitResult:
+    """Train ``request`` on ``run.num_workers`` DDP workers; a rerun with the same run name and
+    storage resumes from the latest checkpoint (Ray Train V2 restores its checkpoint manager).
 
-    ``storage_path`` is a local folder, or with ``storage_filesystem`` (a pyarrow filesystem,
-    see :func:`graft.io.ray_runtime.train_storage`) a path on it, e.g. ``bucket/prefix`` on S3."""
-    from ray.train.v2.api.config import (
-        CheckpointConfig,
-        FailureConfig,
-        RunConfig,
-        ScalingConfig,
-    )
-    from ray.train.v2.torch.torch_trainer import TorchTrainer
+    ``run.storage`` is a local folder, or a path on its pyarrow filesystem (see
+    :func:`graft.io.ray_runtime.train_storage`), e.g. ``bucket/prefix`` on S3."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
-    per_worker = resources or WorkerResources()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=ship_inputs(request).as_dict(),
+        train_loop_config=worker_payload(request, ship_inputs(request)),
         scaling_config=ScalingConfig(
-            num_workers=num_workers,
+            num_workers=run.num_workers,
             # use_gpu also makes Ray Train pick NCCL over gloo for the process group
-            use_gpu=per_worker.gpus > 0,
-            resources_per_worker=per_worker.ray_resources(cpu_discount),
+            use_gpu=run.resources.gpus > 0,
+            resources_per_worker=run.resources.ray_resources(run.cpu_discount),
         ),
         run_config=RunConfig(
-            name=run_name,
-            storage_path=(
-                str(storage_path.resolve()) if isinstance(storage_path, Path) else storage_path
+            name=run.run_name,
+            storage_path=run.storage.path,
+            storage_filesystem=run.storage.filesystem,
+            checkpoint_config=CheckpointConfig(num_to_keep=run.num_to_keep),
+            # ray.train exports Train V2's FailureConfig (V2 is Ray 2.60's default); type
+            # checkers read the V1 class its module imports first, without this argument
+            failure_config=FailureConfig(  # type: ignore[call-arg]
+                max_failures=run.max_failures,
+                controller_failure_limit=TRAIN_CONTROLLER_FAILURE_LIMIT,
             ),
-            storage_filesystem=storage_filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
-            # Train V2 retries controller errors (e.g. a worker group that cannot start)
-            # forever by default: a starved trial would hang the whole tune stage.
-            failure_config=FailureConfig(
-                max_failures=max_failures, controller_failure_limit=CONTROLLER_FAILURE_LIMIT
-            ),
-            callbacks=callbacks,
+            callbacks=list(run.callbacks) or None,
         ),
     )
     try:
         result = trainer.fit()
     except Exception as exc:
-        raise TrainingError(f"training run '{run_name}' failed: {_root_cause(exc)}") from exc
+        raise TrainingError(f"training run '{run.run_name}' failed: {_root_cause(exc)}") from exc
     if result.checkpoint is None:
-        raise TrainingError(f"training run '{run_name}' finished without a checkpoint")
+        raise TrainingError(f"training run '{run.run_name}' finished without a checkpoint")
+    output_dir = run.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     with result.checkpoint.as_directory() as ckpt_dir:
         for name in (MODEL_FILE, SPEC_FILE, HISTORY_FILE):

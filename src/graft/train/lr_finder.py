@@ -44,6 +44,7 @@ from torch import nn
 from graft.config import OptimizerConfig
 from graft.errors import ConfigError, TrainingError
 from graft.train.optimizers import build_optimizer
+from graft.train.step import BatchLoss, StepRules, StepTarget, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,15 @@ def sweep_lrs(min_lr: float, max_lr: float, num_steps: int) -> list[float]:
     """``num_steps`` LRs, geometric from ``min_lr`` to ``max_lr`` (both included)."""
     ratio = max_lr / min_lr
     return [min_lr * ratio ** (i / (num_steps - 1)) for i in range(num_steps)]
+
+
+def _batch_loss(loss_fn: LossFn) -> BatchLoss:
+    """``loss_fn`` (output, targets) as the step's batch loss (output, inputs, targets)."""
+
+    def loss(output: torch.Tensor, _inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return loss_fn(output, targets)
+
+    return loss
 
 
 def _batches(loader: Iterable[Any]) -> Iterator[Any]:
@@ -137,6 +147,58 @@ def _steepest_lr(lrs: list[float], smoothed: list[float], best_index: int) -> fl
     return lrs[int(np.argmin(slope))]
 
 
+def _check_sweep(
+    min_lr: float, max_lr: float, num_steps: int, divergence_factor: float, smoothing: float
+) -> None:
+    if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):
+        raise ConfigError(
+            f"the LR finder needs 0 < min_lr < max_lr (got min_lr={min_lr}, max_lr={max_lr}); "
+            "the book sweeps 1e-4 to 1"
+        )
+    if num_steps < 2:
+        raise ConfigError(
+            f"the LR finder needs num_steps >= 2 (got {num_steps}); sweep over about one epoch "
+            "of a few hundred mini-batches"
+        )
+    if divergence_factor <= 1:
+        raise ConfigError(f"divergence_factor must be > 1, got {divergence_factor}")
+    if not 0 <= smoothing < 1:
+        raise ConfigError(f"smoothing must be in [0, 1), got {smoothing}")
+
+
+def _sweep(
+    target: StepTarget,
+    batches: Iterator[Any],
+    lrs: list[float],
+    ratios: list[float],
+    device: torch.device,
+    divergence_factor: float,
+    smoothing: float,
+) -> tuple[list[float], list[float], float | None]:
+    """One step per LR until the online average diverges: (LRs run, their losses, the LR
+    the sweep stopped at on divergence or None)."""
+    done_lrs: list[float] = []
+    losses: list[float] = []
+    average, best = 0.0, math.inf
+    for step, lr in enumerate(lrs):
+        for group, ratio in zip(target.optimizer.param_groups, ratios, strict=True):
+            group["lr"] = lr * ratio
+        inputs, targets = next(batches)
+        # a non-finite loss's update is undone with everything else when the sweep ends
+        loss = train_step(target, inputs.to(device), targets.to(device)).loss
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return done_lrs, losses, lr
+        average = smoothing * average + (1 - smoothing) * value
+        current = average / (1 - smoothing ** (step + 1))
+        done_lrs.append(lr)
+        losses.append(value)
+        best = min(best, current)
+        if current > divergence_factor * best:
+            return done_lrs, losses, lr
+    return done_lrs, losses, None
+
+
 def find_lr(
     model: nn.Module,
     loader: Iterable[Any],
@@ -149,30 +211,19 @@ def find_lr(
     optimizer: torch.optim.Optimizer | None = None,
     divergence_factor: float = 4.0,
     smoothing: float = SMOOTHING,
+    rules: StepRules | None = None,
 ) -> LRFinderResult:
     """Sweep the LR geometrically over ``num_steps`` batches of ``loader``; see the module doc.
 
     ``loader`` yields ``(inputs, targets)``; ``num_steps`` None means one pass (``len(loader)``).
     The sweep trains with a fresh optimizer built from ``optimizer_cfg`` over the trainable
     parameters, unless ``optimizer`` is given: then that one is used (its groups keep their LR
-    ratios) and its state is restored afterwards. The model is always restored.
+    ratios) and its state is restored afterwards. The model is always restored. Each step is
+    graft.train.step's, with ``rules`` (penalties, clipping, constraints; none by default).
     """
-    if not (0 < min_lr < max_lr) or not math.isfinite(max_lr):
-        raise ConfigError(
-            f"the LR finder needs 0 < min_lr < max_lr (got min_lr={min_lr}, max_lr={max_lr}); "
-            "the book sweeps 1e-4 to 1"
-        )
     if num_steps is None:
         num_steps = len(loader)  # type: ignore[arg-type]
-    if num_steps < 2:
-        raise ConfigError(
-            f"the LR finder needs num_steps >= 2 (got {num_steps}); sweep over about one epoch "
-            "of a few hundred mini-batches"
-        )
-    if divergence_factor <= 1:
-        raise ConfigError(f"divergence_factor must be > 1, got {divergence_factor}")
-    if not 0 <= smoothing < 1:
-        raise ConfigError(f"smoothing must be in [0, 1), got {smoothing}")
+    _check_sweep(min_lr, max_lr, num_steps, divergence_factor, smoothing)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise TrainingError("the LR finder got a model with no trainable parameter")
@@ -184,31 +235,13 @@ def find_lr(
         reference = float(sweep_opt.param_groups[0]["lr"])
         ratios = [float(group["lr"]) / reference for group in sweep_opt.param_groups]
         device = trainable[0].device
+        target = StepTarget(
+            model, model, sweep_opt, trainable, _batch_loss(loss_fn), rules or StepRules()
+        )
         model.train()
-        done_lrs: list[float] = []
-        losses: list[float] = []
-        average, best, diverged_lr = 0.0, math.inf, None
-        batches = _batches(loader)
-        for step, lr in enumerate(lrs):
-            for group, ratio in zip(sweep_opt.param_groups, ratios, strict=True):
-                group["lr"] = lr * ratio
-            inputs, targets = next(batches)
-            sweep_opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs.to(device)), targets.to(device))
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                diverged_lr = lr
-                break
-            loss.backward()
-            sweep_opt.step()
-            average = smoothing * average + (1 - smoothing) * value
-            current = average / (1 - smoothing ** (step + 1))
-            done_lrs.append(lr)
-            losses.append(value)
-            best = min(best, current)
-            if current > divergence_factor * best:
-                diverged_lr = lr
-                break
+        done_lrs, losses, diverged_lr = _sweep(
+            target, _batches(loader), lrs, ratios, device, divergence_factor, smoothing
+        )
     finally:
         _restore(model, optimizer, snap)
 

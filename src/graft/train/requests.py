@@ -10,11 +10,13 @@ from torch import nn
 
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
+from graft.data.raw_input_model import trained_network
 from graft.io import tracking
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import transfer_model, transfer_spec
-from graft.train.loop import FitRequest, load_checkpoint_model, phases_for
-from graft.train.preflight import overfit_one_batch
+from graft.train.in_process import overfit_one_batch
+from graft.train.model_dir import load_checkpoint_model
+from graft.train.request import FitRequest, phases_for
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,8 @@ def pretrain_request(
         train_path=train_path,
         val_path=str(Path(dataset_dir) / "source" / "val.npz"),
         spec_json=spec.to_json(),
-        train_config_json=config.pretrain.model_dump_json(),
-        phases=[p.model_dump() for p in phases_for(config.pretrain)],
+        pretrain=config.pretrain,
+        phases=phases_for(config.pretrain),
         seed=config.seed,
         tracking_uri=config.resolved_tracking_uri(),
         mlflow_run_id=tracking_run_id,
@@ -89,8 +91,8 @@ def finetune_request(
         train_path=str(Path(dataset_dir) / "target" / "train.npz"),
         val_path=str(Path(dataset_dir) / "target" / "val.npz"),
         spec_json=spec.to_json(),
-        train_config_json=config.finetune.model_dump_json(),
-        phases=[p.model_dump() for p in phases_for(config.finetune)],
+        finetune=config.finetune,
+        phases=phases_for(config.finetune),
         seed=config.seed,
         init_weights_path=str(init_path),
         tracking_uri=config.resolved_tracking_uri(),
@@ -108,16 +110,9 @@ def _load_champion_weights(config: GraftConfig, target: nn.Module) -> str:
             "warm start: no champion of '%s' yet; starting from the pretrained backbone", name
         )
         return "pretrained"
-    import mlflow
-    import mlflow.pytorch
-
-    mlflow.set_tracking_uri(config.resolved_tracking_uri())
-    mlflow.set_registry_uri(config.resolved_tracking_uri())
-    from graft.export.raw_inputs import trained_network
-
     # the registered model may wrap the network in its NaN fill: the weights are inside
     champion = trained_network(
-        mlflow.pytorch.load_model(f"models:/{name}@champion", map_location="cpu")
+        tracking.load_registered_model(config, "champion", map_location="cpu")
     )
     wanted = {key: tuple(t.shape) for key, t in target.state_dict().items()}
     state = champion.state_dict()

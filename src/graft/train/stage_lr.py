@@ -23,9 +23,10 @@ from graft.config import GraftConfig, PhaseConfig
 from graft.errors import ConfigError
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import apply_phase
-from graft.train.loop import FitRequest, load_split_rows
 from graft.train.lr_finder import LRFinderResult, find_lr, plot_lr_finder
+from graft.train.request import FitRequest
 from graft.train.requests import finetune_request, pretrain_request
+from graft.train.rows import load_split_rows
 
 SweptStage = Literal["pretrain", "transfer-finetune"]
 
@@ -128,6 +129,6 @@ def _starting_model(request: FitRequest, seed: int) -> tuple[torch.nn.Module, Ph
     model = build_model(spec)
     if request.init_weights_path is not None:
         model.load_state_dict(torch.load(request.init_weights_path, weights_only=True))
-    phase = PhaseConfig.model_validate(request.phases[0])
+    phase = request.phases[0]
     apply_phase(model, phase)
     return model, phase

@@ -16,8 +16,8 @@ and sweeps once more: Tune removes a stopped trial's group asynchronously, so a 
 still dying at the final sweep would otherwise leave its workers' group reserved (seen in CI:
 0.99 of 2 CPUs held after an epoch-budgeted search). Ray's public State
 API does not say which actor created a placement group, so this reads the GCS tables through
-``ray._private.state``; if that changes in a Ray release, the sweep logs a warning once and
-does nothing.
+:mod:`graft.io.ray_compat`; if they change in a Ray release, the sweep logs a warning once
+and does nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray.tune import Callback
+
+from graft.io import ray_compat
 
 log = logging.getLogger(__name__)
 
@@ -46,48 +48,21 @@ class OrphanedGroup:
 def train_controller_states() -> dict[str, str]:
     """This job's Train controllers, hex actor id -> Ray's actor state (``ALIVE``,
     ``DEAD``, ...)."""
-    import ray
-    from ray._private.state import state
-
-    job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
-    return {
-        actor_id: str(actor.get("State"))
-        for actor_id, actor in state.actor_table(None, job_id=job).items()
-        if actor.get("ActorClassName") == CONTROLLER_CLASS
-    }
+    return ray_compat.job_actor_states(CONTROLLER_CLASS)
 
 
 def orphaned_placement_groups() -> list[OrphanedGroup]:
     """This job's live or pending placement groups whose creator, a Train controller, is
     dead: nothing can use them any more (the workers it would place are the controller's
     and died with it)."""
-    import ray
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
-
-    job = ray.get_runtime_context().get_job_id()
-    table = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
-    made_by_actors = [
-        group
-        for group in map(
-            table.FromString, state._connect_and_get_accessor().get_placement_group_table()
-        )
-        if group.state != table.REMOVED
-        and not group.is_detached
-        and group.creator_job_id.hex() == job
-        and group.creator_actor_id.hex().strip("f")  # not made by the driver
-    ]
+    made_by_actors = ray_compat.actor_placement_groups()
     if not made_by_actors:  # nothing to look up in the actor table
         return []
     controllers = train_controller_states()
     return [
-        OrphanedGroup(
-            group.placement_group_id.hex(),
-            group.creator_actor_id.hex(),
-            sum(float(b.unit_resources.get("CPU", 0.0)) for b in group.bundles),
-        )
+        OrphanedGroup(group.placement_group_id, group.creator_actor_id, group.cpus)
         for group in made_by_actors
-        if controllers.get(group.creator_actor_id.hex()) == "DEAD"
+        if controllers.get(group.creator_actor_id) == "DEAD"
     ]
 
 

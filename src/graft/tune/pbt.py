@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from graft.config import (
 )
 from graft.errors import ConfigError
 from graft.io.ray_runtime import TrainStorage
-from graft.train.loop import HISTORY_FILE, MODEL_FILE
+from graft.train.model_dir import HISTORY_FILE, MODEL_FILE
+from graft.train.request import FitRequest
 from graft.tune.space import to_tune_space
-from graft.tune.trial import TIME_ATTR, TRIAL_CPU, start_trial, trial_storage
+from graft.tune.trial import TIME_ATTR, TrialStart, start_trial, trial_fit_run, trial_storage
 
 log = logging.getLogger(__name__)
 
@@ -194,108 +195,152 @@ def run_pbt_trial(
     """One PBT trial: segments of fits, a Tune checkpoint after each, in one MLflow run."""
     from ray import tune
 
-    from graft.train.fit import fit
-    from graft.train.loop import phases_for
+    from graft.train.request import phases_for
     from graft.train.requests import finetune_request
 
     trial = start_trial(
         params, base_config_json, tune_run_id, trials_dir, experiment_name, TRIAL_OVERRIDES
     )
-    config, logger, trial_dir, trial_id = trial.config, trial.logger, trial.dir, trial.trial_id
-    applied, run_id = trial.applied, trial.run_id
+    config, logger, trial_dir = trial.config, trial.logger, trial.dir
     model_dir = trial_dir / "model"
     store = trial_storage(trials_store, trial_dir)
     # the fresh target model; its starting weights are replaced below when resuming
-    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, run_id)
+    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, trial.run_id)
     assert request.init_weights_path is not None
     init_weights = Path(request.init_weights_path)
-    history: list[dict[str, float]] = []
-    lineage: list[dict[str, Any]] = []
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        state = SegmentState(epochs_done=0, trained_by=trial_id)
-        logger.params(applied)
-    else:
-        with checkpoint.as_directory() as ckpt_dir:
-            state = start_from_checkpoint(Path(ckpt_dir), init_weights)
-            history = json.loads((Path(ckpt_dir) / HISTORY_FILE).read_text())
-        if state.trained_by != trial_id:
-            lineage = record_exploit(trial_dir, state.trained_by, state.epochs_done, applied)
-            log.info(
-                "trial %s continues from trial %s's checkpoint at epoch %d with %s",
-                trial_id,
-                state.trained_by,
-                state.epochs_done,
-                applied,
-            )
-            logger.tags(
-                {
-                    RESTORED_FROM_TAG: state.trained_by,
-                    RESTORED_AT_EPOCH_TAG: str(state.epochs_done),
-                    EXPLOITS_TAG: str(len(lineage)),
-                }
-            )
-            logger.metrics({"pbt.exploit": 1.0}, step=state.epochs_done)
-        elif (trial_dir / LINEAGE_FILE).exists():
-            lineage = json.loads((trial_dir / LINEAGE_FILE).read_text())
+    state, history, lineage = _trial_start_state(trial, tune.get_checkpoint(), init_weights)
     phases = phases_for(config.finetune)
     total = sum(p.epochs for p in phases)
+    files = _SegmentFiles(model_dir, init_weights, store)
     try:
         while state.epochs_done < total:
-            length = min(config.tune.pbt.perturbation_interval, total - state.epochs_done)
-            first_phase, segment = segment_phases(phases, state.epochs_done, length)
-            # a fresh Train run per segment start: never resume a run an exploit cut short
-            run_name = f"trial-{trial_id}-e{state.epochs_done}-{uuid.uuid4().hex[:6]}"
-            result = fit(
-                replace(
-                    request,
-                    phases=[p.model_dump() for p in segment],
-                    # a new shuffle per segment; the epochs are logged here, on the whole scale
-                    seed=config.seed + state.epochs_done,
-                    mlflow_run_id=None,
-                ),
-                num_workers=config.tune.workers_per_trial,
-                storage_path=store.path,
-                storage_filesystem=store.filesystem,
-                run_name=run_name,
-                output_dir=model_dir,
-                max_failures=config.finetune.checkpoint.max_failures,
-                num_to_keep=1,
-                resources=config.finetune.resources,
-                cpu_discount=TRIAL_CPU / config.tune.workers_per_trial,
-            )
-            store.remove(run_name)
-            rows = [continued(row, state, first_phase) for row in result.history]
-            state = SegmentState(
-                epochs_done=state.epochs_done + length,
-                trained_by=trial_id,
-                steps=rows[-1]["steps"],
-                examples_seen=rows[-1]["examples_seen"],
-            )
+            state, rows = _fit_segment(trial, request, state, phases, total, store, model_dir)
             history.extend(rows)
-            for row in rows:
-                logger.metrics(row, step=int(row["epoch"]))
-            logger.metrics(
-                {f"pbt.{k}": v for k, v in _numeric(applied).items()}, step=state.epochs_done
-            )
-            state.save(model_dir)
-            (model_dir / HISTORY_FILE).write_text(json.dumps(history))
-            shutil.copyfile(model_dir / MODEL_FILE, init_weights)  # the next segment's start
-            tune.report(
-                {
-                    **rows[-1],
-                    # where the search's driver finds this model, on whichever node it runs
-                    "checkpoint_path": store.publish(model_dir, "model")
-                    if config.ray.shared_train_storage
-                    else str(model_dir),
-                    "fit_complete": float(state.epochs_done >= total),
-                    "stopped_early": 0.0,
-                    "pbt_exploits": float(len(lineage)),
-                    "pbt_restored_from": lineage[-1]["donor"] if lineage else "",
-                },
-                checkpoint=tune.Checkpoint.from_directory(str(model_dir)),
-            )
+            _report_segment(trial, state, rows, history, lineage, files, total)
     except BaseException:
         logger.terminate("KILLED")
         raise
     logger.terminate("FINISHED")
+
+
+@dataclass(frozen=True)
+class _SegmentFiles:
+    """Where a PBT trial keeps its segments: its model folder (the Tune checkpoint), the next
+    segment's starting weights and the trial's Ray Train storage."""
+
+    model_dir: Path
+    init_weights: Path
+    store: TrainStorage
+
+
+def _trial_start_state(
+    trial: TrialStart, checkpoint: Any, init_weights: Path
+) -> tuple[SegmentState, list[dict[str, float]], list[dict[str, Any]]]:
+    """Where the trial starts: from scratch, or from the Tune ``checkpoint`` PBT gave it (its
+    own or, after an exploit, a donor's, whose weights replace ``init_weights``). Returns the
+    segment state, the history so far and the trial's exploit lineage."""
+    trial_id, applied, logger = trial.trial_id, trial.applied, trial.logger
+    history: list[dict[str, float]] = []
+    lineage: list[dict[str, Any]] = []
+    if checkpoint is None:
+        logger.params(applied)
+        return SegmentState(epochs_done=0, trained_by=trial_id), history, lineage
+    with checkpoint.as_directory() as ckpt_dir:
+        state = start_from_checkpoint(Path(ckpt_dir), init_weights)
+        history = json.loads((Path(ckpt_dir) / HISTORY_FILE).read_text())
+    if state.trained_by != trial_id:
+        lineage = record_exploit(trial.dir, state.trained_by, state.epochs_done, applied)
+        log.info(
+            "trial %s continues from trial %s's checkpoint at epoch %d with %s",
+            trial_id,
+            state.trained_by,
+            state.epochs_done,
+            applied,
+        )
+        logger.tags(
+            {
+                RESTORED_FROM_TAG: state.trained_by,
+                RESTORED_AT_EPOCH_TAG: str(state.epochs_done),
+                EXPLOITS_TAG: str(len(lineage)),
+            }
+        )
+        logger.metrics({"pbt.exploit": 1.0}, step=state.epochs_done)
+    elif (trial.dir / LINEAGE_FILE).exists():
+        lineage = json.loads((trial.dir / LINEAGE_FILE).read_text())
+    return state, history, lineage
+
+
+def _fit_segment(
+    trial: TrialStart,
+    request: FitRequest,
+    state: SegmentState,
+    phases: list[PhaseConfig],
+    total: int,
+    store: TrainStorage,
+    model_dir: Path,
+) -> tuple[SegmentState, list[dict[str, float]]]:
+    """Train the segment after ``state`` (one Ray Train fit); its epoch rows on the whole
+    finetune's scale and the state after it."""
+    from graft.train.fit import fit
+
+    config, trial_id = trial.config, trial.trial_id
+    length = min(config.tune.pbt.perturbation_interval, total - state.epochs_done)
+    first_phase, segment = segment_phases(phases, state.epochs_done, length)
+    # a fresh Train run per segment start: never resume a run an exploit cut short
+    run_name = f"trial-{trial_id}-e{state.epochs_done}-{uuid.uuid4().hex[:6]}"
+    segment_request = request.model_copy(
+        update={
+            "phases": segment,
+            # a new shuffle per segment; the epochs are logged here, on the whole scale
+            "seed": config.seed + state.epochs_done,
+            "mlflow_run_id": None,
+        }
+    )
+    result = fit(segment_request, trial_fit_run(config, store, run_name, model_dir, num_to_keep=1))
+    store.remove(run_name)
+    rows = [continued(row, state, first_phase) for row in result.history]
+    after = SegmentState(
+        epochs_done=state.epochs_done + length,
+        trained_by=trial_id,
+        steps=rows[-1]["steps"],
+        examples_seen=rows[-1]["examples_seen"],
+    )
+    return after, rows
+
+
+def _report_segment(
+    trial: TrialStart,
+    state: SegmentState,
+    rows: list[dict[str, float]],
+    history: list[dict[str, float]],
+    lineage: list[dict[str, Any]],
+    files: _SegmentFiles,
+    total: int,
+) -> None:
+    """Log a segment's epochs to the trial's run, save its Tune checkpoint, make its weights
+    the next segment's start and report the last epoch to Tune with the checkpoint."""
+    from ray import tune
+
+    config, logger, model_dir = trial.config, trial.logger, files.model_dir
+    for row in rows:
+        logger.metrics(row, step=int(row["epoch"]))
+    logger.metrics(
+        {f"pbt.{k}": v for k, v in _numeric(trial.applied).items()}, step=state.epochs_done
+    )
+    state.save(model_dir)
+    (model_dir / HISTORY_FILE).write_text(json.dumps(history))
+    shutil.copyfile(model_dir / MODEL_FILE, files.init_weights)  # the next segment's start
+    tune.report(
+        {
+            **rows[-1],
+            # where the search's driver finds this model, on whichever node it runs
+            "checkpoint_path": files.store.publish(model_dir, "model")
+            if config.ray.shared_train_storage
+            else str(model_dir),
+            "fit_complete": float(state.epochs_done >= total),
+            "stopped_early": 0.0,
+            "pbt_exploits": float(len(lineage)),
+            "pbt_restored_from": lineage[-1]["donor"] if lineage else "",
+        },
+        checkpoint=tune.Checkpoint.from_directory(str(model_dir)),
+    )

@@ -15,17 +15,15 @@ from typing import Any
 
 from ray.tune.schedulers import PopulationBasedTraining
 
+from graft.io import ray_compat
+
 
 class ResumablePBT(PopulationBasedTraining):
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
-        epoch = (trial.run_metadata.last_result or {}).get(self._time_attr)
+        epoch = (trial.run_metadata.last_result or {}).get(ray_compat.pbt_time_attr(self))
         if epoch is None:  # a new trial, not one restored from the experiment state
             return
-        state = self._trial_state[trial]
         # what the last perturbation left behind: the trial trained to ``epoch`` and was
         # ranked there, so its next perturbation is an interval later
-        state.last_train_time = state.last_perturbation_time = int(epoch)
-        self._next_perturbation_sync = max(
-            self._next_perturbation_sync, int(epoch) + self._perturbation_interval
-        )
+        ray_compat.mark_pbt_trial_perturbed_at(self, trial, int(epoch))

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from graft.config import GraftConfig
 from graft.errors import TrainingError
 from graft.io.ray_runtime import TrainStorage, train_storage
-from graft.tune.pbt import make_pbt_scheduler, run_pbt_trial
-from graft.tune.space import OptunaSpace, active_params, param_space
+from graft.tune.pbt import run_pbt_trial
+from graft.tune.search_algorithms import make_scheduler, make_searcher, search_stopper
+from graft.tune.space import active_params, param_space
 from graft.tune.trial import TIME_ATTR, TRIAL_CPU, run_trial
 
 if TYPE_CHECKING:
@@ -50,99 +51,13 @@ class SearchResult:
     plots: list[str] = field(default_factory=list)
 
 
-def make_searcher(config: GraftConfig) -> Any:
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-
-    tune_cfg = config.tune
-    if tune_cfg.searcher in ("random", "grid"):
-        return BasicVariantGenerator(
-            random_state=tune_cfg.seed, max_concurrent=tune_cfg.max_concurrent
-        )
-    if tune_cfg.searcher == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        searcher: Any = OptunaSearch(
-            space=OptunaSpace(tune_cfg.space),
-            metric=tune_cfg.metric,
-            mode=tune_cfg.mode,
-            sampler=tpe_sampler(config),
-        )
-    else:
-        from ray.tune.search.hyperopt import HyperOptSearch
-
-        searcher = HyperOptSearch(
-            metric=tune_cfg.metric, mode=tune_cfg.mode, random_state_seed=tune_cfg.seed
-        )
-    return ConcurrencyLimiter(searcher, max_concurrent=tune_cfg.max_concurrent)
-
-
-def tpe_sampler(config: GraftConfig) -> Any:
-    import warnings
-
-    import optuna
-
-    tpe = config.tune.tpe
-    with warnings.catch_warnings():
-        # multivariate, group and constant_liar are flagged experimental by Optuna; they are
-        # chosen in config, so the warning would only repeat what the user asked for
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=config.tune.seed,
-            n_startup_trials=tpe.startup_trials,
-            multivariate=tpe.multivariate,
-            # conditional keys make the space dynamic: multivariate TPE models each group of
-            # keys that occur together instead of falling back to independent sampling
-            group=tpe.multivariate,
-            constant_liar=tpe.constant_liar,
-        )
-
-
-def make_scheduler(config: GraftConfig, max_epochs: int) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
-
-    tune_cfg = config.tune
-    grace = min(tune_cfg.grace_period, max_epochs)
-    if tune_cfg.scheduler == "fifo":
-        return FIFOScheduler()
-    if tune_cfg.scheduler == "median":
-        return MedianStoppingRule(
-            time_attr=TIME_ATTR,
-            grace_period=grace,
-            min_samples_required=tune_cfg.median_min_samples,
-        )
-    if tune_cfg.scheduler == "pbt":
-        return make_pbt_scheduler(config)
-    # hyperband: asynchronous Hyperband, i.e. ASHA over several brackets (Li et al., 2020).
-    # Synchronous HyperBand pauses and resumes trials, which a Train V2 trial cannot do cheaply.
-    return ASHAScheduler(
-        time_attr=TIME_ATTR,
-        max_t=max_epochs,
-        grace_period=grace,
-        reduction_factor=tune_cfg.reduction_factor,
-        brackets=tune_cfg.hyperband_brackets if tune_cfg.scheduler == "hyperband" else 1,
-    )
-
-
-def search_stopper(config: GraftConfig, max_epochs: int) -> Any:
-    """What ends trials or the search besides the scheduler (the time budget is Tune's own)."""
-    if config.tune.scheduler == "pbt":
-        # a PBT trial's last report ends it before PBT sees it: a finished trial is never
-        # exploited into training past the finetune's epochs (the config refuses a budget)
-        return {TIME_ATTR: max_epochs}
-    if config.tune.epoch_budget is not None:
-        from graft.tune.epoch_budget import EpochBudgetStopper
-
-        return EpochBudgetStopper(config.tune.epoch_budget, TIME_ATTR)
-    return None
-
-
 def existing_best(results: list[Any], metric: str, mode: str, store: TrainStorage) -> Any:
     """The best-scoring result whose reported checkpoint still holds its model.
 
     A trial stopped by the scheduler or a budget may have rotated out the checkpoint of its
     last report to Tune before the stop reached its workers; handing on another checkpoint
     would hand on weights its metric does not describe, so such a trial is passed over."""
-    from graft.train.loop import MODEL_FILE
+    from graft.train.model_dir import MODEL_FILE
 
     sign = 1.0 if mode == "max" else -1.0
     ranked = sorted(results, key=lambda r: -sign * float(r.metrics[metric]))
@@ -207,7 +122,7 @@ def trials_frame(
 
 
 def _best_model_dir(checkpoint_path: str, destination: Path, store: TrainStorage) -> str:
-    from graft.train.loop import MODEL_FILE, SPEC_FILE
+    from graft.train.model_dir import MODEL_FILE, SPEC_FILE
 
     store.fetch(checkpoint_path, destination, (MODEL_FILE, SPEC_FILE))
     return str(destination)
@@ -224,18 +139,8 @@ def run_search(
 ) -> SearchResult:
     """The search; ``trial_function`` (with :func:`run_trial`'s signature) replaces the
     trial that the config chooses, for a test that must hold a trial back."""
-    from ray import tune
-
-    from graft.train.loop import phases_for
-    from graft.tune.live_progress import LiveSearchProgress, SearchTally
-    from graft.tune.orphaned_groups import OrphanedGroupSweeper
-    from graft.tune.runs import (
-        BEFORE_FIRST_EPOCH,
-        close_trial_runs,
-        runs_for_unstarted_trials,
-        search_stop_reason,
-        trial_runs,
-    )
+    from graft.train.request import phases_for
+    from graft.tune.runs import BEFORE_FIRST_EPOCH
 
     max_epochs = sum(p.epochs for p in phases_for(config.finetune))
     store = train_storage(config.ray, config.work_path / "ray" / "tune", "tune")
@@ -245,7 +150,76 @@ def run_search(
     elif trial_function is None:
         trial_function = run_trial
     trials_store = train_storage(config.ray, trials_dir, f"tune-trials/{experiment_name}")
-    trainable = tune.with_resources(
+    trainable = _trainable(
+        trial_function,
+        config=config,
+        dataset_dir=dataset_dir,
+        pretrained_dir=pretrained_dir,
+        tune_run_id=tune_run_id,
+        trials_dir=trials_dir,
+        experiment_name=experiment_name,
+        trials_store=trials_store,
+    )
+    tuner = _tuner(config, trainable, store, experiment_name, max_epochs)
+    started = time.monotonic()
+    grid = tuner.fit()
+    elapsed = time.monotonic() - started
+    results = [grid[index] for index in range(len(grid))]
+    reported = [r.metrics for r in results if r.metrics and TIME_ATTR in r.metrics]
+    epochs = [int(m[TIME_ATTR]) for m in reported]
+    frame, outcomes = _record_trials(
+        config, grid, results, store, tune_run_id, experiment_name, sum(epochs), elapsed
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    table = output_dir / "trials.csv"
+    frame.to_csv(table, index=False)
+    usable = [r for r in results if r.metrics and "checkpoint_path" in r.metrics]
+    if not usable:
+        raise _no_checkpoint_error(config, results)
+    best = existing_best(usable, config.tune.metric, config.tune.mode, trials_store)
+    counts = [outcome.outcome for outcome in outcomes.values()]
+    result = SearchResult(
+        **_best_trial(config, best, output_dir / "best_model", store),
+        trials_table=str(table),
+        num_trials=len(results),
+        num_stopped_early=counts.count("cut"),
+        total_epochs=sum(epochs),
+        num_before_first_epoch=counts.count(BEFORE_FIRST_EPOCH),
+    )
+    result.plots = _plot_search(config, frame, results, output_dir)
+    (output_dir / "best.json").write_text(json.dumps(result.__dict__, indent=2))
+    return result
+
+
+def _best_trial(
+    config: GraftConfig, best: Any, model_dir: Path, store: TrainStorage
+) -> dict[str, Any]:
+    """The best trial's fields of the search result; its model is fetched into ``model_dir``."""
+    best_metrics, best_config = best.metrics or {}, best.config or {}
+    params = {k: best_config[k] for k in config.tune.space if k in best_config}
+    return {
+        "best_params": active_params(config.tune.space, params),
+        "best_metric": float(best_metrics[config.tune.metric]),
+        "best_checkpoint_dir": _best_model_dir(best_metrics["checkpoint_path"], model_dir, store),
+        "best_trial_id": str(best_metrics.get("trial_id", "")),
+    }
+
+
+def _trainable(
+    trial_function: Callable[..., None],
+    *,
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    tune_run_id: str,
+    trials_dir: Path,
+    experiment_name: str,
+    trials_store: TrainStorage,
+) -> Any:
+    """``trial_function`` with the search's fixed arguments bound and a trial's resources."""
+    from ray import tune
+
+    return tune.with_resources(
         tune.with_parameters(
             trial_function,
             base_config_json=config.to_json(),
@@ -260,58 +234,93 @@ def run_search(
         ),
         {"CPU": TRIAL_CPU},
     )
+
+
+def _tuner(
+    config: GraftConfig, trainable: Any, store: TrainStorage, experiment_name: str, max_epochs: int
+) -> Any:
+    """The experiment ``experiment_name`` in ``store``: resumed where it exists, else new."""
+    from ray import tune
+
     experiment_path = store.join(experiment_name)
     if tune.Tuner.can_restore(experiment_path, storage_filesystem=store.filesystem):
         log.info("resuming tuning experiment at %s", experiment_path)
-        tuner = tune.Tuner.restore(
+        return tune.Tuner.restore(
             experiment_path,
             trainable=trainable,
             resume_errored=True,
             storage_filesystem=store.filesystem,
         )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(config),
-            tune_config=tune.TuneConfig(
-                metric=config.tune.metric,
-                mode=config.tune.mode,
-                search_alg=make_searcher(config),
-                scheduler=make_scheduler(config, max_epochs),
-                # a grid enumerates its trials itself: each grid point runs once
-                num_samples=1 if config.tune.searcher == "grid" else config.tune.num_samples,
-                time_budget_s=config.tune.time_budget_s,
-                # a reused trial actor keeps a stopped trial's Train controller alive, and with
-                # it the workers' placement group: the CPUs leak and later trials never start
-                reuse_actors=False,
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(config),
+        tune_config=tune.TuneConfig(
+            metric=config.tune.metric,
+            mode=config.tune.mode,
+            search_alg=make_searcher(config),
+            scheduler=make_scheduler(config, max_epochs),
+            # a grid enumerates its trials itself: each grid point runs once
+            num_samples=1 if config.tune.searcher == "grid" else config.tune.num_samples,
+            time_budget_s=config.tune.time_budget_s,
+            # a reused trial actor keeps a stopped trial's Train controller alive, and with
+            # it the workers' placement group: the CPUs leak and later trials never start
+            reuse_actors=False,
+        ),
+        run_config=_run_config(config, store, experiment_name, max_epochs),
+    )
+
+
+def _run_config(
+    config: GraftConfig, store: TrainStorage, experiment_name: str, max_epochs: int
+) -> Any:
+    from ray import tune
+
+    from graft.tune.live_progress import LiveSearchProgress, SearchTally
+    from graft.tune.orphaned_groups import OrphanedGroupSweeper
+
+    return tune.RunConfig(
+        name=experiment_name,
+        storage_path=store.path,
+        storage_filesystem=store.filesystem,
+        verbose=0,
+        stop=search_stopper(config, max_epochs),
+        callbacks=[
+            # gives back the CPUs of trials stopped while their workers were starting
+            OrphanedGroupSweeper(),
+            LiveSearchProgress(
+                SearchTally(
+                    config.tune.metric,
+                    config.tune.mode,
+                    config.tune.num_samples,
+                    config.tune.epoch_budget,
+                    config.tune.time_budget_s,
+                )
             ),
-            run_config=tune.RunConfig(
-                name=experiment_name,
-                storage_path=store.path,
-                storage_filesystem=store.filesystem,
-                verbose=0,
-                stop=search_stopper(config, max_epochs),
-                callbacks=[
-                    # gives back the CPUs of trials stopped while their workers were starting
-                    OrphanedGroupSweeper(),
-                    LiveSearchProgress(
-                        SearchTally(
-                            config.tune.metric,
-                            config.tune.mode,
-                            config.tune.num_samples,
-                            config.tune.epoch_budget,
-                            config.tune.time_budget_s,
-                        )
-                    ),
-                ],
-            ),
-        )
-    started = time.monotonic()
-    grid = tuner.fit()
-    elapsed = time.monotonic() - started
-    results = [grid[index] for index in range(len(grid))]
-    reported = [r.metrics for r in results if r.metrics and TIME_ATTR in r.metrics]
-    epochs = [int(m[TIME_ATTR]) for m in reported]
+        ],
+    )
+
+
+def _record_trials(
+    config: GraftConfig,
+    grid: Any,
+    results: list[Any],
+    store: TrainStorage,
+    tune_run_id: str,
+    experiment_name: str,
+    trial_epochs: int,
+    elapsed_s: float,
+) -> tuple[Any, dict[str, TrialOutcome]]:
+    """Close every trial's MLflow run with its outcome (making one for a trial that never
+    started) and return ``trials.csv``'s frame and the outcomes, by trial id."""
+    from ray import tune
+
+    from graft.tune.runs import (
+        close_trial_runs,
+        runs_for_unstarted_trials,
+        search_stop_reason,
+        trial_runs,
+    )
+
     # every trial's config, also one that never reported (its Result carries none)
     configs = tune.ExperimentAnalysis(
         grid.experiment_path, storage_filesystem=store.filesystem
@@ -327,45 +336,31 @@ def run_search(
     )
     stop_reason = search_stop_reason(
         epoch_budget=config.tune.epoch_budget,
-        trial_epochs=sum(epochs),
+        trial_epochs=trial_epochs,
         time_budget_s=config.tune.time_budget_s,
-        elapsed_s=elapsed,
+        elapsed_s=elapsed_s,
     )
     close_trial_runs(config, runs, outcomes, stop_reason)
-    frame = trials_frame(grid.get_dataframe(), configs, outcomes)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    table = output_dir / "trials.csv"
-    frame.to_csv(table, index=False)
-    usable = [r for r in results if r.metrics and "checkpoint_path" in r.metrics]
-    if not usable:
-        errors = [str(r.error) for r in results if r.error is not None]
-        budget = config.tune.time_budget_s
-        raise TrainingError(
-            "no tuning trial produced a checkpoint"
-            + (f" (first error: {errors[0].splitlines()[-1]})" if errors else "")
-            + (
-                f"; tune.time_budget_s={budget:g} may end the search before a first epoch: raise it"
-                if budget is not None and not errors
-                else ""
-            )
+    return trials_frame(grid.get_dataframe(), configs, outcomes), outcomes
+
+
+def _no_checkpoint_error(config: GraftConfig, results: list[Any]) -> TrainingError:
+    errors = [str(r.error) for r in results if r.error is not None]
+    budget = config.tune.time_budget_s
+    return TrainingError(
+        "no tuning trial produced a checkpoint"
+        + (f" (first error: {errors[0].splitlines()[-1]})" if errors else "")
+        + (
+            f"; tune.time_budget_s={budget:g} may end the search before a first epoch: raise it"
+            if budget is not None and not errors
+            else ""
         )
-    best = existing_best(usable, config.tune.metric, config.tune.mode, trials_store)
-    best_metrics, best_config = best.metrics or {}, best.config or {}
-    counts = [outcome.outcome for outcome in outcomes.values()]
-    params = {k: best_config[k] for k in config.tune.space if k in best_config}
-    result = SearchResult(
-        best_params=active_params(config.tune.space, params),
-        best_metric=float(best_metrics[config.tune.metric]),
-        best_checkpoint_dir=_best_model_dir(
-            best_metrics["checkpoint_path"], output_dir / "best_model", store
-        ),
-        trials_table=str(table),
-        num_trials=len(results),
-        num_stopped_early=counts.count("cut"),
-        total_epochs=sum(epochs),
-        num_before_first_epoch=counts.count(BEFORE_FIRST_EPOCH),
-        best_trial_id=str(best_metrics.get("trial_id", "")),
     )
+
+
+def _plot_search(
+    config: GraftConfig, frame: Any, results: list[Any], output_dir: Path
+) -> list[str]:
     from graft.tune.plots import plot_search
     from graft.tune.progress import search_progress
 
@@ -374,7 +369,7 @@ def run_search(
         config.tune.metric,
         config.tune.mode,
     )
-    result.plots = plot_search(
+    return plot_search(
         frame,
         config.tune.space,
         config.tune.metric,
@@ -383,5 +378,3 @@ def run_search(
         progress,
         config.tune.epoch_budget,
     )
-    (output_dir / "best.json").write_text(json.dumps(result.__dict__, indent=2))
-    return result

@@ -10,6 +10,7 @@ from typing import Any
 from graft.config import GraftConfig, config_from_json, with_overrides
 from graft.io.ray_runtime import TrainStorage
 from graft.io.tracking import RunLogger
+from graft.train.request import FitRun
 from graft.tune.space import active_params
 
 TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train workers
@@ -41,26 +42,20 @@ def run_trial(
     logger.params(trial.applied)
     request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, trial.run_id)
     store = trial_storage(trials_store, trial_dir)
+    run = trial_fit_run(
+        config,
+        store,
+        f"trial-{trial_id}",
+        trial_dir / "model",
+        # Tune relays a report without waiting: a trial that Tune stops keeps training
+        # until the stop reaches its workers, and each new checkpoint deletes the oldest.
+        # Two kept make it likely that the one Tune last recorded survives; the search
+        # only hands on a checkpoint that did (existing_best)
+        num_to_keep=2,
+        callbacks=(TuneReportCallback(),),
+    )
     try:
-        fit(
-            request,
-            num_workers=config.tune.workers_per_trial,
-            storage_path=store.path,
-            storage_filesystem=store.filesystem,
-            run_name=f"trial-{trial_id}",
-            output_dir=trial_dir / "model",
-            max_failures=config.finetune.checkpoint.max_failures,
-            # Tune relays a report without waiting: a trial that Tune stops keeps training
-            # until the stop reaches its workers, and each new checkpoint deletes the oldest.
-            # Two kept make it likely that the one Tune last recorded survives; the search
-            # only hands on a checkpoint that did (existing_best)
-            num_to_keep=2,
-            # the trial actor holds TRIAL_CPU: take it off the workers so a trial costs
-            # exactly what its workers ask for and max_concurrent trials fit the cluster
-            resources=config.finetune.resources,
-            cpu_discount=TRIAL_CPU / config.tune.workers_per_trial,
-            callbacks=[TuneReportCallback()],
-        )
+        fit(request, run)
     except BaseException:
         logger.terminate("KILLED")
         raise
@@ -100,6 +95,23 @@ def start_trial(
     run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
     logger = RunLogger(config.resolved_tracking_uri(), run_id)
     return TrialStart(config, applied, trial_id, run_id, logger, Path(trials_dir) / trial_id)
+
+
+def trial_fit_run(
+    config: GraftConfig, store: TrainStorage, run_name: str, output_dir: Path, **changes: Any
+) -> FitRun:
+    """A trial's Ray Train run: the finetune settings on ``tune.workers_per_trial`` workers.
+    The trial actor holds TRIAL_CPU: it is taken off the workers, so a trial costs exactly what
+    its workers ask for and max_concurrent trials fit the cluster."""
+    return FitRun.for_stage(
+        config.finetune,
+        run_name=run_name,
+        output_dir=output_dir,
+        storage=store,
+        num_workers=config.tune.workers_per_trial,
+        cpu_discount=TRIAL_CPU / config.tune.workers_per_trial,
+        **changes,
+    )
 
 
 def trial_storage(trials_store: TrainStorage | None, trial_dir: Path) -> TrainStorage:

@@ -1,4 +1,6 @@
-"""Train a fresh transfer-finetune model on one fold's rows, in process (no Ray).
+"""Training in process (no Ray), on the optimizer step the distributed recipe takes.
+
+Folds: train a fresh transfer-finetune model on one fold's rows.
 
 Cross-validation of the finetune stage trains one model per fold on a few hundred target rows,
 where starting a Ray Train run per fold would cost more than the training. Each fold gets a
@@ -6,16 +8,24 @@ new model built from the finetune request's spec and loaded with the request's s
 weights (the pretrained backbone copy with its seeded new head, or the champion's weights on a
 warm start): the weights the distributed fit starts from, never a previous fold's.
 
-It is the distributed loop's recipe, simplified: the same phases (trainable set, ``lr_scale``,
-epochs), optimizer, L1/L2/max-norm and gradient clipping, on one process with
-``finetune.batch_size`` rows per step. No LR schedule and no early stopping: stopping on the
-fold's validation rows would pick the epoch that scores best on them and bias the fold's score
-upward. With ``budget.mode=virtual_epochs`` a phase's epochs count passes over the fold's rows.
+It is the distributed recipe, simplified: the same phases (trainable set, ``lr_scale``,
+epochs), optimizer and optimizer step (graft.train.step: the objective's loss, L1/L2, gradient
+clipping, max-norm, pruning), on one process with ``finetune.batch_size`` rows per step. No
+LR schedule and no early stopping: stopping on the fold's validation rows would pick the epoch
+that scores best on them and bias the fold's score upward. With
+``budget.mode=virtual_epochs`` a phase's epochs count passes over the fold's rows.
+
+"Useful overfitting" as a preflight: before paying for a distributed fit, check on one
+process that the model can drive the loss on one small batch near zero. If it cannot, the
+wiring (labels, loss, architecture, normalization) is broken and the real run would waste
+its budget.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +35,22 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from graft.config import FinetuneConfig, PhaseConfig
-from graft.evaluate.protocols import FoldData
+from graft.config.train import (
+    PREFLIGHT_BATCH,
+    PREFLIGHT_LR,
+    PREFLIGHT_REQUIRED_DROP,
+    PREFLIGHT_STEPS,
+)
+from graft.data.folds import FoldData
+from graft.errors import TrainingError
 from graft.nn.models import GraftNet, ModelSpec, build_model
 from graft.nn.transfer import apply_phase, set_train_mode
-from graft.train.clipping import clip_gradients
-from graft.train.loop import FitRequest, evaluate_model
 from graft.train.optimizers import build_optimizer
-from graft.train.regularizers import apply_max_norm, kernel_penalty
+from graft.train.request import FitRequest
+from graft.train.rows import evaluate_model
+from graft.train.step import StepRules, StepTarget, objective_of, train_step
+
+log = logging.getLogger(__name__)
 
 
 def state_sha(model: nn.Module) -> str:
@@ -56,14 +75,14 @@ class FinetuneStart:
     def from_request(cls, request: FitRequest) -> FinetuneStart:
         if request.init_weights_path is None:
             raise ValueError("a finetune request carries its starting weights; this one has none")
-        config = request.train_config
-        if not isinstance(config, FinetuneConfig):
-            raise ValueError("fold training needs a finetune request (one with phases)")
+        config = request.finetune
+        if config is None:
+            raise ValueError("fold training needs a finetune request, not a pretrain one")
         return cls(
             spec=ModelSpec.from_json(request.spec_json),
             init_state=torch.load(request.init_weights_path, weights_only=True),
             config=config,
-            phases=[PhaseConfig.model_validate(p) for p in request.phases],
+            phases=list(request.phases),
         )
 
     def fresh_model(self) -> GraftNet:
@@ -82,6 +101,7 @@ def train_fresh_model(
     config = start.config
     torch.manual_seed(seed)  # dropout masks
     generator = torch.Generator().manual_seed(seed)  # batch order
+    batch_loss = objective_of(model, start.spec.objective)
     xs = torch.from_numpy(np.asarray(x, dtype=np.float32))
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
     for phase in start.phases:
@@ -90,18 +110,13 @@ def train_fresh_model(
         optimizer = build_optimizer(
             trainable, config.optimizer, config.optimizer.lr * phase.lr_scale
         )
+        target = StepTarget(model, model, optimizer, trainable, batch_loss, StepRules.of(config))
         for _ in range(phase.epochs):
             set_train_mode(model, unfrozen if phase.trainable != "all" else None)
             for rows in torch.randperm(len(xs), generator=generator).split(config.batch_size):
                 if len(rows) < 2 and len(xs) >= 2:
                     continue  # a 1-row batch breaks BatchNorm's training statistics
-                optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model(xs[rows]), ys[rows])
-                (loss + kernel_penalty(model, config.regularization)).backward()
-                clip_gradients(trainable, config.clip)
-                optimizer.step()
-                if config.regularization.max_norm is not None:
-                    apply_max_norm(model, config.regularization.max_norm)
+                train_step(target, xs[rows], ys[rows])
     model.eval()
     return model, init_sha
 
@@ -134,3 +149,33 @@ class FinetuneFoldTrainer:
             }
         )
         return val["accuracy"]
+
+
+def overfit_one_batch(
+    model: GraftNet, train_path: str, seed: int, objective: str = "classify"
+) -> tuple[float, float]:
+    """Return (first loss, last loss); raise TrainingError if the loss does not fall."""
+    with np.load(train_path) as archive:
+        x = torch.from_numpy(archive["x"][:PREFLIGHT_BATCH].astype(np.float32))
+        y = torch.from_numpy(archive["y"][:PREFLIGHT_BATCH].astype(np.int64))
+    probe = copy.deepcopy(model)  # the real model's initial weights stay untouched
+    torch.manual_seed(seed)
+    probe.eval()  # no dropout noise: this checks capacity and wiring, not regularization
+    optimizer = torch.optim.Adam(probe.parameters(), lr=PREFLIGHT_LR)
+    trainable = list(probe.parameters())
+    # no penalty, clipping or constraint: this checks that the loss can fall at all
+    target = StepTarget(probe, probe, optimizer, trainable, objective_of(probe, objective))
+    first = last = 0.0
+    for step in range(PREFLIGHT_STEPS):
+        loss = train_step(target, x, y).loss
+        if step == 0:
+            first = loss.item()
+        last = loss.item()
+    log.info("preflight: loss on one batch %.4f -> %.4f in %d steps", first, last, PREFLIGHT_STEPS)
+    if not last < max(PREFLIGHT_REQUIRED_DROP * first, 1e-3):
+        raise TrainingError(
+            f"preflight failed: the model could not overfit one batch of {PREFLIGHT_BATCH} "
+            f"examples (loss {first:.4f} -> {last:.4f} in {PREFLIGHT_STEPS} steps); check "
+            "labels, inputs and architecture, or set pretrain.preflight_overfit_batch=false"
+        )
+    return first, last

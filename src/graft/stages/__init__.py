@@ -1,0 +1,31 @@
+"""The six stages, one module each: ``run(config, ...)`` takes the config and the stage's
+folders and MLflow parent run, and returns the stage's typed output (:mod:`.outputs`).
+
+The KFP adapters and the CLI call them (the training stages through
+:mod:`graft.remote.dispatch`, which runs them here or ships them to the cluster); tests
+exercise them without KFP. Each stage writes into its own MLflow run nested under the
+pipeline's parent run.
+"""
+
+from graft.stages import data_prep, evaluate, export, finetune, pretrain, tune
+from graft.stages.outputs import (
+    DataPrepOutput,
+    EvaluateOutput,
+    ExportOutput,
+    TrainOutput,
+    TuneOutput,
+)
+
+__all__ = [
+    "DataPrepOutput",
+    "EvaluateOutput",
+    "ExportOutput",
+    "TrainOutput",
+    "TuneOutput",
+    "data_prep",
+    "evaluate",
+    "export",
+    "finetune",
+    "pretrain",
+    "tune",
+]

@@ -1,0 +1,259 @@
+"""The evaluate stage: the model's test-split metrics against the majority and linear
+baselines and the registered champion, the recipe comparisons that retrain, and the gate.
+
+The only stage that reads the sealed test split, and once per model (the test-split ledger,
+:mod:`graft.evaluate.ledger`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graft.config import GraftConfig
+from graft.data.holdout import HoldoutManifest, load_holdout
+from graft.data.manifest import DataManifest
+from graft.data.prepare import load_split
+from graft.data.raw_input_model import RawInputModel
+from graft.errors import ConfigError
+from graft.evaluate.baselines import linear_baseline
+from graft.evaluate.gate import GateDecision, decide
+from graft.evaluate.ledger import check_first_look, model_fingerprint
+from graft.evaluate.metrics import ClassificationReport, classification_report, majority_baseline
+from graft.evaluate.plots import plot_confusion
+from graft.evaluate.shuffle_control import label_shuffle_control
+from graft.evaluate.summary import EvaluationSummary, summarize, write_summary
+from graft.evaluate.transfer_report import plot_transfer_report, transfer_vs_scratch
+from graft.evaluate.uncertainty import MCDropoutReport, mc_dropout_evaluation
+from graft.export.raw_inputs import raw_rows
+from graft.io import tracking
+from graft.nn.models import GraftNet
+from graft.stages.common import accuracy, predict
+from graft.stages.outputs import EvaluateOutput
+from graft.stages.retraining import finetune_retraining
+from graft.train.model_dir import MODEL_FILE, SPEC_FILE, load_checkpoint_model
+from graft.train.requests import finetune_request
+
+log = logging.getLogger(__name__)
+
+Rows = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class _TestScores:
+    """The model's scores on the test rows, and the baselines' it is set against."""
+
+    report: ClassificationReport
+    summary: EvaluationSummary
+    majority: int  # the majority baseline's class
+    baseline: float  # the majority baseline's accuracy
+    champion: float | None  # the registered champion's accuracy, when comparable
+    metrics: dict[str, float]  # the scalar test metrics before the summary's
+
+
+def run(
+    config: GraftConfig,
+    dataset_dir: str,
+    test_split_dir: str,
+    model_dir: str,
+    output_dir: str,
+    parent_run_id: str,
+    pretrained_dir: str = "",
+) -> EvaluateOutput:
+    """Test-split metrics vs the majority baseline and the registered champion; the gate.
+
+    With ``pretrained_dir`` it can also train the finetune recipe in process for two
+    comparisons scored on the same test rows: the label-shuffle control (the gate asks the
+    model to beat it) and the transfer-vs-scratch A/B report over seeds.
+
+    The only stage that reads the sealed test split (``test_split_dir``), and once per model:
+    a model already scored on these test rows is refused before they are read, unless
+    ``evaluate.allow_repeat_test`` (see :mod:`graft.evaluate.ledger`)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = DataManifest.read(dataset_dir)
+    ledger_tags = _first_look(config, model_dir, test_split_dir)
+    test = load_holdout(test_split_dir, "target", dataset_dir)
+    train = load_split(dataset_dir, "target", "train")
+    model, _ = load_checkpoint_model(model_dir)
+    scores = _score(config, model, manifest, train, test)
+    recipe = _recipe_comparisons(config, dataset_dir, pretrained_dir, train, test, out)
+    decision = decide(
+        config.evaluate,
+        scores.report.accuracy,
+        scores.baseline,
+        scores.champion,
+        calibration_error=scores.summary.metrics.get("test_ece"),
+        control_accuracy=recipe.get("label_shuffle_control_accuracy"),
+    )
+    if config.evaluate.mc_dropout.enabled:
+        scores.summary.mc_dropout = _mc_dropout(config, model, test)
+    metrics = {**scores.metrics, **scores.summary.metrics, **recipe}
+    if scores.champion is not None:
+        metrics["champion_accuracy"] = scores.champion
+    _write_evaluation(config, out, metrics, scores, decision)
+    tags = {
+        "graft.gate": "passed" if decision.passed else "refused",
+        "graft.dataset_hash": manifest.dataset_hash,
+        "graft.baseline_class": str(scores.majority),
+        **ledger_tags,
+    }
+    run_id = _log_evaluation(config, parent_run_id, out, metrics, scores, tags)
+    return EvaluateOutput(
+        evaluation_dir=str(out),
+        run_id=run_id,
+        accuracy=scores.report.accuracy,
+        baseline_accuracy=scores.baseline,
+        champion_accuracy=scores.champion,
+        gate_passed=decision.passed,
+        reasons=decision.reasons,
+    )
+
+
+def _first_look(config: GraftConfig, model_dir: str, test_split_dir: str) -> dict[str, str]:
+    """The ledger's tags for this look at the test rows; refuses a repeat (before the rows
+    are read) unless ``evaluate.allow_repeat_test``."""
+    split_digest = HoldoutManifest.read(test_split_dir).digests["target"]
+    fingerprint = model_fingerprint(Path(model_dir) / SPEC_FILE, Path(model_dir) / MODEL_FILE)
+    return check_first_look(config, fingerprint, split_digest)
+
+
+def _mc_dropout(config: GraftConfig, model: GraftNet, test: Rows) -> MCDropoutReport:
+    mc = config.evaluate.mc_dropout
+    return mc_dropout_evaluation(
+        model,
+        *test,
+        mc.samples,
+        config.seed if mc.seed is None else mc.seed,
+        mc.latency_sample_counts,
+    )
+
+
+def _score(
+    config: GraftConfig, model: GraftNet, manifest: DataManifest, train: Rows, test: Rows
+) -> _TestScores:
+    (x_train, y_train), (x_test, y_test) = train, test
+    task = manifest.tasks["target"]
+    probabilities = predict(model, x_test)
+    report = classification_report(y_test, probabilities, len(task.classes))
+    majority, baseline = majority_baseline(y_train, y_test)
+    settings = config.evaluate
+    linear = linear_baseline(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        settings.linear_baseline_max_iter,
+        settings.linear_baseline_max_rows,
+        config.seed,
+    )
+    # eval mode (dropout off) on the train split: set against training's train accuracy
+    train_accuracy_eval = accuracy(model, x_train, y_train)
+    champion = _champion_accuracy(config, x_test, y_test, manifest)
+    summary = summarize(settings, y_test, probabilities, task.class_names, report)
+    metrics = {
+        "test_accuracy": report.accuracy,
+        "test_loss": report.loss,
+        "test_macro_f1": report.macro_f1,
+        "baseline_accuracy": baseline,
+        "linear_baseline_accuracy": linear,
+        "train_accuracy_eval": train_accuracy_eval,
+    }
+    return _TestScores(report, summary, majority, baseline, champion, metrics)
+
+
+def _champion_accuracy(
+    config: GraftConfig, x: np.ndarray, y: np.ndarray, manifest: DataManifest
+) -> float | None:
+    """The registered champion's accuracy on the test rows; None without a champion, or
+    when it predicts another label set."""
+    if tracking.champion_version(config) is None:
+        return None
+    champion = tracking.load_registered_model(config, "champion")
+    if isinstance(champion, RawInputModel):
+        # a served model fills NaNs itself: give it the rows as a client would send them
+        x = raw_rows(x, manifest.missing_fill)
+    probabilities = predict(champion, x)
+    if probabilities.shape[1] <= int(y.max()):
+        log.warning("the champion predicts a different label set; it cannot be compared")
+        return None
+    return float((probabilities.argmax(1) == y).mean())
+
+
+def _recipe_comparisons(
+    config: GraftConfig,
+    dataset_dir: str,
+    pretrained_dir: str,
+    train: Rows,
+    scored: Rows,
+    out: Path,
+) -> dict[str, float]:
+    """The label-shuffle control and the A/B report, when configured: both retrain the
+    finetune recipe (the config's, not the tuned trial's) from the pretrained backbone."""
+    settings = config.evaluate
+    control, ab = settings.label_shuffle_control, settings.transfer_report
+    if not (control.enabled or ab.enabled):
+        return {}
+    if not pretrained_dir:
+        raise ConfigError(
+            "evaluate.label_shuffle_control / evaluate.transfer_report retrain the finetune "
+            "recipe and need the pretrained model; pass it to the evaluate stage"
+        )
+    request = finetune_request(config, dataset_dir, pretrained_dir, out / "recipe", None)
+    retraining = finetune_retraining(request)
+    values: dict[str, float] = {}
+    if control.enabled:
+        values["label_shuffle_control_accuracy"] = label_shuffle_control(
+            retraining, train, scored, control.seed
+        )
+    if ab.enabled:
+        report = transfer_vs_scratch(retraining, train, scored, list(range(ab.seeds)))
+        (out / "transfer_vs_scratch.json").write_text(json.dumps(report.to_dict(), indent=2))
+        plot_transfer_report(report, out / "transfer_vs_scratch.png", "test")
+        values.update(report.metrics())
+    shutil.rmtree(out / "recipe", ignore_errors=True)  # starting weights, not a result
+    return values
+
+
+def _write_evaluation(
+    config: GraftConfig,
+    out: Path,
+    metrics: dict[str, float],
+    scores: _TestScores,
+    decision: GateDecision,
+) -> None:
+    """metrics.json, gate.json, the confusion matrix and the summary's files and page."""
+    class_names = scores.summary.class_names
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {**metrics, "report": asdict(scores.report), "class_names": class_names}, indent=2
+        )
+    )
+    (out / "gate.json").write_text(json.dumps(asdict(decision), indent=2))
+    plot_confusion(scores.report.confusion, class_names, out / "confusion_matrix.png")
+    write_summary(scores.summary, metrics, decision, out, title=f"Graft evaluation: {config.name}")
+
+
+def _log_evaluation(
+    config: GraftConfig,
+    parent_run_id: str,
+    out: Path,
+    metrics: dict[str, float],
+    scores: _TestScores,
+    tags: dict[str, str],
+) -> str:
+    """The evaluate stage's MLflow run: metrics, per-class F1, tags and the evaluation folder."""
+    with tracking.stage_run(config, parent_run_id, "evaluate") as run_id:
+        logger = tracking.logger_for(config, run_id)
+        logger.metrics(metrics, step=0)
+        names = scores.summary.class_names
+        per_class = {f"f1_{name}": f1 for name, f1 in zip(names, scores.report.f1, strict=True)}
+        logger.metrics(per_class, step=0)
+        logger.tags(tags)
+        logger.artifact(out, "evaluation")
+    return run_id

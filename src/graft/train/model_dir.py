@@ -1,0 +1,52 @@
+"""A trained model's folder: the weights, the architecture and the fit's history, as a
+checkpoint and the stages' outputs hold them (a checkpoint also holds the full training
+state, which a restarted fit resumes from)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from graft.nn.models import GraftNet, ModelSpec, build_model
+
+MODEL_FILE = "model.pt"
+SPEC_FILE = "spec.json"
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+
+
+def save_model_dir(model: GraftNet, spec: ModelSpec, directory: str | Path) -> Path:
+    """Write a model folder that :func:`load_checkpoint_model` reads back."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / MODEL_FILE)
+    spec.save(out / SPEC_FILE)
+    return out
+
+
+def load_checkpoint_model(checkpoint_dir: str | Path) -> tuple[GraftNet, ModelSpec]:
+    directory = Path(checkpoint_dir)
+    spec = ModelSpec.load(directory / SPEC_FILE)
+    model = build_model(spec)
+    # map_location: a GPU worker saved CUDA tensors; evaluate/export run on CPU pods
+    model.load_state_dict(torch.load(directory / MODEL_FILE, weights_only=True, map_location="cpu"))
+    return model, spec
+
+
+def report_epoch(rank: int, metrics: dict[str, float], payload: dict[str, Any] | None) -> None:
+    """Report the epoch to Ray Train; rank 0 attaches the full training state."""
+    import ray.train
+
+    if rank != 0 or payload is None:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(payload, Path(tmp) / STATE_FILE)
+        torch.save(payload["model"], Path(tmp) / MODEL_FILE)
+        Path(tmp, SPEC_FILE).write_text(payload["spec_json"])
+        Path(tmp, HISTORY_FILE).write_text(json.dumps(payload["loop"]["history"]))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
