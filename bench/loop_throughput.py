@@ -187,7 +187,7 @@ def _bare_epochs(
 
 
 def _bare_arguments(config: Any, dataset: Path, epochs: int) -> dict[str, Any]:
-    from graft.train.requests import source_model_spec
+    from graft.train.stage_requests import source_model_spec
 
     return {
         "spec_json": source_model_spec(config, str(dataset)).to_json(),
@@ -252,7 +252,7 @@ def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str)
     from graft.io.ray_runtime import TrainStorage
     from graft.train.fit import fit
     from graft.train.request import FitRun
-    from graft.train.requests import pretrain_request
+    from graft.train.stage_requests import pretrain_request
 
     run_id = None
     if config.pretrain.diagnostics.every_n_steps:

@@ -60,9 +60,9 @@ from graft.nn.models import GraftNet, ModelSpec, build_model
 from graft.nn.transfer import apply_phase, set_train_mode, transfer_model, transfer_spec
 from graft.train.optimizers import build_optimizer
 from graft.train.request import phases_for
-from graft.train.requests import source_model_spec
 from graft.train.rows import evaluate_model
 from graft.train.schedules import build_schedule
+from graft.train.stage_requests import source_model_spec
 from graft.train.workers import seed_everything
 
 GROUPS = ("optimizers", "schedules", "selu_depth", "transfer")

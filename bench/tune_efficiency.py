@@ -194,7 +194,7 @@ def _run_searches(args: argparse.Namespace, root: Path) -> dict[str, float]:
     from graft.train.fit import fit
     from graft.train.model_dir import MODEL_FILE
     from graft.train.request import FitRun
-    from graft.train.requests import pretrain_request
+    from graft.train.stage_requests import pretrain_request
 
     config = load_config(preset=args.preset, overrides=[f"work_dir={root}"])
     epoch_budget = epoch_budget_of(args.preset, args.samples)

@@ -122,7 +122,7 @@ def untrained_model_dir() -> Callable[..., Path]:
     from graft.data.manifest import DataManifest
     from graft.nn.models import ModelSpec, build_model
     from graft.train.model_dir import save_model_dir
-    from graft.train.requests import source_model_spec
+    from graft.train.stage_requests import source_model_spec
 
     def save(
         config: GraftConfig,

@@ -25,6 +25,10 @@ class ExportError(GraftError):
     """An exported model does not match the PyTorch model it came from."""
 
 
+class RegistryError(GraftError):
+    """A model in the MLflow registry cannot be read by this version of Graft."""
+
+
 class PipelineServerError(GraftError):
     """The KFP API server cannot be reached, refuses the credentials or rejects a request."""
 

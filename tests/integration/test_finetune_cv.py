@@ -13,7 +13,7 @@ from graft.config import load_config
 from graft.io import tracking
 from graft.nn.models import build_model
 from graft.train.model_dir import MODEL_FILE, SPEC_FILE
-from graft.train.requests import source_model_spec
+from graft.train.stage_requests import source_model_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -28,8 +28,8 @@ from graft.config import GraftConfig, RayConfig, load_config
 from graft.errors import RayJobError
 from graft.io.ray_runtime import ensure_ray, shutdown_ray, train_env_defaults
 from graft.remote import dispatch
-from graft.remote.command import RESULT_PREFIX
-from graft.remote.ray_job import RETRY_SUFFIX, JobOutcome, job_client, run_job, stage_submission_id
+from graft.remote.command import RESULT_PREFIX, JobOutcome
+from graft.remote.ray_job import RETRY_SUFFIX, job_client, run_job, stage_submission_id
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -289,8 +289,8 @@ def test_a_changed_command_is_not_served_by_the_finished_job(
 
     first = run_job(client, job_id, entrypoint(1), on_log=lambda _: None)
     second = run_job(client, job_id, entrypoint(2), on_log=lambda _: None)
-    assert (first.submission_id, first.result) == (job_id, {"n": 1})
-    assert (second.submission_id, second.attached) == (f"{job_id}{RETRY_SUFFIX}2", False)
+    assert (first.job_id, first.result) == (job_id, {"n": 1})
+    assert (second.job_id, second.attached) == (f"{job_id}{RETRY_SUFFIX}2", False)
     assert second.result == {"n": 2}
 
 

@@ -80,7 +80,7 @@ print({RESULT_PREFIX!r} + json.dumps({{"val_accuracy": 0.75, "health_check": env
     outcome = run_rayjob(KubeRayApi(), manifest, SETTINGS, on_log=sink)
 
     assert outcome.attached is False
-    assert outcome.name == manifest["metadata"]["name"]
+    assert outcome.job_id == manifest["metadata"]["name"]
     # the runtime env of the RayJob reached the job
     health_check = train_env_defaults()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]
     assert outcome.result == {"val_accuracy": 0.75, "health_check": health_check}

@@ -14,7 +14,7 @@ from graft.train.fit import fit
 from graft.train.model_dir import load_checkpoint_model
 from graft.train.objectives import objective_loss
 from graft.train.request import FitRun
-from graft.train.requests import finetune_request, pretrain_request
+from graft.train.stage_requests import finetune_request, pretrain_request
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 

@@ -16,7 +16,7 @@ from graft.train.budget import virtual_epoch_budget
 from graft.train.fit import FitResult, fit
 from graft.train.model_dir import load_checkpoint_model
 from graft.train.request import FitRun
-from graft.train.requests import pretrain_request
+from graft.train.stage_requests import pretrain_request
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 

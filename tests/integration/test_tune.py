@@ -22,7 +22,7 @@ from graft.io import tracking
 from graft.io.ray_runtime import TrainStorage, ensure_ray, shutdown_ray
 from graft.train.fit import fit
 from graft.train.request import FitRun
-from graft.train.requests import pretrain_request
+from graft.train.stage_requests import pretrain_request
 from graft.tune import search
 from graft.tune import trial as tune_trial
 from graft.tune.runs import OUTCOME_TAG, STOP_REASON_TAG, trial_runs
@@ -132,18 +132,12 @@ def _first_to_arrive(marker: Path) -> bool:
 
 
 def _start_then_block(
-    params: dict[str, Any], *, held: Path | None = None, **kwargs: Any
+    params: dict[str, Any], search: tune_trial.SearchInputs, held: Path | None = None
 ) -> NoReturn:
     """A trial that makes its MLflow run, as run_trial does before its fit, then waits to be
     stopped: one whose workers are slow to start, held for as long as the test needs. It
     makes the file ``held`` once it waits."""
-    trial = tune_trial.start_trial(
-        params,
-        kwargs["base_config_json"],
-        kwargs["tune_run_id"],
-        kwargs["trials_dir"],
-        kwargs["experiment_name"],
-    )
+    trial = tune_trial.start_trial(params, search)
     trial.logger.params(trial.applied)
     if held is not None:
         held.touch()
@@ -206,10 +200,12 @@ def test_time_budget_ends_a_hyperband_search_before_its_trials_run_out(
     monkeypatch.setattr(timeout_stopper, "time", clock)
     first = tmp_path / "first"
 
-    def first_trains_later_ones_held(params: dict[str, Any], **kwargs: Any) -> None:
+    def first_trains_later_ones_held(
+        params: dict[str, Any], search: tune_trial.SearchInputs
+    ) -> None:
         if not _first_to_arrive(first):
-            _start_then_block(params, **kwargs)
-        tune_trial.run_trial(params, **kwargs)
+            _start_then_block(params, search)
+        tune_trial.run_trial(params, search)
 
     parent = tracking.start_pipeline_run(config, "test")
     result = search.run_search(
@@ -336,15 +332,15 @@ def test_trials_stopped_before_their_first_epoch_are_shown_counted_and_recorded(
     gate = tmp_path / "gate"
     gate.mkdir()
 
-    def first_trains_second_blocks(params: dict[str, Any], **kwargs: Any) -> None:
+    def first_trains_second_blocks(params: dict[str, Any], search: tune_trial.SearchInputs) -> None:
         if not _first_to_arrive(gate / "trains"):
-            _start_then_block(params, held=gate / "blocked", **kwargs)
+            _start_then_block(params, search, held=gate / "blocked")
         deadline = time.monotonic() + 120
         while not (gate / "blocked").exists():  # the budget must not run out before
             if time.monotonic() > deadline:
                 raise TimeoutError("the second trial never started")
             time.sleep(0.2)
-        tune_trial.run_trial(params, **kwargs)
+        tune_trial.run_trial(params, search)
 
     parent = tracking.start_pipeline_run(config, "test")
     result = search.run_search(

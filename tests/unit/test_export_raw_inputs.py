@@ -19,7 +19,7 @@ from graft.export.raw_inputs import raw_rows
 from graft.export.variants import onnx_logits, onnx_session, torch_logits
 from graft.nn.models import GraftNet
 from graft.train.model_dir import MODEL_FILE, load_checkpoint_model
-from graft.train.requests import finetune_request
+from graft.train.stage_requests import finetune_request
 
 MODEL_NAME = "graft-raw"
 

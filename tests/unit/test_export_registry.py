@@ -15,7 +15,7 @@ from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
 from graft.io import tracking
 from graft.train.model_dir import MODEL_FILE
-from graft.train.requests import finetune_request
+from graft.train.stage_requests import finetune_request
 
 MODEL_NAME = "graft-unit"
 

@@ -29,7 +29,7 @@ from graft.evaluate.protocols import (
 from graft.io import tracking
 from graft.train.in_process import FinetuneFoldTrainer, FinetuneStart, state_sha
 from graft.train.request import FitRequest
-from graft.train.requests import finetune_request
+from graft.train.stage_requests import finetune_request
 
 
 def _labels(n: int = 103, classes: int = 3, seed: int = 0) -> np.ndarray:
@@ -264,7 +264,7 @@ def test_finetune_kfold_logs_cv_metrics_with_a_fresh_model_per_fold(
     # fresh model per fold: every fold starts from the request's starting weights, never from
     # the previous fold's trained weights, and every fold's training moved them
     records = report["fold_records"]
-    start_sha = state_sha(FinetuneStart.from_request(request).fresh_model())
+    start_sha = state_sha(FinetuneStart.from_request(request).model.fresh_model())
     assert [r["init_sha"] for r in records] == [start_sha] * 3
     assert all(r["final_sha"] != start_sha for r in records)
     assert len({r["final_sha"] for r in records}) == 3

@@ -1,14 +1,19 @@
-"""graft.io.ray_compat against the installed Ray: the release it was checked against, and the
-PBT scheduler state it writes (Ray's real scheduler and trials, no Ray instance). Its GCS
-table reads need a running Ray; tests/integration/test_orphaned_groups.py covers them."""
+"""graft.io.ray_compat against the installed Ray: the release it was checked against, the
+PBT scheduler state it writes (Ray's real scheduler and trials, no Ray instance) and Ray
+Train's report logger. Its GCS table reads need a running Ray;
+tests/integration/test_orphaned_groups.py covers them."""
 
+import logging
 from types import SimpleNamespace
 
+import pytest
 import ray
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
 
+from graft.config.runtime import LOG_LEVEL_ENV
 from graft.io import ray_compat
+from graft.train.workers import quiet_per_report_logging
 
 
 def test_the_installed_ray_is_the_release_ray_compat_was_checked_against() -> None:
@@ -48,3 +53,26 @@ def test_marking_an_earlier_epoch_never_moves_the_sync_point_back() -> None:
     ray_compat.mark_pbt_trial_perturbed_at(scheduler, trial, 5)
     ray_compat.mark_pbt_trial_perturbed_at(scheduler, trial, 1)
     assert scheduler._next_perturbation_sync == 7
+
+
+def test_the_report_logger_is_the_one_ray_train_logs_each_report_to() -> None:
+    """Ray Train V2 logs every ``ray.train.report`` through its context module's logger; the
+    one ray_compat names must be that very object, or quieting it quiets nothing."""
+    from ray.train.v2._internal.execution import context as train_context
+
+    assert ray_compat.train_report_logger() is train_context.logger
+
+
+def test_workers_quiet_the_per_report_log_unless_graft_logs_at_debug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report_logger = ray_compat.train_report_logger()
+    monkeypatch.setattr(report_logger, "level", logging.NOTSET)
+    monkeypatch.setenv(LOG_LEVEL_ENV, "debug")
+    quiet_per_report_logging()
+    assert report_logger.level == logging.NOTSET
+    monkeypatch.setenv(LOG_LEVEL_ENV, "INFO")
+    quiet_per_report_logging()
+    assert report_logger.level == logging.WARNING
+    assert not report_logger.isEnabledFor(logging.INFO)
+    assert report_logger.isEnabledFor(logging.WARNING)

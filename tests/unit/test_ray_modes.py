@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 
 from graft.cli.app import app
 from graft.config import config_from_json, load_config
-from graft.errors import ConfigError
+from graft.errors import ConfigError, RayJobError
 from graft.remote.command import (
     RESULT_PREFIX,
+    JobOutcome,
     StageInputs,
     in_cluster_config,
     parse_result,
@@ -85,6 +86,23 @@ def test_the_last_result_line_of_a_log_is_the_stage_output() -> None:
     )
     assert parse_result(logs) == {"val_accuracy": 0.9, "model_dir": "/m"}
     assert parse_result("no result here\n" + RESULT_PREFIX.strip()) is None
+
+
+@pytest.mark.parametrize("kind", ["Ray job", "RayJob"])
+def test_a_succeeded_job_without_a_result_line_fails_its_stage(kind: str) -> None:
+    """A job whose entrypoint was not this version's `graft stage` SUCCEEDED but told nothing:
+    the stage fails with the job's id and its log's tail, never with an empty output."""
+    logs = "\n".join(f"line {i}" for i in range(10))
+    silent = JobOutcome("graft-tune-abc", kind, False, logs, parse_result(logs))
+    with pytest.raises(RayJobError) as caught:
+        silent.stage_result("tune", tail_lines=3)
+    message = str(caught.value)
+    assert f"{kind} graft-tune-abc SUCCEEDED" in message
+    assert "`graft stage tune`" in message
+    assert (caught.value.submission_id, caught.value.status) == ("graft-tune-abc", "SUCCEEDED")
+    assert caught.value.log_tail == "line 7\nline 8\nline 9"
+    answered = JobOutcome("graft-tune-abc", kind, True, "", {"best_metric": 0.9})
+    assert answered.stage_result("tune", tail_lines=3) == {"best_metric": 0.9}
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from graft.errors import ConfigError
 from graft.io.ray_runtime import train_env_defaults
 
 
@@ -23,6 +24,17 @@ def test_users_own_ray_train_settings_win(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
     assert settings["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] == "30"
     assert settings["RAY_TRAIN_V2_ENABLED"] == "1"
+
+
+@pytest.mark.parametrize("value", ["0", "false"])
+def test_ray_train_v1_is_refused_before_any_fit(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """Graft's fits use Train V2's settings (e.g. the controller's failure limit): under V1
+    they would fail deep inside Ray, so the switch is refused where it is read."""
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", value)
+    with pytest.raises(ConfigError, match="Graft runs on Train V2 only"):
+        train_env_defaults()
 
 
 @pytest.mark.ray

@@ -13,8 +13,8 @@ from graft.evaluate.gate import decide
 from graft.evaluate.shuffle_control import label_shuffle_control
 from graft.stages.retraining import finetune_retraining
 from graft.train.in_process import FinetuneStart, train_fresh_model
-from graft.train.requests import finetune_request
 from graft.train.rows import evaluate_model
+from graft.train.stage_requests import finetune_request
 
 
 def test_gate_refuses_a_model_no_better_than_its_shuffled_label_control() -> None:

@@ -13,6 +13,7 @@ import torch
 
 from graft.config import FinetuneConfig, ModelConfig, PhaseConfig, TrainConfig
 from graft.config.train import PREFLIGHT_BATCH, PREFLIGHT_LR, PREFLIGHT_STEPS
+from graft.nn.model_start import ModelStart
 from graft.nn.models import GraftNet, ModelSpec, build_model
 from graft.nn.transfer import apply_phase, set_train_mode
 from graft.train.epoch import train_epoch_steps
@@ -92,11 +93,11 @@ def test_the_fold_fit_trains_as_the_recipe_does(epochs: int) -> None:
     config = FinetuneConfig.model_validate(
         {"batch_size": BATCH, "phases": [{"trainable": "all", "epochs": epochs}], **RULES}
     )
-    start = FinetuneStart(_spec(), _fresh().state_dict(), config, list(config.phases))
+    start = FinetuneStart(ModelStart(_spec(), _fresh().state_dict(), list(config.phases)), config)
     x, y = _rows()
     folded, _ = train_fresh_model(start, x.numpy(), y.numpy(), SEED)
 
-    model = start.fresh_model()
+    model = start.model.fresh_model()
     unfrozen = apply_phase(model, config.phases[0])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, config.optimizer, config.optimizer.lr)

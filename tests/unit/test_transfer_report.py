@@ -17,7 +17,7 @@ from graft.evaluate.transfer_report import (
     transfer_vs_scratch,
 )
 from graft.stages.retraining import finetune_retraining
-from graft.train.requests import finetune_request
+from graft.train.stage_requests import finetune_request
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from graft.config import PhaseConfig
-from graft.evaluate.retrain import RecipeStart, Retraining
+from graft.evaluate.retrain import Retraining
+from graft.nn.model_start import ModelStart
 from graft.nn.models import build_model, initialize_head
 
 
@@ -64,14 +65,14 @@ class TransferReport:
         return {**asdict(self), "summary": self.metrics()}
 
 
-def _transfer_start(start: RecipeStart, seed: int) -> RecipeStart:
+def _transfer_start(start: ModelStart, seed: int) -> ModelStart:
     model = start.fresh_model()
     torch.manual_seed(seed)
     initialize_head(model, start.spec.model_config)
     return replace(start, init_state=model.state_dict())
 
 
-def _scratch_start(start: RecipeStart, seed: int) -> RecipeStart:
+def _scratch_start(start: ModelStart, seed: int) -> ModelStart:
     torch.manual_seed(seed)
     epochs = sum(phase.epochs for phase in start.phases)
     return replace(

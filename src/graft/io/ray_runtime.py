@@ -26,6 +26,7 @@ from graft.config.runtime import (
     RAY_LOG_TO_DRIVER_ENV,
     RAY_SUBMITTED_JOB_ENV,
     RAY_TRAIN_ENV_DEFAULTS,
+    RAY_TRAIN_V2_ENV,
 )
 from graft.errors import ConfigError
 from graft.io import storage
@@ -42,8 +43,14 @@ def _log_to_driver() -> bool:
 
 def train_env_defaults() -> dict[str, str]:
     """Ray Train settings every Graft driver, controller and worker runs with (a user's own
-    environment wins)."""
-    return {key: os.environ.get(key, value) for key, value in RAY_TRAIN_ENV_DEFAULTS.items()}
+    environment wins, except over Train V2, which Graft's fits are written for)."""
+    settings = {key: os.environ.get(key, value) for key, value in RAY_TRAIN_ENV_DEFAULTS.items()}
+    if settings[RAY_TRAIN_V2_ENV].strip().lower() not in ("1", "true"):
+        raise ConfigError(
+            f"{RAY_TRAIN_V2_ENV}={settings[RAY_TRAIN_V2_ENV]} selects Ray Train V1, and Graft runs "
+            f"on Train V2 only: unset {RAY_TRAIN_V2_ENV} or set it to 1"
+        )
+    return settings
 
 
 def ensure_ray(config: RayConfig) -> None:

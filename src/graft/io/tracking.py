@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from graft import __version__
 from graft.config import GraftConfig
 from graft.config.runtime import GIT_COMMIT_ENV, IMAGE_ENV, IMAGE_OUTSIDE_AN_IMAGE
+from graft.errors import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -338,10 +339,20 @@ def register_model(
 
 
 def load_registered_model(config: GraftConfig, alias: str, **torch_load_args: Any) -> Any:
-    """The torch module registered as ``models:/<export.model_name>@<alias>``."""
+    """The torch module registered as ``models:/<export.model_name>@<alias>``.
+
+    Raises RegistryError when its pickle names a class this Graft does not have (a model
+    registered by an older layout): every later comparison against it would fail the same way."""
     import mlflow.pytorch
 
     _use_tracking_server(config)
-    return mlflow.pytorch.load_model(
-        f"models:/{config.export.model_name}@{alias}", **torch_load_args
-    )
+    uri = f"models:/{config.export.model_name}@{alias}"
+    try:
+        return mlflow.pytorch.load_model(uri, **torch_load_args)
+    except (AttributeError, ModuleNotFoundError) as exc:
+        raise RegistryError(
+            f"{uri} cannot be loaded by this Graft ({exc}): it was registered by a version whose "
+            "classes have moved since. Move the alias to a version this Graft registered, or "
+            f"delete it (MlflowClient().delete_registered_model_alias('{config.export.model_name}'"
+            f", '{alias}')) so the next run is judged without it"
+        ) from exc

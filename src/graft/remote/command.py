@@ -96,26 +96,31 @@ def parse_result(logs: str) -> dict[str, Any] | None:
     return None
 
 
-def required_result(
-    logs: str,
-    result: dict[str, Any] | None,
-    *,
-    kind: str,
-    job_id: str,
-    stage: str,
-    tail_lines: int,
-) -> dict[str, Any]:
-    """``result`` (parsed from a SUCCEEDED job's log); a job that printed none fails the
-    stage: its command was not this Graft version's ``graft stage``."""
-    if result is not None:
-        return result
-    raise RayJobError(
-        f"{kind} {job_id} SUCCEEDED but its log has no '{RESULT_PREFIX.strip()}' line; its "
-        f"entrypoint must be `graft stage {stage}` from the same Graft version",
-        submission_id=job_id,
-        status="SUCCEEDED",
-        log_tail=log_tail(logs, tail_lines),
-    )
+@dataclass(frozen=True)
+class JobOutcome:
+    """A job whose Ray job SUCCEEDED: its id (a Ray submission id or a RayJob's name), what kind
+    of job it was, whether an earlier attempt had started it, its log and the result line it
+    printed (None if none)."""
+
+    job_id: str
+    kind: Literal["Ray job", "RayJob"]
+    attached: bool
+    logs: str
+    result: dict[str, Any] | None
+
+    def stage_result(self, stage: str, tail_lines: int) -> dict[str, Any]:
+        """The stage's output; a job that printed none fails the stage: its command was not
+        this Graft version's ``graft stage``."""
+        if self.result is not None:
+            return self.result
+        raise RayJobError(
+            f"{self.kind} {self.job_id} SUCCEEDED but its log has no "
+            f"'{RESULT_PREFIX.strip()}' line; its entrypoint must be `graft stage {stage}` "
+            "from the same Graft version",
+            submission_id=self.job_id,
+            status="SUCCEEDED",
+            log_tail=log_tail(self.logs, tail_lines),
+        )
 
 
 def log_tail(logs: str, lines: int) -> str:

@@ -25,7 +25,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,12 @@ from graft.config import DEFAULT_IMAGE, GraftConfig, RayJobConfig
 from graft.config.runtime import DEFAULT_KUBECONFIG, KUBECONFIG_ENV
 from graft.errors import RayJobError
 from graft.remote.command import (
+    JobOutcome,
     RayStage,
     StageInputs,
     log_tail,
     parse_result,
     relay_to_stderr,
-    required_result,
 )
 from graft.remote.kuberay_manifest import build_rayjob
 
@@ -49,17 +48,6 @@ GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 TERMINAL_DEPLOYMENT = ("Complete", "Failed", "ValidationFailed")
 SUBMITTER_CONTAINER = "ray-job-submitter"
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-@dataclass(frozen=True)
-class RayJobOutcome:
-    """A RayJob whose Ray job SUCCEEDED: its name, whether an earlier attempt created it, the
-    submitter's log and the result line it printed (None if none)."""
-
-    name: str
-    attached: bool
-    logs: str
-    result: dict[str, Any] | None
 
 
 class KubeRayApi:
@@ -143,14 +131,7 @@ def run_stage_as_rayjob(
         settings,
         log_tail_lines=config.ray.job_log_tail_lines,
     )
-    return required_result(
-        outcome.logs,
-        outcome.result,
-        kind="RayJob",
-        job_id=outcome.name,
-        stage=stage,
-        tail_lines=config.ray.job_log_tail_lines,
-    )
+    return outcome.stage_result(stage, config.ray.job_log_tail_lines)
 
 
 def run_rayjob(
@@ -160,7 +141,7 @@ def run_rayjob(
     *,
     on_log: Callable[[str], None] | None = None,
     log_tail_lines: int = 40,
-) -> RayJobOutcome:
+) -> JobOutcome:
     """Create (or re-attach to) the RayJob ``manifest``, relay its log, wait for its end.
 
     Raises RayJobError unless its Ray job SUCCEEDED."""
@@ -181,7 +162,7 @@ def run_rayjob(
         api.delete(name)
     if not succeeded:
         raise _failure(api.namespace, name, status, logs, log_tail_lines)
-    return RayJobOutcome(name, attached, logs, parse_result(logs))
+    return JobOutcome(name, "RayJob", attached, logs, parse_result(logs))
 
 
 def _create_or_attach(api: KubeRayApi, manifest: dict[str, Any], poll_s: float) -> bool:

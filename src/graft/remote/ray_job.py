@@ -20,18 +20,17 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from graft.config import GraftConfig, RayConfig
 from graft.errors import RayJobError
 from graft.io.ray_runtime import train_env_defaults
 from graft.remote.command import (
+    JobOutcome,
     StageInputs,
     log_tail,
     parse_result,
     relay_to_stderr,
-    required_result,
     stage_command,
 )
 
@@ -42,17 +41,6 @@ log = logging.getLogger(__name__)
 
 RETRY_SUFFIX = "-retry"
 _ENDED_BADLY = ("FAILED", "STOPPED")
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """A Ray job that SUCCEEDED: its id, whether an earlier attempt had submitted it, its log
-    and the result line it printed (None if it printed none)."""
-
-    submission_id: str
-    attached: bool
-    logs: str
-    result: dict[str, Any] | None
 
 
 def stage_submission_id(stage: str, parent_run_id: str) -> str:
@@ -88,14 +76,7 @@ def run_stage_as_job(config: GraftConfig, stage: str, inputs: StageInputs) -> di
         timeout_s=config.ray.job_timeout_s,
         log_tail_lines=config.ray.job_log_tail_lines,
     )
-    return required_result(
-        outcome.logs,
-        outcome.result,
-        kind="Ray job",
-        job_id=outcome.submission_id,
-        stage=stage,
-        tail_lines=config.ray.job_log_tail_lines,
-    )
+    return outcome.stage_result(stage, config.ray.job_log_tail_lines)
 
 
 def run_job(
@@ -136,7 +117,7 @@ def run_job(
             job_message=info.message or "",
             log_tail=tail,
         )
-    return JobOutcome(job_id, attached, logs, parse_result(logs))
+    return JobOutcome(job_id, "Ray job", attached, logs, parse_result(logs))
 
 
 def _submit_or_attach(

@@ -37,7 +37,7 @@ from graft.stages.common import accuracy, predict
 from graft.stages.outputs import EvaluateOutput
 from graft.stages.retraining import finetune_retraining
 from graft.train.model_dir import MODEL_FILE, SPEC_FILE, load_checkpoint_model
-from graft.train.requests import finetune_request
+from graft.train.stage_requests import finetune_request
 
 log = logging.getLogger(__name__)
 

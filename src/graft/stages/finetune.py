@@ -12,7 +12,7 @@ from graft.stages.outputs import TrainOutput
 from graft.stages.training import TrainingStage, run_training_stage
 from graft.train.in_process import FinetuneFoldTrainer, FinetuneStart
 from graft.train.request import FitRequest
-from graft.train.requests import finetune_request
+from graft.train.stage_requests import finetune_request
 
 FINETUNE = TrainingStage(
     name="transfer-finetune", block="finetune", title="transfer-finetune (target task)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from graft.config import GraftConfig
 from graft.stages.outputs import TrainOutput
 from graft.stages.training import TrainingStage, run_training_stage
-from graft.train.requests import pretrain_request
+from graft.train.stage_requests import pretrain_request
 
 PRETRAIN = TrainingStage(name="pretrain", block="pretrain", title="pretrain (source task)")
 

@@ -32,9 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
-from graft.config import FinetuneConfig, PhaseConfig
+from graft.config import FinetuneConfig
 from graft.config.train import (
     PREFLIGHT_BATCH,
     PREFLIGHT_LR,
@@ -43,11 +42,12 @@ from graft.config.train import (
 )
 from graft.data.folds import FoldData
 from graft.errors import TrainingError
-from graft.nn.models import GraftNet, ModelSpec, build_model
+from graft.nn.model_start import ModelStart
+from graft.nn.models import GraftNet, ModelSpec
 from graft.nn.transfer import apply_phase, set_train_mode
 from graft.train.optimizers import build_optimizer
 from graft.train.request import FitRequest
-from graft.train.rows import evaluate_model
+from graft.train.rows import array_rows, evaluate_model
 from graft.train.step import StepRules, StepTarget, objective_of, train_step
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,10 @@ def state_sha(model: nn.Module) -> str:
 
 @dataclass(frozen=True)
 class FinetuneStart:
-    """What every fold starts from: architecture, starting weights, training settings."""
+    """What every fold starts from: the model's start and the finetune settings."""
 
-    spec: ModelSpec
-    init_state: dict[str, torch.Tensor]
+    model: ModelStart
     config: FinetuneConfig
-    phases: list[PhaseConfig]
 
     @classmethod
     def from_request(cls, request: FitRequest) -> FinetuneStart:
@@ -78,17 +76,12 @@ class FinetuneStart:
         config = request.finetune
         if config is None:
             raise ValueError("fold training needs a finetune request, not a pretrain one")
-        return cls(
+        model = ModelStart(
             spec=ModelSpec.from_json(request.spec_json),
             init_state=torch.load(request.init_weights_path, weights_only=True),
-            config=config,
             phases=list(request.phases),
         )
-
-    def fresh_model(self) -> GraftNet:
-        model = build_model(self.spec)
-        model.load_state_dict(self.init_state)
-        return model
+        return cls(model, config)
 
 
 def train_fresh_model(
@@ -96,15 +89,14 @@ def train_fresh_model(
 ) -> tuple[GraftNet, str]:
     """A new model from ``start``, trained on (x, y) through the phases; returns it and the
     digest of the weights it started from."""
-    model = start.fresh_model()
+    model = start.model.fresh_model()
     init_sha = state_sha(model)
     config = start.config
     torch.manual_seed(seed)  # dropout masks
     generator = torch.Generator().manual_seed(seed)  # batch order
-    batch_loss = objective_of(model, start.spec.objective)
-    xs = torch.from_numpy(np.asarray(x, dtype=np.float32))
-    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    for phase in start.phases:
+    batch_loss = objective_of(model, start.model.spec.objective)
+    xs, ys = array_rows(x, y).tensors
+    for phase in start.model.phases:
         unfrozen = apply_phase(model, phase)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = build_optimizer(
@@ -131,13 +123,7 @@ class FinetuneFoldTrainer:
 
     def __call__(self, data: FoldData) -> float:
         model, init_sha = train_fresh_model(self.start, data.x_train, data.y_train, data.seed)
-        val = evaluate_model(
-            model,
-            TensorDataset(
-                torch.from_numpy(np.asarray(data.x_val, dtype=np.float32)),
-                torch.from_numpy(np.asarray(data.y_val, dtype=np.int64)),
-            ),
-        )
+        val = evaluate_model(model, array_rows(data.x_val, data.y_val))
         self.records.append(
             {
                 "repeat": data.fold.repeat,
@@ -155,9 +141,8 @@ def overfit_one_batch(
     model: GraftNet, train_path: str, seed: int, objective: str = "classify"
 ) -> tuple[float, float]:
     """Return (first loss, last loss); raise TrainingError if the loss does not fall."""
-    with np.load(train_path) as archive:
-        x = torch.from_numpy(archive["x"][:PREFLIGHT_BATCH].astype(np.float32))
-        y = torch.from_numpy(archive["y"][:PREFLIGHT_BATCH].astype(np.int64))
+    with np.load(train_path) as archive:  # converts one batch, not the whole split
+        x, y = array_rows(archive["x"][:PREFLIGHT_BATCH], archive["y"][:PREFLIGHT_BATCH]).tensors
     probe = copy.deepcopy(model)  # the real model's initial weights stay untouched
     torch.manual_seed(seed)
     probe.eval()  # no dropout noise: this checks capacity and wiring, not regularization

@@ -245,6 +245,18 @@ def find_lr(
     finally:
         _restore(model, optimizer, snap)
 
+    return _sweep_result(done_lrs, losses, diverged_lr, min_lr, max_lr, num_steps)
+
+
+def _sweep_result(
+    done_lrs: list[float],
+    losses: list[float],
+    diverged_lr: float | None,
+    min_lr: float,
+    max_lr: float,
+    num_steps: int,
+) -> LRFinderResult:
+    """The sweep's curve smoothed, its minimum, steepest descent and suggested LR (logged)."""
     if not losses:
         raise TrainingError(
             f"the loss was not finite at the first LR of the sweep ({min_lr}); lower min_lr or "
@@ -255,7 +267,15 @@ def find_lr(
     best_index = int(np.argmin(smoothed))
     best_lr = done_lrs[best_index]
     suggested = min(max(best_lr / SUGGESTION_DIVISOR, min_lr), max_lr)
-    result = LRFinderResult(
+    logger.info(
+        "LR finder: %d steps, minimum smoothed loss %.4g at lr %.3g, %s; suggested lr %.3g",
+        len(done_lrs),
+        smoothed[best_index],
+        best_lr,
+        f"diverged at lr {diverged_lr:.3g}" if diverged_lr is not None else "no divergence",
+        suggested,
+    )
+    return LRFinderResult(
         lrs=done_lrs,
         losses=losses,
         smoothed_losses=smoothed,
@@ -266,15 +286,6 @@ def find_lr(
         min_lr=min_lr,
         max_lr=max_lr,
     )
-    logger.info(
-        "LR finder: %d steps, minimum smoothed loss %.4g at lr %.3g, %s; suggested lr %.3g",
-        len(done_lrs),
-        smoothed[best_index],
-        best_lr,
-        f"diverged at lr {diverged_lr:.3g}" if diverged_lr is not None else "no divergence",
-        suggested,
-    )
-    return result
 
 
 def plot_lr_finder(result: LRFinderResult, path: str | Path) -> Path:

@@ -36,6 +36,7 @@ from graft.nn.transfer import apply_phase, set_train_mode
 from graft.train.budget import lr_scale_factor, scaled_schedule, virtual_plan, worker_lr
 from graft.train.diagnostics import ActivationRecorder
 from graft.train.epoch import EpochTotals, StepDiagnostics, train_epoch_steps
+from graft.train.fault_injection import inject_test_failure
 from graft.train.loop_state import LoopState, cycling_batches, next_phase, rng_state, set_rng_state
 from graft.train.model_dir import STATE_FILE, report_epoch
 from graft.train.optimizers import build_optimizer
@@ -58,17 +59,6 @@ if TYPE_CHECKING:
     from graft.io.tracking import RunLogger
 
 progress = logging.getLogger("graft.progress")
-
-
-def inject_test_failure(fail_at_epoch: int | None, epoch: int, marker_dir: Path) -> None:
-    """Resume tests only (FitRequest.fail_at_epoch): fail once when ``epoch`` starts; the
-    marker file left in ``marker_dir`` lets the restarted workers through."""
-    if fail_at_epoch is None or epoch != fail_at_epoch:
-        return
-    marker = marker_dir / f".failed-{fail_at_epoch}"
-    if not marker.exists():
-        marker.touch()
-        raise RuntimeError(f"injected worker failure at epoch {epoch}")
 
 
 def worker_payload(request: FitRequest, inputs: ShippedInputs) -> dict[str, Any]:

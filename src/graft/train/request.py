@@ -37,7 +37,7 @@ class FitRequest(BaseModel):
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     # test-only fault injection: the first attempt's workers fail when this epoch starts
-    # (graft.train.recipe.inject_test_failure); resume tests set it, nothing else does
+    # (graft.train.fault_injection); resume tests set it, nothing else does
     fail_at_epoch: int | None = None
 
     @model_validator(mode="after")

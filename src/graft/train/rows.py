@@ -12,12 +12,18 @@ from graft.nn.models import GraftNet
 from graft.train.objectives import objective_loss
 
 
+def array_rows(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    """Rows (``x``, ``y``) as the float/long tensors the loops train on."""
+    return TensorDataset(
+        torch.from_numpy(np.asarray(x, dtype=np.float32)),
+        torch.from_numpy(np.asarray(y, dtype=np.int64)),
+    )
+
+
 def load_split_rows(path: str | io.BytesIO) -> TensorDataset:
     """A split's ``.npz`` (``x``, ``y``) as the float/long tensors the loop trains on."""
     with np.load(path) as archive:
-        x = torch.from_numpy(archive["x"].astype(np.float32))
-        y = torch.from_numpy(archive["y"].astype(np.int64))
-    return TensorDataset(x, y)
+        return array_rows(archive["x"], archive["y"])
 
 
 @torch.no_grad()

@@ -25,8 +25,8 @@ from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import apply_phase
 from graft.train.lr_finder import LRFinderResult, find_lr, plot_lr_finder
 from graft.train.request import FitRequest
-from graft.train.requests import finetune_request, pretrain_request
 from graft.train.rows import load_split_rows
+from graft.train.stage_requests import finetune_request, pretrain_request
 
 SweptStage = Literal["pretrain", "transfer-finetune"]
 

@@ -32,7 +32,14 @@ from graft.io.ray_runtime import TrainStorage
 from graft.train.model_dir import HISTORY_FILE, MODEL_FILE
 from graft.train.request import FitRequest
 from graft.tune.space import to_tune_space
-from graft.tune.trial import TIME_ATTR, TrialStart, start_trial, trial_fit_run, trial_storage
+from graft.tune.trial import (
+    TIME_ATTR,
+    SearchInputs,
+    TrialStart,
+    start_trial,
+    trial_fit_run,
+    trial_storage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,31 +188,21 @@ def _numeric(values: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def run_pbt_trial(
-    params: dict[str, Any],
-    *,
-    base_config_json: str,
-    dataset_dir: str,
-    pretrained_dir: str,
-    tune_run_id: str,
-    trials_dir: str,
-    experiment_name: str = "",
-    trials_store: TrainStorage | None = None,
-) -> None:
+def run_pbt_trial(params: dict[str, Any], search: SearchInputs) -> None:
     """One PBT trial: segments of fits, a Tune checkpoint after each, in one MLflow run."""
     from ray import tune
 
     from graft.train.request import phases_for
-    from graft.train.requests import finetune_request
+    from graft.train.stage_requests import finetune_request
 
-    trial = start_trial(
-        params, base_config_json, tune_run_id, trials_dir, experiment_name, TRIAL_OVERRIDES
-    )
+    trial = start_trial(params, search, TRIAL_OVERRIDES)
     config, logger, trial_dir = trial.config, trial.logger, trial.dir
     model_dir = trial_dir / "model"
-    store = trial_storage(trials_store, trial_dir)
+    store = trial_storage(search.trials_store, trial_dir)
     # the fresh target model; its starting weights are replaced below when resuming
-    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, trial.run_id)
+    request = finetune_request(
+        config, search.dataset_dir, search.pretrained_dir, trial_dir, trial.run_id
+    )
     assert request.init_weights_path is not None
     init_weights = Path(request.init_weights_path)
     state, history, lineage = _trial_start_state(trial, tune.get_checkpoint(), init_weights)

@@ -29,7 +29,7 @@ from graft.io.ray_runtime import TrainStorage, train_storage
 from graft.tune.pbt import run_pbt_trial
 from graft.tune.search_algorithms import make_scheduler, make_searcher, search_stopper
 from graft.tune.space import active_params, param_space
-from graft.tune.trial import TIME_ATTR, TRIAL_CPU, run_trial
+from graft.tune.trial import TIME_ATTR, TRIAL_CPU, SearchInputs, run_trial
 
 if TYPE_CHECKING:
     from graft.tune.runs import TrialOutcome
@@ -135,7 +135,7 @@ def run_search(
     output_dir: Path,
     tune_run_id: str,
     experiment_name: str,
-    trial_function: Callable[..., None] | None = None,
+    trial_function: Callable[[dict[str, Any], SearchInputs], None] | None = None,
 ) -> SearchResult:
     """The search; ``trial_function`` (with :func:`run_trial`'s signature) replaces the
     trial that the config chooses, for a test that must hold a trial back."""
@@ -150,17 +150,16 @@ def run_search(
     elif trial_function is None:
         trial_function = run_trial
     trials_store = train_storage(config.ray, trials_dir, f"tune-trials/{experiment_name}")
-    trainable = _trainable(
-        trial_function,
-        config=config,
-        dataset_dir=dataset_dir,
-        pretrained_dir=pretrained_dir,
+    inputs = SearchInputs(
+        base_config_json=config.to_json(),
+        dataset_dir=str(Path(dataset_dir).resolve()),
+        pretrained_dir=str(Path(pretrained_dir).resolve()),
         tune_run_id=tune_run_id,
-        trials_dir=trials_dir,
+        trials_dir=str(trials_dir),
         experiment_name=experiment_name,
         trials_store=trials_store,
     )
-    tuner = _tuner(config, trainable, store, experiment_name, max_epochs)
+    tuner = _tuner(config, _trainable(trial_function, inputs), store, experiment_name, max_epochs)
     started = time.monotonic()
     grid = tuner.fit()
     elapsed = time.monotonic() - started
@@ -206,33 +205,13 @@ def _best_trial(
 
 
 def _trainable(
-    trial_function: Callable[..., None],
-    *,
-    config: GraftConfig,
-    dataset_dir: str,
-    pretrained_dir: str,
-    tune_run_id: str,
-    trials_dir: Path,
-    experiment_name: str,
-    trials_store: TrainStorage,
+    trial_function: Callable[[dict[str, Any], SearchInputs], None], inputs: SearchInputs
 ) -> Any:
-    """``trial_function`` with the search's fixed arguments bound and a trial's resources."""
+    """``trial_function`` with the search's shared inputs bound and a trial's resources."""
     from ray import tune
 
     return tune.with_resources(
-        tune.with_parameters(
-            trial_function,
-            base_config_json=config.to_json(),
-            dataset_dir=str(Path(dataset_dir).resolve()),
-            pretrained_dir=str(Path(pretrained_dir).resolve()),
-            tune_run_id=tune_run_id,
-            trials_dir=str(trials_dir),
-            experiment_name=experiment_name,
-            # on a cluster, under the shared storage: any node may run a trial's workers, and
-            # this driver reads the best trial's checkpoint
-            trials_store=trials_store,
-        ),
-        {"CPU": TRIAL_CPU},
+        tune.with_parameters(trial_function, search=inputs), {"CPU": TRIAL_CPU}
     )
 
 

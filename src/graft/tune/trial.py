@@ -20,28 +20,36 @@ TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train workers
 TIME_ATTR = "epoch"
 
 
-def run_trial(
-    params: dict[str, Any],
-    *,
-    base_config_json: str,
-    dataset_dir: str,
-    pretrained_dir: str,
-    tune_run_id: str,
-    trials_dir: str,
-    experiment_name: str = "",
-    trials_store: TrainStorage | None = None,
-) -> None:
+@dataclass(frozen=True)
+class SearchInputs:
+    """What every trial of one search shares, bound once by the search (Tune's
+    ``with_parameters``). The config crosses to the trial actors as its JSON."""
+
+    base_config_json: str
+    dataset_dir: str
+    pretrained_dir: str
+    tune_run_id: str
+    trials_dir: str
+    experiment_name: str = ""
+    # on a cluster, under the shared storage: any node may run a trial's workers, and the
+    # search's driver reads the best trial's checkpoint
+    trials_store: TrainStorage | None = None
+
+
+def run_trial(params: dict[str, Any], search: SearchInputs) -> None:
     """One trial: a nested MLflow run around a finetune fit with the trial's parameters."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from graft.train.fit import fit
-    from graft.train.requests import finetune_request
+    from graft.train.stage_requests import finetune_request
 
-    trial = start_trial(params, base_config_json, tune_run_id, trials_dir, experiment_name)
+    trial = start_trial(params, search)
     config, logger, trial_dir, trial_id = trial.config, trial.logger, trial.dir, trial.trial_id
     logger.params(trial.applied)
-    request = finetune_request(config, dataset_dir, pretrained_dir, trial_dir, trial.run_id)
-    store = trial_storage(trials_store, trial_dir)
+    request = finetune_request(
+        config, search.dataset_dir, search.pretrained_dir, trial_dir, trial.run_id
+    )
+    store = trial_storage(search.trials_store, trial_dir)
     run = trial_fit_run(
         config,
         store,
@@ -76,10 +84,7 @@ class TrialStart:
 
 def start_trial(
     params: dict[str, Any],
-    base_config_json: str,
-    tune_run_id: str,
-    trials_dir: str,
-    experiment_name: str,
+    search: SearchInputs,
     fixed_overrides: dict[str, Any] | None = None,
 ) -> TrialStart:
     """The trial's config (the base with its parameters and ``fixed_overrides``) and its
@@ -88,13 +93,14 @@ def start_trial(
 
     from graft.tune.runs import trial_run
 
-    base = config_from_json(base_config_json)
+    base = config_from_json(search.base_config_json)
     applied = active_params(base.tune.space, params)
     config = with_overrides(base, {**applied, **(fixed_overrides or {})})
     trial_id = tune.get_context().get_trial_id()
-    run_id = trial_run(config, tune_run_id, experiment_name, trial_id)
+    run_id = trial_run(config, search.tune_run_id, search.experiment_name, trial_id)
     logger = RunLogger(config.resolved_tracking_uri(), run_id)
-    return TrialStart(config, applied, trial_id, run_id, logger, Path(trials_dir) / trial_id)
+    trial_dir = Path(search.trials_dir) / trial_id
+    return TrialStart(config, applied, trial_id, run_id, logger, trial_dir)
 
 
 def trial_fit_run(
