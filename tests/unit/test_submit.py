@@ -9,6 +9,7 @@ server would receive.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -53,6 +54,8 @@ class FakeKfp:
     recurring_runs: list[dict[str, Any]] = field(default_factory=list)
     pipelines: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
+    healthz_redirect: str | None = None  # healthz answers 302 to this URL
+    healthz_html: bool = False  # healthz answers 200 with a login page, as an auth proxy does
 
     def bodies(self, method: str, path: str) -> list[Any]:
         return [r.body for r in self.requests if r.method == method and r.path == API + path]
@@ -86,7 +89,19 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
                 return
             route = (method, parts.path.removeprefix(API))
             query = parse_qs(parts.query)
-            if route == ("GET", "/healthz"):
+            if route == ("GET", "/healthz") and state.healthz_redirect:
+                self.send_response(302)
+                self.send_header("Location", state.healthz_redirect)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif route == ("GET", "/healthz") and state.healthz_html:
+                page = b"<html><body><form>Sign in</form></body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+            elif route == ("GET", "/healthz"):
                 self._reply(200, {"commit_sha": "test", "tag_name": "2.4.0", "multi_user": False})
             elif route == ("GET", "/experiments"):
                 wanted = None
@@ -153,18 +168,26 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def kfp_server() -> Iterator[FakeKfp]:
+@contextlib.contextmanager
+def _serving() -> Iterator[FakeKfp]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     state = FakeKfp(url=f"http://127.0.0.1:{server.server_address[1]}")
     server.RequestHandlerClass = _handler(state)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
     assert not state.unknown, f"kfp.Client called routes the fake does not serve: {state.unknown}"
+
+
+@pytest.fixture
+def kfp_server() -> Iterator[FakeKfp]:
+    with _serving() as state:
+        yield state
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +378,48 @@ def test_token_is_sent_and_never_printed(kfp_server: FakeKfp, package: Path) -> 
     assert "s3cr3t-token" not in result.stdout + result.stderr
     created = [r for r in kfp_server.requests if r.method == "POST" and r.path == API + "/runs"]
     assert [r.authorization for r in created] == ["Bearer s3cr3t-token"]
+
+
+def test_a_token_is_not_sent_over_http_beyond_this_machine_unless_insecure(
+    package: Path,
+) -> None:
+    config = load_config(preset="tiny")
+    remote = "http://kfp.invalid:8080"  # .invalid never resolves: nothing leaves here
+    with pytest.raises(ConfigError, match=r"refusing to send the KFP token to .* plain http"):
+        submit_run(remote, package, config, "x", token="s3cr3t-token")
+    # without a token, or with --insecure, the transport check passes and the host is tried
+    for kwargs in ({}, {"token": "s3cr3t-token", "insecure": True}):
+        with pytest.raises(PipelineServerError, match="cannot reach the KFP API server"):
+            submit_run(remote, package, config, "x", **kwargs)  # type: ignore[arg-type]
+    refused = run_graft("runs", "--host", remote, env={"KFP_TOKEN": "s3cr3t-token"})
+    assert_one_clear_error(refused, "--insecure")
+    assert "s3cr3t-token" not in refused.stdout + refused.stderr
+
+
+def test_the_token_does_not_follow_a_redirect_to_another_host(
+    kfp_server: FakeKfp, package: Path
+) -> None:
+    """healthz redirects to another server (another port is another host to a client); the
+    run is still submitted, and the other server never sees the token."""
+    with _serving() as elsewhere:
+        kfp_server.token = "s3cr3t-token"
+        kfp_server.healthz_redirect = f"{elsewhere.url}{API}/healthz"
+        config = load_config(preset="tiny")
+        submitted = submit_run(kfp_server.url, package, config, "x", token="s3cr3t-token")
+        assert submitted.run_id
+        assert elsewhere.requests, "the redirect was not followed"
+        assert [r.authorization for r in elsewhere.requests] == [None] * len(elsewhere.requests)
+    created = [r for r in kfp_server.requests if r.method == "POST" and r.path == API + "/runs"]
+    assert [r.authorization for r in created] == ["Bearer s3cr3t-token"]
+
+
+def test_a_login_page_in_place_of_kfp_is_an_error_not_a_run(
+    kfp_server: FakeKfp, package: Path
+) -> None:
+    kfp_server.healthz_html = True
+    result = run_graft("submit", "--host", kfp_server.url, "--package", str(package))
+    assert_one_clear_error(result, "something other than KFP's JSON")
+    assert not kfp_server.bodies("POST", "/runs")
 
 
 # ----------------------------------------------------------------------------- library

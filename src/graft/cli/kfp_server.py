@@ -33,6 +33,14 @@ TokenOption = Annotated[
         "option shows up in shell history. Never logged.",
     ),
 ]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Send the token over plain http to a host other than this machine. Off: a "
+        "token goes over https, or over http to localhost (a kubectl port-forward).",
+    ),
+]
 NamespaceOption = Annotated[
     str | None,
     typer.Option("--namespace", help="Kubernetes namespace of a multi-user KFP (profile)."),
@@ -101,6 +109,7 @@ def upload(
     version: PipelineVersionOption = None,
     namespace: NamespaceOption = None,
     token: TokenOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
     """Upload the compiled pipeline to a KFP server and print its URL in the KFP UI.
 
@@ -112,7 +121,13 @@ def upload(
     from graft.kfp.pipeline import PIPELINE_NAME
 
     uploaded = upload_pipeline(
-        host, package, name or PIPELINE_NAME, version, namespace=namespace, token=token
+        host,
+        package,
+        name or PIPELINE_NAME,
+        version,
+        namespace=namespace,
+        token=token,
+        insecure=insecure,
     )
     what = "created pipeline" if uploaded.created else f"added version {uploaded.version_name!r} to"
     console.print(f"[bold]graft[/bold]: {what} {escape(name or PIPELINE_NAME)}")
@@ -129,6 +144,7 @@ def submit(
     set_: SetOption = None,
     namespace: NamespaceOption = None,
     token: TokenOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
     """Start one run of the compiled pipeline on a KFP server and print its URL.
 
@@ -147,6 +163,7 @@ def submit(
         run_name=run_name,
         namespace=namespace,
         token=token,
+        insecure=insecure,
     )
     console.print(f"[bold]graft[/bold]: submitted run {submitted.run_id}")
     typer.echo(submitted.url)
@@ -165,6 +182,7 @@ def schedule(
     set_: SetOption = None,
     namespace: NamespaceOption = None,
     token: TokenOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
     """Create a recurring run of the compiled pipeline on a KFP server and print its URL.
 
@@ -185,6 +203,7 @@ def schedule(
         catchup=catchup,
         namespace=namespace,
         token=token,
+        insecure=insecure,
     )
     console.print(
         f"[bold]graft[/bold]: scheduled recurring run {scheduled.recurring_run_id} ({cron})"
@@ -198,11 +217,14 @@ def runs(
     page_size: PageSizeOption = 20,
     namespace: NamespaceOption = None,
     token: TokenOption = None,
+    insecure: InsecureOption = False,
 ) -> None:
     """List the newest runs on a KFP server: name, state, start time and URL."""
     from graft.kfp.client import list_runs
 
-    found = list_runs(host, experiment, page_size, namespace=namespace, token=token)
+    found = list_runs(
+        host, experiment, page_size, namespace=namespace, token=token, insecure=insecure
+    )
     if not found:
         console.print("no runs")
         return

@@ -20,7 +20,7 @@ import yaml
 
 from graft.config import GraftConfig
 from graft.errors import ConfigError, PipelineServerError, StorageError
-from graft.kfp.connection import check_server, connect, normalize_host, server_errors
+from graft.kfp.connection import connect, open_server, server_errors
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,13 @@ def _experiment_target(
     experiment: str,
     namespace: str | None,
     token: str | None,
+    insecure: bool,
 ) -> Iterator[_ExperimentTarget]:
     """Check the host, the package and the server, then connect and find or create the
     experiment. The caller's block runs inside ``server_errors`` too, so the call it makes
     on the client fails with the same PipelineServerError as the connection would."""
-    base = normalize_host(host)
     package = check_package(package_path)
-    check_server(base, token)
+    base = open_server(host, token, insecure)
     with server_errors(base, token):
         client = connect(base, token, namespace)
         yield _ExperimentTarget(
@@ -152,6 +152,18 @@ def _experiment_target(
             client=client,
             experiment_id=_experiment_id(client, experiment, namespace),
         )
+
+
+def _required_id(reply: Any, field: str, host: str) -> str:
+    """The id the server gave what it created; a reply without one (HTML from a proxy that
+    answered 200 in KFP's place) is an error, never a run called 'None'."""
+    value = getattr(reply, field, None)
+    if not value:
+        raise PipelineServerError(
+            f"KFP at {host} answered without a {field}: the reply was not KFP's JSON. Check "
+            "that --host/KFP_HOST is the KFP API and not a proxy's login page, and the token"
+        )
+    return str(value)
 
 
 def run_url(host: str, run_id: str) -> str:
@@ -173,10 +185,11 @@ def submit_run(
     run_name: str | None = None,
     namespace: str | None = None,
     token: str | None = None,
+    insecure: bool = False,
 ) -> SubmittedRun:
     """Start one run of the compiled pipeline with ``config`` as its ``config_json``."""
     name = run_name or f"{config.name} {datetime.now():%Y-%m-%d %H-%M-%S}"
-    with _experiment_target(host, package_path, experiment, namespace, token) as target:
+    with _experiment_target(host, package_path, experiment, namespace, token, insecure) as target:
         run = target.client.run_pipeline(
             experiment_id=target.experiment_id,
             job_name=name,
@@ -184,7 +197,7 @@ def submit_run(
             params={CONFIG_PARAMETER: config.to_json()},
             service_account=config.cluster.service_account,
         )
-    run_id = str(run.run_id)
+    run_id = _required_id(run, "run_id", target.host)
     log.info("submitted run %s (%s) to experiment %s", run_id, name, experiment)
     return SubmittedRun(run_id=run_id, url=run_url(target.host, run_id))
 
@@ -200,12 +213,13 @@ def schedule_run(
     catchup: bool = False,
     namespace: str | None = None,
     token: str | None = None,
+    insecure: bool = False,
 ) -> ScheduledRun:
     """Create an enabled recurring run on KFP's 6-field cron schedule (seconds first)."""
     cron = validate_cron(cron)
     if max_concurrency < 1:
         raise ConfigError(f"max concurrency must be at least 1, got {max_concurrency}")
-    with _experiment_target(host, package_path, experiment, namespace, token) as target:
+    with _experiment_target(host, package_path, experiment, namespace, token, insecure) as target:
         recurring = target.client.create_recurring_run(
             experiment_id=target.experiment_id,
             job_name=job_name,
@@ -217,7 +231,7 @@ def schedule_run(
             enabled=True,
             service_account=config.cluster.service_account,
         )
-    recurring_id = str(recurring.recurring_run_id)
+    recurring_id = _required_id(recurring, "recurring_run_id", target.host)
     log.info("scheduled recurring run %s (%s) with cron %s", recurring_id, job_name, cron)
     return ScheduledRun(
         recurring_run_id=recurring_id, url=recurring_run_url(target.host, recurring_id)
@@ -231,14 +245,14 @@ def upload_pipeline(
     version_name: str | None = None,
     namespace: str | None = None,
     token: str | None = None,
+    insecure: bool = False,
 ) -> UploadedPipeline:
     """Put the compiled pipeline on the server as pipeline ``name``, so that a person can
     start runs of it from the KFP UI. A pipeline of that name gets the package as a new
     version (``version_name``, default '<name> <timestamp>'), so uploading again (a second
     ``infra/bootstrap.sh``) adds a version instead of failing."""
-    base = normalize_host(host)
     package = check_package(package_path)
-    check_server(base, token)
+    base = open_server(host, token, insecure)
     version = version_name or f"{name} {datetime.now():%Y-%m-%d %H-%M-%S}"
     with server_errors(base, token):
         client = connect(base, token, namespace)
@@ -273,12 +287,12 @@ def list_runs(
     page_size: int = 20,
     namespace: str | None = None,
     token: str | None = None,
+    insecure: bool = False,
 ) -> list[RunStatus]:
     """The newest ``page_size`` runs, of one experiment or of all."""
     if page_size < 1:
         raise ConfigError(f"page size must be at least 1, got {page_size}")
-    base = normalize_host(host)
-    check_server(base, token)
+    base = open_server(host, token, insecure)
     with server_errors(base, token):
         client = connect(base, token, namespace)
         experiment_id = None

@@ -16,6 +16,7 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from graft.errors import ConfigError, PipelineServerError
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/apis/v2beta1"
 _HEALTHZ_TIMEOUT_S = 10.0
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def normalize_host(host: str | None) -> str:
@@ -39,18 +41,43 @@ def normalize_host(host: str | None) -> str:
     return host
 
 
+def open_server(host: str | None, token: str | None, insecure: bool = False) -> str:
+    """The normalized host, once the token's transport is safe and healthz answered."""
+    base = normalize_host(host)
+    check_token_transport(base, token, insecure)
+    check_server(base, token)
+    return base
+
+
+def check_token_transport(host: str, token: str | None, insecure: bool) -> None:
+    """A bearer token goes over https, or over http to this machine (a `kubectl
+    port-forward` tunnels it over the API server's TLS); anything else needs ``insecure``."""
+    if not token or insecure or not host.startswith("http://"):
+        return
+    if (urlsplit(host).hostname or "") in _LOOPBACK_HOSTS:
+        return
+    raise ConfigError(
+        f"refusing to send the KFP token to {host} over plain http: anyone on the path could "
+        "read and reuse it. Use https://, a `kubectl port-forward` to localhost, or pass "
+        "--insecure if this network is trusted"
+    )
+
+
 def check_server(host: str, token: str | None) -> None:
     """GET healthz once with a timeout, so a wrong host or token fails fast and clearly.
 
     ``kfp.Client()`` itself calls healthz at construction and retries an API error five
-    times with 5 s pauses.
+    times with 5 s pauses. The token is not carried to a redirect's target (another host
+    could be anyone's), and a reply that is not KFP's JSON (an auth proxy's login page
+    answers 200 in HTML) is an error, not a healthy server.
     """
     request = urllib.request.Request(f"{host}{API_PREFIX}/healthz")
     if token:
-        request.add_header("Authorization", f"Bearer {token}")
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=_HEALTHZ_TIMEOUT_S) as response:
-            response.read()
+            body = response.read()
+            final_url = response.geturl()
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             raise PipelineServerError(_refused(host, exc.code, token)) from None
@@ -61,6 +88,17 @@ def check_server(host: str, token: str | None) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise PipelineServerError(_unreachable(host, reason)) from None
+    try:
+        healthz = json.loads(body)
+    except ValueError:
+        healthz = None
+    if not isinstance(healthz, dict):
+        where = "" if final_url.startswith(host) else f" (redirected to {final_url})"
+        raise PipelineServerError(
+            f"{host} answered GET {API_PREFIX}/healthz{where} with something other than "
+            "KFP's JSON, e.g. an auth proxy's login page: point --host/KFP_HOST at the KFP API "
+            "itself and pass its token (KFP_TOKEN)"
+        )
 
 
 def _unreachable(host: str, reason: object) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from graft.errors import TrainingError
@@ -80,10 +81,40 @@ def cycling_batches(
         state.batch_in_pass = 0
 
 
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule_state: dict[str, Any],
+    state: LoopState,
+    generator: torch.Generator,
+    spec_json: str,
+) -> dict[str, Any]:
+    """What a checkpoint holds for a resumed fit to continue exactly: weights, optimizer and
+    schedule state, where the fit stands, the RNG streams and the architecture."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule_state,
+        "loop": asdict(state),
+        "rng": rng_state(generator),
+        "spec_json": spec_json,
+    }
+
+
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG stream a resumed fit restores, as tensors and plain values only: a
+    checkpoint is read back with ``torch.load(weights_only=True)``, which unpickles no other
+    type (numpy's state tuple holds an ndarray, so its parts are stored one by one)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
         "loader": generator.get_state(),
     }
@@ -91,6 +122,15 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    np.random.set_state(
+        (
+            saved["name"],
+            saved["keys"].numpy().astype(np.uint32),
+            saved["position"],
+            saved["has_gauss"],
+            saved["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     generator.set_state(state["loader"])

@@ -5,12 +5,14 @@ state, which a restarted fit resumes from)."""
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from graft.errors import TrainingError
 from graft.nn.models import GraftNet, ModelSpec, build_model
 
 MODEL_FILE = "model.pt"
@@ -35,6 +37,28 @@ def load_checkpoint_model(checkpoint_dir: str | Path) -> tuple[GraftNet, ModelSp
     # map_location: a GPU worker saved CUDA tensors; evaluate/export run on CPU pods
     model.load_state_dict(torch.load(directory / MODEL_FILE, weights_only=True, map_location="cpu"))
     return model, spec
+
+
+def load_training_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """A checkpoint's full training state (:func:`report_epoch` wrote it), unpickling tensors
+    and plain values only.
+
+    A checkpoint sits on storage that other jobs can write (a shared volume, a bucket): a
+    pickle there that named any other type could run code in every worker that resumes."""
+    path = Path(checkpoint_dir) / STATE_FILE
+    try:
+        state: dict[str, Any] = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        # torch's message: advice, then the type it refused, then a link
+        lines = [line.strip() for line in str(exc).splitlines()]
+        reason = next((line for line in lines if "GLOBAL" in line.upper()), "a non-tensor type")
+        reason = reason.rstrip(".")
+        raise TrainingError(
+            f"refusing to resume from {path}: it holds more than tensors and plain values "
+            f"({reason}), and unpickling it could run code. Delete the checkpoint (or the "
+            "run's storage folder) to start the fit afresh"
+        ) from None
+    return state
 
 
 def report_epoch(rank: int, metrics: dict[str, float], payload: dict[str, Any] | None) -> None:

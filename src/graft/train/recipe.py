@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +37,14 @@ from graft.train.budget import lr_scale_factor, scaled_schedule, virtual_plan, w
 from graft.train.diagnostics import ActivationRecorder
 from graft.train.epoch import EpochTotals, StepDiagnostics, train_epoch_steps
 from graft.train.fault_injection import inject_test_failure
-from graft.train.loop_state import LoopState, cycling_batches, next_phase, rng_state, set_rng_state
-from graft.train.model_dir import STATE_FILE, report_epoch
+from graft.train.loop_state import (
+    LoopState,
+    cycling_batches,
+    next_phase,
+    set_rng_state,
+    training_state,
+)
+from graft.train.model_dir import load_training_state, report_epoch
 from graft.train.optimizers import build_optimizer
 from graft.train.regularizers import kernel_sparsity
 from graft.train.request import FitRequest, ShippedInputs
@@ -150,7 +156,7 @@ class WorkerFit:
         if checkpoint is None:
             return False
         with checkpoint.as_directory() as ckpt_dir:
-            saved = torch.load(Path(ckpt_dir) / STATE_FILE, weights_only=False, map_location="cpu")
+            saved = load_training_state(ckpt_dir)
         self.model.load_state_dict(saved["model"])
         self.state = LoopState(**saved["loop"])
         set_rng_state(saved["rng"], self.generator)
@@ -380,14 +386,14 @@ class WorkerFit:
     ) -> None:
         payload = None
         if self.rank == 0:
-            payload = {
-                "model": self.model.state_dict(),
-                "optimizer": run.target.optimizer.state_dict(),
-                "schedule": run.schedule.state_dict(),
-                "loop": asdict(self.state),
-                "rng": rng_state(self.generator),
-                "spec_json": self.request.spec_json,
-            }
+            payload = training_state(
+                self.model,
+                run.target.optimizer,
+                run.schedule.state_dict(),
+                self.state,
+                self.generator,
+                self.request.spec_json,
+            )
         # fit_complete tells a scheduler's cut (no final report) from a finished fit
         fit_complete = phase_over and run.index == len(self.request.phases) - 1
         report_epoch(
