@@ -10,7 +10,6 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from graft.config.runtime import S3_ENDPOINT_ENVS
 from graft.errors import StorageError
@@ -21,10 +20,14 @@ def is_s3(uri: str) -> bool:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """(bucket, key). The key is everything after the bucket, ``#`` and ``?`` included: an S3
+    key may hold them, and a URL parser would cut the key there."""
+    if not uri.startswith("s3://"):
         raise StorageError(f"'{uri}' is not an s3://bucket/key URI")
-    return parsed.netloc, parsed.path.lstrip("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"'{uri}' is not an s3://bucket/key URI")
+    return bucket, key.lstrip("/")
 
 
 def s3_endpoint() -> str | None:
@@ -120,23 +123,47 @@ def download_tree(uri: str, local_dir: Path) -> Path:
         return local_dir
     bucket, prefix = split_s3_uri(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    found = 0
     try:
         client = s3_client()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                relative = item["Key"][len(prefix) :]
-                if not relative or relative.endswith("/"):
-                    continue  # a folder marker
-                target = local_dir / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(bucket, item["Key"], str(target))
-                found += 1
+        keys = [
+            item["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            for item in page.get("Contents", [])
+        ]
     except Exception as exc:
         raise _describe_s3_failure(uri, exc) from None
-    if not found:
+    # every target is checked before the first download: a refused listing writes nothing
+    targets = {
+        key: contained_path(local_dir, key[len(prefix) :], uri)
+        for key in keys
+        if key[len(prefix) :] and not key.endswith("/")  # not the prefix or a folder marker
+    }
+    if not targets:
         raise StorageError(f"{uri} holds no files; check the prefix (a folder ends with its name)")
+    try:
+        for key, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(target))
+    except Exception as exc:
+        raise _describe_s3_failure(uri, exc) from None
     return local_dir
+
+
+def contained_path(local_dir: Path, relative: str, source: str) -> Path:
+    """``local_dir / relative``, refused when the object key ``relative`` would land outside
+    ``local_dir`` (``..`` parts, an absolute path): anyone who can write to the bucket could
+    otherwise overwrite any file this process can write."""
+    parts = relative.split("/")
+    root = local_dir.resolve()
+    target = (root / relative).resolve()
+    if ".." in parts or relative.startswith("/") or not target.is_relative_to(root):
+        raise StorageError(
+            f"refusing to download {source}: the object key '{relative}' under it would be "
+            f"written outside {local_dir}; remove that object from the bucket"
+        )
+    return target
 
 
 def check_writable(uri: str) -> None:
