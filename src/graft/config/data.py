@@ -10,6 +10,10 @@ from graft.config.base import Strict
 
 # ----------------------------------------------------------------------------- data
 
+# the largest class id a dataset may use: a model has one output per id up to the largest,
+# so a stray id (2**33) would otherwise allocate that many outputs and die of memory
+MAX_CLASS_ID = 99_999
+
 SplitStrategy = Literal["stratified", "random", "time", "group", "sequential"]
 NearDuplicatePolicy = Literal["drop", "keep_together", "error"]
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 from graft.errors import DatasetError
 from graft.io import storage
 
+IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -91,36 +94,56 @@ def load_digits() -> RawDataset:
     return RawDataset(x=x, y=y, class_names=[str(c) for c in range(10)], kind="image")
 
 
-def _load_npz(path: Path) -> RawDataset:
+def _load_npz(path: Path, shown: str) -> RawDataset:
+    """``path`` is the local copy; errors name ``shown``, the source the user gave."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive or "y" not in archive:
                 raise DatasetError(
-                    f"{path} must hold arrays 'x' and 'y'; it has {sorted(archive.files)}"
+                    f"{shown} must hold arrays 'x' and 'y'; it has {sorted(archive.files)}"
                 )
             x, y = archive["x"], archive["y"]
-            time = _time_values(archive["t"], f"{path}: 't'") if "t" in archive else None
+            time = _time_values(archive["t"], f"{shown}: 't'") if "t" in archive else None
             groups = archive["groups"].astype(str) if "groups" in archive else None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} is not a readable .npz file: {exc}") from None
-    if not np.issubdtype(x.dtype, np.number):
-        raise DatasetError(f"{path}: 'x' has dtype {x.dtype}; features must be numeric")
-    kind = "image" if x.ndim in (3, 4) else "tabular"
-    if x.ndim == 3:
-        x = x[:, None]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # a truncated or corrupted archive fails in zipfile or zlib, not only in numpy
+        raise DatasetError(f"{shown} is not a readable .npz file: {exc}") from None
+    x = _feature_array(x, shown)
     for name, values in (("t", time), ("groups", groups)):
         if values is not None and values.shape != (len(x),):
             raise DatasetError(
-                f"{path}: '{name}' must hold one value per row ({len(x)}), got {values.shape}"
+                f"{shown}: '{name}' must hold one value per row ({len(x)}), got {values.shape}"
             )
     return RawDataset(
         x=x.astype(np.float32),
-        y=_integer_labels(y, str(path)),
+        y=_integer_labels(y, shown),
         class_names=[],
-        kind=kind,
+        kind="image" if x.ndim == 4 else "tabular",
         time=time,
         groups=groups,
     )
+
+
+def _feature_array(x: np.ndarray, shown: str) -> np.ndarray:
+    """``x`` as N x F (a table) or N x C x H x W (images; N x H x W gains C = 1)."""
+    if np.iscomplexobj(x) or not np.issubdtype(x.dtype, np.number):
+        raise DatasetError(
+            f"{shown}: 'x' has dtype {x.dtype}; features must be real numbers (a complex "
+            "value would lose its imaginary part)"
+        )
+    if x.ndim not in (2, 3, 4):
+        raise DatasetError(
+            f"{shown}: 'x' has shape {x.shape}; use N x F for a table, or N x H x W or "
+            "N x C x H x W for images"
+        )
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[1] not in IMAGE_CHANNELS and x.shape[-1] in IMAGE_CHANNELS:
+        raise DatasetError(
+            f"{shown}: 'x' has shape {x.shape}, which looks channel-last (N x H x W x C); "
+            "store images channel-first: x = np.moveaxis(x, -1, 1)"
+        )
+    return x
 
 
 def _time_values(values: np.ndarray, where: str) -> np.ndarray:
@@ -138,41 +161,45 @@ def _time_values(values: np.ndarray, where: str) -> np.ndarray:
 
 
 def _load_parquet(
-    path: Path, label_column: str, time_column: str | None, group_column: str | None
+    path: Path, shown: str, label_column: str, time_column: str | None, group_column: str | None
 ) -> RawDataset:
+    """``path`` is the local copy; errors name ``shown``, the source the user gave."""
     import pandas as pd
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path).to_pandas()
     except Exception as exc:
-        raise DatasetError(f"{path} is not a readable Parquet file: {exc}") from None
+        raise DatasetError(f"{shown} is not a readable Parquet file: {exc}") from None
     if label_column not in table.columns:
         raise DatasetError(
-            f"{path} has no label column '{label_column}' (columns: {list(table.columns)}); "
+            f"{shown} has no label column '{label_column}' (columns: {list(table.columns)}); "
             "set data.label_column"
         )
     for role, column in (("time_column", time_column), ("group_column", group_column)):
         if column is not None and column not in table.columns:
             raise DatasetError(
-                f"{path} has no column '{column}' (columns: {list(table.columns)}); fix data.{role}"
+                f"{shown} has no column '{column}' (columns: {list(table.columns)}); "
+                f"fix data.{role}"
             )
-    time = None if time_column is None else _time_values(table[time_column].to_numpy(), path.name)
+    time = None if time_column is None else _time_values(table[time_column].to_numpy(), shown)
     groups = None if group_column is None else table[group_column].astype(str).to_numpy()
     roles = [c for c in (label_column, time_column, group_column) if c is not None]
     features = table.drop(columns=roles)
     non_numeric = [
         c
         for c in features.columns
-        if not pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c])
+        if not pd.api.types.is_numeric_dtype(features[c])
+        or pd.api.types.is_bool_dtype(features[c])
+        or pd.api.types.is_complex_dtype(features[c])
     ]
     if non_numeric:
         raise DatasetError(
-            f"{path}: columns {non_numeric} are not numeric; encode them before training"
+            f"{shown}: columns {non_numeric} are not real numbers; encode them before training"
         )
     return RawDataset(
         x=features.to_numpy(dtype=np.float32, na_value=np.nan),
-        y=_integer_labels(table[label_column].to_numpy(), str(path)),
+        y=_integer_labels(table[label_column].to_numpy(), shown),
         class_names=[],
         kind="tabular",
         feature_names=[str(c) for c in features.columns],
@@ -218,5 +245,5 @@ def load_source(
     with tempfile.TemporaryDirectory(prefix="graft-data-") as tmp:
         local = storage.download(source, Path(tmp) / f"data{suffix}")
         if suffix == ".npz":
-            return _load_npz(local)
-        return _load_parquet(local, label_column, time_column, group_column)
+            return _load_npz(local, source)
+        return _load_parquet(local, source, label_column, time_column, group_column)

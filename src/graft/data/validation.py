@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graft.config.data import MAX_CLASS_ID
 from graft.data.sources import RawDataset
 from graft.errors import DatasetError
 
@@ -44,7 +45,15 @@ def validate_raw(raw: RawDataset, allow_missing: bool = False) -> None:
         raise DatasetError(
             f"negative labels in rows {_rows_preview(rows)}; labels must be class ids 0..K-1"
         )
+    if flat.shape[1] == 0:
+        raise DatasetError("the dataset has no feature columns; a model needs at least one input")
     classes = np.unique(raw.y)
+    if classes.max() > MAX_CLASS_ID:
+        rows = np.flatnonzero(raw.y > MAX_CLASS_ID)
+        raise DatasetError(
+            f"label {int(classes.max())} in rows {_rows_preview(rows)} is not a class id: ids run "
+            f"0..K-1 (at most {MAX_CLASS_ID}); encode the labels as 0..K-1"
+        )
     if len(classes) < 2:
         raise DatasetError(f"only one class ({classes.tolist()}) in the labels; need at least 2")
     if raw.class_names and classes.max() >= len(raw.class_names):
