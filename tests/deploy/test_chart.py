@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from pod_security import restricted_violations
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
 kubernetes_validate = pytest.importorskip(
@@ -240,6 +241,21 @@ def test_every_container_has_resources_and_a_locked_down_security_context(
                 assert "/tmp" in mounts, f"{where}: read-only root needs a writable /tmp"
                 assert "emptyDir" in volumes[mounts["/tmp"]], where
     assert seen >= 3
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_every_rendered_pod_passes_the_restricted_pod_security_standard(name: str) -> None:
+    """Checked by hand-written rules (tests/deploy/pod_security.py): no API server with the
+    PodSecurity admission controller runs here."""
+    problems: list[str] = []
+    checked = 0
+    for obj in objects(render(VALUE_SETS[name])):
+        for index, spec in enumerate(pod_specs(obj)):
+            where = f"{obj['kind']}/{obj['metadata']['name']}#{index}"
+            problems += restricted_violations(spec, where, read_only_root=False)
+            checked += 1
+    assert checked >= 2
+    assert problems == []
 
 
 def test_autoscaler_sidecar_is_locked_down_when_enabled() -> None:

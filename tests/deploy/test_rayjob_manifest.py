@@ -18,12 +18,13 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from pod_security import pod_specs, restricted_violations
 from typer.testing import CliRunner
 
 from graft.cli.app import app
 from graft.config import GraftConfig, config_from_json, load_config
 from graft.remote.command import RayStage, StageInputs
-from graft.remote.kuberay_manifest import MAX_RAYJOB_NAME, build_rayjob
+from graft.remote.kuberay_manifest import GRAFT_HOME, MAX_RAYJOB_NAME, build_rayjob
 
 IMAGE = "registry.example/graft:0.1.0-cpu"
 RUN = "0f3c2a9b7d6e4c1a8b5e2d9f0a1b2c3d"
@@ -131,14 +132,14 @@ def test_ray_pods_share_the_pipeline_pods_pull_secrets_and_shm(
     for template in (spec["rayClusterSpec"]["headGroupSpec"]["template"], workers["template"]):
         pod = template["spec"]
         assert pod["imagePullSecrets"] == [{"name": "regcred"}]
-        assert pod["volumes"] == [
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}}
-        ]
-        assert pod["containers"][0]["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+        shm = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}}
+        assert shm in pod["volumes"]
+        mounts = pod["containers"][0]["volumeMounts"]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in mounts
     # the submitter only runs `ray job submit`: it pulls the image, it needs no /dev/shm
     submitter = spec["submitterPodTemplate"]["spec"]
     assert submitter["imagePullSecrets"] == [{"name": "regcred"}]
-    assert "volumes" not in submitter
+    assert "dshm" not in [v["name"] for v in submitter["volumes"]]
 
     plain = build_rayjob(
         load_config(preset="tiny", overrides=["cluster.shm_size=null"]),
@@ -147,8 +148,49 @@ def test_ray_pods_share_the_pipeline_pods_pull_secrets_and_shm(
         IMAGE,
     )
     head = plain["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    assert "volumes" not in head and "imagePullSecrets" not in head
-    assert "volumeMounts" not in head["containers"][0]
+    assert "imagePullSecrets" not in head
+    assert "dshm" not in [v["name"] for v in head["volumes"]]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "transfer-finetune", "tune"])
+@pytest.mark.parametrize("gpu", [False, True])
+def test_every_ray_pod_passes_the_restricted_pod_security_standard(
+    stage: RayStage, gpu: bool
+) -> None:
+    """Under a namespace that enforces "restricted", a RayJob whose pods break it is refused
+    and its caller waits until the deadline: every pod must pass, with a read-only root and
+    writable scratch (/tmp, the image's home and working directory)."""
+    config = _gpu_config() if gpu else load_config(preset="tiny")
+    manifest = build_rayjob(config, stage, _inputs(stage), IMAGE)
+    pods = pod_specs(manifest)
+    assert len(pods) == 3  # the submitter, the head, the workers
+    for index, pod in enumerate(pods):
+        assert restricted_violations(pod, f"{stage} pod {index}") == []
+        scratch = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert {"/tmp", GRAFT_HOME} <= scratch
+
+
+def test_the_pod_security_check_finds_what_the_standard_refuses() -> None:
+    """The checker itself: a pod with the usual mistakes fails on each of them."""
+    pod = {
+        "hostNetwork": True,
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": True, "runAsUser": 0}}],
+    }
+    found = "\n".join(restricted_violations(pod, "p"))
+    for problem in (
+        "hostNetwork",
+        "hostPath",
+        "runAsNonRoot is not true",
+        "runAsUser 0",
+        "privileged",
+        "allowPrivilegeEscalation",
+        "drop ALL",
+        "seccompProfile",
+        "root filesystem is writable",
+        "no writable /tmp",
+    ):
+        assert problem in found, problem
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "transfer-finetune", "tune"])

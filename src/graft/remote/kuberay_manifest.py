@@ -34,10 +34,19 @@ from graft.remote.command import RayStage, StageInputs, stage_command
 MAX_RAYJOB_NAME = 47
 # The chart's images create user graft with this uid (charts/graft/values.yaml).
 GRAFT_UID = 1000
+GRAFT_HOME = "/home/graft"  # the image's home and working directory
+# the "restricted" Pod Security Standard, and a read-only root as the chart's pods have:
+# what Ray, torch and MLflow write goes to the emptyDirs of SCRATCH_VOLUMES
 RAY_CONTAINER_SECURITY = {
+    "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
+SCRATCH_VOLUMES = (("tmp", "/tmp"), ("home", GRAFT_HOME))
+EmptyDir = tuple[str, str, dict[str, Any]]  # volume name, mount path, emptyDir source
 
 
 def rayjob_name(stage: str, parent_run_id: str) -> str:
@@ -90,24 +99,23 @@ def build_rayjob(
 def _submitter_template(config: GraftConfig, image: str, labels: dict[str, str]) -> dict[str, Any]:
     """The pod of KubeRay's submitter Job, which runs ``ray job submit``."""
     settings = config.ray.rayjob
-    return {
-        "metadata": {"labels": labels},
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": _pod_security(),
-            "containers": [
-                {
-                    "name": "ray-job-submitter",
-                    "image": image,
-                    "resources": _same_request_and_limit(
-                        settings.submitter_cpu, settings.submitter_memory
-                    ),
-                    "securityContext": RAY_CONTAINER_SECURITY,
-                }
-            ],
-            **_pull_secrets(config.cluster),
-        },
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": _pod_security(),
+        "containers": [
+            {
+                "name": "ray-job-submitter",
+                "image": image,
+                "resources": _same_request_and_limit(
+                    settings.submitter_cpu, settings.submitter_memory
+                ),
+                "securityContext": RAY_CONTAINER_SECURITY,
+            }
+        ],
+        **_pull_secrets(config.cluster),
     }
+    _with_scratch(pod)
+    return {"metadata": {"labels": labels}, "spec": pod}
 
 
 def _ray_cluster_spec(
@@ -190,12 +198,11 @@ def _pod_template(
     pod: dict[str, Any] = {"securityContext": _pod_security(), "containers": [container]}
     # the Ray pods get the pipeline pods' image pull secrets and /dev/shm (cluster block)
     pod.update(_pull_secrets(cluster))
+    shm: tuple[EmptyDir, ...] = ()
     if cluster.shm_size:
         volume, path = SHM_VOLUME
-        container["volumeMounts"] = [{"name": volume, "mountPath": path}]
-        pod["volumes"] = [
-            {"name": volume, "emptyDir": {"medium": "Memory", "sizeLimit": cluster.shm_size}}
-        ]
+        shm = ((volume, path, {"medium": "Memory", "sizeLimit": cluster.shm_size}),)
+    _with_scratch(pod, shm)
     if placement is not None and placement.node_selector:
         pod["nodeSelector"] = dict(placement.node_selector)
     if placement is not None and placement.tolerations:
@@ -233,7 +240,20 @@ def _pod_security() -> dict[str, Any]:
         "runAsUser": GRAFT_UID,
         "runAsGroup": GRAFT_UID,
         "fsGroup": GRAFT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _with_scratch(
+    pod: dict[str, Any], extra: tuple[tuple[str, str, dict[str, Any]], ...] = ()
+) -> None:
+    """Mount the scratch emptyDirs (and ``extra`` (name, path, emptyDir) volumes) into the
+    pod's one container."""
+    volumes: list[EmptyDir] = [(name, path, {}) for name, path in SCRATCH_VOLUMES] + list(extra)
+    pod["containers"][0]["volumeMounts"] = [
+        {"name": name, "mountPath": path} for name, path, _ in volumes
+    ]
+    pod["volumes"] = [{"name": name, "emptyDir": source} for name, _, source in volumes]
 
 
 def _secret_env(config: GraftConfig) -> list[dict[str, Any]]:
