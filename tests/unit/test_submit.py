@@ -56,6 +56,7 @@ class FakeKfp:
     versions: list[dict[str, Any]] = field(default_factory=list)
     healthz_redirect: str | None = None  # healthz answers 302 to this URL
     healthz_html: bool = False  # healthz answers 200 with a login page, as an auth proxy does
+    runs_html: bool = False  # creating a run answers 200 with a page, not KFP's JSON
 
     def bodies(self, method: str, path: str) -> list[Any]:
         return [r.body for r in self.requests if r.method == method and r.path == API + path]
@@ -116,6 +117,13 @@ def _handler(state: FakeKfp) -> type[BaseHTTPRequestHandler]:
                 experiment = {**body, "experiment_id": str(uuid.uuid4()), "created_at": CREATED_AT}
                 state.experiments.append(experiment)
                 self._reply(200, experiment)
+            elif route == ("POST", "/runs") and state.runs_html:
+                page = b"<html><body>Sign in</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
             elif route == ("POST", "/runs"):
                 run = {**body, "run_id": str(uuid.uuid4()), "state": "PENDING"}
                 run["created_at"] = CREATED_AT
@@ -420,6 +428,14 @@ def test_a_login_page_in_place_of_kfp_is_an_error_not_a_run(
     result = run_graft("submit", "--host", kfp_server.url, "--package", str(package))
     assert_one_clear_error(result, "something other than KFP's JSON")
     assert not kfp_server.bodies("POST", "/runs")
+
+
+def test_a_created_run_without_an_id_is_an_error_not_run_none(
+    kfp_server: FakeKfp, package: Path
+) -> None:
+    kfp_server.runs_html = True
+    with pytest.raises(PipelineServerError, match="answered without a run_id"):
+        submit_run(kfp_server.url, package, load_config(preset="tiny"), "x")
 
 
 # ----------------------------------------------------------------------------- library
