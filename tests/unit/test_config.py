@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,44 @@ def test_s3_locations_name_every_s3_key_of_the_config() -> None:
     )
     assert set(config.s3_locations()) == {"ray.storage_uri", "tracking.artifact_location"}
     assert load_config(preset="tiny").s3_locations() == []
+
+
+# ------------------------------------------------------------------ found by tests/fuzz
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"seed": ' + "9" * 5000 + "}",  # was ValueError: past Python's 4300-digit int limit
+        "[" * 100_000 + "]" * 100_000,  # was RecursionError in json.loads
+    ],
+    ids=["5000-digit number", "arrays nested 100000 deep"],
+)
+def test_config_json_that_python_cannot_parse_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="config parameter is not valid JSON"):
+        config_from_json(text)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN"])
+@pytest.mark.parametrize(
+    "key", ["pretrain.optimizer.lr", "model.activation.swish_beta", "evaluate.champion_margin"]
+)
+def test_nan_and_infinity_are_refused_where_they_could_not_travel(key: str, value: str) -> None:
+    """They were accepted, then written as null by to_json: the next task refused the config."""
+    data = json.loads(GraftConfig().to_json())
+    section, *middle, leaf = key.split(".")
+    node = data[section]
+    for part in middle:
+        node = node[part]
+    node[leaf] = "__value__"
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config_from_json(json.dumps(data).replace('"__value__"', value))
+
+
+@pytest.mark.parametrize("source", ["/data/run #2.npz", "#1.npz", "/data/a#b?c.parquet"])
+def test_a_hash_in_a_set_value_is_part_of_it_not_a_yaml_comment(source: str) -> None:
+    """'--set data.source=/data/run #2.npz' read as '/data/run': the error named another file."""
+    config = load_config(preset="tiny", overrides=[f"data.source={source}"])
+    assert config.data.source == source
+    quoted = load_config(preset="tiny", overrides=[f"data.source='{source}'"])
+    assert quoted.data.source == source

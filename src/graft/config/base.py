@@ -6,6 +6,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Strict(BaseModel):
-    """Base for every config block: unknown keys are errors, so typos never pass silently."""
+    """Base for every config block: unknown keys are errors, so typos never pass silently.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    NaN and infinities are refused too: the config crosses every process boundary as JSON,
+    where pydantic writes them as null, so a value accepted here would fail in the next task.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

@@ -62,6 +62,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
+    if "#" in raw and not isinstance(value, list | dict) and not raw.startswith(("'", '"')):
+        # YAML reads ' #...' as a comment: 'data.source=/d/run #2.npz' would lose its tail and
+        # '#1.npz' would become null. A value is one word of the command line, never a comment.
+        value = raw
     return key.strip().split("."), value
 
 
@@ -134,7 +138,9 @@ def load_config(
 def config_from_json(text: str) -> GraftConfig:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
+        # besides a JSONDecodeError: a number past Python's 4300-digit limit (ValueError), or
+        # arrays nested deeper than the interpreter's stack (RecursionError)
         raise ConfigError(f"config parameter is not valid JSON: {exc}") from None
     return validate_config(data)
 

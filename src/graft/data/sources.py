@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graft.data.intake_limits import check_fits_in_memory, check_npz
 from graft.errors import DatasetError
 from graft.io import storage
 
@@ -96,6 +97,7 @@ def load_digits() -> RawDataset:
 
 def _load_npz(path: Path, shown: str) -> RawDataset:
     """``path`` is the local copy; errors name ``shown``, the source the user gave."""
+    check_npz(path, shown)  # before numpy allocates what the headers declare
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive or "y" not in archive:
@@ -152,7 +154,7 @@ def _time_values(values: np.ndarray, where: str) -> np.ndarray:
         if np.isnat(values).any():
             raise DatasetError(f"{where} has missing timestamps; drop those rows")
         return values.astype("datetime64[ns]").astype(np.int64) / 1e9
-    if not np.issubdtype(values.dtype, np.number):
+    if np.iscomplexobj(values) or not np.issubdtype(values.dtype, np.number):
         raise DatasetError(f"{where} has dtype {values.dtype}; timestamps must be numbers or dates")
     out = values.astype(np.float64)
     if not np.isfinite(out).all():
@@ -168,9 +170,16 @@ def _load_parquet(
     import pyarrow.parquet as pq
 
     try:
+        shape = pq.read_metadata(path)  # the footer only: rows and columns before the data
+        cells = shape.num_rows * shape.num_columns
+        check_fits_in_memory(shown, 8 * cells, cells)
         table = pq.read_table(path).to_pandas()
+    except DatasetError:
+        raise
     except Exception as exc:
-        raise DatasetError(f"{shown} is not a readable Parquet file: {exc}") from None
+        # pyarrow's message names the local copy, which the user never heard of
+        problem = str(exc).replace(str(path), shown)
+        raise DatasetError(f"{shown} is not a readable Parquet file: {problem}") from None
     if label_column not in table.columns:
         raise DatasetError(
             f"{shown} has no label column '{label_column}' (columns: {list(table.columns)}); "
@@ -211,11 +220,17 @@ def _load_parquet(
 def _integer_labels(y: np.ndarray, where: str) -> np.ndarray:
     if y.ndim != 1:
         raise DatasetError(f"{where}: labels must be one-dimensional, got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == y // 1):
-            return y.astype(np.int64)
+    integral = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == y // 1)
+    )
+    if not integral:
         raise DatasetError(
             f"{where}: labels must be integer class ids, got dtype {y.dtype}; encode them as 0..K-1"
+        )
+    # int64 cannot hold these: 2**64 - 1 would wrap to -1 and be reported as a negative label
+    if y.size and float(np.abs(y.astype(np.float64)).max()) >= 2.0**63:
+        raise DatasetError(
+            f"{where}: label {y.max()} is not a class id; encode the labels as 0..K-1"
         )
     return y.astype(np.int64)
 
@@ -239,11 +254,16 @@ def load_source(
         raise DatasetError(
             f"unknown built-in dataset '{source}'; use builtin:digits or builtin:fashion_mnist"
         )
-    suffix = Path(source.split("?")[0]).suffix.lower()
+    # '?' and '#' belong to the file or object name: neither a local path nor an s3:// key has
+    # a query string
+    suffix = Path(source).suffix.lower()
     if suffix not in (".npz", ".parquet"):
         raise DatasetError(f"cannot read '{source}': supported formats are .npz and .parquet")
     with tempfile.TemporaryDirectory(prefix="graft-data-") as tmp:
-        local = storage.download(source, Path(tmp) / f"data{suffix}")
+        try:
+            local = storage.download(source, Path(tmp) / f"data{suffix}")
+        except (OSError, ValueError) as exc:  # a folder, no permission, a NUL in the path
+            raise DatasetError(f"cannot read {source}: {exc}") from None
         if suffix == ".npz":
             return _load_npz(local, source)
         return _load_parquet(local, source, label_column, time_column, group_column)

@@ -17,12 +17,21 @@ def _rows_preview(rows: np.ndarray, limit: int = 5) -> str:
     return shown + (", ..." if len(rows) > limit else "")
 
 
-def validate_raw(raw: RawDataset, allow_missing: bool = False) -> None:
+def validate_raw(raw: RawDataset, source: str, allow_missing: bool = False) -> None:
     """Shape, emptiness, finiteness and label sanity of a freshly read dataset.
 
-    ``allow_missing`` lets NaNs through in tabular data (``missing_values: fill_median``
-    fills them later from train statistics); infinities are refused either way.
+    Every error starts with ``source``, the data source as the user gave it. ``allow_missing``
+    lets NaNs through in tabular data (``missing_values: fill_median`` fills them later from
+    train statistics); infinities are refused either way.
     """
+    try:
+        _validate_rows(raw, allow_missing)
+        _validate_labels(raw)
+    except DatasetError as exc:
+        raise DatasetError(f"{source}: {exc}") from None
+
+
+def _validate_rows(raw: RawDataset, allow_missing: bool) -> None:
     if len(raw.x) == 0:
         raise DatasetError("the dataset is empty; point data.source at a file with rows")
     if len(raw.x) != len(raw.y):
@@ -40,13 +49,16 @@ def validate_raw(raw: RawDataset, allow_missing: bool = False) -> None:
             f"{int(bad.sum())} {what} values in the features (rows {_rows_preview(bad_rows)}); "
             "drop or impute them (tabular NaNs: data.missing_values=fill_median)"
         )
+    if flat.shape[1] == 0:
+        raise DatasetError("the dataset has no feature columns; a model needs at least one input")
+
+
+def _validate_labels(raw: RawDataset) -> None:
     if (raw.y < 0).any():
         rows = np.flatnonzero(raw.y < 0)
         raise DatasetError(
             f"negative labels in rows {_rows_preview(rows)}; labels must be class ids 0..K-1"
         )
-    if flat.shape[1] == 0:
-        raise DatasetError("the dataset has no feature columns; a model needs at least one input")
     classes = np.unique(raw.y)
     if classes.max() > MAX_CLASS_ID:
         rows = np.flatnonzero(raw.y > MAX_CLASS_ID)
@@ -62,19 +74,20 @@ def validate_raw(raw: RawDataset, allow_missing: bool = False) -> None:
         )
 
 
-def validate_target_classes(raw: RawDataset, target_classes: list[int]) -> None:
+def validate_target_classes(raw: RawDataset, target_classes: list[int], source: str) -> None:
     present = set(np.unique(raw.y).tolist())
     unknown = sorted(set(target_classes) - present)
     if unknown:
         raise DatasetError(
-            f"data.transfer.target_classes {unknown} are not labels of this dataset "
+            f"data.transfer.target_classes {unknown} are not labels of {source} "
             f"(labels: {sorted(present)}); pick existing labels"
         )
     if target_classes and len(set(target_classes)) < 2:
         raise DatasetError("data.transfer.target_classes needs at least two distinct labels")
     if target_classes and len(present - set(target_classes)) < 2:
         raise DatasetError(
-            "data.transfer.target_classes leaves fewer than two classes for the source task"
+            f"data.transfer.target_classes leaves fewer than two classes of {source} for the "
+            "source task"
         )
 
 
