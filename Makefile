@@ -5,7 +5,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 GRAFT := $(VENV)/bin/graft
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-export RAY_AUTH_MODE ?= disabled
 export RAY_TRAIN_V2_ENABLED ?= 1
 export RAY_TMPDIR ?= /tmp/graft-ray
 

@@ -66,7 +66,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # one progress line per epoch from the worker would interleave with the tables
 os.environ.setdefault("GRAFT_RAY_LOG_TO_DRIVER", "0")

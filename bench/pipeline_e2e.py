@@ -27,7 +27,6 @@ from pathlib import Path
 
 import psutil
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 

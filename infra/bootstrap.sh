@@ -22,6 +22,14 @@
 #   GRAFT_RELEASE         Helm release name [graft]
 #   GRAFT_DB_SECRET       Secret holding the database password [graft-postgres]; with
 #                         values-production.yaml use its externalDatabase.existingSecret
+#   GRAFT_RAY_TOKEN_SECRET Secret holding the Ray clusters' token under key auth_token
+#                         [graft-ray-token]; created with a random token when missing, kept
+#                         when present (a new token would lock out running clusters)
+#   GRAFT_MLFLOW_SECRET   Secret holding MLflow's admin user (keys username, password) and
+#                         its Flask key (flask-secret-key) [graft-mlflow-auth]; created with
+#                         a random password when missing, kept when present (MLflow creates
+#                         the admin user once, with the password it first saw)
+#   GRAFT_MLFLOW_USER     MLflow admin user name for a new Secret [graft-admin]
 #   KFP_VERSION           Kubeflow Pipelines release [2.14.3]
 #   KFP_ENV               KFP kustomize env: platform-agnostic | dev [platform-agnostic]
 #   KUBERAY_VERSION       KubeRay operator chart version [1.7.0]
@@ -60,6 +68,9 @@ readonly CHART_DIR="${ROOT}/charts/graft"
 GRAFT_NAMESPACE="${GRAFT_NAMESPACE:-kubeflow}"
 GRAFT_RELEASE="${GRAFT_RELEASE:-graft}"
 GRAFT_DB_SECRET="${GRAFT_DB_SECRET:-graft-postgres}"
+GRAFT_MLFLOW_SECRET="${GRAFT_MLFLOW_SECRET:-graft-mlflow-auth}"
+GRAFT_MLFLOW_USER="${GRAFT_MLFLOW_USER:-graft-admin}"
+GRAFT_RAY_TOKEN_SECRET="${GRAFT_RAY_TOKEN_SECRET:-graft-ray-token}"
 KFP_VERSION="${KFP_VERSION:-2.14.3}"
 KFP_ENV="${KFP_ENV:-platform-agnostic}"
 KUBERAY_VERSION="${KUBERAY_VERSION:-1.7.0}"
@@ -187,6 +198,36 @@ create_namespace_and_secrets() {
   printf 'password=%s\n' "${db_password}" | apply_secret "${GRAFT_DB_SECRET}" password
 }
 
+# The token of every Ray cluster (the chart's RayCluster, the pipeline's RayJobs) and of the
+# pipeline pods that join one. KubeRay reads it from the key auth_token. Created once: the
+# running clusters and pods hold the token they started with.
+create_ray_token_secret() {
+  local name="${GRAFT_RAY_TOKEN_SECRET}"
+  if [[ "${DRY_RUN}" != "1" ]] \
+    && "${KUBECTL[@]}" -n "${GRAFT_NAMESPACE}" get secret "${name}" >/dev/null 2>&1; then
+    log "Secret ${name} exists: keeping its Ray token"
+    return 0
+  fi
+  printf 'auth_token=%s\n' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" \
+    | apply_secret "${name}" auth_token
+}
+
+# MLflow's admin user, which the server creates on its first start and the pipeline's pods
+# log as, and the Flask key its workers share. Created once and never printed: a new
+# password would not reach the admin user MLflow already has.
+create_mlflow_auth_secret() {
+  local name="${GRAFT_MLFLOW_SECRET}"
+  if [[ "${DRY_RUN}" != "1" ]] \
+    && "${KUBECTL[@]}" -n "${GRAFT_NAMESPACE}" get secret "${name}" >/dev/null 2>&1; then
+    log "Secret ${name} exists: keeping its MLflow user"
+    return 0
+  fi
+  printf 'username=%s\npassword=%s\nflask-secret-key=%s\n' "${GRAFT_MLFLOW_USER}" \
+    "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" \
+    "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" \
+    | apply_secret "${name}" username password flask-secret-key
+}
+
 load_kind_images() {
   [[ -n "${KIND_CLUSTER:-}" ]] || return 0
   log "building images and loading them into kind cluster ${KIND_CLUSTER}"
@@ -197,7 +238,13 @@ load_kind_images() {
 
 install_chart() {
   # one image for the Ray pods and the pipeline's tasks (compile_and_upload_pipeline)
-  local args=(--set-string "image.repository=${GRAFT_IMAGE_REPOSITORY}"
+  local args=(--set-string "rayAuth.secretName=${GRAFT_RAY_TOKEN_SECRET}")
+  if [[ "${SKIP_KUBERAY:-0}" != "1" ]]; then
+    # the Ray NetworkPolicy lets the operator reach a RayJob's Jobs API
+    args+=(--set-string "networkPolicy.kuberayOperator.namespace=${KUBERAY_NAMESPACE}")
+  fi
+  args+=(--set-string "mlflow.auth.existingSecret=${GRAFT_MLFLOW_SECRET}")
+  args+=(--set-string "image.repository=${GRAFT_IMAGE_REPOSITORY}"
     --set-string "image.tag=${GRAFT_IMAGE_TAG}")
   if [[ -n "${GRAFT_S3_ENDPOINT_URL:-}" ]]; then
     args+=(--set-string "mlflow.artifacts.endpointUrl=${GRAFT_S3_ENDPOINT_URL}")
@@ -261,6 +308,8 @@ compile_and_upload_pipeline() {
   run "${GRAFT[@]}" compile --image "${GRAFT_IMAGE}" --preset "${GRAFT_PRESET}" \
     --set "tracking.tracking_uri=${tracking}" \
     --set "ray.storage_uri=${checkpoints}" "${endpoint[@]}" \
+    --set "cluster.ray_token_secret=${GRAFT_RAY_TOKEN_SECRET}" \
+    --set "cluster.mlflow_secret=${GRAFT_MLFLOW_SECRET}" \
     --pipelines-dir "${PIPELINE_BUILD_DIR}/pipelines" \
     --components-dir "${PIPELINE_BUILD_DIR}/components"
   local host="${KFP_HOST:-}"
@@ -278,9 +327,15 @@ main() {
   [[ "${SKIP_KFP:-0}" == "1" ]] || install_kfp
   [[ "${SKIP_KUBERAY:-0}" == "1" ]] || install_kuberay
   create_namespace_and_secrets
+  create_ray_token_secret
+  create_mlflow_auth_secret
   load_kind_images
   install_chart "$@"
   compile_and_upload_pipeline
+  # the chart binds its Role (create RayJobs) to its own account only, never to KFP's shared
+  # pipeline-runner
+  log "runs that use ray.mode=rayjob must run as service account $(chart_fullname)-pipeline" \
+    "(graft submit/schedule: cluster.service_account; KFP UI: the run form's service account)"
   log "done; see infra/README.md for pointing graft at this cluster"
 }
 

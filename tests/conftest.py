@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from graft.config import GraftConfig
     from graft.nn.models import GraftNet
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_TMPDIR", "/tmp/graft-ray")
 Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)

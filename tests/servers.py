@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 S3_ACCESS_KEY = "graft-test-access"
@@ -44,8 +44,10 @@ def serve_on_free_ports(
     ports: int,
     timeout: float,
     attempts: int = 3,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], list[int]]:
-    """Starts ``command(ports)`` on free ports and waits until ``ready(ports)``.
+    """Starts ``command(ports)`` on free ports and waits until ``ready(ports)``; ``env``, when
+    given, is the server's whole environment (secrets go there, never into its arguments).
 
     A port is free when picked and may be taken before the server binds it (by a Ray worker,
     another test session); the server then exits. That one cause, and only it, gets the server
@@ -53,7 +55,10 @@ def serve_on_free_ports(
     for _ in range(attempts):
         picked = free_ports(ports)
         process = subprocess.Popen(
-            command(picked), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command(picked),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=None if env is None else dict(env),
         )
         deadline = time.monotonic() + timeout
         while process.poll() is None and time.monotonic() < deadline:
@@ -128,8 +133,12 @@ def s3_answers(endpoint: str) -> bool:
     return True
 
 
-def mlflow_server_args(backend_store: str, artifacts: str, port: int) -> list[str]:
-    """`mlflow` arguments for a tracking server on 127.0.0.1 that proxies its artifacts."""
+def mlflow_server_args(
+    backend_store: str, artifacts: str, port: int, app_name: str | None = None
+) -> list[str]:
+    """`mlflow` arguments for a tracking server on 127.0.0.1 that proxies its artifacts;
+    ``app_name="basic-auth"`` runs MLflow's authentication app, as the chart does."""
+    app = ["--app-name", app_name] if app_name else []
     return [
         "server",
         "--backend-store-uri",
@@ -142,4 +151,5 @@ def mlflow_server_args(backend_store: str, artifacts: str, port: int) -> list[st
         str(port),
         "--workers",
         "1",
+        *app,
     ]

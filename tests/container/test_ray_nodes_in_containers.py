@@ -3,6 +3,7 @@ own filesystem and processes, on the host's network. A 2-worker DDP pretrain spa
 nodes with its checkpoints on S3; one node's container is killed mid-fit and a new node joins,
 as KubeRay would replace the pod; the fit resumes and finishes."""
 
+import secrets
 import subprocess
 import threading
 import time
@@ -93,10 +94,16 @@ def test_ddp_across_ray_node_containers_finishes_after_a_node_is_killed(
         f"graft-ray-{role}-{run}" for role in ("head", "node1", "node2", "node3")
     )
     gcs = f"{NODE_IP}:{free_port()}"
-    env = container_cluster.pod_environment()
+    # the cluster runs with token auth, and the pipeline's pod holds the token, as KubeRay
+    # and the chart give both from one Secret
+    env = {
+        **container_cluster.pod_environment(),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_urlsafe(32),
+    }
     # a job's driver runs on the head and its workers on the nodes: like the pods, they get
-    # the tracking server and S3 from their environment
-    node_env = {key: env[key] for key in env if key.startswith(("AWS_", "MLFLOW_"))}
+    # the tracking server, S3 and the token from their environment
+    node_env = {key: env[key] for key in env if key.startswith(("AWS_", "MLFLOW_", "RAY_AUTH_"))}
     dashboard = f"http://{NODE_IP}:{free_port()}"
     try:
         # the head schedules no training worker: each of the two workers needs a node's CPU

@@ -288,9 +288,11 @@ def test_no_secret_values_in_rendered_output(
                     assert "value" not in env, f"{where} is a literal"
                     assert "secretKeyRef" in env["valueFrom"], where
     text = "\n".join(manifests.values())
-    # the database URI is assembled by the kubelet from the Secret-backed variable
-    assert "$(DB_PASSWORD)@" in text
-    assert not re.search(r"postgresql(?:\+psycopg2)?://[^:]+:(?!\$\(DB_PASSWORD\))[^@\s]+@", text)
+    # database URIs name a user only: libpq reads the password from PGPASSWORD
+    uris = re.findall(r"postgresql(?:\+psycopg2)?://[^\s\"]+", text)
+    assert uris
+    for uri in uris:
+        assert re.fullmatch(r"postgresql\+psycopg2://[\w.-]+@[\w.-]+:\d+/\w+(\?sslmode=\w+)?", uri)
 
 
 def test_secrets_cannot_be_passed_as_values() -> None:
@@ -310,7 +312,8 @@ def test_mlflow_server_command_and_database_wiring() -> None:
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
     args = container["args"]
     assert args[0] == "server"
-    assert args[args.index("--backend-store-uri") + 1] == "$(MLFLOW_BACKEND_STORE_URI)"
+    # mlflow reads the store from MLFLOW_BACKEND_STORE_URI: no database address in the args
+    assert "--backend-store-uri" not in args and not any("$(" in a for a in args)
     assert args[args.index("--artifacts-destination") + 1].startswith("s3://")
     assert "--serve-artifacts" in args
     assert args[args.index("--host") + 1] == "0.0.0.0"
@@ -319,11 +322,12 @@ def test_mlflow_server_command_and_database_wiring() -> None:
     hosts = args[args.index("--allowed-hosts") + 1].split(",")
     assert f"{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:5000" in hosts
     env = {e["name"]: e for e in container["env"]}
-    assert [e["name"] for e in container["env"]].index("DB_PASSWORD") < list(env).index(
-        "MLFLOW_BACKEND_STORE_URI"
-    ), "$(VAR) expansion needs DB_PASSWORD defined first"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "graft-postgres",
+        "key": "password",
+    }
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == (
-        f"postgresql+psycopg2://mlflow:$(DB_PASSWORD)@{RELEASE}-postgresql:5432/mlflow"
+        f"postgresql+psycopg2://mlflow@{RELEASE}-postgresql:5432/mlflow"
     )
     one(objs, "StatefulSet", f"{RELEASE}-postgresql")
     svc = one(objs, "Service", f"{RELEASE}-mlflow")
@@ -338,12 +342,12 @@ def test_production_uses_external_database_and_no_postgres() -> None:
     deploy = one(objs, "Deployment", f"{RELEASE}-mlflow")
     assert deploy["spec"]["replicas"] == 2
     env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "graft-mlflow-db"
-    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].endswith(
-        "@mlflow-db.prod.internal:5432/mlflow?sslmode=require"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "graft-mlflow-db"
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == (
+        "postgresql+psycopg2://mlflow@mlflow-db.prod.internal:5432/mlflow?sslmode=require"
     )
     names = {p["metadata"]["name"] for p in by_kind(objs, "NetworkPolicy")}
-    assert names == {f"{RELEASE}-mlflow"}
+    assert names == {f"{RELEASE}-mlflow", f"{RELEASE}-ray", f"{RELEASE}-ray-submitter"}
 
 
 def test_network_policies_limit_mlflow_to_pipeline_pods_and_postgres_to_mlflow() -> None:
@@ -372,25 +376,7 @@ def test_network_policies_limit_mlflow_to_pipeline_pods_and_postgres_to_mlflow()
         assert group["template"]["metadata"]["labels"]["graft.dev/pipeline"] == "true"
 
 
-# --- RBAC ----------------------------------------------------------------------------------
-
-
-def test_pipeline_role_is_least_privilege() -> None:
-    objs = objects(render())
-    assert by_kind(objs, "ClusterRole") == [] and by_kind(objs, "ClusterRoleBinding") == []
-    role = one(objs, "Role")
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
-    assert rules == {
-        (("ray.io",), ("rayjobs", "rayclusters")): {"get", "list", "watch", "create", "delete"},
-        (("",), ("pods", "pods/log")): {"get", "list"},
-    }
-    binding = one(objs, "RoleBinding")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    sa = one(objs, "ServiceAccount")
-    subjects = {(s["kind"], s["name"], s.get("namespace")) for s in binding["subjects"]}
-    assert ("ServiceAccount", sa["metadata"]["name"], NAMESPACE) in subjects
-    # KFP's runner is bound where the pipeline's pods run, which is the release's namespace
-    assert ("ServiceAccount", "pipeline-runner", NAMESPACE) in subjects
+# RBAC: tests/deploy/test_rbac.py. NetworkPolicies of the Ray pods: test_network_policy.py.
 
 
 # --- Ray -----------------------------------------------------------------------------------
@@ -408,6 +394,26 @@ def test_raycluster_defaults_are_cpu_only() -> None:
     image = head["template"]["spec"]["containers"][0]["image"]
     assert image == "graft:0.1.0-cpu"
     assert "nvidia.com/gpu" not in yaml.safe_dump(cluster)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_ray_pods_hold_the_s3_keys_from_the_secret(name: str) -> None:
+    """Train and Tune pickle their S3 filesystem without keys (it would put them into
+    tuner.pkl in the bucket): every Ray process reads the keys from its own environment."""
+    keys = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    rendered = objects(render(VALUE_SETS[name]))
+    ray_objects = [o for o in rendered if o["kind"] in ("RayCluster", "RayJob")]
+    assert ray_objects
+    for ray_object in ray_objects:
+        spec = ray_object["spec"].get("rayClusterSpec", ray_object["spec"])
+        groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+        for group in groups:
+            container = group["template"]["spec"]["containers"][0]
+            env = {e["name"]: e for e in container["env"]}
+            assert keys <= set(env), (ray_object["kind"], container["name"])
+            for key in keys:
+                reference = env[key]["valueFrom"]["secretKeyRef"]
+                assert reference["name"] == "graft-s3" and "value" not in env[key]
 
 
 def test_production_raycluster_has_gpu_workers_and_autoscaling() -> None:

@@ -237,3 +237,10 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert required <= entries, f"missing {required - entries}"
     # nothing the Dockerfiles COPY may be ignored
     assert not entries & {"src", "src/", "pyproject.toml", "README.md"}
+
+
+def test_the_mlflow_image_has_the_basic_auth_app() -> None:
+    """The chart runs `mlflow server --app-name basic-auth`, which exits with an ImportError
+    (Flask-WTF) unless MLflow's [auth] extra is installed."""
+    (build,) = [s for s in parse(IMAGES / "Dockerfile.mlflow").stages if s.name == "build"]
+    assert any('"mlflow[auth]==${MLFLOW_VERSION}"' in run for run in build.args("RUN"))

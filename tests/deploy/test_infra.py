@@ -103,6 +103,20 @@ def test_dry_run_never_prints_secret_values() -> None:
         assert value not in output
 
 
+def test_dry_run_creates_the_mlflow_user_secret_and_points_chart_and_pipeline_at_it() -> None:
+    result = run_bootstrap({**SECRETS, "GRAFT_MLFLOW_SECRET": "team-mlflow"})
+    commands = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
+    (secret,) = [i for i, c in enumerate(commands) if "secret generic team-mlflow" in c]
+    assert "(keys: username password flask-secret-key)" in commands[secret]
+    (helm,) = [i for i, c in enumerate(commands) if "upgrade --install graft" in c]
+    assert secret < helm
+    assert "--set-string mlflow.auth.existingSecret=team-mlflow" in commands[helm]
+    (compile_,) = [c for c in commands if " compile " in c]
+    assert "--set cluster.mlflow_secret=team-mlflow" in compile_
+    # the generated password and key (hex) are never printed
+    assert not re.search(r"[0-9a-f]{40}", result.stdout + result.stderr)
+
+
 def test_missing_s3_credentials_fail_with_a_clear_message() -> None:
     result = run_bootstrap({}, check=False)
     assert result.returncode != 0

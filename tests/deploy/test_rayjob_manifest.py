@@ -152,6 +152,38 @@ def test_ray_pods_share_the_pipeline_pods_pull_secrets_and_shm(
     assert "dshm" not in [v["name"] for v in head["volumes"]]
 
 
+def test_head_and_workers_log_to_mlflow_as_the_user_in_its_secret(
+    validator: jsonschema.Draft7Validator,
+) -> None:
+    """The head runs the stage's driver and the workers log metrics; the chart's MLflow
+    answers 401 without a user, so both get it from the Secret (S3 Secret or not)."""
+    config = load_config(preset="tiny", overrides=["cluster.s3_secret=null"])
+    manifest = build_rayjob(config, "pretrain", _inputs("pretrain"), IMAGE)
+    assert _errors(validator, manifest) == []
+    cluster = manifest["spec"]["rayClusterSpec"]
+    (workers,) = cluster["workerGroupSpecs"]
+    for template in (cluster["headGroupSpec"]["template"], workers["template"]):
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        for name, key in (
+            ("MLFLOW_TRACKING_USERNAME", "username"),
+            ("MLFLOW_TRACKING_PASSWORD", "password"),
+        ):
+            assert "value" not in env[name]
+            assert env[name]["valueFrom"]["secretKeyRef"] == {
+                "name": "graft-mlflow-auth",
+                "key": key,
+                "optional": False,
+            }
+    plain = build_rayjob(
+        load_config(preset="tiny", overrides=["cluster.mlflow_secret=null"]),
+        "pretrain",
+        _inputs("pretrain"),
+        IMAGE,
+    )
+    head = plain["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in head.get("env", []) if e["name"].startswith("MLFLOW_TRACKING_")]
+
+
 @pytest.mark.parametrize("stage", ["pretrain", "transfer-finetune", "tune"])
 @pytest.mark.parametrize("gpu", [False, True])
 def test_every_ray_pod_passes_the_restricted_pod_security_standard(

@@ -8,6 +8,9 @@ run them on two machines that share nothing but the bucket.
 from __future__ import annotations
 
 import json
+import os
+import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,11 @@ import pytest
 from graft.config import load_config
 from graft.errors import ConfigError, StorageError
 from graft.io import storage
-from graft.io.ray_runtime import TrainStorage, train_storage
+from graft.io.ray_runtime import TrainStorage, ensure_ray, shutdown_ray, train_storage
 from graft.remote.command import StageInputs
 from graft.remote.dispatch import check_cluster_can_track
 from graft.remote.staging import download_output, localized, publish_result, upload_inputs
+from servers import S3_ACCESS_KEY, S3_SECRET_KEY
 
 RUN = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
 
@@ -32,6 +36,31 @@ def bucket(s3_env: str) -> str:
     if name not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         client.create_bucket(Bucket=name)
     return f"s3://{name}/stages"
+
+
+@pytest.fixture(scope="module")
+def ray_with_s3_keys(s3_server: str) -> Iterator[None]:
+    """A local Ray whose processes hold the S3 keys in their environment, as the Ray pods do
+    from their Secret: the storage filesystem Train and Tune pickle for their workers carries
+    no keys (it would put them into tuner.pkl), so the workers read their own."""
+    keys = {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update(keys)
+    ensure_ray(load_config(preset="tiny").ray)
+    try:
+        yield
+    finally:
+        shutdown_ray()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _folder(root: Path, files: dict[str, str]) -> Path:
@@ -139,10 +168,18 @@ def test_s3_train_storage_tells_which_checkpoint_files_are_left(
     assert not store.has_file(published, "spec.json")
     assert not store.has_file(store.join("trial/rotated-out"), "model.pt")
 
+    # Tune pickles this filesystem into tuner.pkl, in the bucket: the keys must not go with it
+    # (the filesystem reads them from the environment, here and after it is unpickled)
+    pickled = pickle.dumps(store.filesystem)
+    for key in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"):
+        assert os.environ[key].encode() not in pickled
+    restored = pickle.loads(pickled)
+    assert TrainStorage(store.path, restored).has_file(published, "model.pt")
+
 
 @pytest.mark.ray
 def test_ray_train_checkpoints_go_to_s3_storage_and_the_model_comes_back(
-    bucket: str, dataset: str, ray_local: None, tmp_path: Path
+    ray_with_s3_keys: None, bucket: str, dataset: str, tmp_path: Path
 ) -> None:
     """What a multi-node cluster needs: every worker's checkpoints in one shared place."""
     from graft import stages
@@ -173,7 +210,7 @@ def test_ray_train_checkpoints_go_to_s3_storage_and_the_model_comes_back(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_search_keeps_its_experiment_and_trials_on_s3_and_hands_on_the_best_model(
-    bucket: str, dataset: str, ray_local: None, tmp_path: Path, untrained_model_dir: Any
+    ray_with_s3_keys: None, bucket: str, dataset: str, tmp_path: Path, untrained_model_dir: Any
 ) -> None:
     """Tune's experiment state and every trial's Train checkpoints go to the shared storage
     (any node may run a trial); the driver fetches the best model from there."""
@@ -203,6 +240,11 @@ def test_a_search_keeps_its_experiment_and_trials_on_s3_and_hands_on_the_best_mo
     )
     keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
     assert any("/tune/s3-search/" in k for k in keys)  # Tune's experiment state
+    tuner_state = [k for k in keys if k.endswith("/tuner.pkl")]
+    assert tuner_state
+    for key in tuner_state:  # the pickled experiment state holds no S3 key
+        state = client.get_object(Bucket=name, Key=key)["Body"].read()
+        assert S3_SECRET_KEY.encode() not in state and S3_ACCESS_KEY.encode() not in state
     marker = "/tune-trials/s3-search/"
     trials = {k.split(marker)[1].split("/")[0] for k in keys if marker in k} - {""}
     assert len(trials) == 2 and any(k.endswith("/model.pt") for k in keys)

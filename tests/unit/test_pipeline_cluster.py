@@ -54,18 +54,36 @@ def test_resources_accelerators_placement_and_retries_per_task(tmp_path: Path) -
     assert container["image"] == "registry.example/graft:test"
 
 
+def _secret(executor: dict, name: str) -> dict:
+    (secret,) = [s for s in executor.get("secretAsEnv", []) if s["secretName"] == name]
+    return secret
+
+
 def test_s3_credentials_come_from_a_secret_on_every_task(tmp_path: Path) -> None:
     _, platform = _compile(tmp_path)
     assert len(platform) == 6
     for executor in platform.values():
-        (secret,) = executor["secretAsEnv"]
-        assert secret["secretName"] == "graft-s3"
+        secret = _secret(executor, "graft-s3")
         envs = {pair["envVar"] for pair in secret["keyToEnv"]}
         assert envs == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
+def test_the_mlflow_user_comes_from_a_required_secret_on_every_task(tmp_path: Path) -> None:
+    _, platform = _compile(tmp_path)
+    assert len(platform) == 6
+    for executor in platform.values():
+        secret = _secret(executor, "graft-mlflow-auth")
+        # MLflow's client reads these itself; the tracking URI carries no credentials
+        assert {(p["secretKey"], p["envVar"]) for p in secret["keyToEnv"]} == {
+            ("username", "MLFLOW_TRACKING_USERNAME"),
+            ("password", "MLFLOW_TRACKING_PASSWORD"),
+        }
+        # the chart's MLflow answers 401 without a user: a missing Secret stops the pod
+        assert secret["optional"] is False
+
+
 def test_no_secret_when_disabled(tmp_path: Path) -> None:
-    _, platform = _compile(tmp_path, "cluster.s3_secret=null")
+    _, platform = _compile(tmp_path, "cluster.s3_secret=null", "cluster.mlflow_secret=null")
     assert all("secretAsEnv" not in executor for executor in platform.values())
 
 
@@ -73,10 +91,10 @@ def test_the_s3_secret_is_optional_only_while_the_config_names_no_s3_location(
     tmp_path: Path,
 ) -> None:
     _, platform = _compile(tmp_path)
-    assert all(executor["secretAsEnv"][0]["optional"] for executor in platform.values())
+    assert all(_secret(executor, "graft-s3")["optional"] for executor in platform.values())
     _, platform = _compile(tmp_path, "ray.storage_uri=s3://graft/checkpoints")
     # a pod whose Secret is missing must not start without keys and fail at its first upload
-    assert not any(executor["secretAsEnv"][0]["optional"] for executor in platform.values())
+    assert not any(_secret(e, "graft-s3")["optional"] for e in platform.values())
 
 
 def test_image_pull_secrets_and_memory_backed_shm_on_every_task(tmp_path: Path) -> None:
@@ -100,6 +118,9 @@ def test_no_pull_secrets_by_default_and_no_shm_when_disabled(tmp_path: Path) -> 
     [
         ("cluster.shm_size=2 GB", "write e.g. 2Gi or 512Mi"),
         ("cluster.image_pull_secrets=[RegCred]", "not a Kubernetes Secret name"),
+        ("cluster.s3_secret=S3_Keys", r"cluster.s3_secret: 'S3_Keys' is not a Kubernetes"),
+        ("cluster.mlflow_secret=mlflow user", r"cluster.mlflow_secret: 'mlflow user' is not"),
+        ("cluster.ray_token_secret=Ray", r"cluster.ray_token_secret: 'Ray' is not"),
     ],
 )
 def test_bad_pod_settings_fail_at_load_with_the_fix(override: str, fix: str) -> None:

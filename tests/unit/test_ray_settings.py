@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,11 +40,12 @@ def test_ray_train_v1_is_refused_before_any_fit(
 
 @pytest.mark.ray
 @pytest.mark.timeout(120)
-def test_local_ray_points_state_api_clients_at_its_own_dashboard(
-    monkeypatch: pytest.MonkeyPatch,
+def test_local_ray_points_state_api_clients_at_its_own_dashboard_behind_a_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Train V2's controller and placement-group cleaner query the State API; with two local
     Ray instances on a machine an unpinned client cannot tell which one is its own."""
+    import urllib.error
     import urllib.request
 
     from graft.config import RayConfig
@@ -51,6 +53,9 @@ def test_local_ray_points_state_api_clients_at_its_own_dashboard(
     from graft.io.ray_runtime import ensure_ray, shutdown_ray
 
     monkeypatch.setenv(RAY_API_SERVER_ADDRESS_ENV, "http://elsewhere:8265")
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token: Graft makes a token
     ensure_ray(RayConfig(num_cpus=1))
     try:
         import ray
@@ -74,6 +79,17 @@ def test_local_ray_points_state_api_clients_at_its_own_dashboard(
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1)
+        # the local instance runs with token auth: it listens on this machine's own address,
+        # not only on loopback, and without a token anyone reaching it could run code
+        token = os.environ["RAY_AUTH_TOKEN"]
+        assert os.environ["RAY_AUTH_MODE"] == "token" and len(token) >= 32
+        jobs = f"{address}/api/jobs/"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(jobs, timeout=30)
+        assert refused.value.code == 401
+        with_token = urllib.request.Request(jobs, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(with_token, timeout=30) as response:
+            assert response.status == 200
     finally:
         shutdown_ray()
     assert os.environ[RAY_API_SERVER_ADDRESS_ENV] == "http://elsewhere:8265"  # restored

@@ -239,7 +239,7 @@ def test_submit_sends_compiled_spec_and_resolved_config(kfp_server: FakeKfp, pac
         "--set",
         "finetune.epochs=3",
         "--set",
-        "cluster.service_account=graft-pipeline",
+        "cluster.service_account=graft-ci",
         "--experiment",
         "nightly",
         "--run-name",
@@ -250,11 +250,11 @@ def test_submit_sends_compiled_spec_and_resolved_config(kfp_server: FakeKfp, pac
     (run,) = kfp_server.bodies("POST", "/runs")
     assert run["pipeline_spec"] == _compiled_spec(package)
     expected = load_config(
-        preset="tiny", overrides=["finetune.epochs=3", "cluster.service_account=graft-pipeline"]
+        preset="tiny", overrides=["finetune.epochs=3", "cluster.service_account=graft-ci"]
     ).to_json()
     assert run["runtime_config"]["parameters"] == {"config_json": expected}
-    # the pods that create RayJobs run as the account the chart's Role is bound to
-    assert run["service_account"] == "graft-pipeline"
+    # the pods that create RayJobs run as the account the config names
+    assert run["service_account"] == "graft-ci"
     assert json.loads(run["runtime_config"]["parameters"]["config_json"])["finetune"]["epochs"] == 3
     assert run["display_name"] == "first-run"
     (experiment,) = kfp_server.bodies("POST", "/experiments")
@@ -292,7 +292,8 @@ def test_schedule_sends_six_field_cron_and_concurrency(kfp_server: FakeKfp, pack
     assert job["pipeline_spec"] == _compiled_spec(package)
     expected = load_config(preset="tiny").to_json()
     assert job["runtime_config"]["parameters"] == {"config_json": expected}
-    assert not job.get("service_account")  # KFP's default account
+    # by default runs use the chart's own account, the one its Role is bound to
+    assert job["service_account"] == "graft-pipeline"
     # no experiment named after the config's tracking.experiment_name existed: it was created
     (experiment,) = kfp_server.bodies("POST", "/experiments")
     assert experiment["display_name"] == load_config(preset="tiny").tracking.experiment_name

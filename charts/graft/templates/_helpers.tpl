@@ -129,11 +129,83 @@ seccompProfile:
 {{- if .Values.postgresql.enabled }}{{ .Values.postgresql.auth.passwordKey }}{{ else }}{{ .Values.externalDatabase.passwordKey }}{{ end }}
 {{- end }}
 
+{{/*
+MLflow's database URI, without the password: libpq reads it from PGPASSWORD, so it is in no
+URI, argument or ConfigMap. +psycopg2: the driver images/Dockerfile.mlflow ships; a bare
+postgresql:// makes SQLAlchemy 2.1 load psycopg 3, and the server exits at start (seen in
+containers).
+*/}}
+{{- define "graft.database.uri" -}}
+{{- $ssl := ternary "" (printf "?sslmode=%s" .Values.externalDatabase.sslmode) (or .Values.postgresql.enabled (empty .Values.externalDatabase.sslmode)) -}}
+{{- printf "postgresql+psycopg2://%s@%s:%s/%s%s" (include "graft.database.user" .) (include "graft.database.host" .) (include "graft.database.port" .) (include "graft.database.name" .) $ssl }}
+{{- end }}
+
+{{/* MLflow's client credentials (read by the mlflow client itself) from the auth Secret. */}}
+{{- define "graft.mlflowClientEnv" -}}
+- name: MLFLOW_TRACKING_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.mlflow.auth.existingSecret }}
+      key: {{ .Values.mlflow.auth.usernameKey }}
+- name: MLFLOW_TRACKING_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.mlflow.auth.existingSecret }}
+      key: {{ .Values.mlflow.auth.passwordKey }}
+{{- end }}
+
+{{/*
+Token auth on a Ray cluster. KubeRay gives the Ray containers, their wait-gcs-ready init
+containers, the autoscaler and a RayJob's submitter RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from
+the Secret's key auth_token; with secretName set it creates no Secret of its own.
+*/}}
+{{- define "graft.rayAuthOptions" -}}
+mode: token
+secretName: {{ .Values.rayAuth.secretName | quote }}
+{{- end }}
+
+{{/*
+The labels of Ray pods that the Ray NetworkPolicy selects (graft.config's RAY_NODE_LABEL and
+RAY_SUBMITTER_LABEL: Graft's own RayJobs carry the same).
+*/}}
+{{- define "graft.rayNodeLabel" -}}
+graft.dev/ray: node
+{{- end }}
+
+{{- define "graft.raySubmitterLabel" -}}
+graft.dev/ray: submitter
+{{- end }}
+
 {{/* Environment shared by Ray containers: where MLflow is. */}}
 {{- define "graft.rayEnv" -}}
 {{- if .Values.mlflow.enabled }}
 - name: MLFLOW_TRACKING_URI
   value: {{ include "graft.mlflow.url" . | quote }}
+{{- /* Ray workers log to MLflow (address mode), which answers 401 without a user. */}}
+{{ include "graft.mlflowClientEnv" . }}
+{{- end }}
+{{- /* The S3 keys, for Ray Train's checkpoints and Tune's state on S3: the filesystem the
+driver pickles for the workers carries no keys (it would put them into tuner.pkl), so each Ray
+process reads its own. Optional: a cluster that keeps nothing on S3 needs no Secret. */}}
+{{- with .Values.mlflow.artifacts }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+      optional: true
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+      optional: true
+- name: AWS_DEFAULT_REGION
+  value: {{ .region | quote }}
+{{- with .endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 - name: RAY_USAGE_STATS_ENABLED
   value: "0"
@@ -177,6 +249,7 @@ metadata:
     app.kubernetes.io/component: {{ .component }}
     {{- /* Ray workers log to MLflow, so they count as pipeline pods for the NetworkPolicy. */}}
     {{ $root.Values.pipelinePodLabel.key }}: {{ $root.Values.pipelinePodLabel.value | quote }}
+    {{ include "graft.rayNodeLabel" $root }}
 spec:
   {{- if not .apiAccess }}
   automountServiceAccountToken: false

@@ -7,6 +7,14 @@ overrides. The resolved model is what stages receive, what KFP carries as a pipe
 """
 
 from graft.config.base import Strict
+from graft.config.cluster import (
+    ClusterConfig,
+    ClusterStages,
+    LightStageResources,
+    StageResources,
+    TolerationConfig,
+    TrainingStageResources,
+)
 from graft.config.data import DataConfig, NearDuplicatePolicy, SplitStrategy, TransferTaskConfig
 from graft.config.evaluate import (
     EvaluateConfig,
@@ -41,19 +49,16 @@ from graft.config.model import (
 from graft.config.runtime import (
     DEFAULT_IMAGE,
     PIPELINE_POD_LABEL,
+    RAY_NODE_LABEL,
+    RAY_SUBMITTER_LABEL,
+    RAY_TOKEN_SECRET_KEY,
     REMOTE_TRACKING_SCHEMES,
     SHM_VOLUME,
     TRACKING_URI_ENV,
-    ClusterConfig,
-    ClusterStages,
-    LightStageResources,
     RayConfig,
     RayJobConfig,
     StageName,
-    StageResources,
-    TolerationConfig,
     TrackingConfig,
-    TrainingStageResources,
 )
 from graft.config.train import (
     BudgetConfig,
@@ -87,6 +92,9 @@ __all__ = [
     "LR_SEARCH_KEY",
     "PIPELINE_POD_LABEL",
     "PRESETS",
+    "RAY_NODE_LABEL",
+    "RAY_SUBMITTER_LABEL",
+    "RAY_TOKEN_SECRET_KEY",
     "REMOTE_TRACKING_SCHEMES",
     "SHM_VOLUME",
     "TRACKING_URI_ENV",

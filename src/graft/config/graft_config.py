@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from graft.config.base import Strict
+from graft.config.cluster import ClusterConfig
 from graft.config.data import DataConfig
 from graft.config.evaluate import EvaluateConfig
 from graft.config.export import ExportConfig
@@ -17,13 +18,14 @@ from graft.config.model import _SELF_NORMALIZING_FIX, ModelConfig
 from graft.config.runtime import (
     REMOTE_TRACKING_SCHEMES,
     TRACKING_URI_ENV,
-    ClusterConfig,
     RayConfig,
     TrackingConfig,
+    tracking_uri_credentials_problem,
 )
 from graft.config.train import FinetuneConfig, TrainConfig
 from graft.config.training_presets import TRAINING_PRESETS
 from graft.config.tune import SearchDimension, TuneConfig
+from graft.errors import ConfigError
 
 
 class GraftConfig(Strict):
@@ -127,6 +129,9 @@ class GraftConfig(Strict):
             return self.tracking.tracking_uri
         from_env = (os.environ if environ is None else environ).get(TRACKING_URI_ENV, "")
         if from_env.strip():
+            problem = tracking_uri_credentials_problem(from_env, TRACKING_URI_ENV)
+            if problem:
+                raise ConfigError(problem)
             return from_env.strip()
         return f"sqlite:///{(self.work_path / 'mlflow.db').resolve()}"
 

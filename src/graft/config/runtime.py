@@ -3,20 +3,45 @@ variables Graft reads or sets."""
 
 from __future__ import annotations
 
-import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from graft.config.base import Strict
 
 # MLflow's own variable: honoured when the config names no tracking server.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# MLflow's client reads a tracking server's user from these (never from the URI, which is
+# logged and shown); on a cluster they come from the Secret cluster.mlflow_secret.
+MLFLOW_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+MLFLOW_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # URIs of a tracking server, which pods on other machines reach; anything else is a file
 REMOTE_TRACKING_SCHEMES = ("http://", "https://", "databricks")
 
 
 # ----------------------------------------------------------------------------- runtime
+
+
+def tracking_uri_credentials_problem(uri: str, where: str) -> str | None:
+    """Why ``uri`` (named ``where``) may not be used, when it carries a user or password
+    (``http://user:pass@host``); None when it carries none. The message never repeats them.
+
+    A tracking URI is shown by `graft run`, written into errors and saved with every run's
+    config, so a password in it would end up in logs and in MLflow itself."""
+    try:
+        parts = urlsplit(uri.strip())
+    except ValueError:
+        return None
+    if "@" not in parts.netloc:
+        return None
+    host = parts.netloc.rpartition("@")[2]
+    return (
+        f"{where} carries credentials ({parts.scheme}://<user:password>@{host}); the URI is "
+        "logged, shown and saved with each run's config. Drop them from the URI and give the "
+        f"server's user as {MLFLOW_USERNAME_ENV} and {MLFLOW_PASSWORD_ENV} in the environment "
+        "(on a cluster from the Secret cluster.mlflow_secret), which MLflow's client reads"
+    )
 
 
 class TrackingConfig(Strict):
@@ -34,74 +59,17 @@ class TrackingConfig(Strict):
         "cluster.s3_secret Secret); None = the tracking server's default",
     )
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials_in_uri(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            problem = tracking_uri_credentials_problem(uri, "tracking.tracking_uri")
+            if problem:
+                raise ValueError(problem)
+        return uri
+
 
 StageName = Literal["data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"]
-
-
-class TolerationConfig(Strict):
-    key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoExecute", "NoSchedule", "PreferNoSchedule"] | None = None
-
-
-class StageResources(Strict):
-    """Kubernetes settings of one pipeline task (the local runner ignores them)."""
-
-    cpu_request: str | None = None
-    cpu_limit: str | None = None
-    memory_request: str | None = None
-    memory_limit: str | None = None
-    accelerator_type: str | None = Field(
-        default=None, description="e.g. nvidia.com/gpu; needs accelerator_count >= 1"
-    )
-    accelerator_count: int = Field(default=0, ge=0)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[TolerationConfig] = Field(default_factory=list)
-    retries: int = Field(default=0, ge=0, description="KFP task retries (pods lost, OOM)")
-
-    @model_validator(mode="after")
-    def _accelerator_pair(self) -> StageResources:
-        if (self.accelerator_type is None) != (self.accelerator_count == 0):
-            raise ValueError("set accelerator_type and accelerator_count together")
-        return self
-
-
-class LightStageResources(StageResources):
-    cpu_request: str | None = "1"
-    cpu_limit: str | None = "2"
-    memory_request: str | None = "2Gi"
-    memory_limit: str | None = "4Gi"
-
-
-class TrainingStageResources(StageResources):
-    cpu_request: str | None = "2"
-    cpu_limit: str | None = "4"
-    memory_request: str | None = "8Gi"
-    memory_limit: str | None = "16Gi"
-    retries: int = Field(default=2, ge=0, description="a retried task resumes from checkpoint")
-
-
-class ClusterStages(Strict):
-    """One block per task. Each block's defaults are its class's, so overriding one key
-    (``cluster.stages.pretrain.accelerator_count=1``) keeps the others."""
-
-    data_prep: LightStageResources = Field(default_factory=LightStageResources)
-    pretrain: TrainingStageResources = Field(default_factory=TrainingStageResources)
-    transfer_finetune: TrainingStageResources = Field(default_factory=TrainingStageResources)
-    tune: TrainingStageResources = Field(default_factory=TrainingStageResources)
-    evaluate: LightStageResources = Field(default_factory=LightStageResources)
-    export: LightStageResources = Field(default_factory=LightStageResources)
-
-    def for_stage(self, stage: StageName) -> StageResources:
-        resources: StageResources = getattr(self, stage.replace("-", "_"))
-        return resources
-
-
-# A Secret's name (DNS-1123 subdomain) and a memory quantity, as the API server checks them:
-# a typo fails at `graft compile`, not when a pod is created.
-_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 
 
 # cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
@@ -109,6 +77,15 @@ SHM_VOLUME = ("dshm", "/dev/shm")
 # Every pipeline pod and RayJob pod carries it: the chart's NetworkPolicy lets only pods with
 # this label reach the MLflow server.
 PIPELINE_POD_LABEL = ("graft.dev/pipeline", "true")
+# Heads and workers of every Ray cluster Graft runs (the chart's RayCluster and RayJobs, the
+# RayJobs of ray.mode=rayjob) carry the first, KubeRay's submitter pods the second: the
+# chart's NetworkPolicy opens all ports between Ray nodes and only the Jobs API and Ray Client
+# ports to pipeline and submitter pods.
+RAY_NODE_LABEL = ("graft.dev/ray", "node")
+RAY_SUBMITTER_LABEL = ("graft.dev/ray", "submitter")
+# The key of the Ray token Secret (cluster.ray_token_secret) that KubeRay reads: it is fixed
+# by KubeRay (utils.RAY_AUTH_TOKEN_SECRET_KEY), so infra/bootstrap.sh creates it under it.
+RAY_TOKEN_SECRET_KEY = "auth_token"
 # The image of the compiled pipeline and of RayJobs unless `--image` or ray.rayjob.image names
 # another.
 DEFAULT_IMAGE = "ghcr.io/graft-ml/graft:0.1.0-cpu"
@@ -139,10 +116,11 @@ AWS_REGION_ENV = "AWS_DEFAULT_REGION"
 DEFAULT_AWS_REGION = "us-east-1"
 AWS_ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
 AWS_SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
-# Ray's own variables. Graft sets these unless the environment already does: no token auth
-# for the local instance it starts...
+# Ray's own variables. Token auth on every Ray instance (graft.io.ray_auth)...
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
-DEFAULT_RAY_AUTH_MODE = "disabled"
+RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+RAY_TOKEN_AUTH = "token"
 # ...and these for every driver, controller and worker it runs: Ray Train V2, and its timings
 RAY_TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
 RAY_TRAIN_ENV_DEFAULTS = {
@@ -165,61 +143,6 @@ KUBECONFIG_ENV = "KUBECONFIG"
 DEFAULT_KUBECONFIG = "~/.kube/config"
 # The temporary folder; the local pipeline runner points it at its run folder for the run
 TMPDIR_ENV = "TMPDIR"
-
-
-class ClusterConfig(Strict):
-    """How the compiled pipeline runs on Kubernetes; read at `graft compile` time."""
-
-    s3_secret: str | None = Field(
-        default="graft-s3",
-        description="Kubernetes Secret with the S3 keys, in the namespace the pipeline's pods "
-        "run in; required by every pod once the config names an s3:// location (a missing "
-        "Secret stops the pod instead of running it without keys). None = no Secret: the pods "
-        "use their own identity (IRSA, Workload Identity)",
-    )
-    s3_secret_keys: dict[str, str] = Field(
-        default_factory=lambda: {
-            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-        },
-        description="secret key -> environment variable in every pipeline pod",
-    )
-    stages: ClusterStages = Field(default_factory=ClusterStages)
-    service_account: str | None = Field(
-        default=None,
-        description="Kubernetes ServiceAccount the runs `graft submit` and `graft schedule` "
-        "create run as (None = KFP's default, pipeline-runner); with ray.mode=rayjob the "
-        "pipeline's pods create RayJobs, so name one the chart's Role is bound to "
-        "(graft-pipeline)",
-    )
-    image_pull_secrets: list[str] = Field(
-        default_factory=list,
-        description="Kubernetes Secrets (type dockerconfigjson) with which every pipeline pod "
-        "and every RayJob pod pulls its image from a private registry",
-    )
-    shm_size: str | None = Field(
-        default="2Gi",
-        description="size of a memory-backed emptyDir mounted at /dev/shm in every pipeline "
-        "and RayJob pod: Ray's object store and the DataLoader workers share memory there, "
-        "and a container's own /dev/shm is 64 MiB. It counts against the pod's memory limit "
-        "(None = the container's default /dev/shm)",
-    )
-
-    @model_validator(mode="after")
-    def _kubernetes_names_and_quantities(self) -> ClusterConfig:
-        for name in self.image_pull_secrets:
-            if not _K8S_NAME.fullmatch(name):
-                raise ValueError(
-                    f"cluster.image_pull_secrets: '{name}' is not a Kubernetes Secret name "
-                    "(lowercase letters, digits, '-' and '.'); use the name `kubectl get "
-                    "secrets` shows"
-                )
-        if self.shm_size is not None and not _K8S_QUANTITY.fullmatch(self.shm_size):
-            raise ValueError(
-                f"cluster.shm_size '{self.shm_size}' is not a Kubernetes quantity; write e.g. "
-                "2Gi or 512Mi, or null to keep the container's default /dev/shm"
-            )
-        return self
 
 
 class RayJobConfig(Strict):

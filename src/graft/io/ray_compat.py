@@ -122,3 +122,18 @@ def train_report_logger() -> logging.Logger:
     from ray.train.v2._internal.execution import context as train_context
 
     return logging.getLogger(train_context.__file__)
+
+
+def reload_auth_settings() -> None:
+    """Make this process's Ray read ``RAY_AUTH_MODE`` and its token from the environment again.
+
+    Checked against Ray 2.60.0. Ray reads the mode into its C++ ``RayConfig`` and caches the
+    token in ``AuthenticationTokenLoader`` the first time a process uses them, and nothing
+    public refreshes either: ``ray._raylet.Config.initialize`` re-reads the config (first, as
+    Ray's own ``authentication_test_utils.reset_auth_token_state`` does, so that a draining
+    gRPC thread cannot reload a token under a stale mode) and ``reset_cache`` drops the token.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()

@@ -14,22 +14,18 @@ from urllib.parse import urlparse
 
 from graft.config import RayConfig
 from graft.config.runtime import (
-    AWS_ACCESS_KEY_ENV,
     AWS_REGION_ENV,
-    AWS_SECRET_KEY_ENV,
     DEFAULT_AWS_REGION,
-    DEFAULT_RAY_AUTH_MODE,
     DEFAULT_RAY_LOG_TO_DRIVER,
     RAY_ADDRESS_ENV,
     RAY_API_SERVER_ADDRESS_ENV,
-    RAY_AUTH_MODE_ENV,
     RAY_LOG_TO_DRIVER_ENV,
     RAY_SUBMITTED_JOB_ENV,
     RAY_TRAIN_ENV_DEFAULTS,
     RAY_TRAIN_V2_ENV,
 )
 from graft.errors import ConfigError
-from graft.io import storage
+from graft.io import ray_auth, storage
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +55,12 @@ def ensure_ray(config: RayConfig) -> None:
 
     if ray.is_initialized():
         return
-    os.environ.setdefault(RAY_AUTH_MODE_ENV, DEFAULT_RAY_AUTH_MODE)
     train_env = train_env_defaults()
     # a local instance's controller and workers inherit this process's environment
     os.environ.update(train_env)
     if config.mode == "address":
         address = config.address or os.environ.get(RAY_ADDRESS_ENV) or "auto"
+        ray_auth.require_cluster_token(address, "ray.address")
         log.info("joining Ray cluster at %s", address)
         # A cluster's processes don't: the job's runtime environment carries the settings,
         # unless this driver already runs as a submitted Ray job (whose runtime environment
@@ -82,6 +78,7 @@ def ensure_ray(config: RayConfig) -> None:
     # Ray instance runs on the machine (a second pipeline, a test run), which strands the
     # workers' placement groups. Pinning the port and exporting it before the raylet starts
     # gives every process of this instance its own dashboard's address.
+    ray_auth.secure_local_instance()
     dashboard_port = _free_port()
     _replaced_env[RAY_API_SERVER_ADDRESS_ENV] = os.environ.get(RAY_API_SERVER_ADDRESS_ENV)
     os.environ[RAY_API_SERVER_ADDRESS_ENV] = f"http://127.0.0.1:{dashboard_port}"
@@ -165,17 +162,20 @@ def train_storage(config: RayConfig, local_root: Path, shared_subpath: str = "")
 
 
 def _pyarrow_s3_options() -> dict[str, Any]:
-    """The S3 endpoint and keys boto3 uses (graft.io.storage), for pyarrow."""
+    """The S3 endpoint boto3 uses (graft.io.storage), for pyarrow.
+
+    No keys: pyarrow's AWS SDK reads them from the same environment boto3 does (then an
+    instance profile, IRSA). Keys given here would be pickled with the filesystem, and Tune
+    pickles it into ``tuner.pkl`` in the shared bucket, where anyone who can read the bucket
+    would find the secret key.
+    """
     options: dict[str, Any] = {"region": os.environ.get(AWS_REGION_ENV, DEFAULT_AWS_REGION)}
     endpoint = storage.s3_endpoint()
     if endpoint:
         parsed = urlparse(endpoint)
         options["endpoint_override"] = parsed.netloc or parsed.path
         options["scheme"] = parsed.scheme or "https"
-    if os.environ.get(AWS_ACCESS_KEY_ENV) and os.environ.get(AWS_SECRET_KEY_ENV):
-        options["access_key"] = os.environ[AWS_ACCESS_KEY_ENV]
-        options["secret_key"] = os.environ[AWS_SECRET_KEY_ENV]
-    return options  # no keys: pyarrow's own chain (instance profile, IRSA)
+    return options
 
 
 def _refuse_node_local_storage(config: RayConfig, alive_nodes: int) -> None:

@@ -13,13 +13,16 @@ from graft.config import (
     DEFAULT_IMAGE,
     DEFAULT_PRESET,
     PIPELINE_POD_LABEL,
+    RAY_TOKEN_SECRET_KEY,
     SHM_VOLUME,
     ClusterConfig,
     GraftConfig,
     StageName,
 )
+from graft.config.runtime import RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV, RAY_TOKEN_AUTH
 from graft.kfp.components import make_components
 from graft.kfp.run_parameters import PRECEDENCE, parameter_help
+from graft.remote.command import RAY_STAGES
 
 PIPELINE_NAME = "graft-training"
 
@@ -27,7 +30,8 @@ PIPELINE_NAME = "graft-training"
 def apply_cluster_settings(
     task: Any, stage: StageName, cluster: ClusterConfig, needs_s3: bool
 ) -> None:
-    """Resources, accelerators, placement, retries, pod label and S3 secret env for a task."""
+    """Resources, accelerators, placement, retries, pod label, S3 and MLflow secret env for a
+    task."""
     settings = cluster.stages.for_stage(stage)
     if settings.cpu_request:
         task.set_cpu_request(settings.cpu_request)
@@ -64,6 +68,29 @@ def apply_cluster_settings(
             secret_key_to_env=dict(cluster.s3_secret_keys),
             optional=not needs_s3,
         )
+    if cluster.mlflow_secret:
+        # The MLflow user, for MLflow's client to read (never in the tracking URI). Required:
+        # a pipeline pod always logs to a tracking server (pod_guard refuses a pod-local one).
+        kubernetes.use_secret_as_env(
+            task,
+            cluster.mlflow_secret,
+            secret_key_to_env=dict(cluster.mlflow_secret_keys),
+            optional=False,
+        )
+
+
+def apply_ray_token(task: Any, stage: StageName, config: GraftConfig) -> None:
+    """The Ray cluster's token for a training task that joins it (ray.mode=address): Graft
+    joins only clusters with token auth and refuses to start without the token. Required:
+    a pod whose Secret is missing fails to start and says so. A RayJob (ray.mode=rayjob) is
+    followed through the Kubernetes API only, so its task gets no token."""
+    secret = config.cluster.ray_token_secret
+    if config.ray.mode != "address" or stage not in RAY_STAGES or secret is None:
+        return
+    kubernetes.use_secret_as_env(
+        task, secret, secret_key_to_env={RAY_TOKEN_SECRET_KEY: RAY_AUTH_TOKEN_ENV}
+    )
+    task.set_env_variable(RAY_AUTH_MODE_ENV, RAY_TOKEN_AUTH)
 
 
 def apply_pod_settings(task: Any, cluster: ClusterConfig) -> None:
@@ -107,6 +134,7 @@ def build_pipeline(
         for stage, task in tasks.items():
             apply_cluster_settings(task, stage, config.cluster, bool(config.s3_locations()))
             apply_pod_settings(task, config.cluster)
+            apply_ray_token(task, stage, config)
         return tasks["export"].outputs["Output"]
 
     # KFP shows a parameter's description from the docstring's Args section

@@ -21,6 +21,8 @@ import yaml
 
 from graft.config import (
     PIPELINE_POD_LABEL,
+    RAY_NODE_LABEL,
+    RAY_SUBMITTER_LABEL,
     SHM_VOLUME,
     ClusterConfig,
     GraftConfig,
@@ -97,10 +99,13 @@ def build_rayjob(
 
 
 def _submitter_template(config: GraftConfig, image: str, labels: dict[str, str]) -> dict[str, Any]:
-    """The pod of KubeRay's submitter Job, which runs ``ray job submit``."""
+    """The pod of KubeRay's submitter Job, which runs ``ray job submit`` (KubeRay gives it the
+    token: RAY_AUTH_MODE and RAY_AUTH_TOKEN)."""
     settings = config.ray.rayjob
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        # it talks to the Ray head only, never to the Kubernetes API
+        "automountServiceAccountToken": False,
         "securityContext": _pod_security(),
         "containers": [
             {
@@ -115,7 +120,9 @@ def _submitter_template(config: GraftConfig, image: str, labels: dict[str, str])
         **_pull_secrets(config.cluster),
     }
     _with_scratch(pod)
-    return {"metadata": {"labels": labels}, "spec": pod}
+    # the chart's NetworkPolicy lets submitter pods reach the head's Jobs API, and nothing
+    # reach them
+    return {"metadata": {"labels": labels | dict([RAY_SUBMITTER_LABEL])}, "spec": pod}
 
 
 def _ray_cluster_spec(
@@ -125,12 +132,14 @@ def _ray_cluster_spec(
     settings = config.ray.rayjob
     workers = config.cluster.stages.for_stage(stage)
     # the head runs the stage's driver, which logs to MLflow: the chart's NetworkPolicy lets
-    # only pods with the pipeline label reach it
-    pod_labels = labels | dict([PIPELINE_POD_LABEL])
-    env = _secret_env(config)
+    # only pods with the pipeline label reach it. The Ray node label opens the Ray ports
+    # between these pods (and only them)
+    pod_labels = labels | dict([PIPELINE_POD_LABEL, RAY_NODE_LABEL])
+    env = _secret_env(config) + _mlflow_secret_env(config)
     replicas = worker_replicas(config, stage)
     return {
         "rayVersion": settings.ray_version,
+        "authOptions": ray_auth_options(config.cluster),
         "headGroupSpec": {
             # num-cpus 0: training workers go to the worker pods, not next to the GCS
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
@@ -165,6 +174,16 @@ def _ray_cluster_spec(
     }
 
 
+def ray_auth_options(cluster: ClusterConfig) -> dict[str, Any]:
+    """Token auth on the RayJob's cluster. KubeRay gives the head, the workers, their
+    wait-gcs-ready init containers and the submitter RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from
+    the Secret's ``auth_token`` key; without ``cluster.ray_token_secret`` it generates a Secret
+    with a random token for this cluster alone (owned by it, deleted with it)."""
+    if cluster.ray_token_secret is None:
+        return {"mode": "token"}
+    return {"mode": "token", "secretName": cluster.ray_token_secret}
+
+
 def rayjob_yaml(config: GraftConfig, stage: RayStage, inputs: StageInputs, image: str) -> str:
     manifest = build_rayjob(config, stage, inputs, image)
     return yaml.dump(manifest, Dumper=_PlainDumper, sort_keys=False)
@@ -195,7 +214,12 @@ def _pod_template(
     }
     if env:
         container["env"] = env
-    pod: dict[str, Any] = {"securityContext": _pod_security(), "containers": [container]}
+    pod: dict[str, Any] = {
+        # Ray pods never call the Kubernetes API: no ServiceAccount token to steal from them
+        "automountServiceAccountToken": False,
+        "securityContext": _pod_security(),
+        "containers": [container],
+    }
     # the Ray pods get the pipeline pods' image pull secrets and /dev/shm (cluster block)
     pod.update(_pull_secrets(cluster))
     shm: tuple[EmptyDir, ...] = ()
@@ -273,4 +297,24 @@ def _secret_env(config: GraftConfig) -> list[dict[str, Any]]:
             },
         }
         for key, env_name in sorted(config.cluster.s3_secret_keys.items())
+    ]
+
+
+def _mlflow_secret_env(config: GraftConfig) -> list[dict[str, Any]]:
+    """The MLflow user from the Secret ``cluster.mlflow_secret``, as in the pipeline's pods:
+    the head runs the stage's driver and the workers log metrics, both to the tracking server."""
+    if not config.cluster.mlflow_secret:
+        return []
+    return [
+        {
+            "name": env_name,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": config.cluster.mlflow_secret,
+                    "key": key,
+                    "optional": False,
+                }
+            },
+        }
+        for key, env_name in sorted(config.cluster.mlflow_secret_keys.items())
     ]
