@@ -117,21 +117,45 @@ def start_pipeline_run(config: GraftConfig, kfp_run_id: str) -> str:
     return str(run.info.run_id)
 
 
+ENDED_BADLY = ("FAILED", "KILLED")
+
+
 def finish_pipeline_run(config: GraftConfig, run_id: str, status: str = "FINISHED") -> None:
     client_for(config).set_terminated(run_id, status)
 
 
 @contextmanager
 def stage_run(config: GraftConfig, parent_run_id: str, stage: str) -> Iterator[str]:
-    """A nested run for one stage; marked FAILED if the stage raises."""
+    """A nested run for one stage. If the stage raises (SIGTERM included: graft.io.termination)
+    it ends FAILED, and so does the pipeline's parent run, which would otherwise stay RUNNING
+    for ever; a retried stage puts the parent back to RUNNING."""
     client = client_for(config)
+    parent_status = _run_status(client, parent_run_id)
+    if parent_status in ENDED_BADLY:
+        client.update_run(parent_run_id, status="RUNNING")
     run = client.create_run(
         experiment_id(config),
         run_name=stage,
         tags={PARENT_TAG: parent_run_id, "graft.stage": stage, "graft.kind": "stage"},
     )
-    with terminated_when_done(client, str(run.info.run_id)) as run_id:
-        yield run_id
+    try:
+        with terminated_when_done(client, str(run.info.run_id)) as run_id:
+            yield run_id
+    except BaseException:
+        if parent_status is not None:
+            client.set_terminated(parent_run_id, "FAILED")
+        raise
+
+
+def _run_status(client: Any, run_id: str) -> str | None:
+    """The run's status; None if the store has no such run (a stage run on its own, with a
+    made-up parent id)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_run(run_id).info.status)
+    except MlflowException:
+        return None
 
 
 @contextmanager
@@ -338,21 +362,31 @@ def register_model(
     return str(info.registered_model_version)
 
 
-def load_registered_model(config: GraftConfig, alias: str, **torch_load_args: Any) -> Any:
-    """The torch module registered as ``models:/<export.model_name>@<alias>``.
+def download_version_files(config: GraftConfig, version: Any, folder: str, into: Path) -> Path:
+    """The files that model ``version``'s run logged under ``folder``, downloaded into
+    ``into``. Raises RegistryError when the run has no such folder."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
-    Raises RegistryError when its pickle names a class this Graft does not have (a model
-    registered by an older layout): every later comparison against it would fail the same way."""
-    import mlflow.pytorch
-
-    _use_tracking_server(config)
-    uri = f"models:/{config.export.model_name}@{alias}"
-    try:
-        return mlflow.pytorch.load_model(uri, **torch_load_args)
-    except (AttributeError, ModuleNotFoundError) as exc:
+    client = client_for(config)
+    if not client.list_artifacts(version.run_id, folder):
         raise RegistryError(
-            f"{uri} cannot be loaded by this Graft ({exc}): it was registered by a version whose "
-            "classes have moved since. Move the alias to a version this Graft registered, or "
-            f"delete it (MlflowClient().delete_registered_model_alias('{config.export.model_name}'"
-            f", '{alias}')) so the next run is judged without it"
+            f"models:/{config.export.model_name}/{version.version} has no '{folder}' files: it "
+            "was registered by an older Graft, which kept only the pickled model, and Graft no "
+            "longer unpickles models from the registry. Move the alias to a version this Graft "
+            "registered, or delete it (MlflowClient().delete_registered_model_alias("
+            f"'{config.export.model_name}', '<alias>')) so the next run is judged without it"
+        )
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id,
+            artifact_path=folder,
+            dst_path=str(into),
+            tracking_uri=config.resolved_tracking_uri(),
+        )
+    except MlflowException as exc:
+        raise RegistryError(
+            f"cannot download models:/{config.export.model_name}/{version.version}'s "
+            f"'{folder}' files: {exc}"
         ) from exc
+    return Path(path)

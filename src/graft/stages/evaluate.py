@@ -19,7 +19,6 @@ from graft.config import GraftConfig
 from graft.data.holdout import HoldoutManifest, load_holdout
 from graft.data.manifest import DataManifest
 from graft.data.prepare import load_split
-from graft.data.raw_input_model import RawInputModel
 from graft.errors import ConfigError
 from graft.evaluate.baselines import linear_baseline
 from graft.evaluate.gate import GateDecision, decide
@@ -36,6 +35,7 @@ from graft.nn.models import GraftNet
 from graft.stages.common import accuracy, predict
 from graft.stages.outputs import EvaluateOutput
 from graft.stages.retraining import finetune_retraining
+from graft.train.champion import load_champion
 from graft.train.model_dir import MODEL_FILE, SPEC_FILE, load_checkpoint_model
 from graft.train.stage_requests import finetune_request
 
@@ -172,13 +172,13 @@ def _champion_accuracy(
 ) -> float | None:
     """The registered champion's accuracy on the test rows; None without a champion, or
     when it predicts another label set."""
-    if tracking.champion_version(config) is None:
+    champion = load_champion(config)
+    if champion is None:
         return None
-    champion = tracking.load_registered_model(config, "champion")
-    if isinstance(champion, RawInputModel):
+    if champion.fill is not None:
         # a served model fills NaNs itself: give it the rows as a client would send them
         x = raw_rows(x, manifest.missing_fill)
-    probabilities = predict(champion, x)
+    probabilities = predict(champion.served(), x)
     if probabilities.shape[1] <= int(y.max()):
         log.warning("the champion predicts a different label set; it cannot be compared")
         return None

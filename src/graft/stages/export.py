@@ -13,13 +13,15 @@ from graft.config import GraftConfig
 from graft.config.runtime import MODEL_PIP_REQUIREMENTS
 from graft.data.manifest import DataManifest
 from graft.data.prepare import load_split
+from graft.data.preprocessing import MissingValueFill
 from graft.data.raw_input_model import with_missing_fill
 from graft.export.bundle import ExportBundle, build_export_bundle
 from graft.export.model_card import build_model_card, write_model_card
 from graft.export.raw_inputs import raw_rows
 from graft.io import tracking
-from graft.nn.models import GraftNet
+from graft.nn.models import GraftNet, ModelSpec
 from graft.stages.outputs import ExportOutput
+from graft.train.champion import WEIGHTS_FOLDER, write_champion_files
 from graft.train.model_dir import load_checkpoint_model
 
 
@@ -43,7 +45,6 @@ def run(
     model, spec = load_checkpoint_model(model_dir)
     manifest = DataManifest.read(dataset_dir)
     bundle, example = _bundle(config, model, dataset_dir, manifest, out)
-    served = with_missing_fill(model, manifest.missing_fill)
     gate = json.loads((Path(evaluation_dir) / "gate.json").read_text())
     metrics = json.loads((Path(evaluation_dir) / "metrics.json").read_text())
     (out / "spec.json").write_text(spec.to_json())
@@ -51,7 +52,7 @@ def run(
         logger = tracking.logger_for(config, run_id)
         logger.metrics(_export_metrics(bundle), step=0)
         logger.tags({"graft.dataset_hash": manifest.dataset_hash})
-        version = _register(config, run_id, served, example)
+        version = _register(config, run_id, (model, spec), manifest.missing_fill, example, out)
         aliases = _set_aliases(config, version, bool(gate["passed"]))
         tags = _version_tags(config, bundle, gate, metrics, manifest.dataset_hash)
         tracking.set_version_tags(config, version, tags)
@@ -119,9 +120,20 @@ def _export_metrics(bundle: ExportBundle) -> dict[str, float]:
 
 
 def _register(
-    config: GraftConfig, run_id: str, served: torch.nn.Module, example: torch.Tensor
+    config: GraftConfig,
+    run_id: str,
+    trained: tuple[GraftNet, ModelSpec],
+    fill: MissingValueFill | None,
+    example: torch.Tensor,
+    out: Path,
 ) -> str:
-    """A new registry version of the served model, with its signature and input example."""
+    """A new registry version of the served model (the network taking raw rows), with its
+    signature and input example, and the weights Graft loads it from (train.champion)."""
+    network, spec = trained
+    # before the version exists: a champion always has the files Graft loads it from
+    weights = write_champion_files(network, spec, fill, out / WEIGHTS_FOLDER)
+    tracking.logger_for(config, run_id).artifact(weights, WEIGHTS_FOLDER)
+    served = with_missing_fill(network, fill)
     with torch.no_grad():
         logits = served.eval()(example).numpy()
     return tracking.register_model(

@@ -31,12 +31,31 @@ def save_model_dir(model: GraftNet, spec: ModelSpec, directory: str | Path) -> P
 
 
 def load_checkpoint_model(checkpoint_dir: str | Path) -> tuple[GraftNet, ModelSpec]:
+    """The model a model folder holds, its weights unpickled as tensors only: the folder may
+    come from storage others can write (a staged input, a checkpoint, the registry)."""
     directory = Path(checkpoint_dir)
     spec = ModelSpec.load(directory / SPEC_FILE)
     model = build_model(spec)
-    # map_location: a GPU worker saved CUDA tensors; evaluate/export run on CPU pods
-    model.load_state_dict(torch.load(directory / MODEL_FILE, weights_only=True, map_location="cpu"))
+    path = directory / MODEL_FILE
+    try:
+        # map_location: a GPU worker saved CUDA tensors; evaluate/export run on CPU pods
+        weights = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        raise TrainingError(
+            f"refusing to load {path}: it holds more than tensors ({_refused_type(exc)}), and "
+            "unpickling it could run code. Model folders hold tensors only: replace the file "
+            "with one Graft wrote"
+        ) from None
+    model.load_state_dict(weights)
     return model, spec
+
+
+def _refused_type(exc: pickle.UnpicklingError) -> str:
+    # torch's message: advice, then the type it refused, then a link
+    lines = [line.strip() for line in str(exc).splitlines()]
+    return next((line for line in lines if "GLOBAL" in line.upper()), "a non-tensor type").rstrip(
+        "."
+    )
 
 
 def load_training_state(checkpoint_dir: str | Path) -> dict[str, Any]:
@@ -49,14 +68,10 @@ def load_training_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     try:
         state: dict[str, Any] = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        # torch's message: advice, then the type it refused, then a link
-        lines = [line.strip() for line in str(exc).splitlines()]
-        reason = next((line for line in lines if "GLOBAL" in line.upper()), "a non-tensor type")
-        reason = reason.rstrip(".")
         raise TrainingError(
             f"refusing to resume from {path}: it holds more than tensors and plain values "
-            f"({reason}), and unpickling it could run code. Delete the checkpoint (or the "
-            "run's storage folder) to start the fit afresh"
+            f"({_refused_type(exc)}), and unpickling it could run code. Delete the checkpoint "
+            "(or the run's storage folder) to start the fit afresh"
         ) from None
     return state
 

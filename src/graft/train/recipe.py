@@ -1,18 +1,15 @@
 """The training recipe Ray Train runs on every DDP worker: setup, phases, epochs, checkpoints.
 
-One recipe serves pretrain and transfer-finetune: a fit is a list of phases, each with its own
-trainable set and learning rate (pretrain is one phase that trains everything). On each phase
-change the optimizer is rebuilt and the model re-wrapped for DDP, since both capture the
-trainable set at construction. Every epoch the full training state is checkpointed, and a
-restarted run continues from the latest checkpoint: same phase, same epoch, same LR sequence,
-same RNG streams.
+A fit is a list of phases, each with its own trainable set and learning rate (pretrain: one
+phase training everything). A phase change rebuilds the optimizer and re-wraps DDP, since both
+capture the trainable set. Every epoch checkpoints the full training state; a restarted run
+continues from the latest one: same phase, epoch, LR sequence and RNG streams.
 
-With ``budget.mode = virtual_epochs`` an "epoch" (report + checkpoint + early-stopping check) is
-``steps_per_virtual_epoch`` optimizer steps drawn from a loader that cycles pass after pass
-(graft.train.budget has the arithmetic); the position inside the current pass is part of the
-checkpoint, so a resumed run draws the same batches. ``scale_lr_with_workers`` applies the
-linear scaling rule, and ``diagnostics.every_n_steps`` makes rank 0 log per-step diagnostics
-(graft.train.diagnostics) to MLflow. Each optimizer step is graft.train.step's.
+With ``budget.mode = virtual_epochs`` an "epoch" (report, checkpoint, early-stopping check) is
+``steps_per_virtual_epoch`` steps from a loader cycling pass after pass (graft.train.budget);
+the position inside the pass is checkpointed, so a resumed run draws the same batches.
+``scale_lr_with_workers`` applies the linear scaling rule; ``diagnostics.every_n_steps`` logs
+per-step diagnostics from rank 0. Each optimizer step is graft.train.step's.
 """
 
 from __future__ import annotations

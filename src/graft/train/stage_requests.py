@@ -10,10 +10,10 @@ from torch import nn
 
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
-from graft.data.raw_input_model import trained_network
 from graft.io import tracking
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import transfer_model, transfer_spec
+from graft.train.champion import load_champion
 from graft.train.in_process import overfit_one_batch
 from graft.train.model_dir import load_checkpoint_model
 from graft.train.request import FitRequest, phases_for
@@ -103,19 +103,15 @@ def finetune_request(
 def _load_champion_weights(config: GraftConfig, target: nn.Module) -> str:
     """Load ``models:/<name>@champion``'s weights into ``target`` when the architectures match;
     return where the weights come from (tagged on the finetune run)."""
-    version = tracking.champion_version(config)
     name = config.export.model_name
-    if version is None:
+    champion = load_champion(config)
+    if champion is None:
         log.warning(
             "warm start: no champion of '%s' yet; starting from the pretrained backbone", name
         )
         return "pretrained"
-    # the registered model may wrap the network in its NaN fill: the weights are inside
-    champion = trained_network(
-        tracking.load_registered_model(config, "champion", map_location="cpu")
-    )
     wanted = {key: tuple(t.shape) for key, t in target.state_dict().items()}
-    state = champion.state_dict()
+    state = champion.network.state_dict()
     found = {key: tuple(t.shape) for key, t in state.items()}
     if wanted != found:
         differing = sorted(set(wanted) ^ set(found)) or sorted(
@@ -125,10 +121,10 @@ def _load_champion_weights(config: GraftConfig, target: nn.Module) -> str:
             "warm start: champion %s v%s has another architecture (%s differ); starting from "
             "the pretrained backbone",
             name,
-            version.version,
+            champion.version,
             ", ".join(differing[:5]),
         )
         return "pretrained"
     target.load_state_dict(state)
-    log.info("warm start: finetuning from champion %s v%s", name, version.version)
-    return f"champion:{version.version}"
+    log.info("warm start: finetuning from champion %s v%s", name, champion.version)
+    return f"champion:{champion.version}"
