@@ -7,7 +7,9 @@ held by someone else's Ray on a shared machine) and is stopped by signalling the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -25,11 +29,13 @@ from ray.job_submission import JobSubmissionClient
 
 from graft import stages
 from graft.config import GraftConfig, RayConfig, load_config
-from graft.errors import RayJobError
+from graft.errors import ConfigError, RayJobError
+from graft.io import ray_compat
 from graft.io.ray_runtime import ensure_ray, shutdown_ray, train_env_defaults
 from graft.remote import dispatch
 from graft.remote.command import RESULT_PREFIX, JobOutcome
 from graft.remote.ray_job import RETRY_SUFFIX, job_client, run_job, stage_submission_id
+from sigterm_helpers import terminate_after
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -39,6 +45,7 @@ VENV_BIN = str(Path(sys.executable).parent)
 class RayHead(NamedTuple):
     dashboard: str  # the Jobs API, http://127.0.0.1:<port>
     address: str  # the GCS, what ray.init(address=...) joins
+    token: str  # its authentication token, which this process holds while the head is up
 
 
 def free_port() -> int:
@@ -62,10 +69,28 @@ def _wait_for_jobs_api(dashboard: str, head: subprocess.Popen[bytes], log: Path)
     raise TimeoutError(f"the Jobs API at {dashboard} did not accept a job within 180 s")
 
 
+@contextlib.contextmanager
+def _holding_token(token: str) -> Iterator[None]:
+    """This process uses ``token`` for Ray (as a pipeline pod does, from its Secret)."""
+    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    ray_compat.reload_auth_settings()  # Ray caches both per process
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        ray_compat.reload_auth_settings()
+
+
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[RayHead]:
-    """A one-node Ray cluster (2 CPUs), for this module's tests only: an idle head left up
-    would take CPU from every later test on a 2-core machine."""
+    """A one-node Ray cluster (2 CPUs) with token authentication, for this module's tests
+    only: an idle head left up would take CPU from every later test on a 2-core machine."""
+    token = secrets.token_urlsafe(32)
     temp_dir = Path(f"/tmp/rj-{os.getpid()}")  # short: socket paths are limited to 107 bytes
     dashboard_port = free_port()
     ports = {
@@ -81,7 +106,8 @@ def ray_head() -> Iterator[RayHead]:
         **os.environ,
         # a job's entrypoint finds this venv's python (with graft) first
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "RAY_AUTH_MODE": "disabled",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
         # SIGTERM tears the node down at once instead of draining it first
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
@@ -109,8 +135,9 @@ def ray_head() -> Iterator[RayHead]:
         )
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     try:
-        _wait_for_jobs_api(dashboard, head, log)
-        yield RayHead(dashboard, f"127.0.0.1:{ports['port']}")
+        with _holding_token(token):
+            _wait_for_jobs_api(dashboard, head, log)
+            yield RayHead(dashboard, f"127.0.0.1:{ports['port']}", token)
     finally:
         _stop_head(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -321,6 +348,32 @@ def test_job_past_its_timeout_is_stopped_and_fails_the_caller(
         time.sleep(0.5)
 
 
+def test_sigterm_stops_the_ray_job_before_the_caller_exits(
+    client: JobSubmissionClient, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """KFP cancels a run (or evicts its pod) with SIGTERM: the Ray job stops at once instead
+    of living on after its caller."""
+    job_id = "graft-test-sigterm"
+    caller = tmp_path / "caller.py"
+    caller.write_text(
+        f"""from graft.config import RayConfig
+from graft.io.termination import sigterm_interrupts
+from graft.remote.ray_job import job_client, run_job
+sigterm_interrupts()
+client = job_client(RayConfig(mode="address", dashboard_address={ray_head.dashboard!r}))
+def show(line): print(line, flush=True)
+run_job(client, {job_id!r}, "echo started; sleep 120", on_log=show, poll_s=0.5)
+"""
+    )
+    code, printed = terminate_after(caller, "started")  # the token comes from this process
+
+    assert code != 0 and f"interrupted: stopping Ray job {job_id}" in printed
+    deadline = time.monotonic() + 60
+    while client.get_job_status(job_id) != "STOPPED":
+        assert time.monotonic() < deadline, client.get_job_status(job_id)
+        time.sleep(0.5)
+
+
 def test_driver_mode_joins_the_cluster_and_gives_its_workers_ray_trains_settings(
     ray_head: RayHead, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,6 +395,52 @@ def test_driver_mode_joins_the_cluster_and_gives_its_workers_ray_trains_settings
         assert ray.cluster_resources()["CPU"] == 2  # the head's CPUs, not this machine's
     finally:
         shutdown_ray()
+
+
+def _jobs_api_status(dashboard: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{dashboard}/api/jobs/", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+def test_the_cluster_refuses_a_client_without_its_token(
+    ray_head: RayHead, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head runs with token auth: its Jobs API and its GCS refuse anyone without the
+    token, and Graft refuses to reach a cluster without holding one."""
+    assert _jobs_api_status(ray_head.dashboard, None) == 401
+    assert _jobs_api_status(ray_head.dashboard, "not-the-token") in (401, 403)
+    assert _jobs_api_status(ray_head.dashboard, ray_head.token) == 200
+
+    # a driver with a wrong token is refused by the GCS (in a process of its own: a failed
+    # join leaves Ray's per-process state behind)
+    join = f"import ray; ray.init(address={ray_head.address!r}, logging_level='ERROR')"
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}
+    joined = subprocess.run(
+        [sys.executable, "-c", join], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert joined.returncode != 0
+    assert "InvalidAuthToken" in joined.stderr or "Failed to connect" in joined.stderr
+
+    config = RayConfig(mode="address", dashboard_address=ray_head.dashboard)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token")
+    with pytest.raises(RayJobError, match="refused this process's token"):
+        job_client(config)
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("HOME", str(Path(f"/tmp/no-ray-token-{os.getpid()}")))
+    with pytest.raises(ConfigError, match=r"needs its authentication token.*RAY_AUTH_TOKEN"):
+        job_client(config)
+    with pytest.raises(ConfigError, match=r"ray\.address.*needs its authentication token"):
+        ensure_ray(RayConfig(mode="address", submit="driver", address=ray_head.address))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with pytest.raises(ConfigError, match="RAY_AUTH_MODE=disabled turns off"):
+        job_client(config)
 
 
 def test_unreachable_dashboard_is_a_clear_error() -> None:

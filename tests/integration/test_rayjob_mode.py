@@ -7,6 +7,7 @@ submitter would, so these tests see real logs, exit codes and timing.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from graft.io.ray_runtime import train_env_defaults
 from graft.remote.command import RESULT_PREFIX, StageInputs
 from graft.remote.kuberay import KubeRayApi, run_rayjob
 from graft.remote.kuberay_manifest import build_rayjob
+from sigterm_helpers import terminate_after
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -225,6 +227,32 @@ def test_an_interrupted_caller_deletes_its_rayjob(kube: FakeKubeServer, tmp_path
     assert manifest["metadata"]["name"] not in kube.state.rayjobs
     process = kube.state.processes.get(manifest["metadata"]["name"])
     assert process is None  # the operator's job went with it
+
+
+def test_sigterm_deletes_the_rayjob_before_the_caller_exits(
+    kube: FakeKubeServer, tmp_path: Path
+) -> None:
+    """KFP cancels a run (or evicts its pod) with SIGTERM: the RayJob goes at once, instead of
+    running on until its deadline."""
+    manifest = _manifest(_script(tmp_path, 'print("started", flush=True)\ntime.sleep(60)\n'))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    caller = tmp_path / "caller.py"
+    caller.write_text(
+        f"""import json, pathlib
+from graft.config import RayJobConfig
+from graft.io.termination import sigterm_interrupts
+from graft.remote.kuberay import KubeRayApi, run_rayjob
+sigterm_interrupts()
+manifest = json.loads(pathlib.Path({str(tmp_path / "manifest.json")!r}).read_text())
+def show(line): print(line, flush=True)
+run_rayjob(KubeRayApi(), manifest, RayJobConfig(poll_s=0.1), on_log=show)
+"""
+    )
+    code, printed = terminate_after(caller, "started")
+
+    assert code != 0 and "interrupted: deleting RayJob" in printed
+    assert manifest["metadata"]["name"] not in kube.state.rayjobs
+    assert kube.state.processes.get(manifest["metadata"]["name"]) is None
 
 
 def test_missing_kuberay_crd_is_a_clear_error(kube: FakeKubeServer, tmp_path: Path) -> None:

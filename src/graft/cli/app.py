@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import typer
@@ -23,13 +24,12 @@ from graft.cli.tune import lr_find, tune_
 from graft.cli.ui import ui
 from graft.config.runtime import (
     DEFAULT_LOG_LEVEL,
-    DEFAULT_RAY_AUTH_MODE,
     LOG_LEVEL_ENV,
-    RAY_AUTH_MODE_ENV,
     RAY_TRAIN_ENV_DEFAULTS,
     RAY_TRAIN_V2_ENV,
 )
 from graft.errors import GraftError
+from graft.io.termination import Terminated, sigterm_interrupts
 
 app = typer.Typer(
     name="graft",
@@ -74,11 +74,14 @@ def _log_level() -> str:
 
 
 def main() -> None:
-    os.environ.setdefault(RAY_AUTH_MODE_ENV, DEFAULT_RAY_AUTH_MODE)
     os.environ.setdefault(RAY_TRAIN_V2_ENV, RAY_TRAIN_ENV_DEFAULTS[RAY_TRAIN_V2_ENV])
+    sigterm_interrupts()
     try:
         logging.basicConfig(level=_log_level())
         app()
+    except Terminated as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(128 + signal.SIGTERM)
     except GraftError as exc:
         # escaped: a message may quote a log line with [brackets] that rich would parse
         console.print(f"[red]error:[/red] {escape(str(exc))}")

@@ -23,6 +23,7 @@ from graft.errors import ConfigError
 from graft.evaluate.summary import REPORT_FILE as EVALUATION_REPORT_FILE
 from graft.evaluate.summary import ROC_FILE
 from graft.export.model_card import MODEL_CARD_MARKDOWN
+from graft.io.termination import sigterm_interrupts
 from graft.kfp.pod_guard import check_pipeline_pod
 from graft.kfp.run_parameters import RunParameters, effective_config
 from graft.remote import dispatch
@@ -40,6 +41,7 @@ def _stage_config(
     A refused config ends the task with one ``error:`` line on stderr and exit status 1, not a
     traceback: the task's log in the KFP UI then shows the cause and the fix first.
     """
+    sigterm_interrupts()  # a cancelled run stops what the stage started (graft.io.termination)
     try:
         config = effective_config(config_json, parameters)
         check_pipeline_pod(config, stage)

@@ -15,7 +15,9 @@ created anew. An interrupt (Ctrl-C, a KFP run cancelled) deletes the RayJob, whi
 job. ``ray.rayjob.delete_when_done`` says whether the RayJob object is deleted after it ends.
 
 Credentials: the pod's ServiceAccount in a cluster (the chart's Role allows exactly these
-calls), else the kubeconfig (``KUBECONFIG``, ``~/.kube/config``).
+calls: create, get and delete rayjobs, list pods, get pods/log; ``tests/deploy/test_chart.py``
+reads the calls from this module and fails when one has no grant), else the kubeconfig
+(``KUBECONFIG``, ``~/.kube/config``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from graft.config import DEFAULT_IMAGE, GraftConfig, RayJobConfig
 from graft.config.runtime import DEFAULT_KUBECONFIG, KUBECONFIG_ENV
 from graft.errors import RayJobError
+from graft.io.termination import INTERRUPTS
 from graft.remote.command import (
     JobOutcome,
     RayStage,
@@ -149,7 +152,7 @@ def run_rayjob(
     attached = _create_or_attach(api, manifest, settings.poll_s)
     try:
         status, logs = _follow(api, name, on_log or relay_to_stderr, settings.poll_s)
-    except KeyboardInterrupt:
+    except INTERRUPTS:
         log.warning(
             "interrupted: deleting RayJob %s/%s (KubeRay stops its job)", api.namespace, name
         )
@@ -192,7 +195,9 @@ def _create_or_attach(api: KubeRayApi, manifest: dict[str, Any], poll_s: float) 
         raise RayJobError(
             f"the Kubernetes API refused RayJob {api.namespace}/{name}: {_api_reason(exc)}; "
             "check that the KubeRay operator is installed (CRD rayjobs.ray.io) and that this "
-            "pod's ServiceAccount may create rayjobs (the chart's Role)",
+            "pod runs as the chart's ServiceAccount, the only one its Role binds (graft "
+            "submit/schedule use cluster.service_account; a run started in the KFP UI "
+            "names it in the run form)",
             submission_id=name,
         ) from None
     log.info("created RayJob %s/%s", api.namespace, name)

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from graft.config import GraftConfig, RayConfig
 from graft.errors import RayJobError
+from graft.io import ray_auth
 from graft.io.ray_runtime import train_env_defaults
+from graft.io.termination import INTERRUPTS
 from graft.remote.command import (
     JobOutcome,
     StageInputs,
@@ -50,11 +52,18 @@ def stage_submission_id(stage: str, parent_run_id: str) -> str:
 
 def job_client(config: RayConfig) -> JobSubmissionClient:
     """A Jobs API client for ``ray.dashboard_address`` (else one derived from ``ray.address``)."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     address = config.dashboard_address or config.address
+    ray_auth.require_cluster_token(address or "RAY_ADDRESS", "ray.dashboard_address")
     try:
         return JobSubmissionClient(address)
+    except AuthenticationError:
+        raise RayJobError(
+            f"the Ray Jobs API at {address} refused this process's token: RAY_AUTH_TOKEN "
+            "(or the file RAY_AUTH_TOKEN_PATH names) must hold the cluster's own token"
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayJobError(
             f"cannot reach the Ray Jobs API at {address or 'RAY_ADDRESS / a local cluster'}: "
@@ -98,7 +107,7 @@ def run_job(
     job_id, attached = _submit_or_attach(client, submission_id, entrypoint, runtime_env, metadata)
     try:
         logs = _follow(client, job_id, on_log or relay_to_stderr, poll_s, timeout_s, log_tail_lines)
-    except KeyboardInterrupt:
+    except INTERRUPTS:
         log.warning("interrupted: stopping Ray job %s", job_id)
         client.stop_job(job_id)
         raise
