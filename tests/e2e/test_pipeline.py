@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow.artifacts
 import pytest
 from mlflow.tracking import MlflowClient
 
 from graft.config import load_config
+from graft.remote.command import RAY_STAGES, StageInputs
+from graft.remote.kuberay_manifest import build_rayjob
 from graft.tune.runs import OUTCOME_TAG
-from pipeline_runs import pipeline_runs
+from pipeline_runs import PipelineRuns, pipeline_runs
+from secret_scan import fake_credentials, hits_in_files, hits_in_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -30,13 +34,17 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
         "export.model_name=graft-e2e",
     ]
     tiny = load_config(preset="tiny", overrides=overrides)
+    # fake credentials in the run's environment, for the secret scan at the end (the local
+    # Ray instance uses the token; the others go unused by a local run but must leak nowhere)
+    credentials = fake_credentials()
     run = subprocess.run(
         [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
         + [arg for override in overrides for arg in ("--set", override)],
         capture_output=True,
         text=True,
         timeout=870,
-        env={**os.environ, "COLUMNS": "80"},  # a narrow terminal: the table's paths fold
+        # a narrow terminal: the table's paths fold
+        env={**os.environ, **credentials, "COLUMNS": "80"},
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
@@ -96,3 +104,71 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     assert evaluation["test_accuracy"] > evaluation["label_shuffle_control_accuracy"]
     assert evaluation["ab_seeds"] == tiny.evaluate.transfer_report.seeds
     assert 0.0 <= evaluation["ab_transfer_mean_accuracy"] <= 1.0
+    _scan_for_credentials(client, runs, work, output, credentials, tmp_path)
+
+
+def _scan_for_credentials(
+    client: MlflowClient,
+    runs: PipelineRuns,
+    work: Path,
+    output: str,
+    credentials: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """None of the credentials in any param, tag, artifact or registered model file, in the
+    work folder (logs, HTML reports, checkpoints, Tune's pickled state), in the console
+    output, in the compiled pipeline or in the RayJob manifests built in that environment."""
+    values = list(credentials.values())
+    hits = hits_in_text("console", output, values)
+    everything = [runs.parent, *runs.stages.values(), *runs.trials]
+    for run in everything:
+        recorded = f"{run.data.params} {run.data.tags}"
+        hits += hits_in_text(f"run {run.info.run_id} params/tags", recorded, values)
+        into = tmp_path / "artifacts" / run.info.run_id
+        into.mkdir(parents=True)
+        artifacts = Path(client.download_artifacts(run.info.run_id, "", str(into)))
+        hits += hits_in_files([artifacts], values)
+    version = client.get_model_version_by_alias("graft-e2e", "champion")
+    hits += hits_in_text("model version tags", str(version.tags), values)
+    with pytest.MonkeyPatch.context() as patch:  # models:/ URIs resolve through the registry
+        patch.setenv("MLFLOW_REGISTRY_URI", client.tracking_uri)
+        registered = mlflow.artifacts.download_artifacts(
+            "models:/graft-e2e@champion",
+            dst_path=str(tmp_path / "registered"),
+            tracking_uri=client.tracking_uri,
+        )
+    hits += hits_in_files([work, Path(registered)], values)
+    hits += _generated_hits(credentials, tmp_path, values)
+    assert not hits, hits
+
+
+def _generated_hits(credentials: dict[str, str], tmp_path: Path, values: list[str]) -> list[str]:
+    """What Graft generates from a config while the credentials are in its environment."""
+    compiled = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graft.cli",
+            "compile",
+            "--pipelines-dir",
+            str(tmp_path / "compiled"),
+            "--components-dir",
+            str(tmp_path / "compiled" / "components"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **credentials},
+    )
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    hits = hits_in_files([tmp_path / "compiled"], values)
+    config = load_config(preset="tiny", overrides=["ray.staging_uri=s3://graft/stage"])
+    stage = "s3://graft/stage"
+    inputs = StageInputs(f"{stage}/in", f"{stage}/out", "0" * 32, f"{stage}/pre", f"{stage}/fine")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in credentials.items():
+            patch.setenv(name, value)
+        for stage in RAY_STAGES:
+            manifest = build_rayjob(config, stage, inputs, "registry.example/graft:test")
+            hits += hits_in_text(f"RayJob for {stage}", json.dumps(manifest), values)
+    return hits
