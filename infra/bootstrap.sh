@@ -198,13 +198,19 @@ create_namespace_and_secrets() {
   printf 'password=%s\n' "${db_password}" | apply_secret "${GRAFT_DB_SECRET}" password
 }
 
+# Whether Secret $1 is already in the namespace (never, in a dry run): Secrets holding a
+# token or a user are created once, since running clusters and MLflow keep the first value.
+secret_exists() {
+  [[ "${DRY_RUN}" != "1" ]] \
+    && "${KUBECTL[@]}" -n "${GRAFT_NAMESPACE}" get secret "$1" >/dev/null 2>&1
+}
+
 # The token of every Ray cluster (the chart's RayCluster, the pipeline's RayJobs) and of the
 # pipeline pods that join one. KubeRay reads it from the key auth_token. Created once: the
 # running clusters and pods hold the token they started with.
 create_ray_token_secret() {
   local name="${GRAFT_RAY_TOKEN_SECRET}"
-  if [[ "${DRY_RUN}" != "1" ]] \
-    && "${KUBECTL[@]}" -n "${GRAFT_NAMESPACE}" get secret "${name}" >/dev/null 2>&1; then
+  if secret_exists "${name}"; then
     log "Secret ${name} exists: keeping its Ray token"
     return 0
   fi
@@ -217,8 +223,7 @@ create_ray_token_secret() {
 # password would not reach the admin user MLflow already has.
 create_mlflow_auth_secret() {
   local name="${GRAFT_MLFLOW_SECRET}"
-  if [[ "${DRY_RUN}" != "1" ]] \
-    && "${KUBECTL[@]}" -n "${GRAFT_NAMESPACE}" get secret "${name}" >/dev/null 2>&1; then
+  if secret_exists "${name}"; then
     log "Secret ${name} exists: keeping its MLflow user"
     return 0
   fi

@@ -3,20 +3,10 @@
 from pathlib import Path
 
 import pytest
-import yaml
-from kfp import compiler
+from compiled_pipeline import compile_tiny
 
 from graft.config import load_config
 from graft.errors import ConfigError
-from graft.kfp.pipeline import build_pipeline
-
-
-def _compile(tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
-    config = load_config(preset="tiny", overrides=list(overrides))
-    path = tmp_path / "pipeline.yaml"
-    compiler.Compiler().compile(build_pipeline("registry.example/graft:test", config), str(path))
-    spec, platform = yaml.safe_load_all(path.read_text())
-    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def _executor(spec: dict, task: str) -> tuple[str, dict]:
@@ -25,7 +15,7 @@ def _executor(spec: dict, task: str) -> tuple[str, dict]:
 
 
 def test_resources_accelerators_placement_and_retries_per_task(tmp_path: Path) -> None:
-    spec, platform = _compile(
+    spec, platform = compile_tiny(
         tmp_path,
         "cluster.stages.pretrain.accelerator_type=nvidia.com/gpu",
         "cluster.stages.pretrain.accelerator_count=2",
@@ -60,7 +50,7 @@ def _secret(executor: dict, name: str) -> dict:
 
 
 def test_s3_credentials_come_from_a_secret_on_every_task(tmp_path: Path) -> None:
-    _, platform = _compile(tmp_path)
+    _, platform = compile_tiny(tmp_path)
     assert len(platform) == 6
     for executor in platform.values():
         secret = _secret(executor, "graft-s3")
@@ -69,7 +59,7 @@ def test_s3_credentials_come_from_a_secret_on_every_task(tmp_path: Path) -> None
 
 
 def test_the_mlflow_user_comes_from_a_required_secret_on_every_task(tmp_path: Path) -> None:
-    _, platform = _compile(tmp_path)
+    _, platform = compile_tiny(tmp_path)
     assert len(platform) == 6
     for executor in platform.values():
         secret = _secret(executor, "graft-mlflow-auth")
@@ -83,22 +73,22 @@ def test_the_mlflow_user_comes_from_a_required_secret_on_every_task(tmp_path: Pa
 
 
 def test_no_secret_when_disabled(tmp_path: Path) -> None:
-    _, platform = _compile(tmp_path, "cluster.s3_secret=null", "cluster.mlflow_secret=null")
+    _, platform = compile_tiny(tmp_path, "cluster.s3_secret=null", "cluster.mlflow_secret=null")
     assert all("secretAsEnv" not in executor for executor in platform.values())
 
 
 def test_the_s3_secret_is_optional_only_while_the_config_names_no_s3_location(
     tmp_path: Path,
 ) -> None:
-    _, platform = _compile(tmp_path)
+    _, platform = compile_tiny(tmp_path)
     assert all(_secret(executor, "graft-s3")["optional"] for executor in platform.values())
-    _, platform = _compile(tmp_path, "ray.storage_uri=s3://graft/checkpoints")
+    _, platform = compile_tiny(tmp_path, "ray.storage_uri=s3://graft/checkpoints")
     # a pod whose Secret is missing must not start without keys and fail at its first upload
     assert not any(_secret(e, "graft-s3")["optional"] for e in platform.values())
 
 
 def test_image_pull_secrets_and_memory_backed_shm_on_every_task(tmp_path: Path) -> None:
-    _, platform = _compile(tmp_path, "cluster.image_pull_secrets=[regcred, mirror.pull]")
+    _, platform = compile_tiny(tmp_path, "cluster.image_pull_secrets=[regcred, mirror.pull]")
     assert len(platform) == 6
     for executor in platform.values():
         assert [s["secretName"] for s in executor["imagePullSecret"]] == ["regcred", "mirror.pull"]
@@ -109,7 +99,7 @@ def test_image_pull_secrets_and_memory_backed_shm_on_every_task(tmp_path: Path) 
 
 
 def test_no_pull_secrets_by_default_and_no_shm_when_disabled(tmp_path: Path) -> None:
-    _, platform = _compile(tmp_path, "cluster.shm_size=null")
+    _, platform = compile_tiny(tmp_path, "cluster.shm_size=null")
     assert all("imagePullSecret" not in e and "emptyDirMounts" not in e for e in platform.values())
 
 

@@ -8,22 +8,11 @@ reads for the chart's RayCluster. Tasks that never reach a Ray cluster get neith
 
 from pathlib import Path
 
-import yaml
-from kfp import compiler
+from compiled_pipeline import compile_tiny
 
-from graft.config import load_config
-from graft.kfp.pipeline import build_pipeline
 from graft.remote.command import RAY_STAGES
 
 ADDRESS = ["ray.mode=address", "ray.address=ray://graft-ray-head-svc:10001"]
-
-
-def _compile(tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
-    config = load_config(preset="tiny", overrides=list(overrides))
-    path = tmp_path / "pipeline.yaml"
-    compiler.Compiler().compile(build_pipeline("registry.example/graft:test", config), str(path))
-    spec, platform = yaml.safe_load_all(path.read_text())
-    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def _executors(spec: dict) -> dict[str, str]:
@@ -50,7 +39,7 @@ def _env(spec: dict, label: str) -> dict[str, str]:
 def test_training_tasks_that_join_a_cluster_get_its_token_from_the_secret(
     tmp_path: Path,
 ) -> None:
-    spec, platform = _compile(tmp_path, *ADDRESS)
+    spec, platform = compile_tiny(tmp_path, *ADDRESS)
     for task, label in _executors(spec).items():
         secrets = _token_secrets(platform[label])
         if task not in RAY_STAGES:
@@ -66,7 +55,7 @@ def test_training_tasks_that_join_a_cluster_get_its_token_from_the_secret(
 
 
 def test_the_token_secret_is_the_configured_one(tmp_path: Path) -> None:
-    spec, platform = _compile(tmp_path, *ADDRESS, "cluster.ray_token_secret=team-ray")
+    spec, platform = compile_tiny(tmp_path, *ADDRESS, "cluster.ray_token_secret=team-ray")
     label = _executors(spec)["pretrain"]
     assert [s["secretName"] for s in _token_secrets(platform[label])] == ["team-ray"]
 
@@ -75,7 +64,7 @@ def test_no_token_where_no_task_reaches_a_ray_cluster(tmp_path: Path) -> None:
     """Local mode starts its own Ray (with a token of its own); a RayJob is followed through
     the Kubernetes API only, never through its Ray dashboard."""
     for overrides in ([], ["ray.mode=rayjob", "ray.staging_uri=s3://b/p"]):
-        spec, platform = _compile(tmp_path, *overrides)
+        spec, platform = compile_tiny(tmp_path, *overrides)
         for label in _executors(spec).values():
             assert _token_secrets(platform[label]) == []
             assert "RAY_AUTH_MODE" not in _env(spec, label)
