@@ -36,6 +36,21 @@ Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_uris_stay_in_their_module() -> Iterator[None]:
+    """MLflow's ``set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` for subprocesses.
+    A module that logs to a server of its own and then stops it would otherwise point every
+    later subprocess (a Ray head, a `graft` run) at a dead server, where MLflow's retries
+    wait for minutes."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)  # none at the start either: see the top of this file
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (SQLite backend, local artifacts)."""

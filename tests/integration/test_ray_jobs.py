@@ -112,7 +112,9 @@ def ray_head() -> Iterator[RayHead]:
         # SIGTERM tears the node down at once instead of draining it first
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
     }
-    env.pop("RAY_ADDRESS", None)
+    # a cluster of its own: not this process's MLflow server or Ray address
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(name, None)
     for key in train_env_defaults():  # a job gets them from its runtime env alone
         env.pop(key, None)
     log = Path(f"{temp_dir}.log")
