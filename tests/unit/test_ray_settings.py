@@ -68,26 +68,30 @@ def test_local_ray_points_state_api_clients_at_its_own_dashboard_behind_a_token(
             return os.environ.get(RAY_API_SERVER_ADDRESS_ENV)
 
         assert ray.get(seen_by_a_worker.remote()) == address
-        # ray.init returns before its dashboard serves: under load that took over 30 s here
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{address}/api/version", timeout=10) as response:
-                    assert response.status == 200  # it is this instance's dashboard
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
         # the local instance runs with token auth: it listens on this machine's own address,
         # not only on loopback, and without a token anyone reaching it could run code
         token = os.environ["RAY_AUTH_TOKEN"]
         assert os.environ["RAY_AUTH_MODE"] == "token" and len(token) >= 32
+        bearer = {"Authorization": f"Bearer {token}"}
+        # ray.init returns before its dashboard serves: under load that took over 30 s here
+        version = urllib.request.Request(f"{address}/api/version", headers=bearer)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(version, timeout=10) as response:
+                    assert response.status == 200  # it is this instance's dashboard
+                    break
+            except urllib.error.HTTPError:
+                raise  # it answered, and refused: not a dashboard that is still starting
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
         jobs = f"{address}/api/jobs/"
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(jobs, timeout=30)
         assert refused.value.code == 401
-        with_token = urllib.request.Request(jobs, headers={"Authorization": f"Bearer {token}"})
+        with_token = urllib.request.Request(jobs, headers=bearer)
         with urllib.request.urlopen(with_token, timeout=30) as response:
             assert response.status == 200
     finally:
