@@ -5,9 +5,9 @@ apply_missing_fill`: NaN -> train median, plus a 0/1 column per column that had 
 so the trained network expects the filled width. A client sends raw rows with NaNs; the
 export stage wraps the network in :class:`RawInputModel` so TorchScript, ONNX and the
 registered MLflow model repeat the fill themselves. Training and checkpoints never see the
-wrapper: it is added at export only, and :func:`trained_network` takes it off again (the
-warm start loads the champion's weights into a plain network). The wrapper's modules live in
-graft.data.raw_input_model, below training, which unwraps the champion.
+wrapper: it is added at export only, and the champion is loaded as the plain network from
+the weights export logs beside it (graft.train.champion). The wrapper's modules live in
+graft.data.raw_input_model, below training.
 """
 
 from __future__ import annotations
