@@ -8,18 +8,22 @@ import sys
 from pathlib import Path
 
 import mlflow.artifacts
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from graft.config import load_config
+from graft.data.manifest import DataManifest
 from graft.remote.command import RAY_STAGES, StageInputs
 from graft.remote.kuberay_manifest import build_rayjob
 from graft.tune.runs import OUTCOME_TAG
+from model_runtime import clean_env, runtime_python
 from pipeline_runs import PipelineRuns, pipeline_runs
 from secret_scan import fake_credentials, hits_in_files, hits_in_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
+SERVE_WITHOUT_GRAFT = Path(__file__).parents[1] / "serve_without_graft.py"
 STAGES = {"data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"}
 
 
@@ -89,6 +93,7 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     version = client.get_model_version_by_alias("graft-e2e", "champion")
     assert version.version == summary["model_version"]
     assert version.run_id == children["export"].info.run_id
+    _champion_serves_without_graft(mlflow_server, summary, work, tmp_path)
 
     # tiny's LR-finder pre-step narrowed the searched range before the trials
     tune_metrics = children["tune"].data.metrics
@@ -105,6 +110,47 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     assert evaluation["ab_seeds"] == tiny.evaluate.transfer_report.seeds
     assert 0.0 <= evaluation["ab_transfer_mean_accuracy"] <= 1.0
     _scan_for_credentials(client, runs, work, output, credentials, tmp_path)
+
+
+def _champion_serves_without_graft(
+    mlflow_server: str, summary: dict, work: Path, tmp_path: Path
+) -> None:
+    """``models:/graft-e2e@champion`` loads in a venv holding only its requirements.txt (no
+    torch, no Graft) and answers the class names of the exported ONNX file's arg-max."""
+    import onnxruntime
+
+    uri = "models:/graft-e2e@champion"
+    # a models:/ URI resolves through the registry URI, which has no argument here
+    mlflow.set_registry_uri(mlflow_server)
+    requirements = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{uri}/requirements.txt",
+            dst_path=str(tmp_path / "model-env"),
+            tracking_uri=mlflow_server,
+        )
+    )
+    wanted = {line.split("==")[0] for line in requirements.read_text().split()}
+    assert wanted == {"mlflow", "numpy", "onnx", "onnxruntime"}, wanted
+    out = tmp_path / "served"
+    out.mkdir()
+    served = subprocess.run(
+        [str(runtime_python(requirements)), "-I", str(SERVE_WITHOUT_GRAFT), uri, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=clean_env(MLFLOW_TRACKING_URI=mlflow_server),
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    answer = json.loads((out / "answer.json").read_text())
+    rows = np.load(out / "rows.npy")
+    session = onnxruntime.InferenceSession(summary["onnx"], providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"input": rows})
+    (manifest,) = (work / "kfp").glob("*/data-prep/**/manifest.json")
+    class_names = DataManifest.read(manifest.parent).tasks["target"].class_names
+    assert answer["label"] == [class_names[i] for i in logits.argmax(axis=1)]
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert np.abs(np.array(answer["probabilities"]) - softmax).max() < 1e-5
 
 
 def _scan_for_credentials(

@@ -20,13 +20,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from graft.config import GraftConfig, load_config
 from graft.io import tracking
+from onnx_models import served_onnx
 from servers import answers_http, mlflow_server_args, serve_on_free_ports
 
 pytest.importorskip("flask_wtf", reason="mlflow[auth] (the server extra) is not installed")
@@ -138,8 +138,6 @@ def test_graft_logs_as_the_user_in_its_environment_and_never_shows_the_password(
     capfd: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    import torch
-
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
     caplog.set_level(logging.DEBUG)
@@ -151,10 +149,7 @@ def test_graft_logs_as_the_user_in_its_environment_and_never_shows_the_password(
         logger.metrics({"val_loss": 0.5}, step=1)
         (tmp_path / "report.txt").write_text("fine\n")
         logger.artifact(tmp_path / "report.txt")
-    model = torch.nn.Linear(3, 2)
-    example = np.zeros((1, 3), dtype=np.float32)
-    outputs = model(torch.from_numpy(example)).detach().numpy()
-    version = tracking.register_model(config, parent, model, example, outputs, ["torch"])
+    version = tracking.register_model(config, parent, *served_onnx(tmp_path / "onnx"))
     assert version == "1"
 
     client = MlflowClient(auth_server, auth_server)

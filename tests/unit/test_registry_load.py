@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from local_tracking import tiny_config_tracked_in
@@ -25,6 +24,7 @@ from graft.io import tracking
 from graft.train.champion import WEIGHTS_FOLDER, load_champion
 from graft.train.model_dir import MODEL_FILE, load_checkpoint_model
 from graft.train.stage_requests import finetune_request
+from onnx_models import served_onnx
 
 MODEL_NAME = "graft-canary"
 
@@ -120,14 +120,12 @@ def test_a_crafted_staged_model_folder_is_refused(champion: dict[str, Any], tmp_
 def test_a_champion_registered_without_weights_fails_with_the_alias_to_delete(
     tmp_path: Path,
 ) -> None:
-    """A version an older Graft registered has only the pickled model, which Graft no longer
-    loads: the error names the way out and leaves the alias for the user to decide."""
+    """A version registered without Graft's weights (an older Graft kept only a pickled
+    model; or a model registered by hand): Graft has nothing it may load, and the error
+    names the way out and leaves the alias for the user to decide."""
     config = tiny_config_tracked_in(tmp_path, "export.model_name=graft-pickled-only")
-    model = torch.nn.Linear(3, 2)
-    example = np.zeros((1, 3), dtype=np.float32)
     run_id = tracking.start_pipeline_run(config, "registry-load")
-    outputs = model(torch.from_numpy(example)).detach().numpy()
-    version = tracking.register_model(config, run_id, model, example, outputs, [])
+    version = tracking.register_model(config, run_id, *served_onnx(tmp_path / "onnx"))
     tracking.set_alias(config, "champion", version)
 
     with pytest.raises(RegistryError) as caught:

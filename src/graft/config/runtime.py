@@ -95,8 +95,6 @@ DEFAULT_TORCH_THREADS = 1
 # The library's log level (graft.cli sets it up); DEBUG also keeps Ray Train's per-report log.
 LOG_LEVEL_ENV = "GRAFT_LOG_LEVEL"
 DEFAULT_LOG_LEVEL = "WARNING"
-# What the registered model's MLflow environment installs: the torch the image pins, and Graft.
-MODEL_PIP_REQUIREMENTS = ("torch==2.13.0", "graft")
 
 
 # ----------------------------------------------------------------------------- environment

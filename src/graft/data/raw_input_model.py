@@ -57,8 +57,3 @@ class RawInputModel(nn.Module):
 def with_missing_fill(network: nn.Module, fill: MissingValueFill | None) -> nn.Module:
     """``network`` taking raw rows: wrapped when data-prep fitted a fill, unchanged otherwise."""
     return network if fill is None else RawInputModel(MissingValueImputer(fill), network)
-
-
-def trained_network(model: nn.Module) -> nn.Module:
-    """The trained network inside a served model (the model itself if it is not wrapped)."""
-    return model.network if isinstance(model, RawInputModel) else model

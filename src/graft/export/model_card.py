@@ -135,6 +135,13 @@ def _overview_lines(card: dict[str, Any]) -> list[str]:
         f"- Classes: {', '.join(card['class_names'])}",
         f"- Registry aliases at export: {', '.join(card['aliases'])}",
         "",
+        "## Use it",
+        "",
+        f'`mlflow.pyfunc.load_model("models:/{card["model_name"]}/{card["model_version"]}")'
+        ".predict(rows)` returns `label` (the class name per row) and `probabilities`. Rows are "
+        "raw float32 features (NaNs filled inside the model where data-prep filled them). It "
+        "needs MLflow, numpy, ONNX and ONNX Runtime, not Graft or torch.",
+        "",
         "## Intended use",
         "",
         card["intended_use"],

@@ -336,28 +336,29 @@ def _use_tracking_server(config: GraftConfig) -> None:
 def register_model(
     config: GraftConfig,
     run_id: str,
-    model: Any,
+    onnx_path: Path,
     example: Any,
-    outputs: Any,
-    pip_requirements: list[str],
+    outputs: dict[str, Any],
 ) -> str:
-    """Log the torch ``model`` (pickled) into run ``run_id`` with the signature of
-    ``example`` -> ``outputs`` (arrays) and ``example`` as its input example, as a new
-    version of ``export.model_name``; return the version."""
+    """Log the ONNX model at ``onnx_path`` into run ``run_id`` (MLflow's ``onnx`` flavor: it
+    loads with MLflow and ONNX Runtime alone, without unpickling) with the signature of
+    ``example`` -> ``outputs`` (arrays) and ``example`` as its input example, as a new version
+    of ``export.model_name``; return the version."""
     import mlflow
-    import mlflow.pytorch
+    import mlflow.onnx
+    import onnx
     from mlflow.models import infer_signature
 
     _use_tracking_server(config)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            model,
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
             name="model",
             registered_model_name=config.export.model_name,
-            serialization_format="pickle",
             signature=infer_signature(example, outputs),
             input_example=example,
-            pip_requirements=pip_requirements,
+            # one file: the graph is small, and a server then fetches a single object
+            save_as_external_data=False,
         )
     return str(info.registered_model_version)
 
@@ -372,8 +373,8 @@ def download_version_files(config: GraftConfig, version: Any, folder: str, into:
     if not client.list_artifacts(version.run_id, folder):
         raise RegistryError(
             f"models:/{config.export.model_name}/{version.version} has no '{folder}' files: it "
-            "was registered by an older Graft, which kept only the pickled model, and Graft no "
-            "longer unpickles models from the registry. Move the alias to a version this Graft "
+            "was not registered by this Graft's export (an older Graft kept only a pickled "
+            "model, which Graft no longer unpickles). Move the alias to a version this Graft "
             "registered, or delete it (MlflowClient().delete_registered_model_alias("
             f"'{config.export.model_name}', '<alias>')) so the next run is judged without it"
         )

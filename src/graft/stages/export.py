@@ -10,16 +10,14 @@ import numpy as np
 import torch
 
 from graft.config import GraftConfig
-from graft.config.runtime import MODEL_PIP_REQUIREMENTS
 from graft.data.manifest import DataManifest
 from graft.data.prepare import load_split
-from graft.data.preprocessing import MissingValueFill
-from graft.data.raw_input_model import with_missing_fill
 from graft.export.bundle import ExportBundle, build_export_bundle
 from graft.export.model_card import build_model_card, write_model_card
 from graft.export.raw_inputs import raw_rows
+from graft.export.served_model import SERVED_ONNX_FILE, add_prediction_head, check_head
 from graft.io import tracking
-from graft.nn.models import GraftNet, ModelSpec
+from graft.nn.models import GraftNet
 from graft.stages.outputs import ExportOutput
 from graft.train.champion import WEIGHTS_FOLDER, write_champion_files
 from graft.train.model_dir import load_checkpoint_model
@@ -52,7 +50,9 @@ def run(
         logger = tracking.logger_for(config, run_id)
         logger.metrics(_export_metrics(bundle), step=0)
         logger.tags({"graft.dataset_hash": manifest.dataset_hash})
-        version = _register(config, run_id, (model, spec), manifest.missing_fill, example, out)
+        class_names = manifest.tasks["target"].class_names
+        weights = write_champion_files(model, spec, manifest.missing_fill, out / WEIGHTS_FOLDER)
+        version = _register(config, run_id, weights, bundle, class_names, example, out)
         aliases = _set_aliases(config, version, bool(gate["passed"]))
         tags = _version_tags(config, bundle, gate, metrics, manifest.dataset_hash)
         tracking.set_version_tags(config, version, tags)
@@ -62,7 +62,7 @@ def run(
             metrics,
             gate,
             manifest.dataset_hash,
-            manifest.tasks["target"].class_names,
+            class_names,
             version,
             aliases,
             tracking.git_commit(),
@@ -122,23 +122,21 @@ def _export_metrics(bundle: ExportBundle) -> dict[str, float]:
 def _register(
     config: GraftConfig,
     run_id: str,
-    trained: tuple[GraftNet, ModelSpec],
-    fill: MissingValueFill | None,
+    weights: Path,
+    bundle: ExportBundle,
+    class_names: list[str],
     example: torch.Tensor,
     out: Path,
 ) -> str:
-    """A new registry version of the served model (the network taking raw rows), with its
-    signature and input example, and the weights Graft loads it from (train.champion)."""
-    network, spec = trained
+    """A new registry version of the served model (graft.export.served_model: the exported
+    ONNX graph taking raw rows, with class names and probabilities out), with its signature
+    and input example, and the weights Graft loads it from (graft.train.champion)."""
     # before the version exists: a champion always has the files Graft loads it from
-    weights = write_champion_files(network, spec, fill, out / WEIGHTS_FOLDER)
     tracking.logger_for(config, run_id).artifact(weights, WEIGHTS_FOLDER)
-    served = with_missing_fill(network, fill)
-    with torch.no_grad():
-        logits = served.eval()(example).numpy()
-    return tracking.register_model(
-        config, run_id, served, example.numpy(), logits, list(MODEL_PIP_REQUIREMENTS)
-    )
+    served = add_prediction_head(Path(bundle.files.onnx), class_names, out / SERVED_ONNX_FILE)
+    rows = example.numpy()
+    outputs = check_head(served, Path(bundle.files.onnx), rows, class_names)
+    return tracking.register_model(config, run_id, served, rows, outputs)
 
 
 def _set_aliases(config: GraftConfig, version: str, gate_passed: bool) -> list[str]:
