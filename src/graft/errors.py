@@ -26,7 +26,12 @@ class ExportError(GraftError):
 
 
 class RegistryError(GraftError):
-    """A model in the MLflow registry cannot be read by this version of Graft."""
+    """The MLflow registry cannot be read or written, or holds a model this Graft cannot load."""
+
+
+class PromotionConflict(GraftError):
+    """The ``champion`` alias moved after evaluate compared the model with it: promoting the
+    model now would replace a champion it was never compared with."""
 
 
 class PipelineServerError(GraftError):
@@ -39,6 +44,14 @@ class HoldoutReuseError(GraftError):
 
 class PipelineStageError(GraftError):
     """A stage of a pipeline run on this machine failed; its log file holds the cause."""
+
+
+class TrackingError(GraftError):
+    """The MLflow tracking server cannot be reached or refuses a request."""
+
+
+class ScoringRequestError(GraftError):
+    """A request to the model server (``graft serve``) is not rows the served model takes."""
 
 
 class RayJobError(GraftError):

@@ -22,7 +22,8 @@ def installed(name):
 site = pathlib.Path(sysconfig.get_paths()["purelib"])
 print(json.dumps({
     "distributions": {name: installed(name) for name in (
-        "mlflow", "mlflow-skinny", "flask", "gunicorn", "graphene", "huey", "skops")},
+        "mlflow", "mlflow-skinny", "flask", "gunicorn", "graphene", "huey", "skops",
+        "uvicorn", "h11", "onnxruntime")},
     "paths": {path: (site / path).exists() for path in (
         "torch/test", "torch/include", "ray/jars", "torch/bin/test_api",
         "torch/bin/torch_shm_manager", "mlflow/server/js")},
@@ -62,6 +63,10 @@ def test_the_image_has_mlflow_s_client_and_not_its_server_and_is_cut(images: Ima
         "graphene": False,
         "huey": False,
         "skops": False,
+        # what `graft serve` (the chart's serving Deployment) runs on
+        "uvicorn": True,
+        "h11": True,
+        "onnxruntime": True,
     }
     assert found["paths"] == {
         "torch/test": False,

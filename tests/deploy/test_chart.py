@@ -51,13 +51,15 @@ def _merge(base: Obj, override: Obj) -> Obj:
 
 
 # Value sets rendered by every structural test: the defaults, production, and every optional
-# template switched on (RayJob, GPU workers, autoscaler) on top of the defaults.
+# template switched on (RayJob, GPU workers, autoscaler, the model server) on top of the
+# defaults.
 VALUE_SETS: dict[str, Obj] = {
     "default": {},
     "production": _production_values(),
     "all-optional": {
         "rayJob": {"enabled": True},
         "rayCluster": {"enableInTreeAutoscaling": True, "gpuWorkers": {"enabled": True}},
+        "serving": {"enabled": True},
     },
 }
 

@@ -1,8 +1,13 @@
-"""The tiny preset's pipeline compiled by KFP's compiler, as the tests of its IR read it."""
+"""The tiny preset's pipeline compiled by KFP's compiler, as the tests of its IR read it.
+
+The six stage tasks run inside the pipeline's ``dsl.ExitHandler`` group, a sub-DAG of the root
+DAG; the exit task sits next to that group in the root DAG.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from kfp import compiler
@@ -18,3 +23,41 @@ def compile_tiny(tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
     compiler.Compiler().compile(build_pipeline("registry.example/graft:test", config), str(path))
     spec, platform = yaml.safe_load_all(path.read_text())
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def stage_group(spec: dict) -> tuple[str, dict[str, Any]]:
+    """The root DAG's task that runs the stages' group (its name and its task spec)."""
+    (name,) = [
+        name
+        for name, task in spec["root"]["dag"]["tasks"].items()
+        if "dag" in spec["components"][task["componentRef"]["name"]]
+    ]
+    return name, spec["root"]["dag"]["tasks"][name]
+
+
+def stage_tasks(spec: dict) -> dict[str, dict[str, Any]]:
+    """The six stage tasks, by name."""
+    _, group = stage_group(spec)
+    return dict(spec["components"][group["componentRef"]["name"]]["dag"]["tasks"])
+
+
+def pipeline_tasks(spec: dict) -> dict[str, dict[str, Any]]:
+    """Every task that runs a container: the six stages and the exit task."""
+    group, _ = stage_group(spec)
+    root = {name: task for name, task in spec["root"]["dag"]["tasks"].items() if name != group}
+    return {**stage_tasks(spec), **root}
+
+
+def executor_label(task: dict[str, Any]) -> str:
+    return str(task["componentRef"]["name"]).replace("comp-", "exec-", 1)
+
+
+def parameter_source(spec: dict, task: str, parameter: str) -> dict[str, Any]:
+    """Where ``task``'s input ``parameter`` comes from, followed out of the stages' group to
+    the pipeline: ``{"componentInputParameter": <pipeline parameter>}``, a runtime constant,
+    or another task's output."""
+    source = dict(pipeline_tasks(spec)[task]["inputs"]["parameters"][parameter])
+    if task in stage_tasks(spec) and "componentInputParameter" in source:
+        _, group = stage_group(spec)
+        source = group["inputs"]["parameters"][source["componentInputParameter"]]
+    return source

@@ -70,6 +70,7 @@ COMMANDS = [
     "compile",
     "config",
     "ui",
+    "serve",
     "upload",
     "submit",
     "schedule",

@@ -3,7 +3,9 @@
 from pathlib import Path
 
 import yaml
+from compiled_pipeline import compile_tiny, stage_group, stage_tasks
 
+from graft.config import FINALIZE_TASK
 from graft.kfp.compile import PIPELINE_FILE, compile_all
 from graft.kfp.components import STAGE_FUNCTIONS
 
@@ -21,7 +23,7 @@ def test_committed_yaml_is_not_stale(tmp_path: Path) -> None:
 def test_pipeline_ir_has_the_six_stages_in_order() -> None:
     spec, platform = yaml.safe_load_all((ROOT / "pipelines" / PIPELINE_FILE).read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert len(executors) == 6
+    assert len(executors) == 7  # the six stages and the exit task
     assert all(
         e["podMetadata"]["labels"] == {"graft.dev/pipeline": "true"} for e in executors.values()
     )
@@ -30,7 +32,7 @@ def test_pipeline_ir_has_the_six_stages_in_order() -> None:
         [(m["mountPath"], m["medium"]) for m in e["emptyDirMounts"]] == [("/dev/shm", "Memory")]
         for e in executors.values()
     )
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = stage_tasks(spec)
     assert set(tasks) == set(STAGE_FUNCTIONS)
     assert tasks["pretrain"]["dependentTasks"] == ["data-prep"]
     assert tasks["transfer-finetune"]["dependentTasks"] == ["data-prep", "pretrain"]
@@ -41,6 +43,34 @@ def test_pipeline_ir_has_the_six_stages_in_order() -> None:
     # the config travels as an editable pipeline parameter with the default preset
     default = spec["root"]["inputDefinitions"]["parameters"]["config_json"]["defaultValue"]
     assert '"builtin:fashion_mnist"' in default
+
+
+def test_the_exit_task_runs_after_the_stages_whatever_became_of_them(tmp_path: Path) -> None:
+    spec, platform = compile_tiny(tmp_path)
+    group_name, group = stage_group(spec)
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {group_name, FINALIZE_TASK}  # every stage runs inside the handler
+    assert set(stage_tasks(spec)) == set(STAGE_FUNCTIONS)
+    exit_task = root[FINALIZE_TASK]
+    # KFP's mark of an exit handler: it runs once the group is done, failed or not
+    assert exit_task["dependentTasks"] == [group_name]
+    assert exit_task["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    parameters = exit_task["inputs"]["parameters"]
+    assert parameters["status"] == {"taskFinalStatus": {"producerTask": group_name}}
+    # it finds the parent run by the KFP run's id, the one data-prep tags the run with
+    prep = stage_tasks(spec)["data-prep"]["inputs"]["parameters"]
+    assert parameters["kfp_run_id"] == prep["kfp_run_id"]
+    assert parameters["kfp_run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    assert exit_task["cachingOptions"].get("enableCache", False) is False
+    assert not group.get("triggerPolicy")  # the stages themselves run as before
+    # the same pod settings as every stage: the label MLflow's NetworkPolicy admits, the
+    # MLflow user (required) and its own small resources
+    executor = platform["exec-finalize-run"]
+    assert executor["podMetadata"]["labels"] == {"graft.dev/pipeline": "true"}
+    (mlflow_user,) = [s for s in executor["secretAsEnv"] if s["secretName"] == "graft-mlflow-auth"]
+    assert mlflow_user["optional"] is False
+    resources = spec["deploymentSpec"]["executors"]["exec-finalize-run"]["container"]["resources"]
+    assert (resources["resourceCpuRequest"], resources["resourceMemoryLimit"]) == ("250m", "2Gi")
 
 
 def test_component_specs_run_the_graft_image() -> None:

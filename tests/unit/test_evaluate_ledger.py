@@ -11,8 +11,17 @@ from mlflow.tracking import MlflowClient
 
 from graft import stages
 from graft.config import GraftConfig, load_config
+from graft.data.holdout import default_holdout_dir
 from graft.errors import HoldoutReuseError
-from graft.evaluate.ledger import MODEL_TAG, PREVIOUS_TAG, REPEAT_TAG, SPLIT_TAG, model_fingerprint
+from graft.evaluate.ledger import (
+    CONTINUES_TAG,
+    MODEL_TAG,
+    PREVIOUS_TAG,
+    REPEAT_TAG,
+    SPLIT_TAG,
+    model_fingerprint,
+)
+from graft.io import tracking
 from graft.train.model_dir import MODEL_FILE, SPEC_FILE
 
 
@@ -99,3 +108,45 @@ def test_second_look_is_refused_and_a_forced_one_is_tagged(
         config, data.dataset_dir, data.test_split_dir, other, str(tmp_path / "eval4"), parent
     )
     assert _tags(config, fresh.run_id)[REPEAT_TAG] == "false"
+
+
+def test_a_failed_upload_leaves_a_claim_that_only_the_same_pipeline_run_may_continue(
+    tmp_path: Path,
+    tiny_dataset_and_source: tuple[str, str],
+    untrained_model_dir: Callable[..., Path],
+) -> None:
+    """The claim goes in before the test rows are read, so an evaluation whose artifact
+    upload fails still holds it. A retry of that pipeline run (the same parent run, as KFP's
+    retry has) continues the look; another pipeline run is refused."""
+    dataset, _ = tiny_dataset_and_source
+    artifacts = tmp_path / "artifacts"
+    config = _config(tmp_path, f"tracking.artifact_location={artifacts}")
+    model = str(untrained_model_dir(config, dataset, tmp_path / "model", "target", seed=3))
+    pipeline_run, other_pipeline_run = (
+        tracking.start_pipeline_run(config, kfp_run) for kfp_run in ("kfp-1", "kfp-2")
+    )
+
+    def evaluate(parent: str, name: str) -> stages.EvaluateOutput:
+        holdout = str(default_holdout_dir(dataset))
+        return stages.evaluate.run(config, dataset, holdout, model, str(tmp_path / name), parent)
+
+    # the artifact store refuses the upload: its folder is a file for now
+    artifacts.rename(tmp_path / "artifacts-away")
+    artifacts.write_text("not a folder")
+    with pytest.raises(OSError):
+        evaluate(pipeline_run, "eval-failed")
+    (failed,) = tracking.runs_tagged(config, {MODEL_TAG: _fingerprint(model)})
+    client = MlflowClient(tracking_uri=config.resolved_tracking_uri())
+    assert client.get_run(failed).info.status == "FAILED"
+    artifacts.unlink()
+    (tmp_path / "artifacts-away").rename(artifacts)
+
+    retried = evaluate(pipeline_run, "eval-retried")
+    tags = _tags(config, retried.run_id)
+    assert tags[REPEAT_TAG] == "false"
+    assert tags[CONTINUES_TAG] == failed
+    assert (tmp_path / "eval-retried" / "gate.json").exists()
+
+    with pytest.raises(HoldoutReuseError, match="of another pipeline run") as refused:
+        evaluate(other_pipeline_run, "eval-other")
+    assert f"evaluate run {failed} and 1 more" in str(refused.value)

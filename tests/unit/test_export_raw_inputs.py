@@ -217,3 +217,25 @@ def test_warm_start_loads_the_network_inside_a_raw_input_champion(
     champion = exported["network"].state_dict()
     assert init.keys() == champion.keys()
     assert all(torch.equal(init[k], champion[k]) for k in champion)
+
+
+def test_graft_serve_takes_rows_with_nans_for_a_model_that_fills_them(
+    exported: dict, tmp_path: Path
+) -> None:
+    """The export stage marks the graph as filling NaNs; `graft serve` reads the mark and
+    scores raw rows with nulls as the registered model does (tests/integration/test_serve.py
+    serves a model without a fill, which refuses them)."""
+    from graft.export.scoring_request import rows_from_body
+    from graft.export.scoring_server import load_served_model
+
+    config: GraftConfig = exported["config"]
+    served = load_served_model(config, f"models:/{MODEL_NAME}/1", tmp_path, threads=1)
+    assert served.spec.fills_missing is True
+    raw: np.ndarray = exported["raw"]
+    rows = raw[np.isnan(raw).any(axis=1)][:32]
+    body = {"inputs": [[None if np.isnan(v) else float(v) for v in row] for row in rows]}
+    answer = served.predict(rows_from_body(json.dumps(body).encode(), served.spec))
+    fill = exported["manifest"].missing_fill
+    reference = torch_logits(exported["network"], apply_missing_fill(rows, fill))
+    class_names = exported["manifest"].tasks["target"].class_names
+    assert answer["label"] == [class_names[i] for i in reference.argmax(1)]

@@ -14,8 +14,10 @@ from graft import stages
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
 from graft.io import tracking
+from graft.train.champion import WEIGHTS_FOLDER
 from graft.train.model_dir import MODEL_FILE
 from graft.train.stage_requests import finetune_request
+from onnx_models import served_onnx
 
 MODEL_NAME = "graft-unit"
 
@@ -189,3 +191,40 @@ def test_warm_start_off_ignores_the_champion(
     champion = torch.load(Path(tmp_path / "model" / MODEL_FILE), weights_only=True)
     assert torch.equal(init["backbone.0.0.weight"], source["backbone.0.0.weight"])
     assert not torch.equal(init["backbone.0.0.weight"], champion["backbone.0.0.weight"])
+
+
+def test_a_retried_export_completes_the_version_its_failed_attempt_registered(
+    registry: dict,
+) -> None:
+    """The first attempt of a pipeline run's export registered its version and was killed
+    before the tags and aliases; the retry (a new export run under the same pipeline run)
+    finds that version, registers none, and completes it."""
+    tmp_path: Path = registry["tmp_path"]
+    config = _config(tmp_path, "export.model_name=graft-unit-retried")
+    data, model_dir = registry["data"], tmp_path / "model"
+    parent = tracking.start_pipeline_run(config, "local-retried")
+    killed = pytest.raises(RuntimeError, match="killed")
+    with killed, tracking.stage_run(config, parent, "export") as first_attempt:
+        tracking.logger_for(config, first_attempt).artifact(model_dir, WEIGHTS_FOLDER)
+        onnx = served_onnx(tmp_path / "retried-onnx")
+        registered = tracking.register_model(config, first_attempt, *onnx)
+        raise RuntimeError("killed between log_model and the version's tags")
+
+    evaluation = _evaluation(tmp_path / "eval-retried", True, ["no current champion"])
+    gate = json.loads((evaluation / "gate.json").read_text())
+    (evaluation / "gate.json").write_text(json.dumps({**gate, "champion_version": None}))
+    out = tmp_path / "export-retried"
+    retried = stages.export.run(
+        config, data.dataset_dir, str(model_dir), str(evaluation), str(out), parent
+    )
+    assert retried.model_version == registered
+    assert retried.run_id != first_attempt
+    client = _client(config)
+    assert len(client.search_model_versions("name = 'graft-unit-retried'")) == 1
+    tags = client.get_model_version("graft-unit-retried", registered).tags
+    assert tags["gate"] == "True" and tags["pipeline_run_id"] == parent
+    assert tags["dataset_hash"] == registry["manifest"].dataset_hash
+    assert sorted(retried.aliases) == ["challenger", "champion"]
+    assert str(client.get_model_version_by_alias("graft-unit-retried", "champion").version) == (
+        registered
+    )

@@ -38,6 +38,7 @@ def test_components_declare_the_outputs_the_ui_shows() -> None:
             for output, artifact in component["outputDefinitions"]["artifacts"].items()
         }
         for name, component in spec["components"].items()
+        if "artifacts" in component.get("outputDefinitions", {})  # the exit task has none
     }
     assert outputs["pretrain"]["metrics"] == "system.Metrics"
     assert outputs["transfer-finetune"]["metrics"] == "system.Metrics"
@@ -193,6 +194,37 @@ def test_evaluate_logs_metrics_confusion_roc_and_the_report(tiny_run: dict[str, 
     assert thresholds == sorted(thresholds, reverse=True)
     page = report.read_text()
     assert page.startswith("<!doctype html>") and "test_roc_auc" in page
+    _assert_paired_tests_published(root, metrics, written, page)
+
+
+def _assert_paired_tests_published(
+    root: Path, metrics: Metrics, written: dict[str, Any], page: str
+) -> None:
+    """The model vs the linear and majority baselines on the same rows: difference, interval
+    and p-value in metrics.json, the KFP metrics, MLflow, gate.json and the report."""
+    from mlflow.tracking import MlflowClient
+
+    gate = json.loads((root / "evaluation" / "gate.json").read_text())
+    assert set(gate["comparisons"]) == {"linear", "majority"}  # no champion registered
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kfp-outputs")
+    (run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`graft.stage` = 'evaluate'"
+    )
+    for against in ("linear", "majority"):
+        test = gate["comparisons"][against]
+        for field in ("difference", "ci_low", "ci_high", "p_value"):
+            name = f"vs_{against}_{field}"
+            assert written[name] == pytest.approx(test[field])
+            assert metrics.metadata[name] == pytest.approx(test[field])
+            assert run.data.metrics[name] == pytest.approx(test[field])
+        assert test["ci_low"] <= test["difference"] <= test["ci_high"]
+    linear = gate["comparisons"]["linear"]
+    assert linear["difference"] == pytest.approx(
+        written["test_accuracy"] - written["linear_baseline_accuracy"]
+    )
+    assert any("the linear baseline" in reason for reason in gate["reasons"])
+    assert "id='paired-tests'" in page and "id='linear-verdict'" in page
 
 
 def test_evaluate_logs_no_roc_for_a_multiclass_task(

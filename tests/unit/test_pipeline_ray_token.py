@@ -8,7 +8,7 @@ reads for the chart's RayCluster. Tasks that never reach a Ray cluster get neith
 
 from pathlib import Path
 
-from compiled_pipeline import compile_tiny
+from compiled_pipeline import compile_tiny, executor_label, pipeline_tasks
 
 from graft.remote.command import RAY_STAGES
 
@@ -16,11 +16,8 @@ ADDRESS = ["ray.mode=address", "ray.address=ray://graft-ray-head-svc:10001"]
 
 
 def _executors(spec: dict) -> dict[str, str]:
-    """task name -> executor label"""
-    return {
-        task: body["componentRef"]["name"].replace("comp-", "exec-")
-        for task, body in spec["root"]["dag"]["tasks"].items()
-    }
+    """task name -> executor label, for every task (the exit task too)"""
+    return {task: executor_label(body) for task, body in pipeline_tasks(spec).items()}
 
 
 def _token_secrets(executor: dict) -> list[dict]:

@@ -25,6 +25,7 @@ from graft.train.champion import WEIGHTS_FOLDER, load_champion
 from graft.train.model_dir import MODEL_FILE, load_checkpoint_model
 from graft.train.stage_requests import finetune_request
 from onnx_models import served_onnx
+from servers import free_port
 
 MODEL_NAME = "graft-canary"
 
@@ -135,3 +136,30 @@ def test_a_champion_registered_without_weights_fails_with_the_alias_to_delete(
     assert "delete_registered_model_alias('graft-pickled-only', '<alias>')" in message
     client = MlflowClient(config.resolved_tracking_uri(), config.resolved_tracking_uri())
     assert str(client.get_model_version_by_alias("graft-pickled-only", "champion").version) == "1"
+
+
+def test_only_not_found_means_no_champion(
+    champion: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No such model, or a model without the alias: no champion. A registry that does not
+    answer is a RegistryError naming the server, never "no champion" (the gate would pass
+    and promote during an outage)."""
+    tmp_path: Path = champion["tmp_path"]
+    config = _config(tmp_path, "export.model_name=graft-never-registered")
+    assert tracking.champion_version(config) is None
+    assert load_champion(config) is None
+    uri = config.resolved_tracking_uri()
+    MlflowClient(uri, uri).create_registered_model("graft-without-champion")
+    assert (
+        tracking.champion_alias(_config(tmp_path, "export.model_name=graft-without-champion"))
+        is None
+    )
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    down = _config(tmp_path, f"tracking.tracking_uri={nobody}")
+    with pytest.raises(RegistryError) as caught:
+        load_champion(down)
+    message = str(caught.value)
+    assert f"cannot read model '{MODEL_NAME}' in the registry of {nobody}" in message
+    assert "check that the tracking server is up" in message

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
+from compiled_pipeline import parameter_source, pipeline_tasks
 
-from graft.config import GraftConfig, load_config
+from graft.config import FINALIZE_TASK, GraftConfig, load_config
 from graft.data.manifest import DataManifest
 from graft.errors import ConfigError
 from graft.kfp import adapters
@@ -23,15 +24,16 @@ UI_PARAMETERS = ("preset", "data_source", "overrides")
 
 
 def _root_parameters(package: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline's parameters, and the spec."""
     spec = next(yaml.safe_load_all(package.read_text()))
-    return spec["root"]["inputDefinitions"]["parameters"], spec["root"]["dag"]["tasks"]
+    return spec["root"]["inputDefinitions"]["parameters"], spec
 
 
 # ----------------------------------------------------------------------------- compiled IR
 
 
 def test_committed_pipeline_has_the_typed_ui_parameters() -> None:
-    parameters, tasks = _root_parameters(ROOT / "pipelines" / PIPELINE_FILE)
+    parameters, spec = _root_parameters(ROOT / "pipelines" / PIPELINE_FILE)
     assert set(parameters) == {"config_json", *UI_PARAMETERS}
     types = {name: p["parameterType"] for name, p in parameters.items()}
     assert types == {
@@ -46,25 +48,30 @@ def test_committed_pipeline_has_the_typed_ui_parameters() -> None:
     # the UI shows each parameter's description under its name
     assert all(p["description"] for p in parameters.values())
     assert "key.path=value" not in parameters["config_json"]["description"]
-    # every task receives the same four inputs from the pipeline, and the compiled preset
-    assert set(tasks) == set(STAGE_FUNCTIONS)
-    for name, task in tasks.items():
-        inputs = task["inputs"]["parameters"]
+    # every task, the exit task too, receives the same four inputs from the pipeline, and
+    # the compiled preset
+    tasks = pipeline_tasks(spec)
+    assert set(tasks) == {*STAGE_FUNCTIONS, FINALIZE_TASK}
+    for name in tasks:
         for parameter in ("config_json", *UI_PARAMETERS):
-            assert inputs[parameter] == {"componentInputParameter": parameter}, name
-        assert inputs["compiled_preset"] == {"runtimeValue": {"constant": "default"}}, name
+            source = parameter_source(spec, name, parameter)
+            assert source == {"componentInputParameter": parameter}, name
+        assert parameter_source(spec, name, "compiled_preset") == {
+            "runtimeValue": {"constant": "default"}
+        }, name
 
 
 def test_preset_parameter_defaults_to_the_preset_compiled_with(tmp_path: Path) -> None:
     written = compile_all(
         tmp_path / "pipelines", tmp_path / "components", config=None, preset="tiny"
     )
-    parameters, tasks = _root_parameters(written[0])
+    parameters, spec = _root_parameters(written[0])
     assert parameters["preset"]["defaultValue"] == "tiny"
     assert json.loads(parameters["config_json"]["defaultValue"])["name"] == "graft-tiny"
-    assert tasks["tune"]["inputs"]["parameters"]["compiled_preset"] == {
-        "runtimeValue": {"constant": "tiny"}
-    }
+    for task in ("tune", FINALIZE_TASK):
+        assert parameter_source(spec, task, "compiled_preset") == {
+            "runtimeValue": {"constant": "tiny"}
+        }
 
 
 def test_compile_help_documents_the_precedence() -> None:
@@ -225,6 +232,8 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         return stages.ExportOutput("e", "run", "m", "1", ["challenger"], "t", "o", True, 0.9, 0.5)
 
     monkeypatch.setattr(stages.export, "run", fake("export", shipped))
+    ended = stages.FinalizeOutput("FAILED", False, ["parent"], ["parent"])
+    monkeypatch.setattr(stages.finalize, "run", fake(FINALIZE_TASK, lambda *_: ended))
 
     config_json = _compiled("tracking.experiment_name=ui")
     parameters = RunParameters(
@@ -274,8 +283,10 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         config_json, paths["data"], "m", paths["eval"], exported, "parent", card, parameters
     )
 
+    adapters.finalize_run(config_json, "kfp-1", "FAILED", "Task stages failed.", parameters)
+
     expected = effective_config(config_json, parameters)
-    assert set(seen) == set(STAGE_FUNCTIONS)
+    assert set(seen) == {*STAGE_FUNCTIONS, FINALIZE_TASK}
     assert all(config == expected for config in seen.values())
     assert expected.finetune.epochs == 2 and expected.tracking.experiment_name == "ui"
     # and each filled its KFP outputs from what its stage returned or wrote

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from compiled_pipeline import stage_tasks
 from kfp import compiler
 
 from graft.config import DataConfig, load_config
@@ -19,7 +20,7 @@ from graft.kfp.pipeline import build_pipeline
 def _consumers(spec: dict, producer: str, output: str) -> dict[str, list[str]]:
     """task -> its input names fed by ``producer``'s output artifact ``output``."""
     found: dict[str, list[str]] = {}
-    for name, task in spec["root"]["dag"]["tasks"].items():
+    for name, task in stage_tasks(spec).items():
         for input_name, source in task.get("inputs", {}).get("artifacts", {}).items():
             ref = source.get("taskOutputArtifact", {})
             if ref.get("producerTask") == producer and ref.get("outputArtifactKey") == output:

@@ -14,6 +14,7 @@ import pytest
 from kfp import dsl, local
 
 from graft.errors import PipelineStageError
+from graft.kfp.local_run import task_outputs
 from graft.kfp.stage_logs import (
     StageLogRouter,
     StageOutcome,
@@ -150,6 +151,11 @@ def refuse(word: str) -> str:
     raise ValueError(f"cannot use {word}")
 
 
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def report(status: dsl.PipelineTaskFinalStatus) -> str:
+    return status.state
+
+
 @dsl.pipeline(name="two-tasks")
 def two_tasks(word: str = "hi") -> str:
     return shout(word=shout(word=word).output).output
@@ -158,6 +164,12 @@ def two_tasks(word: str = "hi") -> str:
 @dsl.pipeline(name="second-fails")
 def second_fails(word: str = "hi") -> str:
     return refuse(word=shout(word=word).output).output
+
+
+@dsl.pipeline(name="handled")
+def handled(word: str = "hi") -> None:
+    with dsl.ExitHandler(report()):
+        shout(word=shout(word=word).output)
 
 
 @pytest.fixture
@@ -209,3 +221,16 @@ def test_real_kfp_failure_names_the_stage_and_the_cause(
     assert "Traceback" in router.failed.log.read_text()
     terminal = capfd.readouterr()
     assert "Traceback" not in terminal.out + terminal.err
+
+
+def test_an_exit_task_is_routed_and_a_task_inside_the_handler_hands_its_outputs_on(
+    local_runner: Path,
+) -> None:
+    """What Graft's pipeline needs of the seam: its stages run inside a dsl.ExitHandler, so
+    export's summary comes from the task (local_run.task_outputs), not from the pipeline."""
+    recorder = Recorder()
+    with StageLogRouter(local_runner, recorder).routing(), task_outputs("shout-2") as outputs:
+        handled(word="hi")
+    assert outputs == {"Output": "hi!!"}
+    assert recorder.events[-2:] == [("started", "report"), ("done", "report")]
+    assert "Output: 'SUCCEEDED'" in stage_log_path(local_runner, "report").read_text()

@@ -303,3 +303,18 @@ spec:
 {}
 {{- end }}
 {{- end }}
+
+{{- define "graft.serving.fullname" -}}
+{{- printf "%s-serving" (include "graft.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The MLflow server `graft serve` downloads the model from: serving.trackingUri, else the chart's. */}}
+{{- define "graft.serving.trackingUri" -}}
+{{- if .Values.serving.trackingUri }}
+{{- .Values.serving.trackingUri }}
+{{- else if .Values.mlflow.enabled }}
+{{- include "graft.mlflow.url" . }}
+{{- else }}
+{{- fail "serving.trackingUri is required when mlflow.enabled=false: the server downloads the model from MLflow" }}
+{{- end }}
+{{- end }}

@@ -19,6 +19,7 @@ from graft.cli.compile import COMPILE_HELP, compile_, show_config
 from graft.cli.kfp_server import runs, schedule, submit, upload
 from graft.cli.options import console
 from graft.cli.run import run
+from graft.cli.serve import serve
 from graft.cli.stage import rayjob, stage_
 from graft.cli.tune import lr_find, tune_
 from graft.cli.ui import ui
@@ -48,6 +49,7 @@ app.command()(run)
 app.command(name="compile", help=COMPILE_HELP)(compile_)
 app.command(name="config")(show_config)
 app.command()(ui)
+app.command()(serve)
 # on a KFP server
 app.command()(upload)
 app.command()(submit)

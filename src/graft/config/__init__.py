@@ -8,9 +8,12 @@ overrides. The resolved model is what stages receive, what KFP carries as a pipe
 
 from graft.config.base import Strict
 from graft.config.cluster import (
+    FINALIZE_TASK,
     ClusterConfig,
     ClusterStages,
+    FinalizeTaskResources,
     LightStageResources,
+    PipelineTaskName,
     StageResources,
     TolerationConfig,
     TrainingStageResources,
@@ -89,6 +92,7 @@ from graft.config.tune import (
 __all__ = [
     "DEFAULT_IMAGE",
     "DEFAULT_PRESET",
+    "FINALIZE_TASK",
     "LR_SEARCH_KEY",
     "PIPELINE_POD_LABEL",
     "PRESETS",
@@ -112,6 +116,7 @@ __all__ = [
     "EarlyStoppingConfig",
     "EvaluateConfig",
     "ExportConfig",
+    "FinalizeTaskResources",
     "FinetuneConfig",
     "GraftConfig",
     "InitScheme",
@@ -126,6 +131,7 @@ __all__ = [
     "OptimizerName",
     "PBTConfig",
     "PhaseConfig",
+    "PipelineTaskName",
     "ProtocolConfig",
     "ProtocolName",
     "RayConfig",

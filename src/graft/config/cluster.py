@@ -5,7 +5,7 @@ RayJob pods. Read at `graft compile` time; the local runner ignores it."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -57,6 +57,22 @@ class TrainingStageResources(StageResources):
     retries: int = Field(default=2, ge=0, description="a retried task resumes from checkpoint")
 
 
+class FinalizeTaskResources(StageResources):
+    """The exit task reads and ends MLflow runs only; it must not be OOM-killed itself."""
+
+    cpu_request: str | None = "250m"
+    cpu_limit: str | None = "1"
+    memory_request: str | None = "1Gi"
+    memory_limit: str | None = "2Gi"
+
+
+# The pipeline's exit task (graft.kfp.pipeline): after the stages, failed or not, it ends FAILED
+# the MLflow runs a failed, cancelled or killed run left RUNNING.
+FINALIZE_TASK: Final = "finalize-run"
+# Every task of the compiled pipeline: the six stages and the exit task.
+PipelineTaskName = Literal[StageName, "finalize-run"]
+
+
 class ClusterStages(Strict):
     """One block per task. Each block's defaults are its class's, so overriding one key
     (``cluster.stages.pretrain.accelerator_count=1``) keeps the others."""
@@ -67,8 +83,9 @@ class ClusterStages(Strict):
     tune: TrainingStageResources = Field(default_factory=TrainingStageResources)
     evaluate: LightStageResources = Field(default_factory=LightStageResources)
     export: LightStageResources = Field(default_factory=LightStageResources)
+    finalize_run: FinalizeTaskResources = Field(default_factory=FinalizeTaskResources)
 
-    def for_stage(self, stage: StageName) -> StageResources:
+    def for_stage(self, stage: PipelineTaskName) -> StageResources:
         resources: StageResources = getattr(self, stage.replace("-", "_"))
         return resources
 

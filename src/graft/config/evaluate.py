@@ -123,6 +123,25 @@ class EvaluateConfig(Strict):
     champion_margin: float = Field(
         default=0.0, description="accuracy above the current champion required to promote"
     )
+    require_significant: bool = Field(
+        default=True,
+        description="gate: refuse a challenger whose gain over the champion is not significant "
+        "at significance_alpha (McNemar's exact test on the same test rows)",
+    )
+    require_significant_over_linear: bool = Field(
+        default=False,
+        description="gate: also refuse a model that does not beat the linear baseline "
+        "significantly; off, the verdict is reported only",
+    )
+    significance_alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="level of the paired tests; their intervals are at 1 - alpha",
+    )
+    bootstrap_resamples: int = Field(
+        default=2000, ge=100, description="resamples of the paired bootstrap (seeded by seed)"
+    )
     n_bins: int = Field(
         default=10, ge=1, description="equal-width confidence bins for ECE and the reliability plot"
     )
@@ -166,3 +185,13 @@ class EvaluateConfig(Strict):
         "repeat); off, the second look is refused",
     )
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+
+    @model_validator(mode="after")
+    def _champion_rules_agree(self) -> EvaluateConfig:
+        if self.require_significant and self.champion_margin < 0:
+            raise ValueError(
+                f"evaluate.champion_margin={self.champion_margin} lets a worse challenger "
+                "through, but evaluate.require_significant asks for a significant gain over "
+                "the champion; set evaluate.require_significant=false or a margin >= 0"
+            )
+        return self

@@ -11,6 +11,12 @@ from graft.config.base import Strict
 
 class ExportConfig(Strict):
     model_name: str = Field(default="graft-classifier", pattern=r"^[A-Za-z0-9][\w.-]*$")
+    promotion_lock_timeout_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        description="a place in the champion's promotion lock not renewed for this long is a "
+        "crashed export's, and is removed (graft.export.promotion)",
+    )
     onnx_opset: int = Field(default=18, ge=13, description="pinned ONNX opset of every graph")
     parity_atol: float = Field(
         default=1e-4, gt=0.0, description="largest fp32 logit difference TorchScript/ONNX may show"

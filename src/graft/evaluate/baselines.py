@@ -22,10 +22,24 @@ def linear_baseline(
     max_rows: int,
     seed: int,
 ) -> float:
-    """Test accuracy of LogisticRegression on flattened features standardized on train.
+    """Test accuracy of :func:`linear_baseline_predictions`."""
+    predicted = linear_baseline_predictions(x_train, y_train, x_test, max_iter, max_rows, seed)
+    return float((predicted == y_test).mean())
+
+
+def linear_baseline_predictions(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    max_iter: int,
+    max_rows: int,
+    seed: int,
+) -> np.ndarray:
+    """Per-row test predictions of LogisticRegression on flattened features standardized on
+    train (what a paired test against the model needs).
 
     Fits on at most ``max_rows`` train rows (a seeded sample) so a large dataset stays cheap.
-    A train split holding one class gives the accuracy of always predicting that class.
+    A train split holding one class predicts that class everywhere.
     """
     flat_train = x_train.reshape(len(x_train), -1).astype(np.float64)
     flat_test = x_test.reshape(len(x_test), -1).astype(np.float64)
@@ -34,7 +48,9 @@ def linear_baseline(
         flat_train, y_train = flat_train[rows], y_train[rows]
     classes = np.unique(y_train)
     if len(classes) < 2:
-        return float((y_test == classes[0]).mean()) if len(classes) else 0.0
+        # no train rows at all: predict a label no row has (accuracy 0, as before)
+        only = classes[0] if len(classes) else -1
+        return np.full(len(flat_test), only, dtype=np.int64)
     scaler = StandardScaler().fit(flat_train)
     model = LogisticRegression(max_iter=max_iter, random_state=seed)
     with warnings.catch_warnings():
@@ -43,4 +59,4 @@ def linear_baseline(
         model.fit(scaler.transform(flat_train), y_train)
     if int(np.max(model.n_iter_)) >= max_iter:
         log.info("linear baseline stopped at max_iter=%d before converging", max_iter)
-    return float((model.predict(scaler.transform(flat_test)) == y_test).mean())
+    return np.asarray(model.predict(scaler.transform(flat_test)))

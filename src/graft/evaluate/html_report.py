@@ -9,6 +9,7 @@ from graft.evaluate.calibration import Calibration
 from graft.evaluate.confident_errors import ConfidentError
 from graft.evaluate.gate import GateDecision
 from graft.evaluate.metrics import ClassificationReport
+from graft.evaluate.paired import PairedComparison, format_p_value
 from graft.evaluate.stakeholder import StakeholderView, ThresholdRow
 from graft.evaluate.uncertainty import MCDropoutReport
 from graft.io.html_page import embedded_png, escape, html_table, number, page_head
@@ -36,6 +37,56 @@ def _baselines(metrics: Mapping[str, float]) -> str:
         f"{number(train)}; train minus test: {train - accuracy:+.4f}. Compare it with the "
         f"train accuracy logged during training (dropout on) to see the dropout gap.</p>"
     )
+
+
+# GateDecision.comparisons key -> the row's name, in the order the table lists them
+PAIRED_ROWS = {
+    "linear": "linear baseline",
+    "majority": "majority class",
+    "champion": "current champion",
+}
+
+
+def _paired_tests(comparisons: Mapping[str, PairedComparison]) -> str:
+    """Model vs linear / majority / champion on the same rows: difference, interval, p,
+    verdict; the verdict against the linear baseline also as a sentence."""
+    if not comparisons:
+        return ""
+    rows: list[list[object]] = []
+    for key, label in PAIRED_ROWS.items():
+        if key in comparisons:
+            test = comparisons[key]
+            rows.append(
+                [
+                    label,
+                    test.accuracy_b,
+                    f"{test.difference:+.4f}",
+                    f"[{test.ci_low:+.4f}, {test.ci_high:+.4f}]",
+                    format_p_value(test.p_value),
+                    test.outcome,
+                ]
+            )
+    first = next(iter(comparisons.values()))
+    level = f"{(1 - first.alpha) * 100:g}%"
+    parts = [
+        "<h2>Paired tests on the same test rows</h2>",
+        f"<p>Model minus each predictor on the same {first.rows:,} rows: the difference, its "
+        f"{level} paired-bootstrap interval ({first.resamples:,} resamples) and McNemar's exact "
+        f"p-value, which decides the verdict at alpha {first.alpha:g}.</p>",
+        html_table(
+            "paired-tests",
+            ["model vs", "its accuracy", "difference", f"{level} CI", "p", "verdict"],
+            rows,
+        ),
+    ]
+    linear = comparisons.get("linear")
+    if linear is not None:
+        verdict = "passed" if linear.a_better else "refused"
+        parts.append(
+            f"<p id='linear-verdict' class='{verdict}'><strong>The model is "
+            f"{escape(linear.verdict('the linear baseline'))}.</strong></p>"
+        )
+    return "".join(parts)
 
 
 def _stakeholder(view: StakeholderView, sweep: list[ThresholdRow]) -> str:
@@ -147,6 +198,7 @@ def render_report(
         html_table("metrics", ["metric", "value"], [[k, float(v)] for k, v in metrics.items()]),
         "<h2>Against common-sense baselines</h2>",
         _baselines(metrics),
+        _paired_tests(decision.comparisons),
         "<h2>Per class</h2>",
         _per_class(report, class_names),
         "<h2>Confusion matrix</h2>",

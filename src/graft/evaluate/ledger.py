@@ -20,6 +20,14 @@ champion (the retraining loop) has other weights and passes.
 
 The records are tags on evaluate runs in the configured MLflow experiment, so the ledger spans
 pipeline runs; deleting an evaluate run deletes its record.
+
+The claim comes first: evaluate writes the tags on its run before it reads the test rows, and
+a record stays even when the run fails later (an artifact upload, a killed pod): the rows may
+have been read. A retry of the same pipeline run (the same parent run, as a KFP retry has)
+continues that look rather than repeat it, so it is let through, and tagged with the earlier
+attempts; another pipeline run is refused. Two pipeline runs that check at the same moment
+each write their claim and then look again: whichever sees the other's claim withdraws its
+own and is refused (both may be; never neither).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ MODEL_TAG = "graft.test_evaluated_model"
 SPLIT_TAG = "graft.test_split_digest"
 REPEAT_TAG = "graft.test_repeat"
 PREVIOUS_TAG = "graft.test_previous_runs"
+CONTINUES_TAG = "graft.test_continues"  # earlier attempts of the same pipeline run
 
 
 def model_fingerprint(spec_file: Path, weights_file: Path) -> str:
@@ -52,23 +61,29 @@ def model_fingerprint(spec_file: Path, weights_file: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def previous_evaluations(config: GraftConfig, fingerprint: str, split_digest: str) -> list[str]:
-    """Evaluate runs that already scored this model on this test split, oldest first."""
-    return tracking.runs_tagged(config, {MODEL_TAG: fingerprint, SPLIT_TAG: split_digest})
+def previous_evaluations(
+    config: GraftConfig, fingerprint: str, split_digest: str, parent_run_id: str = ""
+) -> tuple[list[str], list[str]]:
+    """Evaluate runs that already scored (or claimed) this model on this test split, oldest
+    first: those of other pipeline runs, and those of pipeline run ``parent_run_id``."""
+    found = tracking.runs_tagged(config, {MODEL_TAG: fingerprint, SPLIT_TAG: split_digest})
+    if not found or not parent_run_id:
+        return found, []
+    mine = tracking.runs_tagged(
+        config,
+        {MODEL_TAG: fingerprint, SPLIT_TAG: split_digest, tracking.PARENT_TAG: parent_run_id},
+    )
+    return [run for run in found if run not in mine], mine
 
 
-def check_first_look(config: GraftConfig, fingerprint: str, split_digest: str) -> dict[str, str]:
-    """Refuse a repeat unless ``evaluate.allow_repeat_test``; return the tags that record this
-    evaluation on its run."""
-    previous = previous_evaluations(config, fingerprint, split_digest)
+def check_first_look(
+    config: GraftConfig, fingerprint: str, split_digest: str, parent_run_id: str = ""
+) -> dict[str, str]:
+    """Refuse a look of another pipeline run unless ``evaluate.allow_repeat_test``; return the
+    tags that record this evaluation on its run."""
+    previous, continued = previous_evaluations(config, fingerprint, split_digest, parent_run_id)
     if previous and not config.evaluate.allow_repeat_test:
-        more = f" and {len(previous) - 1} more" if len(previous) > 1 else ""
-        raise HoldoutReuseError(
-            f"model {fingerprint[:12]} was already scored on this test split (evaluate run "
-            f"{previous[0]}{more}); a second look makes the test split a validation split. "
-            "Train a new model, or set evaluate.allow_repeat_test=true to score it again on "
-            "purpose"
-        )
+        raise _refusal(fingerprint, previous)
     tags = {
         MODEL_TAG: fingerprint,
         SPLIT_TAG: split_digest,
@@ -76,4 +91,36 @@ def check_first_look(config: GraftConfig, fingerprint: str, split_digest: str) -
     }
     if previous:
         tags[PREVIOUS_TAG] = ",".join(previous)[:5000]
+    if continued:
+        tags[CONTINUES_TAG] = ",".join(continued)[:5000]
     return tags
+
+
+def claim_first_look(
+    config: GraftConfig, run_id: str, parent_run_id: str, fingerprint: str, split_digest: str
+) -> dict[str, str]:
+    """Check, then record this look on evaluate run ``run_id`` (of pipeline run
+    ``parent_run_id``) before the test rows are read, then check again for a claim another
+    pipeline run made at the same moment; withdraw and refuse if there is one. Returns the
+    tags written."""
+    tags = check_first_look(config, fingerprint, split_digest, parent_run_id)
+    tracking.logger_for(config, run_id).tags(tags)
+    if config.evaluate.allow_repeat_test:
+        return tags
+    previous, _ = previous_evaluations(config, fingerprint, split_digest, parent_run_id)
+    rivals = [run for run in previous if run != run_id]
+    if rivals:
+        tracking.delete_run_tags(config, run_id, list(tags))
+        raise _refusal(fingerprint, rivals)
+    return tags
+
+
+def _refusal(fingerprint: str, previous: list[str]) -> HoldoutReuseError:
+    more = f" and {len(previous) - 1} more" if len(previous) > 1 else ""
+    return HoldoutReuseError(
+        f"model {fingerprint[:12]} was already scored on this test split (evaluate run "
+        f"{previous[0]}{more}, of another pipeline run); a second look makes the test split a "
+        "validation split. Train a new model, retry the pipeline run that scored it (a retry "
+        "continues its look), or set evaluate.allow_repeat_test=true to score it again on "
+        "purpose"
+    )

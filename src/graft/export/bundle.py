@@ -25,6 +25,7 @@ from graft.data.raw_input_model import with_missing_fill
 from graft.errors import ExportError
 from graft.export.folding import count_batch_norm, fold_batch_norm
 from graft.export.formats import ExportedFiles, export_and_check
+from graft.export.served_model import record_missing_fill
 from graft.export.variants import (
     VariantReport,
     accuracy,
@@ -154,6 +155,8 @@ def build_export_bundle(
     files = export_and_check(
         served, example, output_dir, config.onnx_opset, config.parity_atol, reference_model=trained
     )
+    # what a server reads to refuse NaNs that no fill would handle (graft serve)
+    record_missing_fill(Path(files.onnx), fills_missing=missing_fill is not None)
     bundle = ExportBundle(
         files=files,
         opset=config.onnx_opset,

@@ -23,6 +23,10 @@ LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
 INPUT_NAME = "input"
 SERVED_ONNX_FILE = "model.served.onnx"
+# In the ONNX model's metadata: "true" when the graph fills NaNs itself (data-prep fitted a
+# fill), "false" when a NaN would reach the network and give a meaningless answer; a server
+# (graft serve) refuses rows with NaNs unless it reads "true"
+FILLS_MISSING_KEY = "graft.fills_missing"
 
 
 def add_prediction_head(onnx_path: Path, class_names: list[str], out_path: Path) -> Path:
@@ -98,3 +102,15 @@ def check_head(
     if not np.allclose(served[PROBABILITIES_OUTPUT].sum(axis=1), 1.0, atol=1e-4):
         raise ExportError("the served model's probabilities do not sum to 1")
     return served
+
+
+def record_missing_fill(onnx_path: Path, fills_missing: bool) -> None:
+    """Write into the ONNX model at ``onnx_path`` whether its graph fills NaNs
+    (:data:`FILLS_MISSING_KEY`); the other metadata stays."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    props[FILLS_MISSING_KEY] = "true" if fills_missing else "false"
+    onnx.helper.set_model_props(model, props)
+    onnx.save_model(model, str(onnx_path))

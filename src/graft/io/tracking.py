@@ -21,12 +21,14 @@ from typing import Any, Protocol
 from graft import __version__
 from graft.config import GraftConfig
 from graft.config.runtime import GIT_COMMIT_ENV, IMAGE_ENV, IMAGE_OUTSIDE_AN_IMAGE
-from graft.errors import RegistryError
+from graft.errors import RegistryError, TrackingError
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+KFP_RUN_ID_TAG = "graft.kfp_run_id"  # on the parent run: the KFP run it belongs to
+FAILURE_TAG = "graft.failure"  # on a run the pipeline's exit task ended FAILED: why
 
 
 def _client(tracking_uri: str) -> Any:
@@ -104,7 +106,7 @@ def start_pipeline_run(config: GraftConfig, kfp_run_id: str) -> str:
         run_name=f"{config.name}-pipeline",
         tags={
             "graft.kind": "pipeline",
-            "graft.kfp_run_id": kfp_run_id,
+            KFP_RUN_ID_TAG: kfp_run_id,
             "graft.git_commit": git_commit(),
             "graft.version": __version__,
             "graft.image": os.environ.get(IMAGE_ENV, IMAGE_OUTSIDE_AN_IMAGE),
@@ -235,6 +237,64 @@ def runs_tagged(config: GraftConfig, tags: dict[str, str]) -> list[str]:
     return [str(run.info.run_id) for run in runs]
 
 
+def delete_run_tags(config: GraftConfig, run_id: str, keys: list[str]) -> None:
+    client = client_for(config)
+    for key in keys:
+        client.delete_tag(run_id, key)
+
+
+def pipeline_run_ids(config: GraftConfig, kfp_run_id: str) -> list[str]:
+    """The parent runs data-prep opened for KFP run ``kfp_run_id`` (one per data-prep attempt
+    that got that far), oldest first. Creates nothing: no store or no experiment, no runs."""
+    uri = config.resolved_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(config.tracking.experiment_name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{KFP_RUN_ID_TAG}` = '{kfp_run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return [str(run.info.run_id) for run in runs]
+
+
+def fail_unfinished_runs(config: GraftConfig, parent_run_id: str, reason: str) -> list[str]:
+    """End FAILED every run under ``parent_run_id`` (stage runs, trials) that is still RUNNING,
+    and the parent if it is; tag each, and a parent that did not finish, with ``reason``
+    (``graft.failure``). A FINISHED parent stays as export left it. Returns the ids ended."""
+    client = client_for(config)
+    parent = client.get_run(parent_run_id)
+    ended = []
+    for run in [*_runs_under(client, parent.info.experiment_id, parent_run_id), parent]:
+        if run.info.status in ("RUNNING", "SCHEDULED"):
+            client.set_tag(run.info.run_id, FAILURE_TAG, reason[:5000])
+            client.set_terminated(run.info.run_id, "FAILED")
+            ended.append(str(run.info.run_id))
+        elif run is parent and run.info.status != "FINISHED":
+            client.set_tag(run.info.run_id, FAILURE_TAG, reason[:5000])
+    return ended
+
+
+def _runs_under(client: Any, experiment: str, run_id: str) -> list[Any]:
+    """Every run nested under ``run_id``, at any depth (MLflow filters one parent at a time)."""
+    found: list[Any] = []
+    parents = [run_id]
+    while parents:
+        condition = f"tags.`{PARENT_TAG}` = '{parents.pop()}'"
+        token = None
+        while True:
+            page = client.search_runs([experiment], condition, page_token=token)
+            found += page
+            parents += [str(child.info.run_id) for child in page]
+            token = page.token
+            if not token:
+                break
+    return found
+
+
 # ----------------------------------------------------------------------------- datasets
 
 # MLflow's conventional dataset contexts for Graft's split names
@@ -303,15 +363,99 @@ def log_split_inputs(
 # ----------------------------------------------------------------------------- registry
 
 
-def champion_version(config: GraftConfig) -> Any | None:
-    """The registered version behind the ``champion`` alias, or None."""
+# MLflow's error code for a model, version or alias the registry does not have: the only
+# failure that means "no champion". A 5xx, a 403, a timeout or no server at all is an error.
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
+def _registry_error(config: GraftConfig, doing: str, exc: Exception) -> RegistryError:
+    cause = " ".join(str(exc).split())[:500]
+    return RegistryError(
+        f"cannot {doing} model '{config.export.model_name}' in the registry of "
+        f"{config.resolved_tracking_uri()}: {type(exc).__name__}: {cause}. Graft stops rather "
+        "than go on without the registry's answer; check that the tracking server is up and "
+        "that this user may read and write the model, then retry the stage"
+    )
+
+
+def registered_model(config: GraftConfig) -> Any | None:
+    """``export.model_name`` with its aliases and tags; None only when the registry answers
+    that it has no such model. Any other failure is a RegistryError."""
     from mlflow.exceptions import MlflowException
 
-    client = client_for(config)
     try:
-        return client.get_model_version_by_alias(config.export.model_name, "champion")
-    except MlflowException:
+        return client_for(config).get_registered_model(config.export.model_name)
+    except MlflowException as exc:
+        if exc.error_code == NOT_FOUND:
+            return None
+        raise _registry_error(config, "read", exc) from exc
+    except OSError as exc:
+        raise _registry_error(config, "read", exc) from exc
+
+
+def champion_alias(config: GraftConfig) -> str | None:
+    """The version number the ``champion`` alias points to; None when the registry has no
+    such model or the model no such alias. Raises RegistryError when the registry cannot
+    answer (a short outage must not read as "no champion": the gate would pass)."""
+    model = registered_model(config)
+    version = None if model is None else (model.aliases or {}).get("champion")
+    return None if version is None else str(version)
+
+
+def champion_version(config: GraftConfig) -> Any | None:
+    """The registered version behind the ``champion`` alias, or None (see
+    :func:`champion_alias`)."""
+    from mlflow.exceptions import MlflowException
+
+    number = champion_alias(config)
+    if number is None:
         return None
+    try:
+        return client_for(config).get_model_version(config.export.model_name, number)
+    except (MlflowException, OSError) as exc:
+        raise _registry_error(config, f"read version {number} of", exc) from exc
+
+
+def registry_tags(config: GraftConfig) -> dict[str, str]:
+    """The registered model's own tags (not its versions'); {} without the model."""
+    model = registered_model(config)
+    return {} if model is None else dict(model.tags or {})
+
+
+def set_registry_tag(config: GraftConfig, key: str, value: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client_for(config).set_registered_model_tag(config.export.model_name, key, value)
+    except (MlflowException, OSError) as exc:
+        raise _registry_error(config, f"set tag {key} on", exc) from exc
+
+
+def delete_registry_tag(config: GraftConfig, key: str) -> None:
+    """Remove the registered model's tag ``key``; nothing if it has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client_for(config).delete_registered_model_tag(config.export.model_name, key)
+    except MlflowException as exc:
+        if exc.error_code != NOT_FOUND:
+            raise _registry_error(config, f"delete tag {key} of", exc) from exc
+    except OSError as exc:
+        raise _registry_error(config, f"delete tag {key} of", exc) from exc
+
+
+def stage_versions(config: GraftConfig, parent_run_id: str, stage: str) -> list[str]:
+    """Versions of ``export.model_name`` that a ``stage`` run of pipeline run
+    ``parent_run_id`` registered (an earlier attempt of that stage), lowest first."""
+    runs = runs_tagged(config, {PARENT_TAG: parent_run_id, "graft.stage": stage})
+    if not runs:
+        return []
+    quoted = ", ".join(f"'{run}'" for run in runs)
+    found = client_for(config).search_model_versions(
+        f"name = '{config.export.model_name}' AND run_id IN ({quoted})"
+    )
+    usable = [v for v in found if str(v.status) != "FAILED_REGISTRATION"]
+    return sorted((str(v.version) for v in usable), key=int)
 
 
 def set_alias(config: GraftConfig, alias: str, version: str) -> None:
@@ -390,4 +534,27 @@ def download_version_files(config: GraftConfig, version: Any, folder: str, into:
             f"cannot download models:/{config.export.model_name}/{version.version}'s "
             f"'{folder}' files: {exc}"
         ) from exc
+    return Path(path)
+
+
+def download_model(config: GraftConfig, model_uri: str, into: Path) -> Path:
+    """The MLflow model folder at ``model_uri`` (``models:/NAME@ALIAS``, ``models:/NAME/3``,
+    ``runs:/ID/model`` or a local folder) downloaded into ``into`` from the config's tracking
+    server and registry. RegistryError when there is no such model, TrackingError when the
+    server cannot be reached or refuses."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    _use_tracking_server(config)
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into))
+    except MlflowException as exc:
+        where = config.resolved_tracking_uri()
+        reason = " ".join(str(exc).split())[:300].rstrip(".")
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RegistryError(
+                f"no model at {model_uri} in {where}: {reason}. Run the pipeline until export "
+                "registers one, or pass --model models:/NAME/VERSION"
+            ) from exc
+        raise TrackingError(f"cannot download {model_uri} from {where}: {reason}") from exc
     return Path(path)

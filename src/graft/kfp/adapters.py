@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from graft import stages
-from graft.config import GraftConfig, StageName
-from graft.errors import ConfigError
+from graft.config import FINALIZE_TASK, GraftConfig, PipelineTaskName
+from graft.errors import ConfigError, TrackingError
 from graft.evaluate.summary import REPORT_FILE as EVALUATION_REPORT_FILE
 from graft.evaluate.summary import ROC_FILE
 from graft.export.model_card import MODEL_CARD_MARKDOWN
@@ -33,7 +33,7 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 
 def _stage_config(
-    config_json: str, stage: StageName, parameters: RunParameters | None
+    config_json: str, stage: PipelineTaskName, parameters: RunParameters | None
 ) -> GraftConfig:
     """The task's config (``config_json`` under the run's UI parameters), checked for what
     would lose data in a pipeline pod, before any work.
@@ -189,6 +189,22 @@ def export(
     )
     shutil.copyfile(Path(exported_path) / MODEL_CARD_MARKDOWN, model_card_path)
     return out.to_json()
+
+
+def finalize_run(
+    config_json: str,
+    kfp_run_id: str,
+    state: str,
+    error_message: str = "",
+    parameters: RunParameters | None = None,
+) -> None:
+    """The exit task: ``state`` and ``error_message`` are the stages' final status. MLflow out
+    of reach ends the task with one ``error:`` line that names the pipeline's failure first."""
+    config = _stage_config(config_json, FINALIZE_TASK, parameters)
+    try:
+        stages.finalize.run(config, kfp_run_id, state, error_message)
+    except TrackingError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def _training_metrics(out: stages.TrainOutput) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""The six KFP v2 components: each body calls one ``graft.kfp.adapters`` function.
+"""The six KFP v2 components and the pipeline's exit task: each body calls one
+``graft.kfp.adapters`` function.
 
 Bodies are module-level functions so KFP can ship their source; ``make_components`` binds
 them to an image chosen at compile time (the image already has graft installed, so
@@ -186,6 +187,28 @@ def export(
     )
 
 
+def finalize_run(
+    config_json: str,
+    kfp_run_id: str,
+    status: dsl.PipelineTaskFinalStatus,
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
+) -> None:
+    """The exit task: when the stages failed or were cancelled, end FAILED the MLflow runs they
+    left RUNNING (a killed stage never ends its own)."""
+    from graft.kfp import adapters
+
+    adapters.finalize_run(
+        config_json,
+        kfp_run_id,
+        status.state,
+        status.error_message or "",
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
+
+
 STAGE_FUNCTIONS = {
     "data-prep": data_prep,
     "pretrain": pretrain,
@@ -197,8 +220,15 @@ STAGE_FUNCTIONS = {
 
 
 def make_components(image: str) -> dict[str, Any]:
-    return {
-        # the image ships graft and kfp: nothing is pip-installed when a pod starts
-        name: dsl.component(base_image=image, install_kfp_package=False)(function)
-        for name, function in STAGE_FUNCTIONS.items()
-    }
+    """One component per stage (``components/<stage>.yaml``)."""
+    return {name: _component(image, function) for name, function in STAGE_FUNCTIONS.items()}
+
+
+def make_exit_component(image: str) -> Any:
+    """The exit task's component, :func:`finalize_run`."""
+    return _component(image, finalize_run)
+
+
+def _component(image: str, function: Any) -> Any:
+    # the image ships graft and kfp: nothing is pip-installed when a pod starts
+    return dsl.component(base_image=image, install_kfp_package=False)(function)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import tempfile
@@ -12,6 +14,7 @@ from typing import Any
 
 from graft.config import GraftConfig
 from graft.config.runtime import TMPDIR_ENV
+from graft.errors import PipelineStageError
 from graft.kfp.pipeline import build_pipeline
 from graft.kfp.stage_logs import StageListener, StageLogRouter
 
@@ -59,13 +62,42 @@ def run_pipeline(
         if log_dir is not None and listener is not None
         else nullcontext()
     )
-    with routing:
+    with routing, task_outputs("export") as export:
         local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
         pipeline = build_pipeline(**({"image": image} if image else {}), default_config=config)
         with _scratch_tmpdir(scratch) if scratch else nullcontext():
-            task = pipeline(config_json=config.to_json())
-    output = task.output if hasattr(task, "output") else task.outputs["Output"]
-    return dict(json.loads(output))
+            pipeline(config_json=config.to_json())
+    if "Output" not in export:
+        raise PipelineStageError("the pipeline ended without the export stage's summary")
+    return dict(json.loads(export["Output"]))
+
+
+@contextmanager
+def task_outputs(task: str) -> Iterator[dict[str, Any]]:
+    """A dict that fills with task ``task``'s outputs when KFP's local runner has executed it.
+
+    The pipeline cannot return export's summary as its own output: KFP takes pipeline outputs
+    only from outside its ``dsl.ExitHandler``. So this wraps the function that both local
+    orchestrators call once per task, as :class:`graft.kfp.stage_logs.StageLogRouter` does
+    (``tests/unit/test_stage_logs.py`` runs a real pipeline through it)."""
+    from kfp.local.orchestrator import task_executor
+
+    recorded: dict[str, Any] = {}
+    original = task_executor.execute_single_task
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)  # another wrapper's signature is then the original's
+    def execute_recorded(*args: Any, **kwargs: Any) -> Any:
+        outputs, status = original(*args, **kwargs)
+        if signature.bind(*args, **kwargs).arguments["task_name"] == task:
+            recorded.update(outputs or {})
+        return outputs, status
+
+    task_executor.execute_single_task = execute_recorded
+    try:
+        yield recorded
+    finally:
+        task_executor.execute_single_task = original
 
 
 @contextmanager

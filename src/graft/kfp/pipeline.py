@@ -3,6 +3,10 @@
 The test rows are sealed: data-prep writes them to their own artifact, ``test_split``, and
 only evaluate receives it. ``dataset`` (train/val) feeds every other stage, export included
 (its parity and variant checks use the validation split).
+
+The six stages run inside a ``dsl.ExitHandler``: its exit task, ``finalize-run``, runs after
+them whatever became of them, and when they failed or were cancelled it ends FAILED the
+MLflow runs a killed stage left RUNNING (:mod:`graft.stages.finalize`).
 """
 
 from typing import Any
@@ -12,15 +16,17 @@ from kfp import dsl, kubernetes
 from graft.config import (
     DEFAULT_IMAGE,
     DEFAULT_PRESET,
+    FINALIZE_TASK,
     PIPELINE_POD_LABEL,
     RAY_TOKEN_SECRET_KEY,
     SHM_VOLUME,
     ClusterConfig,
     GraftConfig,
+    PipelineTaskName,
     StageName,
 )
 from graft.config.runtime import RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV, RAY_TOKEN_AUTH
-from graft.kfp.components import make_components
+from graft.kfp.components import make_components, make_exit_component
 from graft.kfp.run_parameters import PRECEDENCE, parameter_help
 from graft.remote.command import RAY_STAGES
 
@@ -28,7 +34,7 @@ PIPELINE_NAME = "graft-training"
 
 
 def apply_cluster_settings(
-    task: Any, stage: StageName, cluster: ClusterConfig, needs_s3: bool
+    task: Any, stage: PipelineTaskName, cluster: ClusterConfig, needs_s3: bool
 ) -> None:
     """Resources, accelerators, placement, retries, pod label, S3 and MLflow secret env for a
     task."""
@@ -113,6 +119,7 @@ def build_pipeline(
     of ``config_json``; its other parameters are described in :mod:`graft.kfp.run_parameters`.
     """
     components = make_components(image)
+    finalize = make_exit_component(image)
     config = default_config or GraftConfig()
     default_json = config.to_json()
 
@@ -121,7 +128,7 @@ def build_pipeline(
         preset: str = compiled_preset,
         data_source: str = "",
         overrides: list[str] = [],  # noqa: B006 (KFP reads the UI's default from here)
-    ) -> str:
+    ) -> None:
         # every task resolves the same config from these (run_parameters.effective_config)
         run = {
             "config_json": config_json,
@@ -130,12 +137,20 @@ def build_pipeline(
             "data_source": data_source,
             "overrides": overrides,
         }
-        tasks = _add_stage_tasks(components, run)
-        for stage, task in tasks.items():
-            apply_cluster_settings(task, stage, config.cluster, bool(config.s3_locations()))
+        exit_task = _add_exit_task(finalize, run)
+        with dsl.ExitHandler(exit_task, name="stages"):
+            tasks = _add_stage_tasks(components, run)
+        every_task: list[tuple[PipelineTaskName, Any]] = [
+            *tasks.items(),
+            (FINALIZE_TASK, exit_task),
+        ]
+        for name, task in every_task:
+            apply_cluster_settings(task, name, config.cluster, bool(config.s3_locations()))
             apply_pod_settings(task, config.cluster)
+        for stage, task in tasks.items():
             apply_ray_token(task, stage, config)
-        return tasks["export"].outputs["Output"]
+        # no pipeline output: KFP takes none from inside an ExitHandler (export's summary is
+        # its task's output, which local_run.task_outputs records)
 
     # KFP shows a parameter's description from the docstring's Args section
     training_pipeline.__doc__ = _pipeline_docstring(compiled_preset)
@@ -144,6 +159,16 @@ def build_pipeline(
         description=f"Graft: data-prep, pretrain, transfer-finetune, tune, evaluate, export. "
         f"{PRECEDENCE}",
     )(training_pipeline)
+
+
+def _add_exit_task(finalize: Any, run: dict[str, Any]) -> Any:
+    """The exit task: KFP hands it the stages' final status (``dsl.PipelineTaskFinalStatus``)
+    and nothing else of theirs, so it finds the MLflow parent run by the KFP run's id, the
+    same placeholder data-prep tags the parent run with."""
+    task = finalize(kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **run)
+    task.set_display_name(FINALIZE_TASK)
+    task.set_caching_options(False)  # it reads the MLflow runs as they are now
+    return task
 
 
 def _add_stage_tasks(components: dict[str, Any], run: dict[str, Any]) -> dict[StageName, Any]:

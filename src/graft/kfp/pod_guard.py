@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from graft.config import GraftConfig, StageName
+from graft.config import GraftConfig, PipelineTaskName, StageName
 from graft.config.runtime import KFP_POD_ENV
 from graft.errors import ConfigError
 
@@ -26,7 +26,7 @@ def in_pipeline_pod(environ: Mapping[str, str]) -> bool:
 
 
 def check_pipeline_pod(
-    config: GraftConfig, stage: StageName, environ: Mapping[str, str] | None = None
+    config: GraftConfig, stage: PipelineTaskName, environ: Mapping[str, str] | None = None
 ) -> None:
     """Raise ConfigError when ``config`` would lose data in the pipeline pod running ``stage``;
     outside a pipeline pod, do nothing."""
@@ -49,7 +49,7 @@ def _refuse_pod_local_tracking(config: GraftConfig, environ: Mapping[str, str]) 
     )
 
 
-def _refuse_pod_local_checkpoints(config: GraftConfig, stage: StageName) -> None:
+def _refuse_pod_local_checkpoints(config: GraftConfig, stage: PipelineTaskName) -> None:
     retries = config.cluster.stages.for_stage(stage).retries
     if stage not in CHECKPOINTED_STAGES or retries == 0:
         return

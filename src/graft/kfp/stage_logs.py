@@ -20,6 +20,7 @@ KFP upgrade that moves it fails there.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -140,6 +141,7 @@ class StageLogRouter:
         original = task_executor.execute_single_task
         signature = inspect.signature(original)
 
+        @functools.wraps(original)  # another wrapper's signature is then the original's
         def execute_routed(*args: Any, **kwargs: Any) -> Any:
             stage = str(signature.bind(*args, **kwargs).arguments["task_name"])
             return self._run_stage(stage, lambda: original(*args, **kwargs))
@@ -176,6 +178,7 @@ class StageLogRouter:
             return outputs, status
         finally:
             self._running = None
-            if outcome != "done":
+            if outcome != "done" and self.failed is None:
+                # the first failure is the cause: the exit task runs after it, and may fail too
                 self.failed = StageFailure(stage, log)
             self.listener.stage_finished(stage, outcome, self._clock() - started, log)

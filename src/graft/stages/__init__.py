@@ -4,14 +4,16 @@ folders and MLflow parent run, and returns the stage's typed output (:mod:`.outp
 The KFP adapters and the CLI call them (the training stages through
 :mod:`graft.remote.dispatch`, which runs them here or ships them to the cluster); tests
 exercise them without KFP. Each stage writes into its own MLflow run nested under the
-pipeline's parent run.
+pipeline's parent run. :mod:`.finalize` is the pipeline's exit task: it ends FAILED the runs
+a failed or killed pipeline run left RUNNING.
 """
 
-from graft.stages import data_prep, evaluate, export, finetune, pretrain, tune
+from graft.stages import data_prep, evaluate, export, finalize, finetune, pretrain, tune
 from graft.stages.outputs import (
     DataPrepOutput,
     EvaluateOutput,
     ExportOutput,
+    FinalizeOutput,
     TrainOutput,
     TuneOutput,
 )
@@ -20,11 +22,13 @@ __all__ = [
     "DataPrepOutput",
     "EvaluateOutput",
     "ExportOutput",
+    "FinalizeOutput",
     "TrainOutput",
     "TuneOutput",
     "data_prep",
     "evaluate",
     "export",
+    "finalize",
     "finetune",
     "pretrain",
     "tune",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from graft.data.manifest import DataManifest
 from graft.data.prepare import load_split
 from graft.export.bundle import ExportBundle, build_export_bundle
 from graft.export.model_card import build_model_card, write_model_card
+from graft.export.promotion import promote_champion
 from graft.export.raw_inputs import raw_rows
 from graft.export.served_model import SERVED_ONNX_FILE, add_prediction_head, check_head
 from graft.io import tracking
@@ -21,6 +23,8 @@ from graft.nn.models import GraftNet
 from graft.stages.outputs import ExportOutput
 from graft.train.champion import WEIGHTS_FOLDER, write_champion_files
 from graft.train.model_dir import load_checkpoint_model
+
+log = logging.getLogger(__name__)
 
 
 def run(
@@ -38,7 +42,11 @@ def run(
     int8/fp16 accuracy deltas use the target *validation* split (hence the ``val_`` metric
     names). The served files and the registered model take raw rows: with a tabular NaN fill
     the trained network is wrapped so it fills NaNs exactly as data-prep did
-    (:mod:`graft.export.raw_inputs`)."""
+    (:mod:`graft.export.raw_inputs`).
+
+    A retry within the same pipeline run completes the version an earlier attempt registered.
+    ``champion`` moves only from the version evaluate compared with (gate.json's
+    ``champion_version``): PromotionConflict when it moved (:mod:`graft.export.promotion`)."""
     out = Path(output_dir)
     model, spec = load_checkpoint_model(model_dir)
     manifest = DataManifest.read(dataset_dir)
@@ -52,10 +60,12 @@ def run(
         logger.tags({"graft.dataset_hash": manifest.dataset_hash})
         class_names = manifest.tasks["target"].class_names
         weights = write_champion_files(model, spec, manifest.missing_fill, out / WEIGHTS_FOLDER)
-        version = _register(config, run_id, weights, bundle, class_names, example, out)
-        aliases = _set_aliases(config, version, bool(gate["passed"]))
+        version = _find_or_register(
+            config, parent_run_id, run_id, weights, bundle, class_names, example, out
+        )
         tags = _version_tags(config, bundle, gate, metrics, manifest.dataset_hash)
-        tracking.set_version_tags(config, version, tags)
+        tracking.set_version_tags(config, version, {**tags, "pipeline_run_id": parent_run_id})
+        aliases = _set_aliases(config, version, gate, run_id)
         card = build_model_card(
             config,
             bundle,
@@ -119,6 +129,26 @@ def _export_metrics(bundle: ExportBundle) -> dict[str, float]:
     return export_metrics
 
 
+def _find_or_register(
+    config: GraftConfig,
+    parent_run_id: str,
+    run_id: str,
+    weights: Path,
+    bundle: ExportBundle,
+    class_names: list[str],
+    example: torch.Tensor,
+    out: Path,
+) -> str:
+    """The version an earlier attempt of this pipeline run's export registered (a retry after
+    a failure past ``log_model`` completes its tags and aliases rather than register a
+    second, untagged one), else a new one."""
+    earlier = tracking.stage_versions(config, parent_run_id, "export")
+    if earlier:
+        log.info("export: version %s was registered by an earlier attempt", earlier[0])
+        return earlier[0]
+    return _register(config, run_id, weights, bundle, class_names, example, out)
+
+
 def _register(
     config: GraftConfig,
     run_id: str,
@@ -139,12 +169,16 @@ def _register(
     return tracking.register_model(config, run_id, served, rows, outputs)
 
 
-def _set_aliases(config: GraftConfig, version: str, gate_passed: bool) -> list[str]:
-    """Every version is the challenger; one that passed the gate is the champion too."""
+def _set_aliases(config: GraftConfig, version: str, gate: dict[str, Any], run_id: str) -> list[str]:
+    """Every version is the challenger; one that passed the gate is the champion too, if the
+    champion is still the version evaluate compared it with (graft.export.promotion: raises
+    PromotionConflict when it moved)."""
     aliases = ["challenger"]
     tracking.set_alias(config, "challenger", version)
-    if gate_passed:
-        tracking.set_alias(config, "champion", version)
+    if gate["passed"]:
+        compared_with = gate.get("champion_version")
+        compared = None if compared_with is None else str(compared_with)
+        promote_champion(config, version, compared, by=f"export run {run_id}")
         aliases.append("champion")
     return aliases
 

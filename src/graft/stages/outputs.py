@@ -62,3 +62,11 @@ class ExportOutput:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+
+@dataclass
+class FinalizeOutput:
+    state: str  # the stages' final state, as KFP reported it
+    succeeded: bool
+    parent_run_ids: list[str] = field(default_factory=list)  # the pipeline's MLflow runs found
+    ended_run_ids: list[str] = field(default_factory=list)  # the runs it ended FAILED
