@@ -42,7 +42,7 @@ from graft.export.served_model import (
     predict,
     record_missing_fill,
 )
-from graft.io import tracking
+from graft.io import registry, tracking
 
 MODEL_NAME = "graft-bench-serving"
 
@@ -72,8 +72,8 @@ def register(folder: Path, served: Path, rows: np.ndarray) -> list[str]:
     config = load_config(preset="tiny", overrides=overrides)
     run_id = tracking.start_pipeline_run(config, "bench-serving")
     example = rows[:8]
-    version = tracking.register_model(config, run_id, served, example, predict(served, example))
-    tracking.set_alias(config, "champion", version)
+    version = registry.register_model(config, run_id, served, example, predict(served, example))
+    registry.set_alias(config, "champion", version)
     return overrides
 
 

@@ -14,7 +14,7 @@ from graft.export.served_model import INPUT_NAME, LOGITS_OUTPUT, add_prediction_
 
 def served_onnx(folder: Path, features: int = 3, class_names: tuple[str, ...] = ("no", "yes")):
     """A linear classifier's graph with Graft's prediction head, its example rows and the
-    outputs on them: what tracking.register_model takes."""
+    outputs on them: what registry.register_model takes."""
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(
         rng.normal(size=(features, len(class_names))).astype(np.float32), "weight"

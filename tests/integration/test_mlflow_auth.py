@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from graft.config import GraftConfig, load_config
-from graft.io import tracking
+from graft.io import registry, tracking
 from onnx_models import served_onnx
 from servers import answers_http, mlflow_server_args, serve_on_free_ports
 
@@ -149,7 +149,7 @@ def test_graft_logs_as_the_user_in_its_environment_and_never_shows_the_password(
         logger.metrics({"val_loss": 0.5}, step=1)
         (tmp_path / "report.txt").write_text("fine\n")
         logger.artifact(tmp_path / "report.txt")
-    version = tracking.register_model(config, parent, *served_onnx(tmp_path / "onnx"))
+    version = registry.register_model(config, parent, *served_onnx(tmp_path / "onnx"))
     assert version == "1"
 
     client = MlflowClient(auth_server, auth_server)

@@ -23,7 +23,7 @@ from graft.config import GraftConfig, load_config
 from graft.data.holdout import default_holdout_dir
 from graft.errors import RegistryError
 from graft.evaluate.ledger import MODEL_TAG
-from graft.io import tracking
+from graft.io import registry, tracking
 
 MODEL_NAME = "graft-outage"
 
@@ -130,7 +130,7 @@ def test_a_503_on_the_champion_lookup_fails_evaluate_and_a_404_is_no_champion(
     assert not (tmp_path / "eval-down" / "gate.json").exists()
 
     proxy.registry_down = False
-    assert tracking.champion_version(config) is None  # the server's own 404
+    assert registry.champion_version(config) is None  # the server's own 404
     passed = evaluate("eval-up")
     assert passed.champion_accuracy is None
     gate = (tmp_path / "eval-up" / "gate.json").read_text()

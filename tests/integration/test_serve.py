@@ -28,7 +28,7 @@ from graft.config import load_config
 from graft.errors import RegistryError
 from graft.export.scoring_server import load_served_model
 from graft.export.served_model import LABEL_OUTPUT, PROBABILITIES_OUTPUT, predict
-from graft.io import tracking
+from graft.io import registry, tracking
 from onnx_models import served_onnx
 from servers import answers_http, free_port
 
@@ -66,8 +66,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     config = load_config(preset="tiny", overrides=overrides)
     run_id = tracking.start_pipeline_run(config, "serve")
     onnx_path, example, outputs = served_onnx(tmp_path / "onnx")
-    version = tracking.register_model(config, run_id, onnx_path, example, outputs)
-    tracking.set_alias(config, "champion", version)
+    version = registry.register_model(config, run_id, onnx_path, example, outputs)
+    registry.set_alias(config, "champion", version)
     return Store(overrides, onnx_path, example, tmp_path)
 
 

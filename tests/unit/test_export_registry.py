@@ -14,6 +14,7 @@ from graft import stages
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
 from graft.io import tracking
+from graft.io.registry import champion_version, register_model
 from graft.train.champion import WEIGHTS_FOLDER
 from graft.train.model_dir import MODEL_FILE
 from graft.train.stage_requests import finetune_request
@@ -87,7 +88,7 @@ def test_champion_moves_only_through_the_gate(registry: dict) -> None:
     client = _client(registry["config"])
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == "2"
-    champion = tracking.champion_version(registry["config"])
+    champion = champion_version(registry["config"])
     assert champion is not None and str(champion.version) == "1"
 
 
@@ -207,7 +208,7 @@ def test_a_retried_export_completes_the_version_its_failed_attempt_registered(
     with killed, tracking.stage_run(config, parent, "export") as first_attempt:
         tracking.logger_for(config, first_attempt).artifact(model_dir, WEIGHTS_FOLDER)
         onnx = served_onnx(tmp_path / "retried-onnx")
-        registered = tracking.register_model(config, first_attempt, *onnx)
+        registered = register_model(config, first_attempt, *onnx)
         raise RuntimeError("killed between log_model and the version's tags")
 
     evaluation = _evaluation(tmp_path / "eval-retried", True, ["no current champion"])

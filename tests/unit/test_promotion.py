@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from graft.config import GraftConfig
 from graft.errors import PromotionConflict, RegistryError
 from graft.export.promotion import LOCK_TAG_PREFIX, PromotionLock, promote_champion
-from graft.io import tracking
+from graft.io.registry import champion_alias, registry_tags, set_alias
 
 MODEL_NAME = "graft-promotion"
 SCHEDULES = 50
@@ -47,8 +47,8 @@ class Registry:
         return tiny_config_tracked_in(self.root, f"export.model_name={MODEL_NAME}", *overrides)
 
     def reset(self) -> None:
-        tracking.set_alias(self.config, "champion", self.versions["start"])
-        for key in tracking.registry_tags(self.config):
+        set_alias(self.config, "champion", self.versions["start"])
+        for key in registry_tags(self.config):
             assert not key.startswith(LOCK_TAG_PREFIX), f"a lock entry was left: {key}"
 
     def accuracy(self, version: str) -> float:
@@ -147,7 +147,7 @@ def _actor(
     config, version = registry.config, registry.versions[name]
 
     def act(pause: Callable[[str], None]) -> None:
-        compared_with = tracking.champion_alias(config)
+        compared_with = champion_alias(config)
         pause("read champion")
         passed = compared_with is None or ACCURACY[name] > registry.accuracy(compared_with)
         pause("compare")
@@ -171,7 +171,7 @@ def _schedule(registry: Registry, seed: int, locked: bool) -> tuple[str, dict, l
     outcomes: dict[str, str] = {}
     scheduler = Scheduler(seed)
     scheduler.run({name: _actor(registry, name, outcomes, locked) for name in ("better", "worse")})
-    champion = tracking.champion_alias(registry.config)
+    champion = champion_alias(registry.config)
     winner = {version: name for name, version in registry.versions.items()}[str(champion)]
     return winner, outcomes, scheduler.steps
 
@@ -246,8 +246,8 @@ def test_promotion_is_compare_and_set_and_a_retry_is_a_no_op(registry: Registry)
     assert f"set_registered_model_alias('{MODEL_NAME}', 'champion', '{versions['worse']}')" in (
         message
     )
-    assert tracking.champion_alias(config) == versions["better"]
-    assert not [key for key in tracking.registry_tags(config) if key.startswith(LOCK_TAG_PREFIX)]
+    assert champion_alias(config) == versions["better"]
+    assert not [key for key in registry_tags(config) if key.startswith(LOCK_TAG_PREFIX)]
 
 
 def test_a_crashed_exports_place_in_the_lock_ages_out(registry: Registry) -> None:
@@ -265,4 +265,4 @@ def test_a_crashed_exports_place_in_the_lock_ages_out(registry: Registry) -> Non
     assert 0.4 < waited < 5
     with pytest.raises(RegistryError, match=r"place in the promotion lock .* was removed"):
         crashed.ensure_held()
-    assert not [key for key in tracking.registry_tags(config) if key.startswith(LOCK_TAG_PREFIX)]
+    assert not [key for key in registry_tags(config) if key.startswith(LOCK_TAG_PREFIX)]

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from graft import stages
 from graft.config import GraftConfig
 from graft.errors import GraftError, RegistryError
-from graft.io import tracking
+from graft.io import registry, tracking
 from graft.train.champion import WEIGHTS_FOLDER, load_champion
 from graft.train.model_dir import MODEL_FILE, load_checkpoint_model
 from graft.train.stage_requests import finetune_request
@@ -90,7 +90,7 @@ def test_a_crafted_champion_is_refused_by_evaluate_and_the_warm_start(
     tmp_path: Path = champion["tmp_path"]
     config: GraftConfig = champion["config"]
     marker = tmp_path / "code-ran"
-    version = tracking.champion_version(config)
+    version = registry.champion_version(config)
     client = MlflowClient(config.resolved_tracking_uri(), config.resolved_tracking_uri())
     # the weights Graft reads; Graft has no code path that unpickles the registered model
     crafted = tmp_path / "crafted"
@@ -126,8 +126,8 @@ def test_a_champion_registered_without_weights_fails_with_the_alias_to_delete(
     names the way out and leaves the alias for the user to decide."""
     config = tiny_config_tracked_in(tmp_path, "export.model_name=graft-pickled-only")
     run_id = tracking.start_pipeline_run(config, "registry-load")
-    version = tracking.register_model(config, run_id, *served_onnx(tmp_path / "onnx"))
-    tracking.set_alias(config, "champion", version)
+    version = registry.register_model(config, run_id, *served_onnx(tmp_path / "onnx"))
+    registry.set_alias(config, "champion", version)
 
     with pytest.raises(RegistryError) as caught:
         load_champion(config)
@@ -146,12 +146,12 @@ def test_only_not_found_means_no_champion(
     and promote during an outage)."""
     tmp_path: Path = champion["tmp_path"]
     config = _config(tmp_path, "export.model_name=graft-never-registered")
-    assert tracking.champion_version(config) is None
+    assert registry.champion_version(config) is None
     assert load_champion(config) is None
     uri = config.resolved_tracking_uri()
     MlflowClient(uri, uri).create_registered_model("graft-without-champion")
     assert (
-        tracking.champion_alias(_config(tmp_path, "export.model_name=graft-without-champion"))
+        registry.champion_alias(_config(tmp_path, "export.model_name=graft-without-champion"))
         is None
     )
 

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 from graft.config import GraftConfig
 from graft.errors import PromotionConflict, RegistryError
-from graft.io import tracking
+from graft.io import registry
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class PromotionLock:
         self._others()
 
     def release(self) -> None:
-        tracking.delete_registry_tag(self.config, self.key)
+        registry.delete_registry_tag(self.config, self.key)
         self.number = 0
 
     def acquire(self) -> None:
@@ -180,12 +180,12 @@ class PromotionLock:
     def _write(self, choosing: bool) -> None:
         self._written_at = time.time()
         value = {"number": self.number, "choosing": choosing, "at": self._written_at}
-        tracking.set_registry_tag(self.config, self.key, json.dumps({**value, "by": self.by}))
+        registry.set_registry_tag(self.config, self.key, json.dumps({**value, "by": self.by}))
 
     def _others(self) -> list[Ticket]:
         """The other exports' live entries, read in one call; entries older than the timeout
         are removed. Raises RegistryError when this export's own entry is gone."""
-        tags = tracking.registry_tags(self.config)
+        tags = registry.registry_tags(self.config)
         if self.key not in tags:
             raise RegistryError(
                 f"this export's place in the promotion lock of model "
@@ -201,7 +201,7 @@ class PromotionLock:
             ticket = _ticket(key, value)
             if ticket is None or now - ticket.at > self.timeout_s:
                 log.warning("removing a crashed export's promotion lock entry %s=%s", key, value)
-                tracking.delete_registry_tag(self.config, key)
+                registry.delete_registry_tag(self.config, key)
                 continue
             live.append(ticket)
         return live
@@ -242,12 +242,12 @@ def promote_champion(
     PromotionConflict when it moved."""
     with lock or PromotionLock(config, by) as held:
         held.pause("locked")
-        current = tracking.champion_alias(config)
+        current = registry.champion_alias(config)
         held.pause("re-read")
         if not check_unmoved(config, version, compared_with, current):
             return False
         held.ensure_held()
-        tracking.set_alias(config, CHAMPION, version)
+        registry.set_alias(config, CHAMPION, version)
         held.pause("set")
     log.info("champion of %s: version %s -> %s", config.export.model_name, current, version)
     return True

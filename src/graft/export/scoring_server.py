@@ -30,7 +30,7 @@ from graft.config import GraftConfig
 from graft.errors import GraftError, RegistryError, ScoringRequestError
 from graft.export.scoring_request import InputSpec, rows_from_body
 from graft.export.served_model import FILLS_MISSING_KEY
-from graft.io import tracking
+from graft.io import registry
 from graft.io.termination import INTERRUPTS
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _example_row(folder: Path, spec: InputSpec) -> list[Any]:
 def load_served_model(config: GraftConfig, model_uri: str, into: Path, threads: int) -> ServedModel:
     """The model at ``model_uri``, downloaded from the config's tracking server into ``into``."""
     return ServedModel.from_folder(
-        tracking.download_model(config, model_uri, into), model_uri, threads
+        registry.download_model(config, model_uri, into), model_uri, threads
     )
 
 

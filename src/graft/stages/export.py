@@ -18,7 +18,7 @@ from graft.export.model_card import build_model_card, write_model_card
 from graft.export.promotion import promote_champion
 from graft.export.raw_inputs import raw_rows
 from graft.export.served_model import SERVED_ONNX_FILE, add_prediction_head, check_head
-from graft.io import tracking
+from graft.io import registry, tracking
 from graft.nn.models import GraftNet
 from graft.stages.outputs import ExportOutput
 from graft.train.champion import WEIGHTS_FOLDER, write_champion_files
@@ -64,7 +64,7 @@ def run(
             config, parent_run_id, run_id, weights, bundle, class_names, example, out
         )
         tags = _version_tags(config, bundle, gate, metrics, manifest.dataset_hash)
-        tracking.set_version_tags(config, version, {**tags, "pipeline_run_id": parent_run_id})
+        registry.set_version_tags(config, version, {**tags, "pipeline_run_id": parent_run_id})
         aliases = _set_aliases(config, version, gate, run_id)
         card = build_model_card(
             config,
@@ -142,7 +142,7 @@ def _find_or_register(
     """The version an earlier attempt of this pipeline run's export registered (a retry after
     a failure past ``log_model`` completes its tags and aliases rather than register a
     second, untagged one), else a new one."""
-    earlier = tracking.stage_versions(config, parent_run_id, "export")
+    earlier = registry.stage_versions(config, parent_run_id, "export")
     if earlier:
         log.info("export: version %s was registered by an earlier attempt", earlier[0])
         return earlier[0]
@@ -166,7 +166,7 @@ def _register(
     served = add_prediction_head(Path(bundle.files.onnx), class_names, out / SERVED_ONNX_FILE)
     rows = example.numpy()
     outputs = check_head(served, Path(bundle.files.onnx), rows, class_names)
-    return tracking.register_model(config, run_id, served, rows, outputs)
+    return registry.register_model(config, run_id, served, rows, outputs)
 
 
 def _set_aliases(config: GraftConfig, version: str, gate: dict[str, Any], run_id: str) -> list[str]:
@@ -174,7 +174,7 @@ def _set_aliases(config: GraftConfig, version: str, gate: dict[str, Any], run_id
     champion is still the version evaluate compared it with (graft.export.promotion: raises
     PromotionConflict when it moved)."""
     aliases = ["challenger"]
-    tracking.set_alias(config, "challenger", version)
+    registry.set_alias(config, "challenger", version)
     if gate["passed"]:
         compared_with = gate.get("champion_version")
         compared = None if compared_with is None else str(compared_with)

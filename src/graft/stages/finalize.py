@@ -29,27 +29,36 @@ SUCCEEDED_STATES = frozenset({"SUCCEEDED", "COMPLETE", "CACHED"})
 def run(
     config: GraftConfig, kfp_run_id: str, state: str, error_message: str = ""
 ) -> FinalizeOutput:
-    """Nothing when the stages succeeded (export ended the parent run FINISHED). Otherwise end
-    FAILED each run of KFP run ``kfp_run_id`` still RUNNING, tagged ``graft.failure`` with
-    why. Raises TrackingError, naming the pipeline's own failure first, when MLflow cannot
-    be reached."""
+    """End FAILED each run of KFP run ``kfp_run_id`` still RUNNING, tagged ``graft.failure``
+    with why. After a success only runs under the parent can be left (the killed attempt of a
+    stage KFP retried): export ended the parent FINISHED, and it stays so. Raises
+    TrackingError, naming the pipeline's own failure first, when MLflow cannot be reached
+    after a failure; after a success that is only a warning (the pipeline did its work)."""
     state = state or "UNKNOWN"
-    if state in SUCCEEDED_STATES:
-        log.info("KFP run %s ended %s: export ended its MLflow run", kfp_run_id, state)
-        return FinalizeOutput(state, succeeded=True)
-    failure = f"KFP run {kfp_run_id} ended {state}"
-    if error_message:
-        failure += f": {error_message}"
-    log.error("%s; ending FAILED the MLflow runs it left RUNNING", failure)
+    succeeded = state in SUCCEEDED_STATES
+    if succeeded:
+        failure = f"KFP run {kfp_run_id} ended {state} without this run: a killed attempt"
+    else:
+        failure = f"KFP run {kfp_run_id} ended {state}"
+        if error_message:
+            failure += f": {error_message}"
+        log.error("%s; ending FAILED the MLflow runs it left RUNNING", failure)
     try:
         parents = tracking.pipeline_run_ids(config, kfp_run_id)
         ended = [
             run_id
             for parent in parents
-            for run_id in tracking.fail_unfinished_runs(config, parent, failure)
+            for run_id in tracking.fail_unfinished_runs(
+                config, parent, failure, parent_too=not succeeded
+            )
         ]
     except Exception as exc:  # whatever MLflow raised: re-raised with the pipeline's failure
         cause = " ".join(str(exc).split())[:500]
+        if succeeded:
+            log.warning(
+                "KFP run %s ended %s; MLflow not reachable to check: %s", kfp_run_id, state, cause
+            )
+            return FinalizeOutput(state, succeeded=True)
         raise TrackingError(
             f"{failure}; its MLflow runs at {config.resolved_tracking_uri()} could not be "
             f"ended FAILED and may show RUNNING: {type(exc).__name__}: {cause}"
@@ -63,4 +72,4 @@ def run(
         )
     else:
         log.info("MLflow runs %s: ended FAILED %s", parents, ended or "none (none was RUNNING)")
-    return FinalizeOutput(state, False, parents, ended)
+    return FinalizeOutput(state, succeeded, parents, ended)

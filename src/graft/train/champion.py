@@ -21,7 +21,7 @@ from graft.config import GraftConfig
 from graft.data.preprocessing import MissingValueFill
 from graft.data.raw_input_model import with_missing_fill
 from graft.errors import GraftError, RegistryError
-from graft.io import tracking
+from graft.io import registry
 from graft.nn.models import GraftNet, ModelSpec
 from graft.train.model_dir import load_checkpoint_model, save_model_dir
 
@@ -55,12 +55,12 @@ def load_champion(config: GraftConfig) -> Champion | None:
 
     Raises RegistryError when its files are missing (a version an older Graft registered) or
     are not plain tensors and values."""
-    version = tracking.champion_version(config)
+    version = registry.champion_version(config)
     if version is None:
         return None
     uri = f"models:/{config.export.model_name}/{version.version}"
     with tempfile.TemporaryDirectory(prefix="graft-champion-") as scratch:
-        folder = tracking.download_version_files(config, version, WEIGHTS_FOLDER, Path(scratch))
+        folder = registry.download_version_files(config, version, WEIGHTS_FOLDER, Path(scratch))
         try:
             network, _ = load_checkpoint_model(folder)
             fill = _read_fill(folder / FILL_FILE)
