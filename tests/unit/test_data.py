@@ -108,8 +108,8 @@ def test_too_few_rows_for_the_splits(tmp_path: Path) -> None:
 def test_missing_file_and_wrong_format(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
         load_source(str(tmp_path / "nope.npz"), "label")
-    with pytest.raises(DatasetError, match=r"\.npz and \.parquet"):
-        load_source(str(tmp_path / "data.csv"), "label")
+    with pytest.raises(DatasetError, match=r"supported formats are \.npz, \.parquet"):
+        load_source(str(tmp_path / "data.txt"), "label")
 
 
 def test_parquet_source_with_label_column(tmp_path: Path) -> None:

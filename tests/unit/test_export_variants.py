@@ -53,7 +53,7 @@ def _trained_bn_model(
     return model.eval()
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "mobile"])
 def test_folded_model_has_no_batch_norm_and_same_outputs(family: str) -> None:
     model = _trained_bn_model(family)
     assert count_batch_norm(model) > 0
@@ -224,6 +224,15 @@ def test_model_card_has_data_hash_metrics_gate_parity_and_limits(tmp_path: Path)
     assert stored["export"]["onnx_max_abs_diff"] <= 1e-4
     assert stored["limitations"] == config.export.limitations
     assert stored["config"]["hidden_sizes"] == config.model.hidden_sizes
+    parameters = sum(p.numel() for p in model.parameters())
+    linear_macs = sum(
+        m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear)
+    )
+    assert stored["complexity"] == {
+        "parameters": parameters,
+        "macs": linear_macs,
+        "flops": 2 * linear_macs,
+    }
     text = md_path.read_text()
     for needle in (
         "abc123",
@@ -231,6 +240,7 @@ def test_model_card_has_data_hash_metrics_gate_parity_and_limits(tmp_path: Path)
         "Promotion gate: refused",
         "does not beat the champion",
         "| Test accuracy | 0.9375 |",
+        f"{parameters:,} parameters, {linear_macs:,} multiply-accumulates per row",
         "| Expected calibration error | 0.0421 |",
         "int8_dynamic",
         "onnx_fp16",

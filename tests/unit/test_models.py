@@ -19,7 +19,7 @@ def _spec(**model: object) -> ModelSpec:
     )
 
 
-@pytest.mark.parametrize("family", ["mlp", "cnn"])
+@pytest.mark.parametrize("family", ["mlp", "cnn", "mobile"])
 def test_models_take_raw_images_and_give_logits(family: str) -> None:
     model = build_model(_spec(family=family, conv_channels=[4, 8]))
     assert model(torch.rand(3, 1, 8, 8) * 16).shape == (3, 5)

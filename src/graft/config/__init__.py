@@ -47,6 +47,7 @@ from graft.config.model import (
     BatchNormConfig,
     DropoutConfig,
     InitScheme,
+    MobileConfig,
     ModelConfig,
 )
 from graft.config.runtime import (
@@ -74,6 +75,7 @@ from graft.config.train import (
     OptimizerConfig,
     OptimizerName,
     PhaseConfig,
+    Precision,
     RegularizationConfig,
     ScheduleConfig,
     Trainable,
@@ -124,6 +126,7 @@ __all__ = [
     "LabelShuffleControl",
     "LightStageResources",
     "MCDropoutConfig",
+    "MobileConfig",
     "ModelConfig",
     "NearDuplicatePolicy",
     "Objective",
@@ -132,6 +135,7 @@ __all__ = [
     "PBTConfig",
     "PhaseConfig",
     "PipelineTaskName",
+    "Precision",
     "ProtocolConfig",
     "ProtocolName",
     "RayConfig",

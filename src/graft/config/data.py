@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from graft.config.base import Strict
 
@@ -21,7 +21,10 @@ NearDuplicatePolicy = Literal["drop", "keep_together", "error"]
 class TransferTaskConfig(Strict):
     """The book's A/B protocol: task A (source) on most classes, task B (target) on the rest.
 
-    ``target_classes`` empty means no class split: source and target are the same task.
+    ``target_classes`` empty means no class split: source and target are the same task. A
+    preset's split belongs to its built-in dataset: loading drops it when ``data.source`` is
+    another one, unless the user names a split (see ``graft.config.load``). With string labels,
+    class ids are positions in the sorted distinct label strings.
     """
 
     target_classes: list[int] = Field(
@@ -32,10 +35,65 @@ class TransferTaskConfig(Strict):
     )
 
 
+class ImageAugmentConfig(Strict):
+    """Train-only augmentation of image batches, drawn afresh each epoch from the seed.
+
+    Validation, test, the exported model and phases that train the head on cached trunk
+    outputs (``finetune.cache_bottleneck_features``) see the images as they are."""
+
+    crop_padding: int = Field(
+        default=0,
+        ge=0,
+        description="random crop: pad each side with this many zero pixels and crop back to "
+        "the image size at a random offset (0 = off)",
+    )
+    horizontal_flip: bool = Field(default=False, description="mirror half the images")
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.horizontal_flip
+
+
+class ImageConfig(Strict):
+    """How an image folder source (one subfolder per class) becomes an N x C x H x W array."""
+
+    size: int | tuple[int, int] | None = Field(
+        default=None,
+        description="resize every image to this side (28) or [height, width]; None keeps the "
+        "images' own size, which must then be the same for all",
+    )
+    channels: Literal[1, 3] | None = Field(
+        default=None,
+        description="1 (greyscale) or 3 (RGB): every image is converted to it; None takes it "
+        "from the images and refuses a folder that mixes greyscale and colour",
+    )
+    max_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="largest width x height an image may declare; a larger one is refused "
+        "before it is decoded (a decompression bomb would otherwise exhaust memory)",
+    )
+    augment: ImageAugmentConfig = Field(default_factory=ImageAugmentConfig)
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, size: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sides = (size,) if isinstance(size, int) else size or ()
+        if any(side < 1 for side in sides):
+            raise ValueError(f"image size {size} must be positive")
+        return size
+
+    def height_width(self) -> tuple[int, int] | None:
+        if self.size is None:
+            return None
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
+
+
 class DataConfig(Strict):
     source: str = Field(
         default="builtin:fashion_mnist",
-        description="builtin:digits | builtin:fashion_mnist | a local .npz/.parquet path | s3://",
+        description="builtin:digits | builtin:fashion_mnist | a local .npz/.parquet/.csv path | "
+        "an image folder, one subfolder per class (data.image) | the same under s3://",
     )
     label_column: str = "label"
     max_rows: int | None = Field(default=None, ge=10, description="stratified subsample cap")
@@ -95,6 +153,7 @@ class DataConfig(Strict):
         default=9.0, gt=1.0, description="largest/smallest class count that triggers a warning"
     )
     transfer: TransferTaskConfig = Field(default_factory=TransferTaskConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
 
     @model_validator(mode="after")
     def _split_settings_agree(self) -> DataConfig:

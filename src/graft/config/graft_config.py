@@ -24,7 +24,7 @@ from graft.config.runtime import (
 )
 from graft.config.train import FinetuneConfig, TrainConfig
 from graft.config.training_presets import TRAINING_PRESETS
-from graft.config.tune import SearchDimension, TuneConfig
+from graft.config.tune import WIDTH_SEARCH_KEY, SearchDimension, TuneConfig
 from graft.errors import ConfigError
 
 
@@ -52,6 +52,26 @@ class GraftConfig(Strict):
     def _search_space_names_real_keys(self) -> GraftConfig:
         for key in self.tune.space:
             _check_dotted_key(self, key)
+        return self
+
+    @model_validator(mode="after")
+    def _searched_widths_keep_the_backbone(self) -> GraftConfig:
+        """Tune trials finetune the one pretrained backbone: a trial with another width
+        could not load its weights (the resolution multiplier can vary: global pooling
+        keeps every weight's shape)."""
+        searched = self.tune.space.get(WIDTH_SEARCH_KEY)
+        if not self.tune.enabled or searched is None:
+            return self
+        fixed = self.model.mobile.width_multiplier
+        if searched.type != "choice" or set(searched.values or []) != {fixed}:
+            raise ValueError(
+                f"tune.space searches {WIDTH_SEARCH_KEY}, but every tune trial finetunes the "
+                "one pretrained backbone, whose conv widths pretrain fixed at "
+                f"{WIDTH_SEARCH_KEY}={fixed}: a trial with "
+                "another width cannot load those weights. Drop the key from tune.space and "
+                f"compare widths with one pipeline run each (--set {WIDTH_SEARCH_KEY}=0.5), "
+                "or search model.mobile.resolution_multiplier, which keeps the weights"
+            )
         return self
 
     @model_validator(mode="after")

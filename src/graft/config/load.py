@@ -102,6 +102,56 @@ def training_preset_data(name: str) -> dict[str, Any]:
     return data
 
 
+def sets_class_split(user: dict[str, Any], overrides: list[str]) -> bool:
+    """Whether the user's YAML or an override names ``data.transfer.target_classes``."""
+    section = user.get("data")
+    transfer = section.get("transfer") if isinstance(section, dict) else None
+    if isinstance(transfer, dict) and "target_classes" in transfer:
+        return True
+    for text in overrides:
+        path, _ = parse_override(text)
+        if path[:3] in (["data", "transfer", "target_classes"], ["data", "transfer"], ["data"]):
+            return True
+    return False
+
+
+def without_preset_class_split(data: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the preset's A/B class split when it reads another dataset.
+
+    A preset's ``data.transfer`` names classes of the preset's own built-in dataset (tiny's
+    [3, 8] are digits): on the user's data it would fail or split at random. So when
+    ``data.source`` is not the preset's, the split is off unless the user named one. The
+    caller decides that the user did not (see :func:`sets_class_split`).
+    """
+    preset_data = preset.get("data") if isinstance(preset.get("data"), dict) else {}
+    section = data.get("data")
+    if not isinstance(section, dict) or not isinstance(preset_data, dict):
+        return data
+    preset_transfer = preset_data.get("transfer")
+    transfer = section.get("transfer")
+    if (
+        not isinstance(preset_transfer, dict)
+        or not preset_transfer.get("target_classes")
+        or not isinstance(transfer, dict)
+        or section.get("source", preset_data.get("source")) == preset_data.get("source")
+    ):
+        return data
+    config_logger.info(
+        "data.source %s is not the preset's %s: its class split %s is off; set "
+        "data.transfer.target_classes to split this dataset's classes",
+        section.get("source"),
+        preset_data.get("source"),
+        preset_transfer["target_classes"],
+    )
+    kept = {
+        key: value
+        for key, value in transfer.items()
+        if key not in preset_transfer or value != preset_transfer[key]
+    }
+    kept.pop("target_classes", None)
+    return {**data, "data": {**section, "transfer": kept}}
+
+
 def load_config(
     path: str | Path | None = None,
     preset: str | None = None,
@@ -116,12 +166,16 @@ def load_config(
     base = _read_yaml(preset_path(preset or DEFAULT_PRESET))
     user = _read_yaml(Path(path)) if path is not None else {}
     data = apply_overrides(_deep_merge(base, user), overrides or [])
+    if not sets_class_split(user, overrides or []):
+        data = without_preset_class_split(data, base)
     name = data.get("training_preset")
     if name is not None:
         if not isinstance(name, str) or name not in TRAINING_PRESETS:
             raise ConfigError(_unknown_training_preset(name))
         recipe = training_preset_data(name)
         data = apply_overrides(_deep_merge(_deep_merge(base, recipe), user), overrides or [])
+        if not sets_class_split(user, overrides or []):
+            data = without_preset_class_split(data, base)
         config = validate_config(data)
         config_logger.info(
             "training preset %s applied under explicit keys; resolved model %s, pretrain "

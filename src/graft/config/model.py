@@ -76,12 +76,33 @@ _SELF_NORMALIZING_FIX = (
 )
 
 
+class MobileConfig(Strict):
+    """The ``mobile`` family's two MobileNet multipliers (Howard et al., 2017)."""
+
+    width_multiplier: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=4.0,
+        description="scales model.conv_channels (rounded to a multiple of 8, at least 8)",
+    )
+    resolution_multiplier: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=4.0,
+        description="the stem resizes inputs to this fraction of their height and width",
+    )
+
+
 class ModelConfig(Strict):
-    family: Literal["mlp", "cnn"] = "mlp"
+    family: Literal["mlp", "cnn", "mobile"] = Field(
+        default="mlp",
+        description="mlp; cnn (conv blocks); mobile (depthwise-separable blocks, model.mobile)",
+    )
     hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [300, 100])
     conv_channels: list[Annotated[int, Field(gt=0)]] = Field(
-        default_factory=lambda: [32, 64], description="cnn only: channels per conv block"
+        default_factory=lambda: [32, 64], description="cnn, mobile: channels per conv block"
     )
+    mobile: MobileConfig = Field(default_factory=MobileConfig)
     activation: ActivationConfig = Field(default_factory=ActivationConfig)
     init: InitScheme = "auto"
     batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)

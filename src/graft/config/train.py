@@ -187,6 +187,7 @@ class WorkerResources(Strict):
 
 
 Objective = Literal["classify", "autoencoder"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class TrainConfig(Strict):
@@ -215,11 +216,27 @@ class TrainConfig(Strict):
     )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    precision: Precision = Field(
+        default="fp32",
+        description="the training step's forward and loss under torch.autocast (weights, "
+        "evaluation and export stay fp32); bf16 runs on CPU and GPU, fp16 needs CUDA "
+        "(resources.gpus > 0) and trains with a GradScaler",
+    )
     scale_lr_with_workers: bool = Field(
         default=False,
         description="linear scaling rule: LR (and 1cycle peak, piecewise values) x num_workers, "
         "the reference batch being one worker's batch_size",
     )
+
+    @model_validator(mode="after")
+    def _fp16_has_a_gpu(self) -> TrainConfig:
+        if self.precision == "fp16" and self.resources.gpus == 0:
+            raise ValueError(
+                "precision=fp16 needs CUDA (autocast fp16 is GPU-only in practice) but "
+                "resources.gpus=0 trains on CPU; use precision=bf16 on CPU, or set "
+                "resources.gpus >= 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _plateau_can_act_before_early_stopping(self) -> TrainConfig:

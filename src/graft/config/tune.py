@@ -58,6 +58,8 @@ class SearchDimension(Strict):
 
 
 LR_SEARCH_KEY = "finetune.optimizer.lr"
+# refused by GraftConfig while tune trials reuse the pretrained backbone (its widths are fixed)
+WIDTH_SEARCH_KEY = "model.mobile.width_multiplier"
 
 
 class LRFinderPreStep(Strict):

@@ -99,7 +99,13 @@ def _task_labels(raw: RawDataset, target_classes: list[int]) -> dict[str, list[i
 
 
 def _read(config: DataConfig) -> RawDataset:
-    raw = load_source(config.source, config.label_column, config.time_column, config.group_column)
+    raw = load_source(
+        config.source,
+        config.label_column,
+        config.time_column,
+        config.group_column,
+        image=config.image,
+    )
     validate_raw(raw, config.source, allow_missing=config.missing_values == "fill_median")
     validate_target_classes(raw, config.transfer.target_classes, config.source)
     return raw

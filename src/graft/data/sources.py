@@ -1,25 +1,34 @@
 """Read a dataset from where the config says it is: built-ins, local files, or s3://.
 
 Every source yields a :class:`RawDataset` of numeric features ``x`` (images as N x C x H x W,
-tables as N x F) and integer labels ``y``. Nothing here needs the network except s3://.
+tables as N x F) and integer labels ``y``: a table's string labels become ids 0..K-1 into
+their sorted distinct values, its class names. Nothing here needs the network except s3://.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from graft.config.data import ImageConfig
+from graft.data.image_folder import read_image_folder
 from graft.data.intake_limits import check_fits_in_memory, check_npz
 from graft.errors import DatasetError
 from graft.io import storage
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+DATA_FILE_SUFFIXES = (".npz", ".parquet", ".csv")  # anything else may be an image folder
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -166,7 +175,6 @@ def _load_parquet(
     path: Path, shown: str, label_column: str, time_column: str | None, group_column: str | None
 ) -> RawDataset:
     """``path`` is the local copy; errors name ``shown``, the source the user gave."""
-    import pandas as pd
     import pyarrow.parquet as pq
 
     try:
@@ -180,6 +188,75 @@ def _load_parquet(
         # pyarrow's message names the local copy, which the user never heard of
         problem = str(exc).replace(str(path), shown)
         raise DatasetError(f"{shown} is not a readable Parquet file: {problem}") from None
+    return _table_dataset(table, shown, label_column, time_column, group_column)
+
+
+def _csv_rows_agree(path: Path, shown: str) -> None:
+    """Refuse a CSV whose rows do not all have as many fields as its header: pandas would
+    fill a short row with NaN (a silent missing value) and fail on a long one without the
+    file's name. Streams the file, so it costs no memory."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header:
+                raise DatasetError(
+                    f"{shown} is empty; a CSV needs a header row of column names, then one "
+                    "row per example"
+                )
+            for row in reader:
+                if row and len(row) != len(header):
+                    raise DatasetError(
+                        f"{shown}: line {reader.line_num} has {len(row)} fields, the header "
+                        f"has {len(header)}; give every row one value per column (an empty "
+                        "field for a missing value)"
+                    )
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{shown} is not UTF-8 text: {exc}; save it as UTF-8") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{shown} is not a readable CSV file: {exc}") from None
+
+
+def _load_csv(
+    path: Path, shown: str, label_column: str, time_column: str | None, group_column: str | None
+) -> RawDataset:
+    """``path`` is the local copy; errors name ``shown``, the source the user gave."""
+    import pandas as pd
+
+    size = path.stat().st_size
+    check_fits_in_memory(shown, size, size // 2)  # a value takes two bytes at least: "1,"
+    _csv_rows_agree(path, shown)
+    try:
+        table = pd.read_csv(path, encoding="utf-8")
+    except Exception as exc:
+        problem = str(exc).replace(str(path), shown)
+        raise DatasetError(f"{shown} is not a readable CSV file: {problem}") from None
+    roles = {label_column, time_column, group_column}
+    for column in table.columns if label_column in table.columns else []:
+        if column in roles or pd.api.types.is_numeric_dtype(table[column]):
+            continue
+        values = table[column]
+        bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+        if bad.any():
+            rows = np.flatnonzero(bad.to_numpy())
+            raise DatasetError(
+                f"{shown}: column '{column}' has {len(rows)} values that are not numbers "
+                f"(first: {values.iloc[rows[0]]!r} in data row {rows[0] + 1}); fix them, or "
+                "drop or encode the column"
+            )
+    return _table_dataset(table, shown, label_column, time_column, group_column)
+
+
+def _table_dataset(
+    table: pd.DataFrame,
+    shown: str,
+    label_column: str,
+    time_column: str | None,
+    group_column: str | None,
+) -> RawDataset:
+    """A Parquet or CSV table as features, labels and the optional time and group columns."""
+    import pandas as pd
+
     if label_column not in table.columns:
         raise DatasetError(
             f"{shown} has no label column '{label_column}' (columns: {list(table.columns)}); "
@@ -206,15 +283,36 @@ def _load_parquet(
         raise DatasetError(
             f"{shown}: columns {non_numeric} are not real numbers; encode them before training"
         )
+    y, class_names = _table_labels(table[label_column], shown)
     return RawDataset(
         x=features.to_numpy(dtype=np.float32, na_value=np.nan),
-        y=_integer_labels(table[label_column].to_numpy(), shown),
-        class_names=[],
+        y=y,
+        class_names=class_names,
         kind="tabular",
         feature_names=[str(c) for c in features.columns],
         time=time,
         groups=groups,
     )
+
+
+def _table_labels(column: pd.Series, where: str) -> tuple[np.ndarray, list[str]]:
+    """Class ids and names of a table's label column. Strings name the classes: the sorted
+    distinct strings are classes 0..K-1. Anything else must be integer class ids, unnamed."""
+    import pandas as pd
+
+    text = column.dtype == object or isinstance(column.dtype, pd.StringDtype)
+    present = column.dropna()
+    if not text or len(present) == 0 or not all(isinstance(v, str) for v in present):
+        return _integer_labels(column.to_numpy(), where), []
+    missing = np.flatnonzero(column.isna().to_numpy())
+    if len(missing):
+        raise DatasetError(
+            f"{where}: {len(missing)} rows have no label (rows {missing[:5].tolist()}); drop "
+            "them or fill them in"
+        )
+    names = sorted(set(present.tolist()))
+    ids = {name: i for i, name in enumerate(names)}
+    return np.array([ids[v] for v in present.tolist()], dtype=np.int64), names
 
 
 def _integer_labels(y: np.ndarray, where: str) -> np.ndarray:
@@ -235,15 +333,36 @@ def _integer_labels(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def is_image_folder(source: str) -> bool:
+    """A local folder, or an s3:// prefix that ends with '/' or has no file suffix; a folder
+    named like a data file (``x.npz/``) is read, and refused, as that file."""
+    if storage.is_s3(source):
+        return source.endswith("/") or not Path(source).suffix
+    return Path(source).is_dir() and Path(source).suffix.lower() not in DATA_FILE_SUFFIXES
+
+
+def load_image_folder(source: str, image: ImageConfig) -> RawDataset:
+    """One subfolder per class (see graft.data.image_folder); an s3:// prefix is downloaded."""
+    shown = source.rstrip("/")
+    if not storage.is_s3(source):
+        x, y, classes = read_image_folder(Path(source), shown, image)
+        return RawDataset(x=x, y=y, class_names=classes, kind="image")
+    with tempfile.TemporaryDirectory(prefix="graft-images-") as tmp:
+        local = storage.download_tree(source, Path(tmp) / "images")
+        x, y, classes = read_image_folder(local, shown, image)
+    return RawDataset(x=x, y=y, class_names=classes, kind="image")
+
+
 def load_source(
     source: str,
     label_column: str,
     time_column: str | None = None,
     group_column: str | None = None,
+    image: ImageConfig | None = None,
 ) -> RawDataset:
     """Dispatch on the source string; see ``DataConfig.source``.
 
-    ``time_column`` / ``group_column`` name Parquet columns that are taken out of the
+    ``time_column`` / ``group_column`` name Parquet/CSV columns that are taken out of the
     features; an .npz carries the same roles as optional arrays ``t`` and ``groups``.
     """
     if source == "builtin:digits":
@@ -254,11 +373,18 @@ def load_source(
         raise DatasetError(
             f"unknown built-in dataset '{source}'; use builtin:digits or builtin:fashion_mnist"
         )
+    if is_image_folder(source):
+        return load_image_folder(source, image or ImageConfig())
+    if not storage.is_s3(source) and not Path(source).suffix and not Path(source).exists():
+        raise DatasetError(
+            f"{source} does not exist; give an image folder (one subfolder per class) or a "
+            ".npz, .parquet or .csv file"
+        )
     # '?' and '#' belong to the file or object name: neither a local path nor an s3:// key has
     # a query string
     suffix = Path(source).suffix.lower()
-    if suffix not in (".npz", ".parquet"):
-        raise DatasetError(f"cannot read '{source}': supported formats are .npz and .parquet")
+    if suffix not in (".npz", ".parquet", ".csv"):
+        raise DatasetError(f"cannot read '{source}': supported formats are .npz, .parquet and .csv")
     with tempfile.TemporaryDirectory(prefix="graft-data-") as tmp:
         try:
             local = storage.download(source, Path(tmp) / f"data{suffix}")
@@ -266,4 +392,6 @@ def load_source(
             raise DatasetError(f"cannot read {source}: {exc}") from None
         if suffix == ".npz":
             return _load_npz(local, source)
+        if suffix == ".csv":
+            return _load_csv(local, source, label_column, time_column, group_column)
         return _load_parquet(local, source, label_column, time_column, group_column)

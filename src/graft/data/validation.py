@@ -76,18 +76,28 @@ def _validate_labels(raw: RawDataset) -> None:
 
 def validate_target_classes(raw: RawDataset, target_classes: list[int], source: str) -> None:
     present = set(np.unique(raw.y).tolist())
+    named = [
+        f"{c} ({raw.class_names[c]})" if c < len(raw.class_names) else str(c)
+        for c in sorted(present)
+    ]
+    if len(named) > 20:  # a long list would bury the fix
+        named = [*named[:20], f"... {len(named) - 20} more"]
+    switch_off = "or turn the class split off with --set 'data.transfer.target_classes=[]'"
     unknown = sorted(set(target_classes) - present)
     if unknown:
         raise DatasetError(
             f"data.transfer.target_classes {unknown} are not labels of {source} "
-            f"(labels: {sorted(present)}); pick existing labels"
+            f"(labels: {', '.join(named)}); pick existing labels, {switch_off}"
         )
     if target_classes and len(set(target_classes)) < 2:
-        raise DatasetError("data.transfer.target_classes needs at least two distinct labels")
+        raise DatasetError(
+            f"data.transfer.target_classes needs at least two distinct labels of {source} "
+            f"(labels: {', '.join(named)}); name two, {switch_off}"
+        )
     if target_classes and len(present - set(target_classes)) < 2:
         raise DatasetError(
             f"data.transfer.target_classes leaves fewer than two classes of {source} for the "
-            "source task"
+            f"source task (labels: {', '.join(named)}); name fewer, {switch_off}"
         )
 
 

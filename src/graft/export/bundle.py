@@ -38,6 +38,7 @@ from graft.export.variants import (
     torch_call,
     torch_logits,
 )
+from graft.nn.complexity import model_complexity
 from graft.nn.models import GraftNet
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class ExportBundle:
     fp32_accuracy: float  # the trained PyTorch model on the rows (the validation split)
     val_rows: int
     variants: list[VariantReport] = field(default_factory=list)
+    parameters: int = 0  # of the trained network
+    macs: int = 0  # multiply-accumulates per input row (graft.nn.complexity)
 
     def variant(self, name: str) -> VariantReport | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -166,6 +169,8 @@ def build_export_bundle(
         fp32_accuracy=fp32_accuracy,
         val_rows=len(y_val),
     )
+    complexity = model_complexity(model, list(example.shape[1:]))
+    bundle.parameters, bundle.macs = complexity.parameters, complexity.macs
     measure = _VariantMeasurement(
         x_val, y_val, reference, fp32_accuracy, config.latency_batch_sizes, config.latency_runs
     )

@@ -44,7 +44,9 @@ def config_summary(config: GraftConfig) -> dict[str, Any]:
         "target_classes": config.data.transfer.target_classes,
         "model_family": model.family,
         "hidden_sizes": model.hidden_sizes,
-        "conv_channels": model.conv_channels if model.family == "cnn" else [],
+        "conv_channels": model.conv_channels if model.family in ("cnn", "mobile") else [],
+        "mobile": model.mobile.model_dump() if model.family == "mobile" else None,
+        "precision": {"pretrain": config.pretrain.precision, "finetune": finetune.precision},
         "activation": model.activation.name,
         "batch_norm": model.batch_norm.placement if model.batch_norm.enabled else "off",
         "dropout_rate": model.dropout.rate,
@@ -83,6 +85,11 @@ def build_model_card(
         "class_names": class_names,
         "config": config_summary(config),
         "metrics": scalars,
+        "complexity": {
+            "parameters": bundle.parameters,
+            "macs": bundle.macs,
+            "flops": 2 * bundle.macs,
+        },
         "calibration": {"ece": scalars["test_ece"]} if "test_ece" in scalars else None,
         "gate": {"passed": bool(gate["passed"]), "reasons": list(gate.get("reasons", []))},
         "export": {
@@ -134,6 +141,9 @@ def _overview_lines(card: dict[str, Any]) -> list[str]:
         f"- Data hash: `{card['dataset_hash']}`",
         f"- Classes: {', '.join(card['class_names'])}",
         f"- Registry aliases at export: {', '.join(card['aliases'])}",
+        f"- Size: {card['complexity']['parameters']:,} parameters, "
+        f"{card['complexity']['macs']:,} multiply-accumulates per row "
+        f"({card['complexity']['flops']:,} FLOPs)",
         "",
         "## Use it",
         "",

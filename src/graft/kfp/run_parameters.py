@@ -30,6 +30,7 @@ from graft.config import (
     parse_override,
     validate_config,
 )
+from graft.config.load import sets_class_split, without_preset_class_split
 from graft.errors import ConfigError
 
 PRECEDENCE = (
@@ -95,6 +96,15 @@ def effective_config(config_json: str, parameters: RunParameters | None = None) 
     data = config.model_dump(mode="json")
     if given.data_source.strip():
         data["data"]["source"] = given.data_source.strip()
+        preset = load_config(preset=given.preset or given.compiled_preset).model_dump(mode="json")
+        # a split config_json holds on its preset's dataset is the preset's (loading drops it
+        # for other data): drop it for the new source too, unless an override names one
+        if (
+            config.data.source == preset["data"]["source"]
+            and data["data"]["transfer"] == preset["data"]["transfer"]
+            and not sets_class_split({}, overrides)
+        ):
+            data = without_preset_class_split(data, preset)
     try:
         return validate_config(apply_overrides(data, overrides))
     except ConfigError as exc:

@@ -1,4 +1,4 @@
-"""Model families (MLP, small CNN) built from a serializable :class:`ModelSpec`.
+"""Model families (MLP, small CNN, MobileNet-style) built from a serializable :class:`ModelSpec`.
 
 Every model is ``stem -> backbone (a list of blocks) -> head``. The stem standardizes raw
 inputs with statistics fitted on the training split, so an exported model takes raw inputs
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from graft.config import InitScheme, ModelConfig
@@ -150,6 +151,62 @@ def _cnn_blocks(config: ModelConfig, input_shape: list[int]) -> list[nn.Module]:
     return blocks + dense
 
 
+def mobile_channels(channels: int, width_multiplier: float) -> int:
+    """``channels`` scaled by the width multiplier, rounded to a multiple of 8 (at least 8),
+    as MobileNet does so the scaled widths stay hardware-friendly."""
+    return max(8, int(channels * width_multiplier + 4) // 8 * 8)
+
+
+def _separable_block(config: ModelConfig, in_channels: int, out_channels: int) -> nn.Sequential:
+    """Depthwise 3x3 (stride 2: where cnn max-pools) + BN + activation, then pointwise 1x1 +
+    BN + activation. BN always follows each conv (bias-free), whatever model.batch_norm says:
+    the separable block is defined with it."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1, groups=in_channels, bias=False),
+        _batch_norm(config, in_channels, True),
+        build_activation(config.activation),
+        nn.Conv2d(in_channels, out_channels, 1, bias=False),
+        _batch_norm(config, out_channels, True),
+        build_activation(config.activation),
+        _dropout(config, config.dropout.rate),
+    )
+
+
+def _mobile_blocks(config: ModelConfig, input_shape: list[int]) -> list[nn.Module]:
+    channels = input_shape[0]
+    blocks: list[nn.Module] = []
+    for base in config.conv_channels:
+        out_channels = mobile_channels(base, config.mobile.width_multiplier)
+        blocks.append(_separable_block(config, channels, out_channels))
+        channels = out_channels
+    # global average pooling: the dense part's width does not depend on the resolution
+    pool: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    dense: list[nn.Module] = list(_mlp_blocks(config, channels))
+    if dense:
+        first = dense[0]
+        assert isinstance(first, nn.Sequential)
+        dense[0] = nn.Sequential(*pool, *first)
+    else:
+        dense = [nn.Sequential(*pool)]
+    return blocks + dense
+
+
+class Resize(nn.Module):
+    """Bilinear resize to a fixed (height, width): the resolution multiplier, applied inside
+    the model so data-prep, evaluation and serving keep the dataset's resolution."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+
+def _resized(input_shape: list[int], multiplier: float) -> tuple[int, int]:
+    return (max(1, round(input_shape[1] * multiplier)), max(1, round(input_shape[2] * multiplier)))
+
+
 def _output_width(stem: nn.Module, blocks: list[nn.Module], input_shape: list[int]) -> int:
     with torch.no_grad():
         probe = torch.zeros(2, *input_shape)
@@ -174,16 +231,24 @@ def _decoder(
 def build_model(spec: ModelSpec) -> GraftNet:
     config = spec.model_config
     image = len(spec.input_shape) == 3
-    if config.family == "cnn" and not image:
-        raise ValueError("model.family=cnn needs image inputs (N x C x H x W); use mlp")
+    if config.family in ("cnn", "mobile") and not image:
+        raise ValueError(
+            f"model.family={config.family} needs image inputs (N x C x H x W); use mlp"
+        )
     stem_parts: list[nn.Module] = [Standardize(spec.mean, spec.std, image)]
-    if config.family == "mlp":
+    if config.family == "mobile":
+        if config.mobile.resolution_multiplier != 1.0:
+            stem_parts.append(
+                Resize(_resized(spec.input_shape, config.mobile.resolution_multiplier))
+            )
+        blocks: list[nn.Module] = _mobile_blocks(config, spec.input_shape)
+    elif config.family == "mlp":
         stem_parts.append(nn.Flatten())
         stem_parts.append(_dropout(config, config.dropout.input_rate))
         in_features = 1
         for dim in spec.input_shape:
             in_features *= dim
-        blocks: list[nn.Module] = list(_mlp_blocks(config, in_features))
+        blocks = list(_mlp_blocks(config, in_features))
     else:
         blocks = _cnn_blocks(config, spec.input_shape)
     if spec.backbone_blocks is not None:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from graft.config import FinetuneConfig, PhaseConfig
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import apply_phase, set_train_mode
+from graft.train.augment import augmented_batches, epoch_generator
 from graft.train.budget import lr_scale_factor, scaled_schedule, virtual_plan, worker_lr
 from graft.train.diagnostics import ActivationRecorder
 from graft.train.epoch import EpochTotals, StepDiagnostics, train_epoch_steps
@@ -286,6 +287,10 @@ class WorkerFit:
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(state.global_epoch)
             batches = run.loader
+        augment = self.request.augment
+        if augment is not None and not run.cached:  # cached trunk outputs are not images
+            draws = epoch_generator(self.request.seed, self.rank, state.global_epoch)
+            batches = augmented_batches(batches, augment, draws)
         set_train_mode(self.model, run.unfrozen if run.phase.trainable != "all" else None)
         epoch_start, epoch_cpu_start = time.perf_counter(), time.thread_time()
         totals = train_epoch_steps(

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from graft.config import FinetuneConfig, PhaseConfig, TrainConfig, WorkerResources
+from graft.config.data import ImageAugmentConfig
 from graft.errors import ConfigError
 from graft.io.ray_runtime import TrainStorage
 
@@ -33,6 +34,8 @@ class FitRequest(BaseModel):
     finetune: FinetuneConfig | None = None
     phases: list[PhaseConfig]
     seed: int
+    # data.image.augment for an image dataset when it is on (graft.train.augment); else None
+    augment: ImageAugmentConfig | None = None
     init_weights_path: str | None = None
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None

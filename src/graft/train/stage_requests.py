@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from graft.config import GraftConfig
+from graft.config.data import ImageAugmentConfig
 from graft.data.manifest import DataManifest
 from graft.io import tracking
 from graft.nn.models import ModelSpec, build_model
@@ -35,6 +36,22 @@ def source_model_spec(config: GraftConfig, dataset_dir: str) -> ModelSpec:
     )
 
 
+def image_augmentation(config: GraftConfig, dataset_dir: str) -> ImageAugmentConfig | None:
+    """``data.image.augment`` when it is on and the dataset holds images; else None."""
+    settings = config.data.image.augment
+    if not settings.active:
+        return None
+    if DataManifest.read(dataset_dir).kind != "image":
+        log.warning("data.image.augment is set but the dataset is a table; it is not augmented")
+        return None
+    log.info(
+        "train batches augmented: crop_padding=%d, horizontal_flip=%s",
+        settings.crop_padding,
+        settings.horizontal_flip,
+    )
+    return settings
+
+
 def pretrain_request(
     config: GraftConfig, dataset_dir: str, tracking_run_id: str | None
 ) -> FitRequest:
@@ -49,6 +66,7 @@ def pretrain_request(
         pretrain=config.pretrain,
         phases=phases_for(config.pretrain),
         seed=config.seed,
+        augment=image_augmentation(config, dataset_dir),
         tracking_uri=config.resolved_tracking_uri(),
         mlflow_run_id=tracking_run_id,
     )
@@ -94,6 +112,7 @@ def finetune_request(
         finetune=config.finetune,
         phases=phases_for(config.finetune),
         seed=config.seed,
+        augment=image_augmentation(config, dataset_dir),
         init_weights_path=str(init_path),
         tracking_uri=config.resolved_tracking_uri(),
         mlflow_run_id=tracking_run_id,

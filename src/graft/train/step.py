@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from graft.config import ClipConfig, RegularizationConfig, TrainConfig
+from graft.config import ClipConfig, Precision, RegularizationConfig, TrainConfig
 from graft.nn.models import GraftNet
 from graft.train.clipping import clip_gradients
 from graft.train.objectives import objective_loss
+from graft.train.precision import autocast_for, grad_scaler_for
 from graft.train.regularizers import apply_max_norm, kernel_penalty, prune_below
 
 # the data loss of a batch: (model output, inputs, targets) -> a scalar tensor
@@ -38,14 +39,18 @@ def objective_of(model: GraftNet, objective: str) -> BatchLoss:
 @dataclass(frozen=True)
 class StepRules:
     """What a step applies besides the optimizer: the penalties and constraints on the
-    kernels and the gradient clipping. The defaults apply none of them."""
+    kernels, the gradient clipping and the autocast precision. The defaults apply none of
+    them."""
 
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    precision: Precision = "fp32"
 
     @classmethod
     def of(cls, config: TrainConfig) -> StepRules:
-        return cls(regularization=config.regularization, clip=config.clip)
+        return cls(
+            regularization=config.regularization, clip=config.clip, precision=config.precision
+        )
 
     @property
     def penalized(self) -> bool:
@@ -76,6 +81,8 @@ class StepTarget:
     trainable: list[nn.Parameter]
     batch_loss: BatchLoss
     rules: StepRules = field(default_factory=StepRules)
+    # fp16 on CUDA: created by the first step, kept across the target's steps
+    scaler: torch.amp.GradScaler | None = None
 
 
 def train_step(
@@ -89,16 +96,29 @@ def train_step(
     """One optimizer step on the batch (``xb``, ``yb``); see the module doc for its order.
 
     ``measure`` computes the gradient norms (a pass over every gradient and a sync, twice);
-    ``capture`` wraps the forward pass (the diagnostics' activation recorder)."""
+    ``capture`` wraps the forward pass (the diagnostics' activation recorder). The forward
+    and the data loss run under ``rules.precision``'s autocast (:mod:`graft.train.precision`);
+    the penalty, backward and update do not."""
     rules = target.rules
     target.optimizer.zero_grad(set_to_none=True)
-    with capture or nullcontext():
-        output = target.forward(xb)
-    loss = target.batch_loss(output, xb, yb)
+    with autocast_for(rules.precision, xb.device.type):
+        with capture or nullcontext():
+            output = target.forward(xb)
+        loss = target.batch_loss(output, xb, yb)
     total = loss + kernel_penalty(target.model, rules.regularization) if rules.penalized else loss
-    total.backward()  # under DDP the gradients are all-reduced when this returns
+    if target.scaler is None:
+        target.scaler = grad_scaler_for(rules.precision, xb.device.type)
+    scaler = target.scaler
+    # under DDP the gradients are all-reduced when backward returns
+    (scaler.scale(total) if scaler is not None else total).backward()
+    if scaler is not None:
+        scaler.unscale_(target.optimizer)  # clip the true gradients
     before, after = clip_gradients(target.trainable, rules.clip, measure=measure)
-    target.optimizer.step()
+    if scaler is not None:
+        scaler.step(target.optimizer)  # skipped when the scaled gradients overflowed
+        scaler.update()
+    else:
+        target.optimizer.step()
     if rules.regularization.max_norm is not None:
         apply_max_norm(target.model, rules.regularization.max_norm)
     if rules.regularization.prune_below is not None:

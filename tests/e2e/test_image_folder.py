@@ -1,0 +1,59 @@
+"""An image folder of PNGs with named class folders through the whole tiny pipeline, started
+as a user does (`graft run` in a subprocess): the registered champion answers with the
+folder names (issue 20)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from graft.data.manifest import DataManifest
+from graft.data.sources import load_source
+from image_folders import digits_folder
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+def test_an_image_folder_runs_end_to_end_and_predicts_class_names(tmp_path: Path) -> None:
+    folder = digits_folder(tmp_path / "digits", per_class=60)
+    work = tmp_path / "work"
+    overrides = [
+        f"data.source={folder}",
+        f"work_dir={work}",
+        # no class-split flag: the tiny preset's split belongs to its own dataset (digits)
+        "data.image.augment.crop_padding=1",  # train batches shifted by up to a pixel
+    ]
+    run = subprocess.run(
+        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
+        + [arg for override in overrides for arg in ("--set", override)],
+        capture_output=True,
+        text=True,
+        timeout=870,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+
+    for stage in ("pretrain", "transfer-finetune"):
+        log = (work / "logs" / f"{stage}.log").read_text()
+        assert "train batches augmented: crop_padding=1, horizontal_flip=False" in log
+
+    (manifest_file,) = (work / "kfp").glob("*/data-prep/**/manifest.json")
+    manifest = DataManifest.read(manifest_file.parent)
+    assert manifest.tasks["target"].class_names == ["one", "two", "zero"]
+    assert manifest.input_shape == [1, 8, 8]
+
+    # the champion as anyone loads it, from the run's default tracking store
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/graft-tiny@champion")
+    raw = load_source(str(folder), "label")
+    rows = np.arange(0, len(raw.y), 7)
+    answer = model.predict(raw.x[rows])
+    labels = list(answer["label"])
+    assert set(labels) <= {"one", "two", "zero"}
+    truth = [raw.class_names[i] for i in raw.y[rows]]
+    assert np.mean([a == b for a, b in zip(labels, truth, strict=True)]) > 0.8
