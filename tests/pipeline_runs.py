@@ -1,9 +1,15 @@
-"""The MLflow runs one pipeline run leaves: its parent, one child per stage, the trials."""
+"""A tiny `graft run` in a subprocess, and what it leaves: the MLflow runs (its parent, one child
+per stage, the trials) and data-prep's manifest."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from graft.data.manifest import DataManifest
 
 
 @dataclass(frozen=True)
@@ -26,3 +32,25 @@ def pipeline_runs(client: Any, experiment_name: str) -> PipelineRuns:
     tune = stages.get("tune")
     trials = children_of(tune.info.run_id) if tune is not None else []
     return PipelineRuns(parent, stages, trials)
+
+
+def graft_run(overrides: list[str], env: dict[str, str] | None = None) -> str:
+    """``graft run --preset tiny --set ...`` as a user starts it, in a subprocess; its output,
+    once it exited 0."""
+    run = subprocess.run(
+        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
+        + [arg for override in overrides for arg in ("--set", override)],
+        capture_output=True,
+        text=True,
+        timeout=870,
+        env=env,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:]
+    return output
+
+
+def prepared_manifest(work: Path) -> DataManifest:
+    """The manifest data-prep wrote in a run's work folder."""
+    (manifest_file,) = (work / "kfp").glob("*/data-prep/**/manifest.json")
+    return DataManifest.read(manifest_file.parent)

@@ -6,8 +6,6 @@ digits split is off for this data, and the registered champion answers with the 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -15,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from graft.data.manifest import DataManifest
 from graft.data.sources import load_source
+from pipeline_runs import graft_run, prepared_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -39,18 +37,9 @@ def test_a_csv_with_string_labels_runs_end_to_end_and_predicts_class_names(
     source = _wine_csv(tmp_path / "wine.csv")
     work = tmp_path / "work"
     overrides = [f"data.source={source}", f"work_dir={work}"]
-    run = subprocess.run(
-        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
-        + [arg for override in overrides for arg in ("--set", override)],
-        capture_output=True,
-        text=True,
-        timeout=870,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-6000:]
+    graft_run(overrides)
 
-    (manifest_file,) = (work / "kfp").glob("*/data-prep/**/manifest.json")
-    manifest = DataManifest.read(manifest_file.parent)
+    manifest = prepared_manifest(work)
     assert manifest.tasks["target"].class_names == NAMES
     assert manifest.tasks["source"].class_names == NAMES  # no class split
     (metrics_file,) = (work / "kfp").glob("*/evaluate/**/metrics.json")

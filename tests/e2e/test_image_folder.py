@@ -4,17 +4,15 @@ folder names (issue 20)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 
-from graft.data.manifest import DataManifest
 from graft.data.sources import load_source
 from image_folders import digits_folder
+from pipeline_runs import graft_run, prepared_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -28,22 +26,13 @@ def test_an_image_folder_runs_end_to_end_and_predicts_class_names(tmp_path: Path
         # no class-split flag: the tiny preset's split belongs to its own dataset (digits)
         "data.image.augment.crop_padding=1",  # train batches shifted by up to a pixel
     ]
-    run = subprocess.run(
-        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
-        + [arg for override in overrides for arg in ("--set", override)],
-        capture_output=True,
-        text=True,
-        timeout=870,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-6000:]
+    graft_run(overrides)
 
     for stage in ("pretrain", "transfer-finetune"):
         log = (work / "logs" / f"{stage}.log").read_text()
         assert "train batches augmented: crop_padding=1, horizontal_flip=False" in log
 
-    (manifest_file,) = (work / "kfp").glob("*/data-prep/**/manifest.json")
-    manifest = DataManifest.read(manifest_file.parent)
+    manifest = prepared_manifest(work)
     assert manifest.tasks["target"].class_names == ["one", "two", "zero"]
     assert manifest.input_shape == [1, 8, 8]
 

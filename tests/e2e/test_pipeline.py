@@ -13,12 +13,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from graft.config import load_config
-from graft.data.manifest import DataManifest
 from graft.remote.command import RAY_STAGES, StageInputs
 from graft.remote.kuberay_manifest import build_rayjob
 from graft.tune.runs import OUTCOME_TAG
 from model_runtime import clean_env, runtime_python
-from pipeline_runs import PipelineRuns, pipeline_runs
+from pipeline_runs import PipelineRuns, graft_run, pipeline_runs, prepared_manifest
 from secret_scan import fake_credentials, hits_in_files, hits_in_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -41,17 +40,8 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     # fake credentials in the run's environment, for the secret scan at the end (the local
     # Ray instance uses the token; the others go unused by a local run but must leak nowhere)
     credentials = fake_credentials()
-    run = subprocess.run(
-        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
-        + [arg for override in overrides for arg in ("--set", override)],
-        capture_output=True,
-        text=True,
-        timeout=870,
-        # a narrow terminal: the table's paths fold
-        env={**os.environ, **credentials, "COLUMNS": "80"},
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-6000:]
+    # a narrow terminal: the table's paths fold
+    output = graft_run(overrides, env={**os.environ, **credentials, "COLUMNS": "80"})
 
     # a quiet run: a line per stage and the summary; each stage's whole output in its log
     lines = output.splitlines()
@@ -146,8 +136,7 @@ def _champion_serves_without_graft(
     rows = np.load(out / "rows.npy")
     session = onnxruntime.InferenceSession(summary["onnx"], providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"input": rows})
-    (manifest,) = (work / "kfp").glob("*/data-prep/**/manifest.json")
-    class_names = DataManifest.read(manifest.parent).tasks["target"].class_names
+    class_names = prepared_manifest(work).tasks["target"].class_names
     assert answer["label"] == [class_names[i] for i in logits.argmax(axis=1)]
     softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     assert np.abs(np.array(answer["probabilities"]) - softmax).max() < 1e-5

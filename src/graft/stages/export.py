@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def run(
         class_names = manifest.tasks["target"].class_names
         weights = write_champion_files(model, spec, manifest.missing_fill, out / WEIGHTS_FOLDER)
         version = _find_or_register(
-            config, parent_run_id, run_id, weights, bundle, class_names, example, out
+            config,
+            parent_run_id,
+            lambda: _register(config, run_id, weights, bundle, class_names, example, out),
         )
         tags = _version_tags(config, bundle, gate, metrics, manifest.dataset_hash)
         registry.set_version_tags(config, version, {**tags, "pipeline_run_id": parent_run_id})
@@ -129,24 +132,15 @@ def _export_metrics(bundle: ExportBundle) -> dict[str, float]:
     return export_metrics
 
 
-def _find_or_register(
-    config: GraftConfig,
-    parent_run_id: str,
-    run_id: str,
-    weights: Path,
-    bundle: ExportBundle,
-    class_names: list[str],
-    example: torch.Tensor,
-    out: Path,
-) -> str:
+def _find_or_register(config: GraftConfig, parent_run_id: str, register: Callable[[], str]) -> str:
     """The version an earlier attempt of this pipeline run's export registered (a retry after
     a failure past ``log_model`` completes its tags and aliases rather than register a
-    second, untagged one), else a new one."""
+    second, untagged one), else the one ``register`` registers."""
     earlier = registry.stage_versions(config, parent_run_id, "export")
     if earlier:
         log.info("export: version %s was registered by an earlier attempt", earlier[0])
         return earlier[0]
-    return _register(config, run_id, weights, bundle, class_names, example, out)
+    return register()
 
 
 def _register(
