@@ -169,7 +169,8 @@ def build_export_bundle(
         fp32_accuracy=fp32_accuracy,
         val_rows=len(y_val),
     )
-    complexity = model_complexity(model, list(example.shape[1:]))
+    # the served input (raw rows: the NaN fill widens them inside) is what example holds
+    complexity = model_complexity(trained, list(example.shape[1:]))
     bundle.parameters, bundle.macs = complexity.parameters, complexity.macs
     measure = _VariantMeasurement(
         x_val, y_val, reference, fp32_accuracy, config.latency_batch_sizes, config.latency_runs
