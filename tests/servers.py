@@ -4,12 +4,15 @@ container)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 S3_ACCESS_KEY = "graft-test-access"
@@ -69,6 +72,19 @@ def serve_on_free_ports(
             process.kill()
             raise TimeoutError(f"{command(picked)[:3]} was not ready within {timeout} s")
     raise RuntimeError(f"{command(picked)[:3]} exited on {attempts} sets of free ports")
+
+
+@contextlib.contextmanager
+def serving_in_thread(server: socketserver.BaseServer) -> Iterator[None]:
+    """``server`` answering from a daemon thread until the block ends, then shut and closed."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def answers_http(url: str) -> bool:

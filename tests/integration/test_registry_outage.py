@@ -8,7 +8,6 @@ never-registered model means "no champion" and the same evaluation goes through.
 
 from __future__ import annotations
 
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from graft.data.holdout import default_holdout_dir
 from graft.errors import RegistryError
 from graft.evaluate.ledger import MODEL_TAG
 from graft.io import registry, tracking
+from servers import serving_in_thread
 
 MODEL_NAME = "graft-outage"
 
@@ -73,13 +73,8 @@ class _Forward(BaseHTTPRequestHandler):
 def proxy(mlflow_server: str) -> Iterator[_Proxy]:
     server = _Proxy(("127.0.0.1", 0), _Forward)
     server.upstream = mlflow_server
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _config(proxy: _Proxy, tmp_path: Path) -> GraftConfig:

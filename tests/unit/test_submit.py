@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from graft.config import load_config
 from graft.errors import ConfigError, PipelineServerError, StorageError
 from graft.kfp.client import list_runs, schedule_run, submit_run, validate_cron
 from graft.kfp.compile import PIPELINE_FILE, compile_all
+from servers import serving_in_thread
 
 API = "/apis/v2beta1"
 CREATED_AT = "2025-01-02T03:04:05Z"
@@ -181,14 +181,8 @@ def _serving() -> Iterator[FakeKfp]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     state = FakeKfp(url=f"http://127.0.0.1:{server.server_address[1]}")
     server.RequestHandlerClass = _handler(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert not state.unknown, f"kfp.Client called routes the fake does not serve: {state.unknown}"
 
 
