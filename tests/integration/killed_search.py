@@ -95,7 +95,10 @@ def kill_search_when(
             "--output-dir",
             str(out),
         ),
-        env=_env(),
+        # Tune saves the experiment state this often (10 s at least by default): a trial
+        # that trains in its trainable takes a second or two, and the kill must land while
+        # the state on disk still leaves trials to run
+        env={**_env(), "TUNE_GLOBAL_CHECKPOINT_S": "0.5"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill takes Ray's processes too
@@ -105,7 +108,7 @@ def kill_search_when(
     try:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline and first.poll() is None:
-            time.sleep(1)
+            time.sleep(0.2)
             if (out / "tune-session.json").exists():
                 session = load_session(out)
                 experiment_dir = config.work_path / "ray" / "tune" / _experiment(session)

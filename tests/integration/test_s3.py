@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 
 from graft.config import DataConfig
 from graft.data.prepare import prepare_dataset
-from graft.errors import StorageError
+from graft.errors import DatasetError, StorageError
+from image_folders import digits_folder
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -22,6 +24,43 @@ def test_prepare_reads_s3_npz(s3_env: str, tabular_npz: Path, tmp_path: Path) ->
     assert manifest.num_rows == 240
     assert manifest.kind == "tabular"
     assert manifest.input_shape == [6]
+
+
+def test_prepare_reads_a_csv_with_named_labels_from_s3(s3_env: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["radius,texture,diagnosis"]
+    for row in range(120):
+        label = "malignant" if row % 3 == 0 else "benign"
+        lines.append(f"{rng.normal():.4f},{rng.normal() + (label == 'malignant'):.4f},{label}")
+    csv = tmp_path / "tumours.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="graft-csv")
+    s3.upload_file(str(csv), "graft-csv", "clinic/tumours.csv")
+    manifest = prepare_dataset(
+        DataConfig(source="s3://graft-csv/clinic/tumours.csv", label_column="diagnosis"),
+        0,
+        tmp_path / "out",
+    )
+    assert (manifest.num_rows, manifest.kind, manifest.input_shape) == (120, "tabular", [2])
+    assert manifest.tasks["target"].class_names == ["benign", "malignant"]
+
+
+def test_prepare_reads_an_image_folder_from_s3(s3_env: str, tmp_path: Path) -> None:
+    root = digits_folder(tmp_path / "digits", per_class=12)
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="graft-images")
+    for path in sorted(root.rglob("*.png")):
+        s3.upload_file(str(path), "graft-images", f"scans/{path.relative_to(root).as_posix()}")
+    manifest = prepare_dataset(DataConfig(source="s3://graft-images/scans/"), 0, tmp_path / "out")
+    assert (manifest.num_rows, manifest.kind, manifest.input_shape) == (36, "image", [1, 8, 8])
+    assert manifest.tasks["target"].class_names == ["one", "two", "zero"]
+    s3.put_object(Bucket="graft-images", Key="scans/two/broken.png", Body=b"not a png")
+    with pytest.raises(DatasetError) as refused:
+        prepare_dataset(DataConfig(source="s3://graft-images/scans/"), 0, tmp_path / "again")
+    assert str(refused.value).startswith(
+        "s3://graft-images/scans/two/broken.png is not a readable image"
+    )
 
 
 def test_missing_key_and_wrong_credentials_are_clear(

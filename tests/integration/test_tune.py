@@ -1,5 +1,5 @@
-"""Ray Tune over real Ray Train trials: ASHA cuts trials, a time budget ends the search, the
-best trial is handed on."""
+"""Ray Tune over real trials (in their trainables, or Ray Train fits): ASHA cuts trials, a
+time budget ends the search, the best trial is handed on."""
 
 import json
 import os
@@ -326,6 +326,8 @@ def test_trials_stopped_before_their_first_epoch_are_shown_counted_and_recorded(
         "tune.scheduler=fifo",
         "tune.max_concurrent=3",
         "tune.epoch_budget=2",
+        # a trial's actor that waits on its Train worker (TRIAL_CPU, below)
+        "tune.trial_runner=ray_train",
         f"finetune.resources.cpus={0.25 * cpus}",  # fits beside two actors, not a third
     )
     monkeypatch.setattr(search, "TRIAL_CPU", 0.35 * cpus)  # what the search asks per actor

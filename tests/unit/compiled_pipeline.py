@@ -1,6 +1,6 @@
 """The tiny preset's pipeline compiled by KFP's compiler, as the tests of its IR read it.
 
-The six stage tasks run inside the pipeline's ``dsl.ExitHandler`` group, a sub-DAG of the root
+The stage tasks run inside the pipeline's ``dsl.ExitHandler`` group, a sub-DAG of the root
 DAG; the exit task sits next to that group in the root DAG.
 """
 
@@ -36,13 +36,38 @@ def stage_group(spec: dict) -> tuple[str, dict[str, Any]]:
 
 
 def stage_tasks(spec: dict) -> dict[str, dict[str, Any]]:
-    """The six stage tasks, by name."""
+    """The stage tasks, by name, the two backbone branches' (pretrain, import-backbone)
+    included: each sits in its own ``dsl.If`` sub-DAG."""
     _, group = stage_group(spec)
-    return dict(spec["components"][group["componentRef"]["name"]]["dag"]["tasks"])
+    return _container_tasks(spec, group["componentRef"]["name"])
+
+
+def _container_tasks(spec: dict, component: str) -> dict[str, dict[str, Any]]:
+    tasks: dict[str, dict[str, Any]] = {}
+    for name, task in spec["components"][component]["dag"]["tasks"].items():
+        reference = task["componentRef"]["name"]
+        if "dag" in spec["components"][reference]:
+            tasks.update(_container_tasks(spec, reference))
+        else:
+            tasks[name] = task
+    return tasks
+
+
+def condition_of(spec: dict, task: str) -> str:
+    """The ``dsl.If`` expression a branch task runs under ("" outside any branch)."""
+    _, group = stage_group(spec)
+    branches = spec["components"][group["componentRef"]["name"]]["dag"]["tasks"]
+    for branch in branches.values():
+        component = spec["components"][branch["componentRef"]["name"]]
+        for condition in component.get("dag", {}).get("tasks", {}).values():
+            inner = spec["components"][condition["componentRef"]["name"]].get("dag", {})
+            if task in inner.get("tasks", {}):
+                return str(condition["triggerPolicy"]["condition"])
+    return ""
 
 
 def pipeline_tasks(spec: dict) -> dict[str, dict[str, Any]]:
-    """Every task that runs a container: the six stages and the exit task."""
+    """Every task that runs a container: the stages and the exit task."""
     group, _ = stage_group(spec)
     root = {name: task for name, task in spec["root"]["dag"]["tasks"].items() if name != group}
     return {**stage_tasks(spec), **root}

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import yaml
-from compiled_pipeline import compile_tiny, stage_group, stage_tasks
+from compiled_pipeline import compile_tiny, condition_of, stage_group, stage_tasks
 
 from graft.config import FINALIZE_TASK
 from graft.kfp.compile import PIPELINE_FILE, compile_all
@@ -20,10 +20,10 @@ def test_committed_yaml_is_not_stale(tmp_path: Path) -> None:
         assert committed.read_text() == path.read_text(), f"{committed} stale: run `graft compile`"
 
 
-def test_pipeline_ir_has_the_six_stages_in_order() -> None:
+def test_pipeline_ir_has_the_stages_in_order() -> None:
     spec, platform = yaml.safe_load_all((ROOT / "pipelines" / PIPELINE_FILE).read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert len(executors) == 7  # the six stages and the exit task
+    assert len(executors) == 8  # the stages (two backbone branches) and the exit task
     assert all(
         e["podMetadata"]["labels"] == {"graft.dev/pipeline": "true"} for e in executors.values()
     )
@@ -34,8 +34,22 @@ def test_pipeline_ir_has_the_six_stages_in_order() -> None:
     )
     tasks = stage_tasks(spec)
     assert set(tasks) == set(STAGE_FUNCTIONS)
-    assert tasks["pretrain"]["dependentTasks"] == ["data-prep"]
-    assert tasks["transfer-finetune"]["dependentTasks"] == ["data-prep", "pretrain"]
+    # the backbone branch: pretrain, or import-backbone for an external one (dsl.If/Else on
+    # data-prep's `backbone` output), and finetune, tune and evaluate take whichever ran
+    assert condition_of(spec, "pretrain") == (
+        "inputs.parameter_values['pipelinechannel--data-prep-backbone'] == 'pretrain'"
+    )
+    assert condition_of(spec, "import-backbone") == (
+        "!(inputs.parameter_values['pipelinechannel--data-prep-backbone'] == 'pretrain')"
+    )
+    for consumer in ("transfer-finetune", "tune", "evaluate"):
+        backbone = tasks[consumer]["inputs"]["artifacts"]["pretrained"]["taskOutputArtifact"]
+        assert backbone["producerTask"].startswith("condition-branches")
+        assert "oneof" in backbone["outputArtifactKey"]
+    assert tasks["transfer-finetune"]["dependentTasks"] == [
+        backbone["producerTask"],
+        "data-prep",
+    ]
     assert set(tasks["export"]["dependentTasks"]) == {"data-prep", "evaluate", "tune"}
     # stages that read "the current champion" must never be served from cache
     assert tasks["evaluate"]["cachingOptions"].get("enableCache", False) is False

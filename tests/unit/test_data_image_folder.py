@@ -81,6 +81,27 @@ def test_colour_jpegs_read_as_three_channels(tmp_path: Path) -> None:
     assert y.tolist() == [0, 0, 0, 1, 1, 1]
 
 
+def test_a_phones_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A portrait photo stored landscape with EXIF orientation 6 (turn 90 degrees clockwise)
+    reads upright, as every viewer shows it, and its upright size is the one checked."""
+    stored = np.zeros((20, 30), dtype=np.uint8)  # 30 wide, 20 high as stored
+    stored[:, :5] = 255  # a bright band on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("portrait", "upright"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+    Image.fromarray(stored, "L").save(tmp_path / "photos" / "portrait" / "p.jpg", exif=exif)
+    upright = np.rot90(stored, k=-1)  # what orientation 6 shows: 20 wide, 30 high
+    Image.fromarray(np.ascontiguousarray(upright), "L").save(
+        tmp_path / "photos" / "upright" / "u.png"
+    )
+    x, _, _ = _load(tmp_path / "photos")
+    assert x.shape == (2, 1, 30, 20)  # one size: no "set data.image.size" refusal
+    turned = x[0, 0]
+    assert turned[:5].mean() > 200 and turned[10:].mean() < 50  # the band is now on top
+    assert np.array_equal(x[1, 0], upright.astype(np.float32))
+
+
 def test_hidden_files_and_folders_are_skipped(tmp_path: Path) -> None:
     root = digits_folder(tmp_path / "digits", per_class=2)
     (root / ".DS_Store").write_bytes(b"\0\1")

@@ -66,6 +66,22 @@ def test_reuse_first_k_blocks() -> None:
     assert target.head.in_features == 16
 
 
+@pytest.mark.parametrize("family", ["cnn", "mobile"])
+@pytest.mark.parametrize("reuse", [1, 2])
+def test_a_conv_backbone_cut_before_its_dense_part_still_classifies(
+    family: str, reuse: int
+) -> None:
+    """finetune.reuse_blocks within the conv blocks: the kept feature map is flattened (mobile:
+    pooled first) instead of reaching the head as N x C x H x W, and the kept blocks' weights
+    are the source's, copied by their unchanged names."""
+    spec = _spec(family=family, conv_channels=[4, 8])
+    source = build_model(spec)
+    target = transfer_model(source, transfer_spec(spec, 2, reuse, len(source.backbone)))
+    assert target(torch.rand(3, 1, 8, 8) * 16).shape == (3, 2)
+    kept = {n: t for n, t in target.state_dict().items() if not n.startswith("head.")}
+    assert kept and all(torch.equal(t, source.state_dict()[n]) for n, t in kept.items())
+
+
 def test_phases_freeze_and_frozen_batch_norm_stays_in_eval() -> None:
     model = build_model(_spec(batch_norm={"enabled": True}))
     unfrozen = apply_phase(model, PhaseConfig(trainable="head", epochs=1))

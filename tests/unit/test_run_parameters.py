@@ -232,6 +232,8 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         return stages.ExportOutput("e", "run", "m", "1", ["challenger"], "t", "o", True, 0.9, 0.5)
 
     monkeypatch.setattr(stages.export, "run", fake("export", shipped))
+    imported = stages.ImportOutput("m", "run", "/models/resnet", 6)
+    monkeypatch.setattr(stages.import_backbone, "run", fake("import-backbone", lambda *_: imported))
     ended = stages.FinalizeOutput("FAILED", False, ["parent"], ["parent"])
     monkeypatch.setattr(stages.finalize, "run", fake(FINALIZE_TASK, lambda *_: ended))
 
@@ -243,9 +245,15 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         compiled_preset="default",
     )
     paths = {name: str(tmp_path / name) for name in ("data", "test", "html", "model", "eval")}
+    branch = tmp_path / "outputs" / "backbone"
     adapters.data_prep(
-        config_json, "kfp-1", paths["data"], paths["test"], paths["html"], parameters
+        config_json, "kfp-1", paths["data"], paths["test"], paths["html"], parameters, str(branch)
     )
+    assert branch.read_text() == "pretrain"  # the DAG's dsl.If reads it
+    summary = adapters.import_backbone(
+        config_json, paths["data"], paths["model"], "parent", parameters
+    )
+    assert json.loads(summary)["backbone_blocks"] == 6
     figures = {stage: _Artifact() for stage in ("pretrain", "finetune", "tune")}
     adapters.pretrain(
         config_json, paths["data"], paths["model"], "parent", figures["pretrain"], parameters

@@ -18,12 +18,15 @@ from graft.kfp.pipeline import build_pipeline
 
 
 def _consumers(spec: dict, producer: str, output: str) -> dict[str, list[str]]:
-    """task -> its input names fed by ``producer``'s output artifact ``output``."""
+    """task -> its input names fed by ``producer``'s output artifact ``output``, directly or,
+    inside a ``dsl.If`` branch, through the channel KFP names after it."""
+    channel = f"pipelinechannel--{producer}-{output}"
     found: dict[str, list[str]] = {}
     for name, task in stage_tasks(spec).items():
         for input_name, source in task.get("inputs", {}).get("artifacts", {}).items():
             ref = source.get("taskOutputArtifact", {})
-            if ref.get("producerTask") == producer and ref.get("outputArtifactKey") == output:
+            direct = ref.get("producerTask") == producer and ref.get("outputArtifactKey") == output
+            if direct or source.get("componentInputArtifact") == channel:
                 found.setdefault(name, []).append(input_name)
     return found
 
@@ -43,6 +46,7 @@ def test_only_evaluate_consumes_the_test_split_artifact(pipeline_spec: dict) -> 
     # everything else gets the train/val artifact, evaluate too (for the train-split baselines)
     assert set(_consumers(pipeline_spec, "data-prep", "dataset")) == {
         "pretrain",
+        "import-backbone",
         "transfer-finetune",
         "tune",
         "evaluate",

@@ -69,7 +69,7 @@ class FinalizeTaskResources(StageResources):
 # The pipeline's exit task (graft.kfp.pipeline): after the stages, failed or not, it ends FAILED
 # the MLflow runs a failed, cancelled or killed run left RUNNING.
 FINALIZE_TASK: Final = "finalize-run"
-# Every task of the compiled pipeline: the six stages and the exit task.
+# Every task of the compiled pipeline: the stages and the exit task.
 PipelineTaskName = Literal[StageName, "finalize-run"]
 
 
@@ -79,6 +79,8 @@ class ClusterStages(Strict):
 
     data_prep: LightStageResources = Field(default_factory=LightStageResources)
     pretrain: TrainingStageResources = Field(default_factory=TrainingStageResources)
+    # copies an external backbone's weights (a download and one forward pass)
+    import_backbone: LightStageResources = Field(default_factory=LightStageResources)
     transfer_finetune: TrainingStageResources = Field(default_factory=TrainingStageResources)
     tune: TrainingStageResources = Field(default_factory=TrainingStageResources)
     evaluate: LightStageResources = Field(default_factory=LightStageResources)

@@ -89,6 +89,32 @@ class ImageConfig(Strict):
         return (self.size, self.size) if isinstance(self.size, int) else self.size
 
 
+class StreamingConfig(Strict):
+    """``data.loader: streaming``: how a source larger than memory is read (see docs/data.md)."""
+
+    shuffle_buffer: int = Field(
+        default=2048,
+        ge=1,
+        description="rows each training worker holds to shuffle its stream locally, reseeded "
+        "every epoch (there is no global shuffle: the manifests are already in a seeded random "
+        "order)",
+    )
+    near_duplicate_sample: int = Field(
+        default=2000,
+        ge=10,
+        description="near duplicates are looked for among this many rows, a seeded sample of "
+        "all splits (exact duplicates are found in every row, by hash); the sample is held "
+        "decoded in memory, rows x channels x height x width x 4 bytes",
+    )
+    scan_threads: int = Field(
+        default=8, ge=1, description="files data-prep reads and hashes at once (I/O bound on S3)"
+    )
+
+
+# the sources a streaming data-prep reads: an image folder (local or s3://)
+STREAMING_REFUSED_SUFFIXES = (".npz", ".csv", ".parquet")
+
+
 class DataConfig(Strict):
     source: str = Field(
         default="builtin:fashion_mnist",
@@ -154,6 +180,15 @@ class DataConfig(Strict):
     )
     transfer: TransferTaskConfig = Field(default_factory=TransferTaskConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
+    loader: Literal["memory", "streaming"] = Field(
+        default="memory",
+        description="memory: data-prep decodes every example into arrays the training workers "
+        "load whole | streaming: data-prep writes split manifests (file lists with content "
+        "hashes) and each Ray Train worker streams its shard through Ray Data, so the data "
+        "may be larger than memory (image folders, local or s3://; random or stratified "
+        "split, assigned by content hash)",
+    )
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
 
     @model_validator(mode="after")
     def _split_settings_agree(self) -> DataConfig:
@@ -164,4 +199,21 @@ class DataConfig(Strict):
             )
         if self.time_gap and self.split != "time":
             raise ValueError("data.time_gap applies only to split: time")
+        if self.loader == "streaming":
+            self._check_streamable()
         return self
+
+    def _check_streamable(self) -> None:
+        source = self.source.lower().rstrip("/")
+        if source.startswith("builtin:") or source.endswith(STREAMING_REFUSED_SUFFIXES):
+            raise ValueError(
+                f"data.loader=streaming reads image folders (local or s3://), not "
+                f"'{self.source}', which fits in memory anyway: set data.loader=memory, or "
+                "export the examples as an image folder (one subfolder per class)"
+            )
+        if self.split not in ("random", "stratified"):
+            raise ValueError(
+                f"data.loader=streaming assigns each file to a split by its content hash "
+                f"(random, stratified in expectation); split '{self.split}' needs every row "
+                "in memory: use split: random or stratified, or data.loader=memory"
+            )

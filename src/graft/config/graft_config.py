@@ -16,8 +16,10 @@ from graft.config.evaluate import EvaluateConfig
 from graft.config.export import ExportConfig
 from graft.config.model import _SELF_NORMALIZING_FIX, ModelConfig
 from graft.config.runtime import (
+    EXTERNAL_FAMILIES,
     REMOTE_TRACKING_SCHEMES,
     TRACKING_URI_ENV,
+    BackboneSource,
     RayConfig,
     TrackingConfig,
     tracking_uri_credentials_problem,
@@ -75,6 +77,31 @@ class GraftConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _imported_backbones_fix_the_architecture(self) -> GraftConfig:
+        """With an imported backbone the architecture is the imported one (hf: the Hugging
+        Face config; graft: the registered model's model block), and every trial finetunes
+        that one import: a searched ``model.*`` key would change nothing or ask for another
+        backbone than the trials load. ``model.dropout.*`` has no weights and still applies
+        (hf: before the new head; graft: in the registered model's blocks)."""
+        if self.model.family not in EXTERNAL_FAMILIES or not self.tune.enabled:
+            return self
+        searched = sorted(
+            key
+            for key in self.tune.space
+            if key.startswith("model.") and not key.startswith("model.dropout.")
+        )
+        if searched:
+            raise ValueError(
+                f"tune.space searches {', '.join(searched)}, but model.family="
+                f"{self.model.family} imports its backbone ({self.model.pretrained}), which fixes "
+                "the architecture (family, widths, blocks, activation, batch norm): no trial "
+                "could build another. Drop those keys from tune.space (model.dropout.* may "
+                "stay) and compare backbones with one pipeline run each "
+                "(--set model.pretrained=...)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _pbt_segments_fit_the_finetune(self) -> GraftConfig:
         if self.tune.scheduler != "pbt":
             return self
@@ -92,7 +119,8 @@ class GraftConfig(Strict):
     def _training_recipe_is_consistent(self) -> GraftConfig:
         if self.training_preset is not None and self.training_preset not in TRAINING_PRESETS:
             raise ValueError(_unknown_training_preset(self.training_preset))
-        if self.pretrain.objective == "autoencoder":
+        # an imported backbone (hf, graft) skips pretrain: its objective is never trained
+        if self.pretrain.objective == "autoencoder" and self.model.family not in EXTERNAL_FAMILIES:
             if self.model.family != "mlp":
                 raise ValueError(
                     "pretrain.objective=autoencoder mirrors the dense backbone in its decoder: "
@@ -176,6 +204,12 @@ class GraftConfig(Strict):
 
         walk(self.model_dump(mode="json"), "")
         return found
+
+    @property
+    def backbone_source(self) -> BackboneSource:
+        """Where transfer-finetune's backbone comes from: Graft's own pretrain stage, or an
+        imported model (``model.family`` hf or graft, from ``model.pretrained``)."""
+        return "import" if self.model.family in EXTERNAL_FAMILIES else "pretrain"
 
     def to_json(self) -> str:
         return self.model_dump_json()

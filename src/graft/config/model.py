@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from graft.config.base import Strict
+from graft.config.runtime import EXTERNAL_FAMILIES
 
 config_logger = logging.getLogger(__name__)
 
@@ -93,10 +95,54 @@ class MobileConfig(Strict):
     )
 
 
+# where a Hugging Face folder may come from: MLflow artifact URIs (downloaded through the
+# tracking server) and s3:// prefixes; anything else with a scheme is refused
+HF_MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+_REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def registered_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """``(name, alias, version)`` of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (one of
+    alias and version is None); None for any other string."""
+    match = _REGISTERED_URI.match(uri)
+    if match is None:
+        return None
+    return match["name"], match["alias"], match["version"]
+
+
+def _hf_source_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot hold a Hugging Face folder, or None."""
+    if uri.startswith(("s3://", *HF_MLFLOW_SCHEMES)):
+        return None
+    if uri.startswith("file://"):
+        return f"model.pretrained={uri}: write the local folder as a plain path, without file://"
+    if _SCHEME.match(uri):
+        return (
+            f"model.pretrained={uri}: model.family=hf reads a local folder, an s3:// prefix or "
+            f"an MLflow artifact URI ({', '.join(HF_MLFLOW_SCHEMES)}); Graft never downloads "
+            "from the Hugging Face Hub or the web: save the model with "
+            "save_pretrained(DIR) (or `hf download NAME --local-dir DIR`) and point "
+            "model.pretrained at DIR or at its copy under s3://"
+        )
+    return None
+
+
 class ModelConfig(Strict):
-    family: Literal["mlp", "cnn", "mobile"] = Field(
+    family: Literal["mlp", "cnn", "mobile", "hf", "graft"] = Field(
         default="mlp",
-        description="mlp; cnn (conv blocks); mobile (depthwise-separable blocks, model.mobile)",
+        description="mlp; cnn (conv blocks); mobile (depthwise-separable blocks, model.mobile); "
+        "hf (a Hugging Face image model's pretrained backbone, model.pretrained); graft (the "
+        "backbone of a model Graft registered, model.pretrained). hf and graft skip pretrain",
+    )
+    pretrained: str | None = Field(
+        default=None,
+        description="the backbone model.family=hf or graft imports instead of pretraining one. "
+        "hf: a folder written by save_pretrained (config.json + model.safetensors; never "
+        "pytorch_model.bin), as a local path, an s3:// prefix or an MLflow artifact URI "
+        "(runs:/ID/PATH, models:/NAME/VERSION, mlflow-artifacts:/...); supported model_types: "
+        "resnet, convnext, mobilenet_v2, vit. graft: models:/NAME@ALIAS or "
+        "models:/NAME/VERSION of a model Graft's export registered (its architecture is kept)",
     )
     hidden_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [300, 100])
     conv_channels: list[Annotated[int, Field(gt=0)]] = Field(
@@ -107,6 +153,42 @@ class ModelConfig(Strict):
     init: InitScheme = "auto"
     batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
     dropout: DropoutConfig = Field(default_factory=DropoutConfig)
+
+    @model_validator(mode="after")
+    def _pretrained_matches_the_family(self) -> ModelConfig:
+        source = self.pretrained
+        if self.family in EXTERNAL_FAMILIES and not source:
+            raise ValueError(
+                f"model.family={self.family} imports its backbone: set model.pretrained ("
+                + (
+                    "a save_pretrained folder: a local path, s3:// prefix or MLflow artifact URI)"
+                    if self.family == "hf"
+                    else "models:/NAME@ALIAS or models:/NAME/VERSION of a registered model)"
+                )
+            )
+        if source is None:
+            return self
+        if self.family not in EXTERNAL_FAMILIES:
+            hint = (
+                "model.family=graft (a model Graft registered) or model.family=hf (Hugging Face "
+                "files registered in MLflow)"
+                if source.startswith("models:/")
+                else "model.family=hf"
+            )
+            raise ValueError(
+                f"model.pretrained={source} with model.family={self.family}: only an imported "
+                f"backbone reads model.pretrained; set {hint}, or remove model.pretrained to "
+                f"pretrain the {self.family} backbone here"
+            )
+        if self.family == "graft" and registered_model_uri(source) is None:
+            raise ValueError(
+                f"model.pretrained={source}: model.family=graft imports a registered model; "
+                "write models:/NAME@ALIAS (models:/graft-tiny@champion) or models:/NAME/VERSION"
+            )
+        problem = _hf_source_problem(source) if self.family == "hf" else None
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _self_normalizing_recipe_holds(self) -> ModelConfig:

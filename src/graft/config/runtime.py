@@ -3,7 +3,7 @@ variables Graft reads or sets."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -69,7 +69,14 @@ class TrackingConfig(Strict):
         return uri
 
 
-StageName = Literal["data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"]
+StageName = Literal[
+    "data-prep", "pretrain", "import-backbone", "transfer-finetune", "tune", "evaluate", "export"
+]
+# The pipeline branches after data-prep: it pretrains a backbone, or imports one from outside
+# (model.family hf or graft). data-prep's `backbone` output says which.
+BackboneSource = Literal["pretrain", "import"]
+# model.family values whose backbone comes from model.pretrained, not from pretrain
+EXTERNAL_FAMILIES: Final = ("hf", "graft")
 
 
 # cluster.shm_size is mounted under this volume name in pipeline and RayJob pods alike
@@ -117,7 +124,8 @@ RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 RAY_TOKEN_AUTH = "token"
-# ...and these for every driver, controller and worker it runs: Ray Train V2, and its timings
+# ...and these for every driver, controller and worker it runs: Ray Train V2, and its
+# timings and Tune's
 RAY_TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
 RAY_TRAIN_ENV_DEFAULTS = {
     RAY_TRAIN_V2_ENV: "1",
@@ -126,6 +134,15 @@ RAY_TRAIN_ENV_DEFAULTS = {
     # The controller drains each worker's one-slot report queue once per health check
     # (2 s by default), so a report per epoch made every short epoch last 2 s.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    # A trial that trains in its trainable checkpoints every epoch, keeping the last
+    # num_to_keep, so Tune snapshots the experiment state every num_to_keep epochs (a
+    # resumed search must not name a deleted checkpoint) and warns that this may be a
+    # bottleneck; measured: 13-15 ms per epoch's report in all (bench/tune_overhead.py)
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # A reused trial actor waits this long (2 s by default) for the last trial's thread to
+    # end, which Tune stopped inside a report; past it the next trial fails to start. The
+    # thread ends in milliseconds, unless a slow tracking server holds up its last call
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30",
 }
 RAY_ADDRESS_ENV = "RAY_ADDRESS"  # address mode's cluster when ray.address is unset
 RAY_API_SERVER_ADDRESS_ENV = "RAY_API_SERVER_ADDRESS"  # read by Ray's State and Jobs clients

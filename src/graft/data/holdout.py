@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from graft.data.splits import SPLIT_MANIFEST_FILE, split_manifest_digest
+from graft.data.streaming_manifest import manifest_path
+from graft.data.streaming_read import load_streamed_split
 from graft.errors import DatasetError
 
 MANIFEST_FILE = "test_split.json"
@@ -76,5 +78,8 @@ def load_holdout(
             f"{dataset_dir} (split manifest {manifest.split_manifest_digest} vs {digest}); pass "
             "the test_split and dataset outputs of the same data-prep run"
         )
+    listed = manifest_path(test_split_dir, task, "test")
+    if listed.exists():  # data.loader: streaming: the test files, decoded here
+        return load_streamed_split(listed, dataset_dir)
     with np.load(holdout_path(test_split_dir, task)) as archive:
         return archive["x"], archive["y"]

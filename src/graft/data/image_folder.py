@@ -8,6 +8,7 @@ as the user gave it (under the s3:// prefix for a downloaded folder) and says wh
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from collections import Counter
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from graft.config.data import ImageConfig
 from graft.data.intake_limits import check_fits_in_memory
@@ -32,7 +33,7 @@ UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBom
 
 @dataclass(frozen=True)
 class ImageFile:
-    path: Path
+    path: Path | io.BytesIO  # a local file, or the bytes of one read from elsewhere
     shown: str  # the name the user knows: their folder (or s3:// prefix) and the relative path
     label: int
 
@@ -99,6 +100,25 @@ def _open(file: ImageFile, max_pixels: int) -> Image.Image:
     return image
 
 
+# EXIF orientations that turn the stored image by 90 or 270 degrees (width and height swap)
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+_ORIENTATION_TAG = 0x0112
+
+
+def _upright_size(image: Image.Image, file: ImageFile) -> tuple[int, int]:
+    """(width, height) as the image is shown: a phone's JPEG stores the sensor's orientation
+    and an EXIF tag saying how to turn it, and every viewer (and ``exif_transpose``) obeys it.
+    A PNG's EXIF is read only when its header carried one: looking further decodes the file."""
+    width, height = image.size
+    if image.format == "PNG" and "exif" not in image.info:
+        return width, height
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    except UNREADABLE as exc:
+        raise _unreadable(file, exc) from None
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
 def _channels(mode: str) -> int:
     return 1 if mode in GREY_MODES else 3
 
@@ -106,7 +126,7 @@ def _channels(mode: str) -> int:
 def _target_shape(first: ImageFile, config: ImageConfig) -> tuple[int, int, int]:
     """(channels, height, width) of every row: from the config, else from the first image."""
     with _open(first, config.max_pixels) as image:
-        width, height = image.size
+        width, height = _upright_size(image, first)
         channels = config.channels or _channels(image.mode)
     height, width = config.height_width() or (height, width)
     return channels, height, width
@@ -125,22 +145,37 @@ def _pixels(
                 f"{image.mode}) but earlier images are not; the folder mixes greyscale and "
                 "colour: set data.image.channels=1 or 3 to convert every image to one"
             )
-        if config.height_width() is None and image.size != (width, height):
+        upright = _upright_size(image, file)
+        if config.height_width() is None and upright != (width, height):
             raise DatasetError(
-                f"{file.shown} is {image.size[0]} x {image.size[1]} pixels, earlier images "
+                f"{file.shown} is {upright[0]} x {upright[1]} pixels, earlier images "
                 f"{width} x {height}; set data.image.size (e.g. {height} or [{height}, {width}]) "
                 "to resize every image to one size"
             )
         mode = image.mode
         try:
             image.load()
-            converted = image.convert("L" if channels == 1 else "RGB")
+            converted = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
             if converted.size != (width, height):
                 converted = converted.resize((width, height), Image.Resampling.BILINEAR)
         except UNREADABLE as exc:
             raise _unreadable(file, exc) from None
     array = np.asarray(converted, dtype=np.float32)
     return (array[None] if channels == 1 else np.moveaxis(array, -1, 0)), mode
+
+
+def decode_image(
+    data: bytes, shown: str, shape: tuple[int, int, int], config: ImageConfig
+) -> tuple[np.ndarray, str]:
+    """One image's bytes as C x H x W float32 converted to ``shape`` (as
+    :func:`read_image_folder` decodes a file), and its Pillow mode: for sources that are read
+    file by file and never as one local folder (``data.loader: streaming``)."""
+    return _pixels(ImageFile(io.BytesIO(data), shown, -1), shape, config)
+
+
+def target_shape(data: bytes, shown: str, config: ImageConfig) -> tuple[int, int, int]:
+    """(channels, height, width) every image becomes: the config's, else the first image's."""
+    return _target_shape(ImageFile(io.BytesIO(data), shown, -1), config)
 
 
 def read_image_folder(

@@ -36,6 +36,8 @@ class DataManifest:
     feature_names: list[str] | None = None
     near_duplicates_found: int = 0
     warnings: list[str] = field(default_factory=list)
+    # memory: <task>/<split>.npz arrays | streaming: <task>/<split>.manifest.parquet file lists
+    loader: str = "memory"
 
     @classmethod
     def read(cls, dataset_dir: str | Path) -> DataManifest:
@@ -55,4 +57,5 @@ class DataManifest:
             feature_names=data.get("feature_names"),
             near_duplicates_found=data.get("near_duplicates_found", 0),
             warnings=data.get("warnings", []),
+            loader=data.get("loader", "memory"),
         )

@@ -39,6 +39,8 @@ class NearDuplicateReport:
     found: int = 0
     by_pair: dict[str, int] = field(default_factory=dict)
     examples: list[NearDuplicate] = field(default_factory=list)
+    # rows compared when only a sample was (data.loader: streaming); None: every row was
+    sampled_rows: int | None = None
 
 
 def _standardized(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

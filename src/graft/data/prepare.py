@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from graft.config import DataConfig
 from graft.data.holdout import HoldoutManifest, default_holdout_dir
@@ -53,6 +52,10 @@ from graft.data.splits import (
     split_rows,
     write_split_manifest,
 )
+from graft.data.streaming_manifest import manifest_path
+from graft.data.streaming_prepare import prepare_streaming
+from graft.data.streaming_read import load_streamed_split
+from graft.data.tasks import remapped_labels, stratified_subsample, task_labels
 from graft.data.validation import (
     DuplicateReport,
     assert_disjoint,
@@ -80,24 +83,6 @@ class _PreparedRows:
     splits: dict[str, np.ndarray]  # split -> positions, after the near-duplicate policy
 
 
-def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    indices = np.arange(len(y))
-    if limit is None or limit >= len(y):
-        return indices
-    kept, _ = train_test_split(indices, train_size=limit, stratify=y, random_state=seed)
-    return np.sort(kept)
-
-
-def _task_labels(raw: RawDataset, target_classes: list[int]) -> dict[str, list[int]]:
-    all_classes = sorted(np.unique(raw.y).tolist())
-    if not target_classes:
-        return {"source": all_classes, "target": all_classes}
-    return {
-        "source": [c for c in all_classes if c not in target_classes],
-        "target": sorted(target_classes),
-    }
-
-
 def _read(config: DataConfig) -> RawDataset:
     raw = load_source(
         config.source,
@@ -117,7 +102,7 @@ def _deduplicated_sample(
     """The source's rows without exact duplicates, subsampled to max_rows, with their hashes."""
     raw = _read(config)
     raw, duplicates, hashes = drop_exact_duplicates(raw)
-    keep = _subsample(raw.y, config.max_rows, seed)
+    keep = stratified_subsample(raw.y, config.max_rows, seed)
     raw, hashes = raw.take(keep), hashes[keep]
     if not raw.class_names:
         raw.class_names = [str(c) for c in range(int(raw.y.max()) + 1)]
@@ -200,6 +185,8 @@ def prepare_dataset(
     out.mkdir(parents=True, exist_ok=True)
     holdout = Path(test_split_dir) if test_split_dir is not None else default_holdout_dir(out)
     holdout.mkdir(parents=True, exist_ok=True)
+    if config.loader == "streaming":
+        return prepare_streaming(config, seed, out, holdout)
     raw, duplicates, hashes = _deduplicated_sample(config, seed)
     result = split_rows(raw, config, seed)
     check_split_labels(raw.y, result)
@@ -269,7 +256,7 @@ def _write_tasks(
     # one generator for all the shuffles: each task's rows depend on the tasks written before
     rng = np.random.default_rng(seed)
     task_positions: dict[str, dict[str, np.ndarray]] = {}
-    for task, labels in _task_labels(rows.raw, config.transfer.target_classes).items():
+    for task, labels in task_labels(rows.raw.y, config.transfer.target_classes).items():
         manifest.tasks[task], task_positions[task] = _write_task(
             task, labels, rows, config, seed, rng, out, holdout
         )
@@ -293,9 +280,9 @@ def _write_task(
     for split in SPLITS:
         idx = rows.splits[split][np.isin(y[rows.splits[split]], labels)]
         if task == "target" and split == "train" and config.transfer.target_classes:
-            idx = idx[_subsample(y[idx], config.transfer.target_train_size, seed)]
+            idx = idx[stratified_subsample(y[idx], config.transfer.target_train_size, seed)]
         idx = rng.permutation(idx)
-        task_y = _remapped_labels(y[idx], labels, task, split)
+        task_y = remapped_labels(y[idx], labels, task, split)
         # test rows never enter the dataset directory the training stages receive
         task_dir = (holdout if split == "test" else out) / task
         task_dir.mkdir(parents=True, exist_ok=True)
@@ -311,19 +298,6 @@ def _write_task(
         std=stats[1],
     )
     return info, positions
-
-
-def _remapped_labels(y: np.ndarray, labels: list[int], task: str, split: str) -> np.ndarray:
-    """``y`` as positions in ``labels``; every label must occur."""
-    remap = {label: new for new, label in enumerate(labels)}
-    task_y = np.array([remap[int(v)] for v in y], dtype=np.int64)
-    missing = sorted(set(range(len(labels))) - set(task_y.tolist()))
-    if missing:
-        raise DatasetError(
-            f"the {task} task's {split} split has no examples of classes "
-            f"{[labels[m] for m in missing]}; add data or lower the split fractions"
-        )
-    return task_y
 
 
 def _write_manifests(
@@ -388,6 +362,9 @@ def load_split(dataset_dir: str | Path, task: str, split: str) -> tuple[np.ndarr
             "the dataset directory holds no test rows: they are sealed in data-prep's "
             "test_split output, which only evaluate reads (graft.data.holdout.load_holdout)"
         )
+    listed = manifest_path(dataset_dir, task, split)
+    if listed.exists():  # data.loader: streaming, decoded whole here (a val split, say)
+        return load_streamed_split(listed, dataset_dir)
     with np.load(Path(dataset_dir) / task / f"{split}.npz") as archive:
         return archive["x"], archive["y"]
 

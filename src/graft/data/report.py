@@ -262,7 +262,13 @@ def _duplicates_section(manifest: DataManifest, near: NearDuplicateReport) -> st
         f"{manifest.duplicates.conflicting_labels})</p>"
         + (
             f"<p id='near-duplicates'>near duplicates across splits (similarity &ge; "
-            f"{near.threshold}): {near.found}, policy <code>{near.policy}</code></p>"
+            f"{near.threshold}): {near.found}, policy <code>{near.policy}</code>"
+            + (
+                ""
+                if near.sampled_rows is None
+                else f" (approximate: among a seeded sample of {near.sampled_rows} rows)"
+            )
+            + "</p>"
             if near.checked
             else "<p id='near-duplicates'>near duplicates: not checked (fewer than "
             f"{MIN_FEATURES} features, where neighbours look alike by chance)</p>"

@@ -43,6 +43,7 @@ def config_summary(config: GraftConfig) -> dict[str, Any]:
         "split": config.data.split,
         "target_classes": config.data.transfer.target_classes,
         "model_family": model.family,
+        "pretrained": model.pretrained,  # the imported backbone (family hf or graft)
         "hidden_sizes": model.hidden_sizes,
         "conv_channels": model.conv_channels if model.family in ("cnn", "mobile") else [],
         "mobile": model.mobile.model_dump() if model.family == "mobile" else None,

@@ -201,7 +201,16 @@ def shutdown_ray() -> None:
     _replaced_env.clear()
 
 
+# Ports Ray's other components take by default (GCS, dashboard, client server, dashboard
+# agent): Ray refuses to start when the dashboard is given one of them, and 52365 lies in the
+# kernel's ephemeral range, so a port the kernel hands out may be it.
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365})
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in RAY_DEFAULT_PORTS:
+            return port

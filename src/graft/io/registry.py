@@ -65,6 +65,33 @@ def champion_version(config: GraftConfig) -> Any | None:
         raise _registry_error(config, f"read version {number} of", exc) from exc
 
 
+def registered_version(
+    config: GraftConfig, name: str, alias: str | None = None, version: str | None = None
+) -> Any:
+    """Version ``version`` of registered model ``name``, or the one its ``alias`` points to
+    (``model.pretrained=models:/NAME@ALIAS`` of an imported backbone). RegistryError, naming
+    the URI, when the registry has no such model, version or alias or cannot answer."""
+    from mlflow.exceptions import MlflowException
+
+    uri = f"models:/{name}@{alias}" if alias is not None else f"models:/{name}/{version}"
+    client = client_for(config)
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        cause = " ".join(str(exc).split())[:300]
+        # a missing alias is INVALID_PARAMETER_VALUE, a missing model or version NOT_FOUND
+        if exc.error_code in (NOT_FOUND, "INVALID_PARAMETER_VALUE"):
+            raise RegistryError(
+                f"{uri} is not in the registry of {config.resolved_tracking_uri()} ({cause}); "
+                "set model.pretrained to a registered version (models:/NAME/VERSION) or alias"
+            ) from exc
+        raise RegistryError(f"cannot read {uri} from the registry: {cause}") from exc
+    except OSError as exc:
+        raise RegistryError(f"cannot read {uri} from the registry: {exc}") from exc
+
+
 def registry_tags(config: GraftConfig) -> dict[str, str]:
     """The registered model's own tags (not its versions'); {} without the model."""
     model = registered_model(config)
@@ -156,20 +183,24 @@ def register_model(
     return str(info.registered_model_version)
 
 
-def download_version_files(config: GraftConfig, version: Any, folder: str, into: Path) -> Path:
+def download_version_files(
+    config: GraftConfig, version: Any, folder: str, into: Path, model_name: str | None = None
+) -> Path:
     """The files that model ``version``'s run logged under ``folder``, downloaded into
-    ``into``. Raises RegistryError when the run has no such folder."""
+    ``into``. Raises RegistryError when the run has no such folder. ``model_name``: the
+    registered model the version belongs to (default ``export.model_name``)."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    name = model_name or config.export.model_name
     client = client_for(config)
     if not client.list_artifacts(version.run_id, folder):
         raise RegistryError(
-            f"models:/{config.export.model_name}/{version.version} has no '{folder}' files: it "
+            f"models:/{name}/{version.version} has no '{folder}' files: it "
             "was not registered by this Graft's export (an older Graft kept only a pickled "
             "model, which Graft no longer unpickles). Move the alias to a version this Graft "
             "registered, or delete it (MlflowClient().delete_registered_model_alias("
-            f"'{config.export.model_name}', '<alias>')) so the next run is judged without it"
+            f"'{name}', '<alias>')) so the next run is judged without it"
         )
     try:
         path = mlflow.artifacts.download_artifacts(
@@ -180,8 +211,7 @@ def download_version_files(config: GraftConfig, version: Any, folder: str, into:
         )
     except MlflowException as exc:
         raise RegistryError(
-            f"cannot download models:/{config.export.model_name}/{version.version}'s "
-            f"'{folder}' files: {exc}"
+            f"cannot download models:/{name}/{version.version}'s '{folder}' files: {exc}"
         ) from exc
     return Path(path)
 
@@ -191,19 +221,37 @@ def download_model(config: GraftConfig, model_uri: str, into: Path) -> Path:
     ``runs:/ID/model`` or a local folder) downloaded into ``into`` from the config's tracking
     server and registry. RegistryError when there is no such model, TrackingError when the
     server cannot be reached or refuses."""
+    return _download_artifacts(
+        config,
+        model_uri,
+        into,
+        "Run the pipeline until export registers one, or pass --model models:/NAME/VERSION",
+    )
+
+
+def download_pretrained(config: GraftConfig, uri: str, into: Path) -> Path:
+    """The files at ``model.pretrained``'s MLflow URI (``runs:/ID/PATH``, ``models:/...``,
+    ``mlflow-artifacts:/...``) downloaded into ``into``; errors as :func:`download_model`."""
+    return _download_artifacts(
+        config,
+        uri,
+        into,
+        "Set model.pretrained to the artifact folder that holds the model's config.json and "
+        "model.safetensors",
+    )
+
+
+def _download_artifacts(config: GraftConfig, uri: str, into: Path, fix: str) -> Path:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
     _use_tracking_server(config)
     try:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into))
+        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into))
     except MlflowException as exc:
         where = config.resolved_tracking_uri()
         reason = " ".join(str(exc).split())[:300].rstrip(".")
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise RegistryError(
-                f"no model at {model_uri} in {where}: {reason}. Run the pipeline until export "
-                "registers one, or pass --model models:/NAME/VERSION"
-            ) from exc
-        raise TrackingError(f"cannot download {model_uri} from {where}: {reason}") from exc
+            raise RegistryError(f"no model at {uri} in {where}: {reason}. {fix}") from exc
+        raise TrackingError(f"cannot download {uri} from {where}: {reason}") from exc
     return Path(path)

@@ -86,6 +86,35 @@ def download(uri: str, dest: Path) -> Path:
     return dest
 
 
+def read_bytes(uri: str, client: Any = None) -> bytes:
+    """The whole content of one file (local path or s3://), without a local copy. A caller
+    reading many objects passes one ``client`` (:func:`s3_client`) for all of them."""
+    if not is_s3(uri):
+        try:
+            return Path(uri).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from None
+    bucket, key = split_s3_uri(uri)
+    try:
+        body = (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"]
+        return bytes(body.read())
+    except Exception as exc:
+        raise _describe_s3_failure(uri, exc) from None
+
+
+def list_s3_keys(uri: str) -> list[str]:
+    """Every object key under the ``uri`` prefix, relative to it and sorted; folder markers
+    (keys ending with ``/``) left out."""
+    bucket, prefix = split_s3_uri(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    except Exception as exc:
+        raise _describe_s3_failure(uri, exc) from None
+    return sorted(k[len(prefix) :] for k in keys if k[len(prefix) :] and not k.endswith("/"))
+
+
 def upload(path: Path, uri: str) -> str:
     """Copy a local file to ``uri`` (local path or s3://)."""
     if is_s3(uri):

@@ -62,12 +62,18 @@ def data_prep(
     test_split_path: str,
     report_path: str,
     parameters: RunParameters | None = None,
+    backbone_path: str = "",
 ) -> str:
+    """Also writes the pipeline's branch, ``config.backbone_source``, to ``backbone_path``:
+    the DAG's ``dsl.If`` reads it to run pretrain or import-backbone."""
     config = _stage_config(config_json, "data-prep", parameters)
     out = stages.data_prep.run(
         config, _dir(dataset_path), kfp_run_id=kfp_run_id, test_split_dir=_dir(test_split_path)
     )
     shutil.copyfile(Path(dataset_path) / "report.html", report_path)
+    if backbone_path:
+        Path(backbone_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(backbone_path).write_text(config.backbone_source)
     return out.parent_run_id
 
 
@@ -83,6 +89,18 @@ def pretrain(
     out = dispatch.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
     _log_metrics(metrics, _training_metrics(out))
     return out.val_accuracy
+
+
+def import_backbone(
+    config_json: str,
+    dataset_path: str,
+    model_path: str,
+    parent_run_id: str,
+    parameters: RunParameters | None = None,
+) -> str:
+    config = _stage_config(config_json, "import-backbone", parameters)
+    out = stages.import_backbone.run(config, dataset_path, _dir(model_path), parent_run_id)
+    return out.to_json()
 
 
 def finetune(

@@ -1,4 +1,4 @@
-"""The six KFP v2 components and the pipeline's exit task: each body calls one
+"""The stages' KFP v2 components and the pipeline's exit task: each body calls one
 ``graft.kfp.adapters`` function.
 
 Bodies are module-level functions so KFP can ship their source; ``make_components`` binds
@@ -23,13 +23,15 @@ def data_prep(
     dataset: Output[Dataset],
     test_split: Output[Dataset],
     data_report: Output[HTML],
+    backbone: dsl.OutputPath(str),  # type: ignore[valid-type]
     preset: str = "",
     compiled_preset: str = "",
     data_source: str = "",
     overrides: list[str] = [],  # noqa: B006
 ) -> str:
     """Read, validate, deduplicate and split the data (test rows sealed in ``test_split``);
-    start the MLflow parent run."""
+    start the MLflow parent run. ``backbone`` says which branch follows: pretrain, or
+    import-backbone for an external one."""
     from graft.kfp import adapters
 
     return adapters.data_prep(
@@ -39,6 +41,7 @@ def data_prep(
         test_split.path,
         data_report.path,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+        backbone,
     )
 
 
@@ -62,6 +65,30 @@ def pretrain(
         model.path,
         parent_run_id,
         metrics,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
+
+
+def import_backbone(
+    config_json: str,
+    parent_run_id: str,
+    dataset: Input[Dataset],
+    model: Output[Model],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
+) -> str:
+    """Load the external backbone named by ``model.pretrained`` (a Hugging Face model's
+    safetensors, or a backbone an earlier Graft pipeline registered) into a model folder, as
+    pretrain would have written one."""
+    from graft.kfp import adapters
+
+    return adapters.import_backbone(
+        config_json,
+        dataset.path,
+        model.path,
+        parent_run_id,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
 
@@ -212,6 +239,7 @@ def finalize_run(
 STAGE_FUNCTIONS = {
     "data-prep": data_prep,
     "pretrain": pretrain,
+    "import-backbone": import_backbone,
     "transfer-finetune": transfer_finetune,
     "tune": tune,
     "evaluate": evaluate,

@@ -15,6 +15,7 @@ from typing import Any
 from graft.config import GraftConfig
 from graft.config.runtime import TMPDIR_ENV
 from graft.errors import PipelineStageError
+from graft.kfp.local_oneof import oneof_artifacts
 from graft.kfp.pipeline import build_pipeline
 from graft.kfp.stage_logs import StageListener, StageLogRouter
 
@@ -62,7 +63,7 @@ def run_pipeline(
         if log_dir is not None and listener is not None
         else nullcontext()
     )
-    with routing, task_outputs("export") as export:
+    with routing, oneof_artifacts(), task_outputs("export") as export:
         local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
         pipeline = build_pipeline(**({"image": image} if image else {}), default_config=config)
         with _scratch_tmpdir(scratch) if scratch else nullcontext():

@@ -1,5 +1,8 @@
 """The training DAG: data-prep -> pretrain -> transfer-finetune -> tune -> evaluate -> export.
 
+The backbone branch: with ``model.family`` hf or graft, ``import-backbone`` takes pretrain's
+place (``dsl.If`` on data-prep's ``backbone`` output; ``dsl.OneOf`` hands on whichever ran).
+
 The test rows are sealed: data-prep writes them to their own artifact, ``test_split``, and
 only evaluate receives it. ``dataset`` (train/val) feeds every other stage, export included
 (its parity and variant checks use the validation split).
@@ -178,19 +181,26 @@ def _add_stage_tasks(components: dict[str, Any], run: dict[str, Any]) -> dict[St
     prep.set_display_name("data-prep")
     parent = prep.outputs["Output"]
     dataset = prep.outputs["dataset"]
-    pre = components["pretrain"](parent_run_id=parent, dataset=dataset, **run)
-    pre.set_display_name("pretrain")
+    # the backbone: pretrained here, or imported (model.family hf or graft); the other branch
+    # is skipped, and KFP shows it as such
+    with dsl.If(prep.outputs["backbone"] == "pretrain", name="pretrain-backbone"):
+        pre = components["pretrain"](parent_run_id=parent, dataset=dataset, **run)
+        pre.set_display_name("pretrain")
+    with dsl.Else(name="import-backbone"):
+        imported = components["import-backbone"](parent_run_id=parent, dataset=dataset, **run)
+        imported.set_display_name("import-backbone")
+    backbone = dsl.OneOf(pre.outputs["model"], imported.outputs["model"])
     fine = components["transfer-finetune"](
         parent_run_id=parent,
         dataset=dataset,
-        pretrained=pre.outputs["model"],
+        pretrained=backbone,
         **run,
     )
     fine.set_display_name("transfer-finetune")
     search = components["tune"](
         parent_run_id=parent,
         dataset=dataset,
-        pretrained=pre.outputs["model"],
+        pretrained=backbone,
         finetuned=fine.outputs["model"],
         **run,
     )
@@ -200,7 +210,7 @@ def _add_stage_tasks(components: dict[str, Any], run: dict[str, Any]) -> dict[St
         dataset=dataset,
         test_split=prep.outputs["test_split"],
         model=search.outputs["best_model"],
-        pretrained=pre.outputs["model"],
+        pretrained=backbone,
         **run,
     )
     score.set_display_name("evaluate")
@@ -218,6 +228,7 @@ def _add_stage_tasks(components: dict[str, Any], run: dict[str, Any]) -> dict[St
     return {
         "data-prep": prep,
         "pretrain": pre,
+        "import-backbone": imported,
         "transfer-finetune": fine,
         "tune": search,
         "evaluate": score,

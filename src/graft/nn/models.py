@@ -1,4 +1,5 @@
-"""Model families (MLP, small CNN, MobileNet-style) built from a serializable :class:`ModelSpec`.
+"""Model families (MLP, small CNN, MobileNet-style, a Hugging Face image model's backbone) built
+from a serializable :class:`ModelSpec`.
 
 Every model is ``stem -> backbone (a list of blocks) -> head``. The stem standardizes raw
 inputs with statistics fitted on the training split, so an exported model takes raw inputs
@@ -20,6 +21,7 @@ from torch import nn
 
 from graft.config import InitScheme, ModelConfig
 from graft.nn.activations import build_activation
+from graft.nn.hf_backbone import hf_parts, new_hf_model
 from graft.nn.init import initialize
 
 
@@ -34,6 +36,9 @@ class ModelSpec:
     std: list[float]
     backbone_blocks: int | None = None  # keep only the first k blocks (transfer learning)
     objective: str = "classify"  # autoencoder: the head is a decoder back to the input
+    # family hf: the Hugging Face model's config (graft.nn.hf_backbone), so a model folder
+    # rebuilds it without the original files; absent from older spec.json files
+    hf_config: dict[str, Any] | None = None
 
     @property
     def model_config(self) -> ModelConfig:
@@ -228,8 +233,65 @@ def _decoder(
     return nn.Sequential(*layers)
 
 
-def build_model(spec: ModelSpec) -> GraftNet:
+def _build_hf_model(spec: ModelSpec, pretrained: nn.Module | None) -> GraftNet:
+    """A Hugging Face model's blocks between Graft's stem (standardize, match channels,
+    resize) and a new head (dropout, linear); its weights are ``pretrained``'s, else random
+    until a model folder's are loaded."""
+    if spec.hf_config is None:
+        raise ValueError(
+            "model.family=hf needs the spec's hf_config: import the backbone with "
+            "graft.train.backbone_import.import_backbone"
+        )
+    if spec.objective != "classify":
+        raise ValueError("an imported Hugging Face backbone is finetuned to classify only")
+    hf_model = new_hf_model(spec.hf_config) if pretrained is None else pretrained
+    parts = hf_parts(hf_model, spec.hf_config, spec.input_shape, spec.backbone_blocks)
+    stem_parts: list[nn.Module] = [Standardize(spec.mean, spec.std, image=True), *parts.adapters]
+    if parts.resize is not None:
+        stem_parts.append(Resize(parts.resize))
+    stem = nn.Sequential(*stem_parts)
+    pooled = parts.blocks if parts.pool is None else [*parts.blocks, parts.pool]
+    width = _output_width(stem, pooled, spec.input_shape)
     config = spec.model_config
+    # model.dropout.rate drops pooled features before the new head (Identity at 0, so the
+    # weights' names do not depend on the rate); a backbone cut before its pooling block
+    # hands on feature maps, which the head pools first
+    head = nn.Sequential(
+        *([] if parts.pool is None else [parts.pool]),
+        _dropout(config, config.dropout.rate),
+        nn.Linear(width, spec.num_classes),
+    )
+    model = GraftNet(stem, parts.blocks, head)
+    initialize_head(model, config)
+    return model
+
+
+def _flattened(config: ModelConfig, kept: list[nn.Module]) -> list[nn.Module]:
+    """A backbone cut before its dense part (``finetune.reuse_blocks``) ends on a feature map:
+    flatten it as cnn's first dense block would (mobile: global-average-pool it first). The
+    parameter-free layers go at the end of the last kept block, so weight names stay those of
+    the uncut backbone and the transfer copies them by name."""
+    if config.family not in ("cnn", "mobile") or not kept:
+        return kept
+    last = kept[-1]
+    if not isinstance(last, nn.Sequential) or any(isinstance(m, nn.Flatten) for m in last):
+        return kept
+    pool: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)] if config.family == "mobile" else []
+    return [*kept[:-1], nn.Sequential(*last, *pool, nn.Flatten())]
+
+
+def build_model(spec: ModelSpec, pretrained: nn.Module | None = None) -> GraftNet:
+    """The network ``spec`` describes, with fresh weights. ``pretrained``: for family hf, the
+    Hugging Face base model whose modules (and weights) become the backbone."""
+    config = spec.model_config
+    if config.family == "hf":
+        return _build_hf_model(spec, pretrained)
+    if config.family == "graft":
+        raise ValueError(
+            "model.family=graft names a registered model to import "
+            "(graft.train.backbone_import.import_backbone); its model folder's spec keeps the "
+            "registered architecture, which is what is built"
+        )
     image = len(spec.input_shape) == 3
     if config.family in ("cnn", "mobile") and not image:
         raise ValueError(
@@ -251,8 +313,8 @@ def build_model(spec: ModelSpec) -> GraftNet:
         blocks = list(_mlp_blocks(config, in_features))
     else:
         blocks = _cnn_blocks(config, spec.input_shape)
-    if spec.backbone_blocks is not None:
-        blocks = blocks[: spec.backbone_blocks]
+    if spec.backbone_blocks is not None and spec.backbone_blocks < len(blocks):
+        blocks = _flattened(config, blocks[: spec.backbone_blocks])
     stem = nn.Sequential(*stem_parts)
     width = _output_width(stem, blocks, spec.input_shape)
     head: nn.Module

@@ -25,6 +25,17 @@ class TrainOutput:
 
 
 @dataclass
+class ImportOutput:
+    model_dir: str  # a model folder, as pretrain writes one
+    run_id: str
+    source: str  # model.pretrained
+    backbone_blocks: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
 class TuneOutput:
     model_dir: str
     run_id: str

@@ -14,6 +14,7 @@ from graft.errors import TrainingError
 from graft.train.model_dir import HISTORY_FILE, MODEL_FILE, SPEC_FILE
 from graft.train.recipe import train_loop_per_worker, worker_payload
 from graft.train.request import FitRequest, FitRun, ship_inputs
+from graft.train.stream_data import require_decode_cpus, stream_datasets
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,16 @@ def fit(request: FitRequest, run: FitRun) -> FitResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    per_worker = run.resources.ray_resources(run.cpu_discount)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=worker_payload(request, ship_inputs(request)),
+        datasets=_streamed_datasets(request, per_worker["CPU"] * run.num_workers),
         scaling_config=ScalingConfig(
             num_workers=run.num_workers,
             # use_gpu also makes Ray Train pick NCCL over gloo for the process group
             use_gpu=run.resources.gpus > 0,
-            resources_per_worker=run.resources.ray_resources(run.cpu_discount),
+            resources_per_worker=per_worker,
         ),
         run_config=RunConfig(
             name=run.run_name,
@@ -76,6 +79,16 @@ def fit(request: FitRequest, run: FitRun) -> FitResult:
         final_metrics={k: float(v) for k, v in (result.metrics or {}).items() if _is_number(v)},
         checkpoint_path=str(result.checkpoint.path),
     )
+
+
+def _streamed_datasets(request: FitRequest, reserved_cpus: float) -> dict[str, Any] | None:
+    """Ray Data datasets for a request over split manifests (data.loader: streaming)."""
+    if request.stream is None:
+        return None
+    import ray
+
+    require_decode_cpus(float(ray.cluster_resources().get("CPU", 0.0)), reserved_cpus)
+    return stream_datasets(request)
 
 
 def _is_number(value: Any) -> bool:

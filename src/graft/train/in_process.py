@@ -27,6 +27,7 @@ import copy
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ from graft.config.train import (
     PREFLIGHT_STEPS,
 )
 from graft.data.folds import FoldData
+from graft.data.streaming_manifest import MANIFEST_SUFFIX
+from graft.data.streaming_read import load_streamed_split
 from graft.errors import TrainingError
 from graft.nn.model_start import ModelStart
 from graft.nn.models import GraftNet, ModelSpec
@@ -141,8 +144,16 @@ def overfit_one_batch(
     model: GraftNet, train_path: str, seed: int, objective: str = "classify"
 ) -> tuple[float, float]:
     """Return (first loss, last loss); raise TrainingError if the loss does not fall."""
-    with np.load(train_path) as archive:  # converts one batch, not the whole split
-        x, y = array_rows(archive["x"][:PREFLIGHT_BATCH], archive["y"][:PREFLIGHT_BATCH]).tensors
+    if train_path.endswith(MANIFEST_SUFFIX):  # data.loader: streaming: decode one batch
+        listed = Path(train_path)
+        x, y = array_rows(
+            *load_streamed_split(listed, listed.parent.parent, PREFLIGHT_BATCH)
+        ).tensors
+    else:
+        with np.load(train_path) as archive:  # converts one batch, not the whole split
+            x, y = array_rows(
+                archive["x"][:PREFLIGHT_BATCH], archive["y"][:PREFLIGHT_BATCH]
+            ).tensors
     probe = copy.deepcopy(model)  # the real model's initial weights stay untouched
     torch.manual_seed(seed)
     probe.eval()  # no dropout noise: this checks capacity and wiring, not regularization

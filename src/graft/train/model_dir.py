@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,7 @@ def _refused_type(exc: pickle.UnpicklingError) -> str:
 
 
 def load_training_state(checkpoint_dir: str | Path) -> dict[str, Any]:
-    """A checkpoint's full training state (:func:`report_epoch` wrote it), unpickling tensors
+    """A checkpoint's full training state (:func:`checkpoint_folder` wrote it), unpickling tensors
     and plain values only.
 
     A checkpoint sits on storage that other jobs can write (a shared volume, a bucket): a
@@ -76,16 +78,26 @@ def load_training_state(checkpoint_dir: str | Path) -> dict[str, Any]:
     return state
 
 
-def report_epoch(rank: int, metrics: dict[str, float], payload: dict[str, Any] | None) -> None:
-    """Report the epoch to Ray Train; rank 0 attaches the full training state."""
-    import ray.train
-
-    if rank != 0 or payload is None:
-        ray.train.report(metrics)
-        return
+@contextmanager
+def checkpoint_folder(payload: dict[str, Any]) -> Iterator[str]:
+    """A temporary folder holding the checkpoint of ``payload`` (graft.train.loop_state's
+    ``training_state``): the full state a resumed fit reads back and the model files a stage
+    hands on; removed after the block (a report has copied it to storage by then)."""
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(payload, Path(tmp) / STATE_FILE)
-        torch.save(payload["model"], Path(tmp) / MODEL_FILE)
-        Path(tmp, SPEC_FILE).write_text(payload["spec_json"])
-        Path(tmp, HISTORY_FILE).write_text(json.dumps(payload["loop"]["history"]))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        write_model_files(tmp, payload["model"], payload["spec_json"], payload["loop"]["history"])
+        yield tmp
+
+
+def write_model_files(
+    directory: str | Path,
+    weights: dict[str, torch.Tensor],
+    spec_json: str,
+    history: list[dict[str, float]],
+) -> None:
+    """The model folder's files (weights, architecture, history) in ``directory``."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, out / MODEL_FILE)
+    (out / SPEC_FILE).write_text(spec_json)
+    (out / HISTORY_FILE).write_text(json.dumps(history))

@@ -35,6 +35,7 @@ from graft.train.budget import lr_scale_factor, scaled_schedule, virtual_plan, w
 from graft.train.diagnostics import ActivationRecorder
 from graft.train.epoch import EpochTotals, StepDiagnostics, train_epoch_steps
 from graft.train.fault_injection import inject_test_failure
+from graft.train.loop_session import LoopSession, RayTrainSession
 from graft.train.loop_state import (
     LoopState,
     cycling_batches,
@@ -42,13 +43,13 @@ from graft.train.loop_state import (
     set_rng_state,
     training_state,
 )
-from graft.train.model_dir import load_training_state, report_epoch
 from graft.train.optimizers import build_optimizer
 from graft.train.regularizers import kernel_sparsity
-from graft.train.request import FitRequest, ShippedInputs
+from graft.train.request import FitRequest, LocalInputs, ShippedInputs
 from graft.train.rows import evaluate_model, load_split_rows
 from graft.train.schedules import LRSchedule, build_schedule
 from graft.train.step import StepRules, StepTarget, objective_of
+from graft.train.stream_data import StreamedSplit, WorkerStreams
 from graft.train.workers import (
     bottleneck_features,
     global_sum,
@@ -98,7 +99,7 @@ class PhaseRun:
     unfrozen: Any
     target: StepTarget
     schedule: LRSchedule
-    loader: DataLoader[Any]
+    loader: DataLoader[Any] | StreamedSplit
     cycling: Iterator[Any] | None
     cached: bool
     trunk_examples: int  # examples the trunk ran on for training this epoch (the cache's cost)
@@ -107,14 +108,17 @@ class PhaseRun:
 class WorkerFit:
     """One worker's share of a fit: the setup, then phase after phase, epoch after epoch."""
 
-    def __init__(self, request: FitRequest, inputs: ShippedInputs) -> None:
-        import ray.train
-        import ray.train.torch as ray_torch
-
+    def __init__(
+        self,
+        request: FitRequest,
+        inputs: ShippedInputs | LocalInputs,
+        session: LoopSession | None = None,
+    ) -> None:
+        # a Ray Train worker's by default; a LocalSession trains in this process alone
+        self.session = session = session or RayTrainSession()
         self.request = request
         self.config = config = request.train_config
-        context = ray.train.get_context()
-        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.rank, self.world = session.rank, session.world
         worker_torch_threads()
         seed_everything(request.seed, config.deterministic)
         self.spec = spec = ModelSpec.from_json(request.spec_json)
@@ -123,13 +127,16 @@ class WorkerFit:
         if request.init_weights_path:
             weights = files[request.init_weights_path]
             self.model.load_state_dict(torch.load(weights, weights_only=True))
-        # cuda:<local rank> on a GPU worker, else cpu; checkpoints are read onto the CPU first
-        self.device = ray_torch.get_device()
+        # checkpoints are read onto the CPU first
+        self.device = session.device()
         self.model.to(self.device)
         if self.world > 1 and spec.model_config.batch_norm.enabled:
             self.model = sync_batch_norm(self.model, self.device, spec.model_config.batch_norm.sync)
-        self.train_set = load_split_rows(files[request.train_path])
-        self.val_set = load_split_rows(files[request.val_path])
+        # data.loader: streaming reads Ray Data shards; else the splits are loaded whole
+        self.streams = WorkerStreams.of(request, self.world)
+        if self.streams is None:
+            self.train_set = load_split_rows(files[request.train_path])
+            self.val_set = load_split_rows(files[request.val_path])
         del files
         self.generator = torch.Generator().manual_seed(request.seed)
         self.state = LoopState()
@@ -140,21 +147,18 @@ class WorkerFit:
         self.total_epochs = sum(p.epochs for p in request.phases)
         self.labelled = spec.objective == "classify"
         self.logger = self._run_logger(resumed)
-        self.plan = virtual_plan(config, len(self.train_set), self.world)
+        train_rows = len(self.train_set) if self.streams is None else self.streams.train_rows
+        self.plan = virtual_plan(config, train_rows, self.world)
         self._log_plan()
         self.base_lr = worker_lr(config, self.world)
         self.schedule_config = scaled_schedule(config.schedule, lr_scale_factor(config, self.world))
         self.diagnostics = self._step_diagnostics()
 
     def _restore_checkpoint(self) -> bool:
-        """Continue from Ray Train's latest checkpoint, if this is a restart."""
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
+        """Continue from the session's latest checkpoint, if this is a restart."""
+        saved = self.session.saved_state()
+        if saved is None:
             return False
-        with checkpoint.as_directory() as ckpt_dir:
-            saved = load_training_state(ckpt_dir)
         self.model.load_state_dict(saved["model"])
         self.state = LoopState(**saved["loop"])
         set_rng_state(saved["rng"], self.generator)
@@ -219,8 +223,6 @@ class WorkerFit:
 
     def _start_phase(self, index: int) -> PhaseRun:
         """The phase's trainable set, optimizer, loader, schedule and DDP wrapper."""
-        import ray.train.torch as ray_torch
-
         config, model, plan = self.config, self.model, self.plan
         phase = self.request.phases[index]
         unfrozen = apply_phase(model, phase)
@@ -231,21 +233,11 @@ class WorkerFit:
             isinstance(config, FinetuneConfig)
             and config.cache_bottleneck_features
             and phase.trainable == "head"
+            and self.streams is None  # a stream is never held whole, so nothing is cached
         )
         # the module this phase runs per batch: the head alone on cached trunk outputs
         trained: nn.Module = model.head if cached else model
-        rows = self.train_set
-        loader = DataLoader(
-            bottleneck_features(model, rows, self.device, self.rank, self.world)
-            if cached
-            else rows,
-            batch_size=config.batch_size,
-            shuffle=True,
-            generator=self.generator,
-            # every virtual-epoch step is one full global batch: the budget is exact
-            drop_last=plan is not None or len(rows) > config.batch_size * self.world,
-        )
-        loader = ray_torch.prepare_data_loader(loader, move_to_device=False)
+        loader = self.streams.train if self.streams is not None else self._memory_loader(cached)
         schedule = build_schedule(
             optimizer,
             self.schedule_config,
@@ -257,9 +249,7 @@ class WorkerFit:
             optimizer.load_state_dict(self.saved["optimizer"])
             schedule.load_state_dict(self.saved["schedule"])
             self.saved = None
-        wrapped = (
-            ray_torch.prepare_model(trained, move_to_device=False) if self.world > 1 else trained
-        )
+        wrapped = self.session.prepare_model(trained) if self.world > 1 else trained
         objective = objective_of(model, self.spec.objective)
         target = StepTarget(model, wrapped, optimizer, trainable, objective, StepRules.of(config))
         if self.diagnostics is not None:
@@ -271,10 +261,27 @@ class WorkerFit:
             target=target,
             schedule=schedule,
             loader=loader,
-            cycling=cycling_batches(loader, self.state, self.generator) if plan else None,
+            cycling=cycling_batches(loader, self.state, self.generator)
+            if plan and isinstance(loader, DataLoader)
+            else None,
             cached=cached,
-            trunk_examples=len(range(self.rank, len(rows), self.world)) if cached else 0,
+            trunk_examples=len(range(self.rank, len(self.train_set), self.world)) if cached else 0,
         )
+
+    def _memory_loader(self, cached: bool) -> DataLoader[Any]:
+        """The in-memory split's loader (of the trunk's outputs when ``cached``)."""
+        rows = self.train_set
+        loader = DataLoader(
+            bottleneck_features(self.model, rows, self.device, self.rank, self.world)
+            if cached
+            else rows,
+            batch_size=self.config.batch_size,
+            shuffle=True,
+            generator=self.generator,
+            # every virtual-epoch step is one full global batch: the budget is exact
+            drop_last=self.plan is not None or len(rows) > self.config.batch_size * self.world,
+        )
+        return self.session.prepare_loader(loader)
 
     def _run_epoch(self, run: PhaseRun) -> bool:
         """Train, validate, report and checkpoint one epoch; True when the phase is over."""
@@ -283,7 +290,8 @@ class WorkerFit:
         if run.cycling is not None and plan is not None:
             batches = itertools.islice(run.cycling, plan.steps_per_virtual_epoch)
         else:
-            sampler: Any = getattr(run.loader, "sampler", None)
+            # a DataLoader's sampler, or a stream (which reseeds its shuffle buffer)
+            sampler: Any = getattr(run.loader, "sampler", run.loader)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(state.global_epoch)
             batches = run.loader
@@ -309,7 +317,11 @@ class WorkerFit:
         # machine was busy" (with one torch thread every op runs on this thread)
         timing = (time.perf_counter() - epoch_start, time.thread_time() - epoch_cpu_start)
         state.examples_seen += global_sum(totals.seen, self.world, self.device)
-        val = evaluate_model(self.model, self.val_set, objective=self.spec.objective)
+        val = (
+            evaluate_model(self.model, self.val_set, objective=self.spec.objective)
+            if self.streams is None
+            else self.streams.evaluate(self.model, self.spec.objective, self.device)
+        )
         run.schedule.after_epoch(val["loss"])
         state.epoch_in_phase += 1
         state.global_epoch += 1
@@ -398,8 +410,7 @@ class WorkerFit:
             )
         # fit_complete tells a scheduler's cut (no final report) from a finished fit
         fit_complete = phase_over and run.index == len(self.request.phases) - 1
-        report_epoch(
-            self.rank,
+        self.session.report(
             {**metrics, "stopped_early": float(stop), "fit_complete": float(fit_complete)},
             payload,
         )

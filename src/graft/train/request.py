@@ -22,13 +22,27 @@ from graft.errors import ConfigError
 from graft.io.ray_runtime import TrainStorage
 
 
+class StreamInputs(BaseModel):
+    """A streamed dataset (``data.loader: streaming``): ``train_path`` and ``val_path`` of the
+    request are split manifests, which the driver turns into Ray Data datasets
+    (graft.train.stream_data) and each worker reads its shard of."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_shape: list[int]  # C x H x W every image is decoded to
+    rows: dict[str, int]  # examples per split, train and val
+    shuffle_buffer: int  # data.streaming.shuffle_buffer
+    max_pixels: int  # data.image.max_pixels, checked again as each file is decoded
+
+
 class FitRequest(BaseModel):
     """Everything a worker needs to train: data, architecture, settings, phases, seed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    train_path: str
+    train_path: str  # a split's .npz, or its manifest when ``stream`` is set
     val_path: str
+    stream: StreamInputs | None = None
     spec_json: str  # graft.nn.models.ModelSpec, as its own JSON (the checkpoint keeps it so)
     pretrain: TrainConfig | None = None
     finetune: FinetuneConfig | None = None
@@ -49,6 +63,11 @@ class FitRequest(BaseModel):
             raise ValueError("a fit request carries exactly one of pretrain or finetune")
         if isinstance(self.pretrain, FinetuneConfig):
             raise ValueError("a finetune block goes in FitRequest.finetune, not pretrain")
+        if self.stream is not None and self.train_config.budget.mode == "virtual_epochs":
+            raise ValueError(
+                "budget.mode=virtual_epochs resumes inside a pass over the data, which a "
+                "stream cannot replay: use budget.mode=epochs with data.loader=streaming"
+            )
         return self
 
     @property
@@ -58,7 +77,9 @@ class FitRequest(BaseModel):
         return config
 
     def input_paths(self) -> list[str]:
-        return [p for p in (self.train_path, self.val_path, self.init_weights_path) if p]
+        """The files every worker reads whole (a stream's manifests are read by Ray Data)."""
+        splits = () if self.stream is not None else (self.train_path, self.val_path)
+        return [p for p in (*splits, self.init_weights_path) if p]
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,17 @@ class ShippedInputs:
 
         contents: dict[str, bytes] = ray.get(self.files)
         return {path: io.BytesIO(data) for path, data in contents.items()}
+
+
+@dataclass(frozen=True)
+class LocalInputs:
+    """A request's input files read from this process's disk: a fit that trains here (a Tune
+    trial in its own trainable), where the paths are this machine's."""
+
+    paths: tuple[str, ...]
+
+    def open(self) -> dict[str, io.BytesIO]:
+        return {path: io.BytesIO(Path(path).read_bytes()) for path in self.paths}
 
 
 def ship_inputs(request: FitRequest) -> ShippedInputs:

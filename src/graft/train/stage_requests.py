@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from graft.config import GraftConfig
+from graft.config import GraftConfig, ModelConfig
 from graft.config.data import ImageAugmentConfig
+from graft.config.runtime import EXTERNAL_FAMILIES
 from graft.data.manifest import DataManifest
+from graft.errors import ConfigError
 from graft.io import tracking
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import transfer_model, transfer_spec
@@ -18,6 +22,7 @@ from graft.train.champion import load_champion
 from graft.train.in_process import overfit_one_batch
 from graft.train.model_dir import load_checkpoint_model
 from graft.train.request import FitRequest, phases_for
+from graft.train.stream_data import split_path, stream_inputs
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +60,21 @@ def image_augmentation(config: GraftConfig, dataset_dir: str) -> ImageAugmentCon
 def pretrain_request(
     config: GraftConfig, dataset_dir: str, tracking_run_id: str | None
 ) -> FitRequest:
+    if config.model.family in EXTERNAL_FAMILIES:
+        raise ConfigError(
+            f"model.family={config.model.family} imports its backbone from "
+            f"model.pretrained={config.model.pretrained} instead of pretraining one: pretrain "
+            "does not run for it (graft.train.backbone_import.import_backbone writes the model "
+            "folder finetune starts from)"
+        )
     spec = source_model_spec(config, dataset_dir)
-    train_path = str(Path(dataset_dir) / "source" / "train.npz")
+    train_path = split_path(dataset_dir, "source", "train")
     if config.pretrain.preflight_overfit_batch:
         overfit_one_batch(build_model(spec), train_path, config.seed, spec.objective)
     return FitRequest(
         train_path=train_path,
-        val_path=str(Path(dataset_dir) / "source" / "val.npz"),
+        val_path=split_path(dataset_dir, "source", "val"),
+        stream=stream_inputs(dataset_dir, "source", config.data),
         spec_json=spec.to_json(),
         pretrain=config.pretrain,
         phases=phases_for(config.pretrain),
@@ -89,7 +102,7 @@ def finetune_request(
     source_model, source_spec = load_checkpoint_model(pretrained_dir)
     # Architecture-free settings (dropout rate, activation parameters) may differ from pretrain:
     # tune explores them. Weights only depend on widths, so they load into the new layout.
-    source_spec.model = config.model.model_dump(mode="json")
+    source_spec.model = _finetune_model_block(config, source_spec)
     spec = transfer_spec(
         source_spec,
         num_classes=len(manifest.tasks["target"].classes),
@@ -106,8 +119,9 @@ def finetune_request(
     init_path = scratch_dir / "init_weights.pt"
     torch.save(target.state_dict(), init_path)
     return FitRequest(
-        train_path=str(Path(dataset_dir) / "target" / "train.npz"),
-        val_path=str(Path(dataset_dir) / "target" / "val.npz"),
+        train_path=split_path(dataset_dir, "target", "train"),
+        val_path=split_path(dataset_dir, "target", "val"),
+        stream=stream_inputs(dataset_dir, "target", config.data),
         spec_json=spec.to_json(),
         finetune=config.finetune,
         phases=phases_for(config.finetune),
@@ -117,6 +131,24 @@ def finetune_request(
         tracking_uri=config.resolved_tracking_uri(),
         mlflow_run_id=tracking_run_id,
     )
+
+
+def _finetune_model_block(config: GraftConfig, source: ModelSpec) -> dict[str, Any]:
+    """The config's model block, except for a registered model imported as the backbone
+    (family graft): the config describes no architecture then, so the registered model's
+    block is kept and only the config's dropout (no weights; tune may search it) replaces its
+    own. (An hf import's architecture is the spec's hf_config, untouched here.)"""
+    if config.model.family != "graft":
+        return config.model.model_dump(mode="json")
+    block = {**source.model, "dropout": config.model.dropout.model_dump(mode="json")}
+    try:
+        ModelConfig.model_validate(block)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"model.dropout does not fit the architecture of {config.model.pretrained}: "
+            f"{exc.errors()[0]['msg']}"
+        ) from None
+    return block
 
 
 def _load_champion_weights(config: GraftConfig, target: nn.Module) -> str:

@@ -1,13 +1,14 @@
 """Population Based Training over the finetune (``tune.scheduler=pbt``).
 
 A PBT trial trains in segments of ``tune.pbt.perturbation_interval`` epochs. Each segment is
-one Ray Train fit that starts from the weights the trial holds (the pretrained backbone at
-first, then its own last segment's, or a donor trial's after an exploit) and trains the
-segment's share of the finetune phases with a fresh optimizer. After each segment the trial
-reports one Tune checkpoint (weights, spec, cumulative history and the epoch count), so
-Ray's ``PopulationBasedTraining`` can restart a weak trial from a strong trial's checkpoint
-with perturbed hyperparameters; the restarted trial continues the epoch count of the
-checkpoint it got. The config's ``tune.pbt`` docstring lists the simplifications.
+one fit (in the trial's actor, or on Ray Train: ``tune.trial_runner``) that starts from the
+weights the trial holds (the pretrained backbone at first, then its own last segment's, or a
+donor trial's after an exploit) and trains the segment's share of the finetune phases with a
+fresh optimizer. After each segment the trial reports one Tune checkpoint (weights, spec,
+cumulative history and the epoch count), so Ray's ``PopulationBasedTraining`` can restart a
+weak trial from a strong trial's checkpoint with perturbed hyperparameters; the restarted
+trial continues the epoch count of the checkpoint it got. The config's ``tune.pbt``
+docstring lists the simplifications.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from graft.config import (
 )
 from graft.errors import ConfigError
 from graft.io.ray_runtime import TrainStorage
+from graft.train.local_fit import fit_here
+from graft.train.loop_session import LocalSession
 from graft.train.model_dir import HISTORY_FILE, MODEL_FILE
 from graft.train.request import FitRequest
 from graft.tune.space import to_tune_space
@@ -37,6 +40,7 @@ from graft.tune.trial import (
     SearchInputs,
     TrialStart,
     start_trial,
+    trial_device,
     trial_fit_run,
     trial_storage,
 )
@@ -276,8 +280,8 @@ def _fit_segment(
     store: TrainStorage,
     model_dir: Path,
 ) -> tuple[SegmentState, list[dict[str, float]]]:
-    """Train the segment after ``state`` (one Ray Train fit); its epoch rows on the whole
-    finetune's scale and the state after it."""
+    """Train the segment after ``state`` (one fit, here or on Ray Train as ``tune.trial_runner``
+    says); its epoch rows on the whole finetune's scale and the state after it."""
     from graft.train.fit import fit
 
     config, trial_id = trial.config, trial.trial_id
@@ -293,8 +297,14 @@ def _fit_segment(
             "mlflow_run_id": None,
         }
     )
-    result = fit(segment_request, trial_fit_run(config, store, run_name, model_dir, num_to_keep=1))
-    store.remove(run_name)
+    if config.tune.in_trainable:
+        # in this trial's actor; the trial reports the whole segment itself (_report_segment)
+        session = LocalSession(device_name=trial_device(config))
+        result = fit_here(segment_request, session, model_dir)
+    else:
+        run = trial_fit_run(config, store, run_name, model_dir, num_to_keep=1)
+        result = fit(segment_request, run)
+        store.remove(run_name)
     rows = [continued(row, state, first_phase) for row in result.history]
     after = SegmentState(
         epochs_done=state.epochs_done + length,

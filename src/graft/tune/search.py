@@ -1,4 +1,5 @@
-"""Ray Tune over the finetune: each trial is a full Ray Train fit (its own DDP workers), a
+"""Ray Tune over the finetune: each trial is a finetune fit (in its own Tune actor with one
+worker, or a Ray Train fit of its own DDP workers: ``tune.trial_runner``), a
 nested MLflow run under the tune stage's run, searched by Optuna TPE / HyperOpt / random /
 grid and stopped early by ASHA, asynchronous Hyperband or the median stopping rule. An
 interrupted experiment resumes from its storage and does not rerun finished trials; a trial
@@ -9,8 +10,9 @@ Conditional keys (``when: "<choice key> == <value>"``): Optuna suggests them def
 TPE only models them over the trials where they apply; the other searchers sample every key
 and a trial drops the inactive ones (they keep their config value).
 
-Ray 2.60 (Train V2) rejects ``Tuner(trainer)``: the trainable is a function that calls
-``TorchTrainer.fit()`` with a ``TuneReportCallback`` relaying worker reports to Tune.
+Ray 2.60 (Train V2) rejects ``Tuner(trainer)``: the trainable is a function that runs the
+loop itself and reports to Tune (graft.train.local_fit), or calls ``TorchTrainer.fit()``
+with a ``TuneReportCallback`` relaying worker reports to Tune.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,9 +138,11 @@ def run_search(
     tune_run_id: str,
     experiment_name: str,
     trial_function: Callable[[dict[str, Any], SearchInputs], None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> SearchResult:
     """The search; ``trial_function`` (with :func:`run_trial`'s signature) replaces the
-    trial that the config chooses, for a test that must hold a trial back."""
+    trial that the config chooses, for a test that must hold a trial back; ``callbacks``
+    (Tune callbacks) watch it besides Graft's own (a bench times the trials)."""
     from graft.train.request import phases_for
     from graft.tune.runs import BEFORE_FIRST_EPOCH
 
@@ -159,11 +163,12 @@ def run_search(
         experiment_name=experiment_name,
         trials_store=trials_store,
     )
-    tuner = _tuner(config, _trainable(trial_function, inputs), store, experiment_name, max_epochs)
+    trainable = _trainable(config, trial_function, inputs)
+    tuner = _tuner(config, trainable, store, experiment_name, max_epochs, callbacks)
     started = time.monotonic()
     grid = tuner.fit()
     elapsed = time.monotonic() - started
-    results = [grid[index] for index in range(len(grid))]
+    results = [_with_checkpoint_path(grid[index]) for index in range(len(grid))]
     reported = [r.metrics for r in results if r.metrics and TIME_ATTR in r.metrics]
     epochs = [int(m[TIME_ATTR]) for m in reported]
     frame, outcomes = _record_trials(
@@ -204,19 +209,37 @@ def _best_trial(
     }
 
 
+def _with_checkpoint_path(result: Any) -> Any:
+    """``result`` with its model's folder as ``checkpoint_path``. A Ray Train trial (and a PBT
+    trial) reports that path; a trial that trains in its trainable reports its checkpoint to
+    Tune, which stored it where the result's (latest) checkpoint says: every report of such a
+    trial carries a checkpoint, and the trial waits in each report until Tune took it."""
+    if result.metrics and "checkpoint_path" not in result.metrics and result.checkpoint:
+        result.metrics["checkpoint_path"] = result.checkpoint.path
+    return result
+
+
 def _trainable(
-    trial_function: Callable[[dict[str, Any], SearchInputs], None], inputs: SearchInputs
+    config: GraftConfig,
+    trial_function: Callable[[dict[str, Any], SearchInputs], None],
+    inputs: SearchInputs,
 ) -> Any:
-    """``trial_function`` with the search's shared inputs bound and a trial's resources."""
+    """``trial_function`` with the search's shared inputs bound and a trial's resources: a
+    worker's when it trains in its trainable, else TRIAL_CPU (its Train workers hold theirs)."""
     from ray import tune
 
-    return tune.with_resources(
-        tune.with_parameters(trial_function, search=inputs), {"CPU": TRIAL_CPU}
-    )
+    in_actor = config.tune.in_trainable
+    resources = config.finetune.resources.ray_resources() if in_actor else {"CPU": TRIAL_CPU}
+    return tune.with_resources(tune.with_parameters(trial_function, search=inputs), resources)
 
 
 def _tuner(
-    config: GraftConfig, trainable: Any, store: TrainStorage, experiment_name: str, max_epochs: int
+    config: GraftConfig,
+    trainable: Any,
+    store: TrainStorage,
+    experiment_name: str,
+    max_epochs: int,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """The experiment ``experiment_name`` in ``store``: resumed where it exists, else new."""
     from ray import tune
@@ -241,16 +264,22 @@ def _tuner(
             # a grid enumerates its trials itself: each grid point runs once
             num_samples=1 if config.tune.searcher == "grid" else config.tune.num_samples,
             time_budget_s=config.tune.time_budget_s,
-            # a reused trial actor keeps a stopped trial's Train controller alive, and with
-            # it the workers' placement group: the CPUs leak and later trials never start
-            reuse_actors=False,
+            # a trial that trains in its trainable starts in milliseconds in a reused actor
+            # (torch imported, threads set). A Ray Train trial must not: a reused actor keeps
+            # a stopped trial's Train controller alive, and with it the workers' placement
+            # group, so the CPUs leak and later trials never start
+            reuse_actors=config.tune.in_trainable,
         ),
-        run_config=_run_config(config, store, experiment_name, max_epochs),
+        run_config=_run_config(config, store, experiment_name, max_epochs, callbacks),
     )
 
 
 def _run_config(
-    config: GraftConfig, store: TrainStorage, experiment_name: str, max_epochs: int
+    config: GraftConfig,
+    store: TrainStorage,
+    experiment_name: str,
+    max_epochs: int,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     from ray import tune
 
@@ -275,8 +304,30 @@ def _run_config(
                     config.tune.time_budget_s,
                 )
             ),
+            *callbacks,
         ],
+        **_trial_checkpointing(config),
     )
+
+
+def _trial_checkpointing(config: GraftConfig) -> dict[str, Any]:
+    """What a Ray Train trial's fit sets for its checkpoints and failures, set on Tune for
+    trials that train in their trainable: Tune keeps their checkpoints, and restarts a failed
+    trial from its latest one as Ray Train restarts a failed worker group."""
+    from ray import tune
+
+    if not config.tune.in_trainable:
+        return {}
+    checkpointing: dict[str, Any] = {
+        "failure_config": tune.FailureConfig(max_failures=config.finetune.checkpoint.max_failures),
+    }
+    if config.tune.scheduler != "pbt":
+        # each epoch's checkpoint replaces the one before (a PBT trial's, one per segment,
+        # stays: another trial may be told to continue from it)
+        checkpointing["checkpoint_config"] = tune.CheckpointConfig(
+            num_to_keep=config.finetune.checkpoint.num_to_keep
+        )
+    return checkpointing
 
 
 def _record_trials(

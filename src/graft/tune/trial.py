@@ -1,5 +1,9 @@
 """One trial of a search: its config, its nested MLflow run, its Ray Train storage, and the
-finetune fit that ASHA, Hyperband or the median rule may stop (PBT's trials: graft.tune.pbt)."""
+finetune fit that ASHA, Hyperband or the median rule may stop (PBT's trials: graft.tune.pbt).
+
+The fit runs where ``tune.trial_runner`` says: inside the trial's own Tune trainable (one
+worker: graft.train.local_fit, each epoch reported to Tune with its checkpoint) or as a Ray
+Train fit of ``tune.workers_per_trial`` DDP workers (relayed to Tune by a callback)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from typing import Any
 from graft.config import GraftConfig, config_from_json, with_overrides
 from graft.io.ray_runtime import TrainStorage
 from graft.io.tracking import RunLogger
-from graft.train.request import FitRun
+from graft.train.local_fit import fit_here
+from graft.train.loop_session import LocalSession
+from graft.train.request import FitRequest, FitRun
 from graft.tune.space import active_params
 
-TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train workers
+TRIAL_CPU = 0.01  # a Ray Train trial's own actor only waits on its Train workers
 
 # schedulers measure a trial's progress in epochs: a trial restarted from its Train checkpoint
 # reports its true epoch, while Tune's training_iteration would start again at 1
@@ -38,23 +44,40 @@ class SearchInputs:
 
 def run_trial(params: dict[str, Any], search: SearchInputs) -> None:
     """One trial: a nested MLflow run around a finetune fit with the trial's parameters."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from graft.train.fit import fit
     from graft.train.stage_requests import finetune_request
 
     trial = start_trial(params, search)
-    config, logger, trial_dir, trial_id = trial.config, trial.logger, trial.dir, trial.trial_id
+    config, logger, trial_dir = trial.config, trial.logger, trial.dir
     logger.params(trial.applied)
     request = finetune_request(
         config, search.dataset_dir, search.pretrained_dir, trial_dir, trial.run_id
     )
-    store = trial_storage(search.trials_store, trial_dir)
+    try:
+        if config.tune.in_trainable:
+            # a stop from Tune ends the loop inside its report (SystemExit, below)
+            fit_here(request, trial_session(config), trial_dir / "model")
+        else:
+            _ray_train_trial(request, trial, search)
+    except SystemExit:
+        # Tune stopped the trial (inside a report): the search ends its run with the outcome,
+        # and a reused actor's next trial waits for this one's thread (2 s at most)
+        raise
+    except BaseException:
+        logger.terminate("KILLED")
+        raise
+    logger.terminate("FINISHED")
+
+
+def _ray_train_trial(request: FitRequest, trial: TrialStart, search: SearchInputs) -> None:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from graft.train.fit import fit
+
     run = trial_fit_run(
-        config,
-        store,
-        f"trial-{trial_id}",
-        trial_dir / "model",
+        trial.config,
+        trial_storage(search.trials_store, trial.dir),
+        f"trial-{trial.trial_id}",
+        trial.dir / "model",
         # Tune relays a report without waiting: a trial that Tune stops keeps training
         # until the stop reaches its workers, and each new checkpoint deletes the oldest.
         # Two kept make it likely that the one Tune last recorded survives; the search
@@ -62,12 +85,31 @@ def run_trial(params: dict[str, Any], search: SearchInputs) -> None:
         num_to_keep=2,
         callbacks=(TuneReportCallback(),),
     )
-    try:
-        fit(request, run)
-    except BaseException:
-        logger.terminate("KILLED")
-        raise
-    logger.terminate("FINISHED")
+    fit(request, run)
+
+
+def trial_session(config: GraftConfig) -> LocalSession:
+    """The session of a loop that trains in this Tune trial's trainable: each epoch reported
+    to Tune with its checkpoint (Tune persists it before the loop goes on), and resumed from
+    the checkpoint Tune restored the trial with (a restart, a resumed search)."""
+    from ray import tune
+
+    return LocalSession(
+        report_to=_report_to_tune,
+        checkpoint=tune.get_checkpoint(),
+        device_name=trial_device(config),
+    )
+
+
+def trial_device(config: GraftConfig) -> str:
+    # Ray shows the actor only the GPUs it was given (CUDA_VISIBLE_DEVICES): the first is its
+    return "cuda:0" if config.finetune.resources.gpus > 0 else "cpu"
+
+
+def _report_to_tune(metrics: dict[str, float], folder: str | None) -> None:
+    from ray import tune
+
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,243 @@
+"""Streaming loader (``data.loader: streaming``): a worker's memory stays flat as the data grows,
+and its throughput keeps up with the in-memory loader.
+
+Generates two image folders (``--small`` PNGs and ``--factor`` times as many; 28 x 28
+greyscale, ``--classes`` classes, each a noisy copy of its class's template), prepares each
+with ``data.loader=streaming`` and trains the default preset's model (``--model``) for
+``--epochs`` epochs with one Ray Train worker. A thread samples the worker process's memory
+every 50 ms (psutil): resident set size (RSS) and RSS less the pages it shares (the object
+store's, mostly). Samples/s is the last epoch's training examples over its ``epoch_seconds``
+metric (the training steps, which for a stream include waiting for the next batch); the
+first epoch is warm-up. The in-memory loader (``data.loader=memory``) runs on the small
+folder with the same settings, and, with ``--memory-large``, on the large one.
+
+Targets (issue 20): streaming peak RSS on the large folder within 20% of the small folder's,
+and streaming samples/s at least 0.8x the in-memory loader's on the small folder.
+
+    python bench/streaming.py                       # 2,000 and 20,000 images, cnn
+    python bench/streaming.py --small 500 --model mlp --memory-large
+
+The worker reserves 1 CPU; Ray Data's decoding tasks get the rest (1 CPU on a 2-core box).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("GRAFT_RAY_LOG_TO_DRIVER", "0")  # no per-epoch lines between the tables
+
+RSS_FLAT = 1.2
+THROUGHPUT_RATIO = 0.8
+SIDE = 28
+MIB = 2**20
+
+
+@dataclass
+class Run:
+    label: str
+    images: int
+    train_rows: int
+    samples_per_s: float
+    peak_rss_mib: float
+    peak_private_mib: float
+    prep_seconds: float
+    fit_seconds: float
+
+
+def make_folder(root: Path, count: int, classes: int, seed: int) -> Path:
+    """``count`` PNGs in ``classes`` class folders: each a class template plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, size=(classes, SIDE, SIDE)).astype(np.float32)
+    for label in range(classes):
+        (root / f"class{label}").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        label = index % classes
+        noise = rng.normal(0.0, 60.0, size=(SIDE, SIDE))
+        pixels = np.clip(templates[label] + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").save(root / f"class{label}" / f"{index:06d}.png")
+    return root
+
+
+class WorkerMemory:
+    """Peak memory of the Ray Train worker processes, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_private = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        # this process's own Ray instance only: others on the machine run workers too
+        me = psutil.Process()
+        watched: dict[int, Any] = {}
+        while not self._stop.wait(self.interval):
+            for process in me.children(recursive=True):
+                try:
+                    if "RayTrainWorker" in " ".join(process.cmdline()):
+                        watched.setdefault(process.pid, process)
+                except psutil.Error:
+                    continue
+            for pid, process in list(watched.items()):
+                try:
+                    info = process.memory_info()
+                except psutil.Error:
+                    del watched[pid]
+                    continue
+                self.peak_rss = max(self.peak_rss, info.rss)
+                self.peak_private = max(self.peak_private, info.rss - info.shared)
+
+
+def _config(work: Path, folder: Path, loader: str, args: argparse.Namespace) -> Any:
+    from graft.config import load_config
+
+    return load_config(
+        preset="default",
+        overrides=[
+            f"work_dir={work}",
+            f"data.source={folder}",
+            f"data.loader={loader}",
+            "data.transfer.target_classes=[]",
+            f"model.family={args.model}",
+            f"pretrain.epochs={args.epochs}",
+            f"pretrain.batch_size={args.batch_size}",
+            "pretrain.num_workers=1",
+            "pretrain.early_stopping.enabled=false",
+            "pretrain.preflight_overfit_batch=false",
+        ],
+    )
+
+
+def measure(folder: Path, images: int, loader: str, work: Path, args: argparse.Namespace) -> Run:
+    from graft.data.prepare import prepare_dataset
+    from graft.io.ray_runtime import TrainStorage
+    from graft.train.fit import fit
+    from graft.train.request import FitRun
+    from graft.train.stage_requests import pretrain_request
+
+    name = f"{loader}-{images}"
+    config = _config(work, folder, loader, args)
+    start = time.perf_counter()
+    manifest = prepare_dataset(config.data, config.seed, work / name / "dataset")
+    prep_seconds = time.perf_counter() - start
+    request = pretrain_request(config, str(work / name / "dataset"), None)
+    run = FitRun(
+        run_name=name,
+        output_dir=work / name / "model",
+        storage=TrainStorage(str(work / "ray")),
+        num_workers=1,
+    )
+    start = time.perf_counter()
+    with WorkerMemory() as memory:
+        result = fit(request, run)
+    last = result.history[-1]
+    return Run(
+        label=loader,
+        images=images,
+        train_rows=manifest.tasks["source"].sizes["train"],
+        samples_per_s=last["epoch_steps"] * args.batch_size / last["epoch_seconds"],
+        peak_rss_mib=memory.peak_rss / MIB,
+        peak_private_mib=memory.peak_private / MIB,
+        prep_seconds=prep_seconds,
+        fit_seconds=time.perf_counter() - start,
+    )
+
+
+def report(runs: list[Run], small: int, large: int) -> bool:
+    print(
+        f"\n{'loader':10} {'images':>7} {'train':>7} {'samples/s':>10} {'peak RSS MiB':>13} "
+        f"{'private MiB':>12} {'prep s':>7} {'fit s':>7}"
+    )
+    for r in runs:
+        print(
+            f"{r.label:10} {r.images:7d} {r.train_rows:7d} {r.samples_per_s:10.0f} "
+            f"{r.peak_rss_mib:13.0f} {r.peak_private_mib:12.0f} {r.prep_seconds:7.1f} "
+            f"{r.fit_seconds:7.1f}"
+        )
+    by = {(r.label, r.images): r for r in runs}
+    stream_small, stream_large = by["streaming", small], by["streaming", large]
+    rss = stream_large.peak_rss_mib / stream_small.peak_rss_mib
+    private = stream_large.peak_private_mib / stream_small.peak_private_mib
+    speed = stream_small.samples_per_s / by["memory", small].samples_per_s
+    flat, fast = rss <= RSS_FLAT, speed >= THROUGHPUT_RATIO
+    print(
+        f"\nstreaming peak RSS, {large} vs {small} images: {rss:.2f}x (private {private:.2f}x); "
+        f"target <= {RSS_FLAT}: {'PASS' if flat else 'FAIL'}"
+    )
+    print(
+        f"streaming vs in-memory samples/s on {small} images: {speed:.2f}x; "
+        f"target >= {THROUGHPUT_RATIO}: {'PASS' if fast else 'FAIL'}"
+    )
+    if ("memory", large) in by:
+        grown = by["memory", large].peak_rss_mib / by["memory", small].peak_rss_mib
+        large_speed = stream_large.samples_per_s / by["memory", large].samples_per_s
+        print(f"streaming vs in-memory samples/s on {large} images: {large_speed:.2f}x")
+        print(f"in-memory peak RSS, {large} vs {small} images: {grown:.2f}x (for contrast)")
+    return flat and fast
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog=(__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--small", type=int, default=2000, help="images in the small folder")
+    parser.add_argument("--factor", type=int, default=10, help="the large folder's multiple")
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="cnn")
+    parser.add_argument("--epochs", type=int, default=2, help="per run; the last is timed")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--memory-large", action="store_true", help="in-memory on both sizes")
+    parser.add_argument("--work-dir", type=Path, help="default: a fresh temporary folder")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2: the first epoch is warm-up")
+
+    from graft.config import load_config
+    from graft.io.ray_runtime import ensure_ray, shutdown_ray
+
+    work = (args.work_dir or Path(tempfile.mkdtemp(prefix="graft-streaming-"))).resolve()
+    small, large = args.small, args.small * args.factor
+    start = time.perf_counter()
+    folders = {
+        n: make_folder(work / f"images-{n}", n, args.classes, seed=n) for n in (small, large)
+    }
+    print(f"generated {small} + {large} PNGs in {time.perf_counter() - start:.0f} s under {work}")
+    ensure_ray(load_config(preset="default").ray)
+    try:
+        plan = [("memory", small), ("streaming", small), ("streaming", large)]
+        if args.memory_large:
+            plan.append(("memory", large))
+        runs = [measure(folders[n], n, loader, work, args) for loader, n in plan]
+    finally:
+        shutdown_ray()
+    passed = report(runs, small, large)
+    raise SystemExit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""data-prep for data larger than memory (``data.loader: streaming``): split manifests, not
+arrays.
+
+The dataset directory holds what the in-memory data-prep writes, with one difference: each
+task's ``<split>.npz`` is a ``<split>.manifest.parquet`` listing files (see
+:mod:`graft.data.streaming_manifest`), and the test manifests go to the sealed test-split
+directory. The checks, and how far each one holds at scale:
+
+* exact duplicates: exact, over every file (SHA-256 of its bytes); the first copy in listing
+  order is kept, and copies share their split anyway because the split follows the hash;
+* cross-split disjointness: exact, over every file's hash;
+* normalization statistics: exact (up to float rounding), from the train split only, summed
+  from per-file tallies taken in the one pass over the data (:mod:`graft.data.streaming_scan`);
+* near duplicates: approximate. Only a seeded sample of ``data.streaming.near_duplicate_sample``
+  files (spread over all splits) is compared pairwise, so a pair is found only when both files
+  are in the sample: with a sample share ``s`` of the files, about ``s**2`` of the pairs are
+  looked at. The report says so and gives the sample size;
+* stratification: in expectation only; each file's split is drawn from its hash alone, so the
+  class proportions of each split follow the fractions up to binomial noise;
+* the report's histograms and gallery show the sample's train files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from graft.config.data import DataConfig
+from graft.data.holdout import HoldoutManifest
+from graft.data.manifest import DataManifest, TaskInfo
+from graft.data.near_duplicates import NearDuplicateReport, resolve_near_duplicates
+from graft.data.quality import QualityReport, imbalance_finding
+from graft.data.report import SplitSummary, write_report
+from graft.data.sources import RawDataset
+from graft.data.splits import (
+    SPLIT_MANIFEST_FILE,
+    SPLITS,
+    SplitResult,
+    check_split_labels,
+    split_manifest_digest,
+    write_split_manifest,
+)
+from graft.data.streaming_manifest import (
+    assign_splits,
+    manifest_path,
+    stream_order,
+    write_manifest,
+)
+from graft.data.streaming_scan import FolderScan, scan_folder, streamed_scaling_statistics
+from graft.data.tasks import remapped_labels, stratified_subsample, task_labels
+from graft.data.validation import (
+    DuplicateReport,
+    assert_disjoint,
+    validate_target_classes,
+)
+
+log = logging.getLogger(__name__)
+
+SPLIT_STRATEGY = "hash"  # each file's split drawn from its content hash and the seed
+
+
+def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -> DataManifest:
+    """Scan ``config.source`` once and write the split manifests, ``splits.json``,
+    ``manifest.json`` and the reports to ``out``, the test manifests to ``holdout``."""
+    scan = scan_folder(config, seed)
+    labels = scan.labels
+    validate_target_classes(
+        _label_rows(scan, labels), config.transfer.target_classes, config.source
+    )
+    kept, duplicates = _first_copies(scan.hashes, labels)
+    kept = kept[stratified_subsample(labels[kept], config.max_rows, seed)]
+    parts = assign_splits(scan.hashes[kept], seed, config.val_fraction, config.test_fraction)
+    result = SplitResult(SPLIT_STRATEGY, {name: kept[rows] for name, rows in parts.items()})
+    check_split_labels(labels, result)
+    result.indices, near_dropped, near_report = _near_duplicates(scan, result.indices, config)
+    check_split_labels(labels, result)
+    assert_disjoint({name: scan.hashes[rows] for name, rows in result.indices.items()})
+    manifest = DataManifest(
+        dataset_hash=_dataset_hash(scan, np.sort(np.concatenate(list(result.indices.values())))),
+        source=config.source,
+        kind="image",
+        input_shape=list(scan.shape),
+        num_rows=len(kept),
+        duplicates=duplicates,
+        split_strategy=SPLIT_STRATEGY,
+        normalize=config.normalize,
+        near_duplicates_found=near_report.found,
+        loader="streaming",
+    )
+    task_positions = {}
+    for task, task_classes in task_labels(labels[kept], config.transfer.target_classes).items():
+        manifest.tasks[task], task_positions[task] = _write_task(
+            scan, task, task_classes, result, config, seed, out, holdout
+        )
+    dropped = {"near_duplicates": near_dropped}
+    quality = _quality(labels[kept], scan.class_names, config)
+    manifest.warnings.extend(quality.warnings)
+    for warning in manifest.warnings:
+        log.warning("data-prep: %s", warning)
+    _write_split_records(scan, manifest, result, dropped, task_positions, seed, out, holdout)
+    _write_reports(scan, manifest, quality, result, dropped, near_report, out)
+    log.info("data-prep (streaming): %d files, split manifests in %s", len(kept), out)
+    return manifest
+
+
+def _label_rows(scan: FolderScan, labels: np.ndarray) -> RawDataset:
+    """The files as a RawDataset of labels only (no features), for the label checks."""
+    return RawDataset(
+        x=np.empty((len(labels), 0), np.float32),
+        y=labels,
+        class_names=scan.class_names,
+        kind="image",
+    )
+
+
+def _first_copies(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, DuplicateReport]:
+    """Positions of the first file of each content hash, and what the copies were."""
+    _, first = np.unique(hashes, return_index=True)
+    kept = np.sort(first)
+    label_sets: dict[str, set[int]] = {}
+    for value, label in zip(hashes.tolist(), labels.tolist(), strict=True):
+        label_sets.setdefault(value, set()).add(label)
+    conflicting = sum(1 for found in label_sets.values() if len(found) > 1)
+    return kept, DuplicateReport(len(hashes) - len(kept), conflicting)
+
+
+def _near_duplicates(
+    scan: FolderScan, splits: dict[str, np.ndarray], config: DataConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray, NearDuplicateReport]:
+    """The in-memory check (:func:`resolve_near_duplicates`) on the sampled files, its
+    verdicts applied to the whole split lists."""
+    split_of = {int(p): name for name, rows in splits.items() for p in rows}
+    sampled = np.array(sorted(p for p in scan.sample if p in split_of), dtype=np.int64)
+    x = np.stack([scan.sample[int(p)] for p in sampled]) if len(sampled) else np.empty((0, 1))
+    local = {name: np.flatnonzero([split_of[int(p)] == name for p in sampled]) for name in SPLITS}
+    new_local, dropped_local, report = resolve_near_duplicates(
+        x, local, sampled, config.near_duplicate_threshold, config.near_duplicate_policy
+    )
+    report.sampled_rows = len(sampled)
+    moved = {int(sampled[i]): name for name, rows in new_local.items() for i in rows}
+    moved = {p: name for p, name in moved.items() if split_of[p] != name}
+    dropped = sampled[dropped_local]
+    gone = set(dropped.tolist()) | set(moved)
+    new_splits = {
+        name: np.array([p for p in rows if int(p) not in gone], np.int64)
+        for name, rows in splits.items()
+    }
+    for position, name in moved.items():
+        new_splits[name] = np.sort(np.append(new_splits[name], position))
+    return new_splits, np.sort(dropped), report
+
+
+def _dataset_hash(scan: FolderScan, rows: np.ndarray) -> str:
+    """16 hex digits naming the kept files' contents and labels, in listing order."""
+    digest = hashlib.sha256()
+    for position in rows.tolist():
+        digest.update(f"{scan.hashes[position]}:{scan.entries[position].label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_task(
+    scan: FolderScan,
+    task: str,
+    task_classes: list[int],
+    result: SplitResult,
+    config: DataConfig,
+    seed: int,
+    out: Path,
+    holdout: Path,
+) -> tuple[TaskInfo, dict[str, np.ndarray]]:
+    """``<task>/<split>.manifest.parquet`` for each split (test under ``holdout``)."""
+    labels = scan.labels
+    positions: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        rows = result.indices[split]
+        rows = rows[np.isin(labels[rows], task_classes)]
+        if task == "target" and split == "train" and config.transfer.target_classes:
+            rows = rows[stratified_subsample(labels[rows], config.transfer.target_train_size, seed)]
+        rows = stream_order(rows, scan.hashes, seed)
+        write_manifest(
+            manifest_path(holdout if split == "test" else out, task, split),
+            [scan.entries[p].uri for p in rows.tolist()],
+            scan.hashes[rows].tolist(),
+            remapped_labels(labels[rows], task_classes, task, split),
+        )
+        positions[split] = rows
+    mean, std = streamed_scaling_statistics(scan, positions["train"], config.normalize)
+    info = TaskInfo(
+        classes=task_classes,
+        class_names=[scan.class_names[c] for c in task_classes],
+        sizes={split: len(rows) for split, rows in positions.items()},
+        mean=mean,
+        std=std,
+    )
+    return info, positions
+
+
+def _write_split_records(
+    scan: FolderScan,
+    manifest: DataManifest,
+    result: SplitResult,
+    dropped: dict[str, np.ndarray],
+    task_positions: dict[str, dict[str, np.ndarray]],
+    seed: int,
+    out: Path,
+    holdout: Path,
+) -> None:
+    """splits.json and manifest.json in ``out``, the test split's record in ``holdout``: the
+    same files as the in-memory data-prep writes (row ids are positions in the listing)."""
+    split_manifest = out / SPLIT_MANIFEST_FILE
+    row_ids = np.arange(len(scan.entries))
+    digests = write_split_manifest(
+        split_manifest,
+        result,
+        row_ids,
+        scan.hashes,
+        seed,
+        manifest.dataset_hash,
+        dropped,
+        task_positions,
+    )
+    HoldoutManifest(
+        dataset_hash=manifest.dataset_hash,
+        split_manifest_digest=split_manifest_digest(split_manifest),
+        rows={task: info.sizes["test"] for task, info in manifest.tasks.items()},
+        digests={task: by_split["test"] for task, by_split in digests.items()},
+    ).write(holdout)
+    (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
+
+
+def _quality(labels: np.ndarray, class_names: list[str], config: DataConfig) -> QualityReport:
+    """The label-only findings (the pixel-level ones need every row in memory)."""
+    quality = QualityReport(
+        imbalance=imbalance_finding(labels, class_names, config.max_imbalance_ratio)
+    )
+    if quality.imbalance is not None and quality.imbalance.imbalanced:
+        quality.warnings.append(
+            f"class imbalance (largest/smallest = {quality.imbalance.ratio}): "
+            + quality.imbalance.suggestion
+        )
+    return quality
+
+
+def _write_reports(
+    scan: FolderScan,
+    manifest: DataManifest,
+    quality: QualityReport,
+    result: SplitResult,
+    dropped: dict[str, np.ndarray],
+    near_report: NearDuplicateReport,
+    out: Path,
+) -> None:
+    """report.json and report.html; the figures that need pixels come from the sample's
+    train files (no test image sits in the dataset artifact's report)."""
+    labels = scan.labels
+    summary = SplitSummary.build(_label_rows(scan, labels), result, dropped)
+    report = {
+        "manifest": asdict(manifest),
+        "quality": asdict(quality),
+        "near_duplicates": asdict(near_report),
+        "splits": asdict(summary),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    train = set(result.indices["train"].tolist())
+    shown = sorted(p for p in scan.sample if p in train)
+    sample = RawDataset(
+        x=np.stack([scan.sample[p] for p in shown]) if shown else np.zeros((0, *scan.shape)),
+        y=labels[shown],
+        class_names=scan.class_names,
+        kind="image",
+    )
+    write_report(out / "report.html", manifest, quality, near_report, summary, sample, sample.x)
