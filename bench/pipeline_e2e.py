@@ -13,6 +13,13 @@ DockerRunner with every task in the Graft image against MLflow, Postgres and S3 
 (the container test tier's set-up; it builds the images first, untimed):
 
     python bench/pipeline_e2e.py --runners
+
+With ``--paths`` it times ``graft run``'s whole pipeline (KFP local runner) on the path of
+before issue 21 (a Ray instance per training stage, a Ray Train fit per tune trial) and on
+today's (one Ray for the run, one-worker trials inside their Tune actors), alternating,
+``--repeats`` times each, and prints the medians, the peak RSS and the test accuracy:
+
+    python bench/pipeline_e2e.py --paths --preset tiny --repeats 3
 """
 
 from __future__ import annotations
@@ -79,7 +86,18 @@ def main() -> None:
         action="store_true",
         help="time the compiled pipeline with KFP's local SubprocessRunner and DockerRunner",
     )
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="time graft run's pipeline on the old path (a Ray per stage, a Ray Train fit per "
+        "trial) and today's (one Ray, trials in their Tune actors)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="--paths: runs of each path")
     args = parser.parse_args()
+    if args.paths:
+        work = Path(args.work_dir or tempfile.mkdtemp(prefix="graft-bench-"))
+        compare_paths(args.preset, work, args.repeats)
+        return
     if args.runners:
         compare_runners(args.preset, Path(args.work_dir or tempfile.mkdtemp(prefix="graft-bench-")))
         return
@@ -205,6 +223,45 @@ def compare_runners(preset: str, work: Path) -> None:
     ]  # fmt: skip
     for name, seconds, summary in rows:
         print(f"{name:<52}{seconds:>8.1f}{summary['accuracy']:>10.4f}")
+
+
+def compare_paths(preset: str, work: Path, repeats: int) -> None:
+    """Whole-pipeline wall time, peak RSS and test accuracy, old path against today's."""
+    import statistics
+
+    from graft.config import load_config
+    from graft.kfp.local_run import run_local
+
+    paths = {
+        "old: Ray per stage, Ray Train trials": (False, "ray_train"),
+        "new: one Ray, trials in Tune actors": (True, "auto"),
+    }
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
+    for repeat in range(repeats):
+        for name, (one_ray, runner) in paths.items():
+            folder = work / f"{runner}-{repeat}"
+            config = load_config(
+                preset=preset,
+                overrides=[f"work_dir={folder}", f"tune.trial_runner={runner}"],
+            )
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                summary = run_local(config, one_ray=one_ray)
+                seconds = time.perf_counter() - start
+            results[name].append((seconds, memory.peak / 2**30, float(summary["accuracy"])))
+            print(f"repeat {repeat} {name}: {seconds:.1f} s", flush=True)
+
+    print(f"\ngraft run, preset '{preset}', {os.cpu_count()} CPUs, medians of {repeats}")
+    print(f"{'path':<40}{'wall s':>8}{'peak GiB':>10}{'test acc':>10}")
+    medians = {}
+    for name, runs in results.items():
+        wall, peak, accuracy = (statistics.median(r[i] for r in runs) for i in range(3))
+        medians[name] = wall
+        print(f"{name:<40}{wall:>8.1f}{peak:>10.2f}{accuracy:>10.4f}")
+    old, new = medians.values()
+    target = 90 if preset == "tiny" else 120
+    verdict = "MET" if new < target else "NOT met"
+    print(f"speedup {old / new:.2f}x; new path {new:.1f} s (target < {target} s: {verdict})")
 
 
 if __name__ == "__main__":

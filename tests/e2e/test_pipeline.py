@@ -3,8 +3,10 @@ real MLflow tracking server, started as a user does: `graft run` in a subprocess
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import mlflow.artifacts
@@ -41,7 +43,15 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     # Ray instance uses the token; the others go unused by a local run but must leak nowhere)
     credentials = fake_credentials()
     # a narrow terminal: the table's paths fold
-    output = graft_run(overrides, env={**os.environ, **credentials, "COLUMNS": "80"})
+    # Ray's own folder for this run alone (short: Ray's socket paths must stay under 108 bytes)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="graft-e2e-ray-", dir="/tmp"))
+    output = graft_run(
+        overrides, env={**os.environ, **credentials, "COLUMNS": "80", "RAY_TMPDIR": str(ray_tmp)}
+    )
+    # one Ray instance for the whole run, which pretrain, finetune and tune joined (issue 21)
+    sessions = [p for p in (ray_tmp / "ray").glob("session_2*") if p.is_dir()]
+    assert len(sessions) == 1, sessions
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
     # a quiet run: a line per stage and the summary; each stage's whole output in its log
     lines = output.splitlines()

@@ -90,7 +90,7 @@ class ImageConfig(Strict):
 
 
 class StreamingConfig(Strict):
-    """``data.loader: streaming``: how a source larger than memory is read (see docs/data.md)."""
+    """``data.loader: streaming``: how a source larger than memory is read (docs/streaming.md)."""
 
     shuffle_buffer: int = Field(
         default=2048,
@@ -111,15 +111,17 @@ class StreamingConfig(Strict):
     )
 
 
-# the sources a streaming data-prep reads: an image folder (local or s3://)
-STREAMING_REFUSED_SUFFIXES = (".npz", ".csv", ".parquet")
+# the sources a streaming data-prep reads: an image folder, a .parquet file or a folder of
+# them (local or s3://); an .npz or a .csv is read whole, so it is refused
+STREAMING_REFUSED_SUFFIXES = (".npz", ".csv")
 
 
 class DataConfig(Strict):
     source: str = Field(
         default="builtin:fashion_mnist",
         description="builtin:digits | builtin:fashion_mnist | a local .npz/.parquet/.csv path | "
-        "an image folder, one subfolder per class (data.image) | the same under s3://",
+        "an image folder, one subfolder per class (data.image) | a folder of .parquet files "
+        "(data.loader=streaming) | the same under s3://",
     )
     label_column: str = "label"
     max_rows: int | None = Field(default=None, ge=10, description="stratified subsample cap")
@@ -185,8 +187,8 @@ class DataConfig(Strict):
         description="memory: data-prep decodes every example into arrays the training workers "
         "load whole | streaming: data-prep writes split manifests (file lists with content "
         "hashes) and each Ray Train worker streams its shard through Ray Data, so the data "
-        "may be larger than memory (image folders, local or s3://; random or stratified "
-        "split, assigned by content hash)",
+        "may be larger than memory (image folders and Parquet, local or s3://; random or "
+        "stratified split, assigned by content hash)",
     )
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
 
@@ -207,9 +209,16 @@ class DataConfig(Strict):
         source = self.source.lower().rstrip("/")
         if source.startswith("builtin:") or source.endswith(STREAMING_REFUSED_SUFFIXES):
             raise ValueError(
-                f"data.loader=streaming reads image folders (local or s3://), not "
-                f"'{self.source}', which fits in memory anyway: set data.loader=memory, or "
-                "export the examples as an image folder (one subfolder per class)"
+                f"data.loader=streaming reads image folders and Parquet (a .parquet file or a "
+                f"folder of them; local or s3://), not '{self.source}', which fits in memory "
+                "anyway: set data.loader=memory, or write the examples as Parquet or as an "
+                "image folder (one subfolder per class)"
+            )
+        if self.missing_values == "fill_median":
+            raise ValueError(
+                "data.missing_values=fill_median fills NaNs with the train split's medians, "
+                "which a stream cannot compute in one pass: drop or impute the NaNs before "
+                "data-prep, or set data.loader=memory"
             )
         if self.split not in ("random", "stratified"):
             raise ValueError(

@@ -38,6 +38,7 @@ class DataManifest:
     warnings: list[str] = field(default_factory=list)
     # memory: <task>/<split>.npz arrays | streaming: <task>/<split>.manifest.parquet file lists
     loader: str = "memory"
+    label_column: str | None = None  # a streamed table's: its rows' labels are checked on read
 
     @classmethod
     def read(cls, dataset_dir: str | Path) -> DataManifest:
@@ -58,4 +59,5 @@ class DataManifest:
             near_duplicates_found=data.get("near_duplicates_found", 0),
             warnings=data.get("warnings", []),
             loader=data.get("loader", "memory"),
+            label_column=data.get("label_column"),
         )

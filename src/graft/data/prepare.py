@@ -53,7 +53,7 @@ from graft.data.splits import (
     write_split_manifest,
 )
 from graft.data.streaming_manifest import manifest_path
-from graft.data.streaming_prepare import prepare_streaming
+from graft.data.streaming_prepare import check_streaming_source, prepare_streaming
 from graft.data.streaming_read import load_streamed_split
 from graft.data.tasks import remapped_labels, stratified_subsample, task_labels
 from graft.data.validation import (
@@ -370,5 +370,9 @@ def load_split(dataset_dir: str | Path, task: str, split: str) -> tuple[np.ndarr
 
 
 def check_source(config: DataConfig) -> None:
-    """Read and validate the source without writing anything: the CLI's fail-fast check."""
+    """Read and validate the source without writing anything: the CLI's fail-fast check (a
+    streamed source is only listed, and a table's first file's columns checked)."""
+    if config.loader == "streaming":
+        check_streaming_source(config)
+        return
     _read(config)

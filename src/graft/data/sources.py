@@ -127,7 +127,7 @@ def _load_npz(path: Path, shown: str) -> RawDataset:
             )
     return RawDataset(
         x=x.astype(np.float32),
-        y=_integer_labels(y, shown),
+        y=integer_labels(y, shown),
         class_names=[],
         kind="image" if x.ndim == 4 else "tabular",
         time=time,
@@ -303,7 +303,7 @@ def _table_labels(column: pd.Series, where: str) -> tuple[np.ndarray, list[str]]
     text = column.dtype == object or isinstance(column.dtype, pd.StringDtype)
     present = column.dropna()
     if not text or len(present) == 0 or not all(isinstance(v, str) for v in present):
-        return _integer_labels(column.to_numpy(), where), []
+        return integer_labels(column.to_numpy(), where), []
     missing = np.flatnonzero(column.isna().to_numpy())
     if len(missing):
         raise DatasetError(
@@ -315,7 +315,7 @@ def _table_labels(column: pd.Series, where: str) -> tuple[np.ndarray, list[str]]
     return np.array([ids[v] for v in present.tolist()], dtype=np.int64), names
 
 
-def _integer_labels(y: np.ndarray, where: str) -> np.ndarray:
+def integer_labels(y: np.ndarray, where: str) -> np.ndarray:
     if y.ndim != 1:
         raise DatasetError(f"{where}: labels must be one-dimensional, got shape {y.shape}")
     integral = np.issubdtype(y.dtype, np.integer) or (

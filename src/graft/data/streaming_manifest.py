@@ -7,6 +7,15 @@ Each manifest is a Parquet file ``<task>/<split>.manifest.parquet`` with one row
     sha256   of the file's bytes (the training stream checks it before decoding)
     label    the task's class id, 0..K-1
 
+A Parquet source's manifest lists rows, not files, with three more columns (the decoding
+step reads each listed row group once and picks its rows):
+
+    row_group   the row group of ``uri`` the row is in
+    row_index   its position in that row group
+    label_key   its label as the file holds it (the string, or the integer in decimal)
+
+and ``sha256`` is the hash of the row's float32 features (:mod:`graft.data.streaming_table`).
+
 A file's split is a pure function of its content hash and the seed (:func:`split_keys`), so
 copies of one file land in the same split at any scale, a file keeps its split when others
 are added or removed, and no list of the whole dataset has to be shuffled. The rows of a
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +38,9 @@ from graft.errors import DatasetError
 
 MANIFEST_SUFFIX = ".manifest.parquet"
 SCHEMA = pa.schema([("uri", pa.string()), ("sha256", pa.string()), ("label", pa.int64())])
+TABLE_FIELDS = pa.schema(
+    [("row_group", pa.int64()), ("row_index", pa.int64()), ("label_key", pa.string())]
+)
 _KEY_SCALE = float(2**64)
 
 
@@ -69,13 +82,14 @@ def stream_order(positions: np.ndarray, hashes: np.ndarray, seed: int) -> np.nda
     return positions[np.argsort(keys, kind="stable")]
 
 
-def write_manifest(path: Path, uris: list[str], hashes: list[str], labels: np.ndarray) -> None:
+def write_manifest(path: Path, columns: dict[str, Any], labels: np.ndarray) -> None:
+    """``columns``: ``uri`` and ``sha256``, and for a table's rows the TABLE_FIELDS too."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {"uri": uris, "sha256": hashes, "label": np.asarray(labels, dtype=np.int64)},
-        schema=SCHEMA,
-    )
-    pq.write_table(table, path)
+    schema = SCHEMA
+    if "row_group" in columns:
+        schema = pa.schema([*SCHEMA, *TABLE_FIELDS])
+    data = {**columns, "label": np.asarray(labels, dtype=np.int64)}
+    pq.write_table(pa.table({name: data[name] for name in schema.names}, schema=schema), path)
 
 
 def read_manifest(path: str | Path) -> pa.Table:
@@ -92,4 +106,5 @@ def read_manifest(path: str | Path) -> pa.Table:
             f"{path} lacks the columns {SCHEMA.names} of a split manifest; rerun data-prep "
             "with data.loader=streaming"
         )
-    return table.select(SCHEMA.names)
+    extra = [name for name in TABLE_FIELDS.names if name in table.column_names]
+    return table.select([*SCHEMA.names, *extra])

@@ -6,11 +6,14 @@ task's ``<split>.npz`` is a ``<split>.manifest.parquet`` listing files (see
 :mod:`graft.data.streaming_manifest`), and the test manifests go to the sealed test-split
 directory. The checks, and how far each one holds at scale:
 
-* exact duplicates: exact, over every file (SHA-256 of its bytes); the first copy in listing
-  order is kept, and copies share their split anyway because the split follows the hash;
+* exact duplicates: exact, over every file (SHA-256 of its bytes; of a table row's float32
+  features); the first copy in listing order is kept, and copies share their split anyway
+  because the split follows the hash;
 * cross-split disjointness: exact, over every file's hash;
 * normalization statistics: exact (up to float rounding), from the train split only, summed
-  from per-file tallies taken in the one pass over the data (:mod:`graft.data.streaming_scan`);
+  from per-file tallies taken in the one pass over an image folder
+  (:mod:`graft.data.streaming_scan`), or merged over a table's train rows read back by row
+  group (:mod:`graft.data.streaming_table_scan`);
 * near duplicates: approximate. Only a seeded sample of ``data.streaming.near_duplicate_sample``
   files (spread over all splits) is compared pairwise, so a pair is found only when both files
   are in the sample: with a sample share ``s`` of the files, about ``s**2`` of the pairs are
@@ -27,6 +30,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,23 +55,55 @@ from graft.data.streaming_manifest import (
     stream_order,
     write_manifest,
 )
-from graft.data.streaming_scan import FolderScan, scan_folder, streamed_scaling_statistics
+from graft.data.streaming_scan import list_entries, scan_folder
+from graft.data.streaming_table import (
+    TableColumns,
+    is_table_source,
+    open_parquet,
+    table_files,
+)
+from graft.data.streaming_table_scan import scan_table
 from graft.data.tasks import remapped_labels, stratified_subsample, task_labels
 from graft.data.validation import (
     DuplicateReport,
     assert_disjoint,
     validate_target_classes,
 )
+from graft.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 SPLIT_STRATEGY = "hash"  # each file's split drawn from its content hash and the seed
 
 
+class StreamScan(Protocol):
+    """What the one pass over a source found, per example (a file, or a table's row): an image
+    folder's :class:`~graft.data.streaming_scan.FolderScan` or a Parquet source's
+    :class:`~graft.data.streaming_table_scan.TableScan`."""
+
+    class_names: list[str]
+    hashes: np.ndarray
+    sample: dict[int, np.ndarray]
+    kind: str
+
+    @property
+    def labels(self) -> np.ndarray: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def feature_names(self) -> list[str] | None: ...
+    def manifest_columns(self, rows: np.ndarray) -> dict[str, Any]: ...
+    def scaling_statistics(
+        self, rows: np.ndarray, method: str
+    ) -> tuple[list[float], list[float]]: ...
+
+
 def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -> DataManifest:
     """Scan ``config.source`` once and write the split manifests, ``splits.json``,
     ``manifest.json`` and the reports to ``out``, the test manifests to ``holdout``."""
-    scan = scan_folder(config, seed)
+    scan: StreamScan = (
+        scan_table(config, seed) if is_table_source(config.source) else scan_folder(config, seed)
+    )
     labels = scan.labels
     validate_target_classes(
         _label_rows(scan, labels), config.transfer.target_classes, config.source
@@ -83,7 +119,7 @@ def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -
     manifest = DataManifest(
         dataset_hash=_dataset_hash(scan, np.sort(np.concatenate(list(result.indices.values())))),
         source=config.source,
-        kind="image",
+        kind=scan.kind,
         input_shape=list(scan.shape),
         num_rows=len(kept),
         duplicates=duplicates,
@@ -91,6 +127,8 @@ def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -
         normalize=config.normalize,
         near_duplicates_found=near_report.found,
         loader="streaming",
+        feature_names=scan.feature_names,
+        label_column=config.label_column if scan.kind == "tabular" else None,
     )
     task_positions = {}
     for task, task_classes in task_labels(labels[kept], config.transfer.target_classes).items():
@@ -108,13 +146,26 @@ def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -
     return manifest
 
 
-def _label_rows(scan: FolderScan, labels: np.ndarray) -> RawDataset:
+def check_streaming_source(config: DataConfig) -> None:
+    """A cheap look before a run: the files are listed, a table's first file's columns
+    checked; nothing is read whole (the source may be larger than memory)."""
+    if not is_table_source(config.source):
+        list_entries(config.source)
+        return
+    files = table_files(config.source)
+    if not files:
+        raise DatasetError(f"{config.source} holds no .parquet file")
+    roles = [c for c in (config.time_column, config.group_column) if c is not None]
+    TableColumns.of(open_parquet(files[0]).schema_arrow, files[0], config.label_column, roles)
+
+
+def _label_rows(scan: StreamScan, labels: np.ndarray) -> RawDataset:
     """The files as a RawDataset of labels only (no features), for the label checks."""
     return RawDataset(
         x=np.empty((len(labels), 0), np.float32),
         y=labels,
         class_names=scan.class_names,
-        kind="image",
+        kind=scan.kind,
     )
 
 
@@ -130,7 +181,7 @@ def _first_copies(hashes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, D
 
 
 def _near_duplicates(
-    scan: FolderScan, splits: dict[str, np.ndarray], config: DataConfig
+    scan: StreamScan, splits: dict[str, np.ndarray], config: DataConfig
 ) -> tuple[dict[str, np.ndarray], np.ndarray, NearDuplicateReport]:
     """The in-memory check (:func:`resolve_near_duplicates`) on the sampled files, its
     verdicts applied to the whole split lists."""
@@ -155,16 +206,17 @@ def _near_duplicates(
     return new_splits, np.sort(dropped), report
 
 
-def _dataset_hash(scan: FolderScan, rows: np.ndarray) -> str:
+def _dataset_hash(scan: StreamScan, rows: np.ndarray) -> str:
     """16 hex digits naming the kept files' contents and labels, in listing order."""
     digest = hashlib.sha256()
+    labels = scan.labels
     for position in rows.tolist():
-        digest.update(f"{scan.hashes[position]}:{scan.entries[position].label}\n".encode())
+        digest.update(f"{scan.hashes[position]}:{labels[position]}\n".encode())
     return digest.hexdigest()[:16]
 
 
 def _write_task(
-    scan: FolderScan,
+    scan: StreamScan,
     task: str,
     task_classes: list[int],
     result: SplitResult,
@@ -184,12 +236,11 @@ def _write_task(
         rows = stream_order(rows, scan.hashes, seed)
         write_manifest(
             manifest_path(holdout if split == "test" else out, task, split),
-            [scan.entries[p].uri for p in rows.tolist()],
-            scan.hashes[rows].tolist(),
+            scan.manifest_columns(rows),
             remapped_labels(labels[rows], task_classes, task, split),
         )
         positions[split] = rows
-    mean, std = streamed_scaling_statistics(scan, positions["train"], config.normalize)
+    mean, std = scan.scaling_statistics(positions["train"], config.normalize)
     info = TaskInfo(
         classes=task_classes,
         class_names=[scan.class_names[c] for c in task_classes],
@@ -201,7 +252,7 @@ def _write_task(
 
 
 def _write_split_records(
-    scan: FolderScan,
+    scan: StreamScan,
     manifest: DataManifest,
     result: SplitResult,
     dropped: dict[str, np.ndarray],
@@ -213,7 +264,7 @@ def _write_split_records(
     """splits.json and manifest.json in ``out``, the test split's record in ``holdout``: the
     same files as the in-memory data-prep writes (row ids are positions in the listing)."""
     split_manifest = out / SPLIT_MANIFEST_FILE
-    row_ids = np.arange(len(scan.entries))
+    row_ids = np.arange(len(scan.hashes))
     digests = write_split_manifest(
         split_manifest,
         result,
@@ -247,7 +298,7 @@ def _quality(labels: np.ndarray, class_names: list[str], config: DataConfig) -> 
 
 
 def _write_reports(
-    scan: FolderScan,
+    scan: StreamScan,
     manifest: DataManifest,
     quality: QualityReport,
     result: SplitResult,
@@ -272,6 +323,7 @@ def _write_reports(
         x=np.stack([scan.sample[p] for p in shown]) if shown else np.zeros((0, *scan.shape)),
         y=labels[shown],
         class_names=scan.class_names,
-        kind="image",
+        kind=scan.kind,
+        feature_names=scan.feature_names,
     )
     write_report(out / "report.html", manifest, quality, near_report, summary, sample, sample.x)

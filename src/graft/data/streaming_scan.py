@@ -63,10 +63,22 @@ class FolderScan:
     maximum: np.ndarray
     modes: Counter[str] = field(default_factory=Counter)
     sample: dict[int, np.ndarray] = field(default_factory=dict)  # position -> pixels
+    kind: str = "image"
+    feature_names: list[str] | None = None
 
     @property
     def labels(self) -> np.ndarray:
         return np.array([e.label for e in self.entries], dtype=np.int64)
+
+    def manifest_columns(self, rows: np.ndarray) -> dict[str, Any]:
+        """The manifest's columns but the label for the files at ``rows``."""
+        return {
+            "uri": [self.entries[p].uri for p in rows.tolist()],
+            "sha256": self.hashes[rows].tolist(),
+        }
+
+    def scaling_statistics(self, rows: np.ndarray, method: str) -> tuple[list[float], list[float]]:
+        return streamed_scaling_statistics(self, rows, method)
 
 
 def _s3_entries(source: str) -> tuple[list[str], list[StreamEntry]]:
@@ -106,7 +118,8 @@ def list_entries(source: str) -> tuple[list[str], list[StreamEntry]]:
     if not root.is_dir():
         raise DatasetError(
             f"{source} is not a folder; data.loader=streaming reads an image folder (one "
-            "subfolder per class), locally or under s3://"
+            "subfolder per class) or Parquet (a .parquet file or a folder of them), locally or "
+            "under s3://"
         )
     classes, files = list_image_files(root, source.rstrip("/"))
     return classes, [StreamEntry(str(f.path), f.shown, f.label) for f in files]

@@ -7,15 +7,13 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from graft.config import RayConfig
 from graft.config.runtime import (
-    AWS_REGION_ENV,
-    DEFAULT_AWS_REGION,
     DEFAULT_RAY_LOG_TO_DRIVER,
     RAY_ADDRESS_ENV,
     RAY_API_SERVER_ADDRESS_ENV,
@@ -157,25 +155,9 @@ def train_storage(config: RayConfig, local_root: Path, shared_subpath: str = "")
     from pyarrow import fs
 
     bucket, key = storage.split_s3_uri(shared)
-    root = TrainStorage(f"{bucket}/{key}".rstrip("/"), fs.S3FileSystem(**_pyarrow_s3_options()))
+    filesystem = fs.S3FileSystem(**storage.arrow_s3_options())
+    root = TrainStorage(f"{bucket}/{key}".rstrip("/"), filesystem)
     return root.with_subpath(shared_subpath)
-
-
-def _pyarrow_s3_options() -> dict[str, Any]:
-    """The S3 endpoint boto3 uses (graft.io.storage), for pyarrow.
-
-    No keys: pyarrow's AWS SDK reads them from the same environment boto3 does (then an
-    instance profile, IRSA). Keys given here would be pickled with the filesystem, and Tune
-    pickles it into ``tuner.pkl`` in the shared bucket, where anyone who can read the bucket
-    would find the secret key.
-    """
-    options: dict[str, Any] = {"region": os.environ.get(AWS_REGION_ENV, DEFAULT_AWS_REGION)}
-    endpoint = storage.s3_endpoint()
-    if endpoint:
-        parsed = urlparse(endpoint)
-        options["endpoint_override"] = parsed.netloc or parsed.path
-        options["scheme"] = parsed.scheme or "https"
-    return options
 
 
 def _refuse_node_local_storage(config: RayConfig, alive_nodes: int) -> None:
@@ -186,6 +168,31 @@ def _refuse_node_local_storage(config: RayConfig, alive_nodes: int) -> None:
             "ray.storage_uri=s3://bucket/prefix (or ray.staging_uri, whose /ray it then uses) "
             "or a folder every node mounts"
         )
+
+
+@contextlib.contextmanager
+def one_local_ray(config: RayConfig) -> Iterator[RayConfig]:
+    """One local Ray instance for a whole run on this machine, which every stage joins.
+
+    With ``ray.mode=local`` each training stage would start (and stop) an instance of its own,
+    about 6 s each. This starts one here, in the caller's process, and yields the settings a
+    stage joins it with: ``mode=address`` at its GCS address, ``submit=driver`` (the stage
+    process is the driver). The stages' processes inherit the token and the dashboard's
+    address from this process's environment (:func:`ensure_ray` exported them). Any other mode
+    is yielded unchanged."""
+    import ray
+
+    # a cluster is already one Ray; a Ray this process runs already is someone else's to stop
+    if config.mode != "local" or ray.is_initialized():
+        yield config
+        return
+    ensure_ray(config)
+    address = ray.get_runtime_context().gcs_address
+    log.info("one local Ray for the run at %s", address)
+    try:
+        yield config.model_copy(update={"mode": "address", "address": address, "submit": "driver"})
+    finally:
+        shutdown_ray()
 
 
 def shutdown_ray() -> None:

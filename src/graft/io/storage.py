@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from graft.config.runtime import S3_ENDPOINT_ENVS
+from graft.config.runtime import AWS_REGION_ENV, DEFAULT_AWS_REGION, S3_ENDPOINT_ENVS
 from graft.errors import StorageError
 
 
@@ -100,6 +100,41 @@ def read_bytes(uri: str, client: Any = None) -> bytes:
         return bytes(body.read())
     except Exception as exc:
         raise _describe_s3_failure(uri, exc) from None
+
+
+def arrow_input_file(uri: str) -> Any:
+    """``uri`` (local path or s3://) as a pyarrow random-access file, so a Parquet reader
+    fetches the footer and the row groups it asks for, not the whole object.
+
+    The S3 endpoint is :func:`s3_endpoint`'s; no keys are passed: pyarrow's AWS SDK reads
+    them from the same environment boto3 does, and a filesystem holding them would carry
+    the secret into whatever pickles it."""
+    from pyarrow import fs
+
+    try:
+        if not is_s3(uri):
+            return fs.LocalFileSystem().open_input_file(uri)
+        bucket, key = split_s3_uri(uri)
+        return fs.S3FileSystem(**arrow_s3_options()).open_input_file(f"{bucket}/{key}")
+    except OSError as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from None
+
+
+def arrow_s3_options() -> dict[str, Any]:
+    """pyarrow.fs.S3FileSystem's endpoint and region, from the environment boto3 reads.
+
+    No keys: pyarrow's AWS SDK reads them from the same environment (then an instance profile,
+    IRSA). Keys given here would be pickled with the filesystem, and Tune pickles it into
+    ``tuner.pkl`` in the shared bucket, where anyone who can read the bucket would find them."""
+    from urllib.parse import urlparse
+
+    options: dict[str, Any] = {"region": os.environ.get(AWS_REGION_ENV, DEFAULT_AWS_REGION)}
+    endpoint = s3_endpoint()
+    if endpoint:
+        parsed = urlparse(endpoint)
+        options["endpoint_override"] = parsed.netloc or parsed.path
+        options["scheme"] = parsed.scheme or "https"
+    return options
 
 
 def list_s3_keys(uri: str) -> list[str]:

@@ -15,12 +15,15 @@ from typing import Any
 from graft.config import GraftConfig
 from graft.config.runtime import TMPDIR_ENV
 from graft.errors import PipelineStageError
+from graft.io.ray_runtime import one_local_ray
 from graft.kfp.local_oneof import oneof_artifacts
 from graft.kfp.pipeline import build_pipeline
 from graft.kfp.stage_logs import StageListener, StageLogRouter
 
 
-def run_local(config: GraftConfig, listener: StageListener | None = None) -> dict[str, Any]:
+def run_local(
+    config: GraftConfig, listener: StageListener | None = None, one_ray: bool = True
+) -> dict[str, Any]:
     """Execute every stage as a local KFP task (same code path as on a cluster) and return
     the export summary.
 
@@ -28,19 +31,25 @@ def run_local(config: GraftConfig, listener: StageListener | None = None) -> dic
     prints it. With one, each stage's output goes to ``stage_log_dir(config)/<stage>.log``,
     ``listener`` hears each stage start and end, and a failed stage raises
     PipelineStageError naming the cause found at the end of its log.
+
+    With ``ray.mode=local`` the training stages join one Ray instance started here
+    (``one_ray=False``: each starts its own, as before; ``bench/pipeline_e2e.py --paths``
+    compares the two).
     """
     from kfp import local
 
     work = config.work_path.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    return run_pipeline(
-        config,
-        local.SubprocessRunner(use_venv=False),
-        work / "kfp",
-        stage_log_dir(config) if listener else None,
-        listener,
-        scratch=work / "tmp",
-    )
+    # the stages run as this process's children: one Ray here serves them all
+    with one_local_ray(config.ray) if one_ray else nullcontext(config.ray) as ray_settings:
+        return run_pipeline(
+            config.model_copy(update={"ray": ray_settings}),
+            local.SubprocessRunner(use_venv=False),
+            work / "kfp",
+            stage_log_dir(config) if listener else None,
+            listener,
+            scratch=work / "tmp",
+        )
 
 
 def run_pipeline(

@@ -29,10 +29,13 @@ class StreamInputs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_shape: list[int]  # C x H x W every image is decoded to
+    input_shape: list[int]  # C x H x W every image is decoded to; [F] for a table's rows
     rows: dict[str, int]  # examples per split, train and val
     shuffle_buffer: int  # data.streaming.shuffle_buffer
     max_pixels: int  # data.image.max_pixels, checked again as each file is decoded
+    # a Parquet source's feature columns and label column (None for an image folder)
+    features: list[str] | None = None
+    label_column: str | None = None
 
 
 class FitRequest(BaseModel):

@@ -7,7 +7,9 @@ through graft.io.storage), checks every file's SHA-256 against the manifest, and
 with the in-memory reader's code (graft.data.image_folder.decode_image). The pixels travel as
 uint8: after Pillow's conversion to L or RGB they are whole numbers 0-255, so uint8 carries
 them exactly at a quarter of float32's size; the worker casts each batch to float32 (the
-model's stem standardizes, as for the in-memory loader).
+model's stem standardizes, as for the in-memory loader). A Parquet source's blocks are rows of
+one row group, which the task reads once, checking each row's hash and label
+(graft.data.streaming_table), as float32 features.
 
 TorchTrainer splits both datasets across the workers (Ray Train's ``streaming_split`` with
 ``equal=True``: every worker gets the same number of rows, so the DDP steps stay in lockstep;
@@ -26,16 +28,18 @@ import hashlib
 import itertools
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import torch
 
 from graft.config import DataConfig
 from graft.data.manifest import DataManifest
 from graft.data.streaming_manifest import manifest_path, read_manifest
-from graft.data.streaming_read import decode_files
+from graft.data.streaming_read import decode_files, decode_table_rows
+from graft.data.streaming_table import group_rows
 from graft.errors import ConfigError
 from graft.nn.models import GraftNet
 from graft.train.objectives import objective_loss
@@ -57,11 +61,14 @@ def stream_inputs(dataset_dir: str, task: str, data: DataConfig) -> StreamInputs
     if manifest.loader != "streaming":
         return None
     sizes = manifest.tasks[task].sizes
+    table = manifest.kind == "tabular"
     return StreamInputs(
         input_shape=manifest.input_shape,
         rows={split: sizes[split] for split in ("train", "val")},
         shuffle_buffer=data.streaming.shuffle_buffer,
         max_pixels=data.image.max_pixels,
+        features=manifest.feature_names if table else None,
+        label_column=manifest.label_column if table else None,
     )
 
 
@@ -73,21 +80,45 @@ def stream_datasets(request: FitRequest) -> dict[str, Any]:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar per operator per epoch drowns the log
     context.print_on_execution_start = False
-    c, h, w = request.stream.input_shape
-    shape = (c, h, w)
-    rows_per_block = max(1, BLOCK_BYTES // math.prod(shape))
+    stream = request.stream
+    rows_per_block = max(1, BLOCK_BYTES // math.prod(stream.input_shape))
     datasets = {}
     for split, path in (("train", request.train_path), ("val", request.val_path)):
         table = read_manifest(path)
         # several blocks per worker even for a small split: the split hands out blocks
         per_block = max(1, min(rows_per_block, len(table) // 8))
-        blocks = [table.slice(start, per_block) for start in range(0, len(table), per_block)]
-        datasets[split] = ray.data.from_arrow(blocks).map_batches(
-            functools.partial(decode_files, shape=shape, max_pixels=request.stream.max_pixels),
+        datasets[split] = ray.data.from_arrow(_blocks(table, per_block)).map_batches(
+            _decoder(stream),
             batch_format="numpy",
             batch_size=None,  # one block, one task
         )
     return datasets
+
+
+def _decoder(stream: StreamInputs) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A block of manifest rows to ``x`` and ``y``: a table's rows, or image files."""
+    if stream.features is not None:
+        assert stream.label_column is not None
+        return functools.partial(
+            decode_table_rows, features=stream.features, label_column=stream.label_column
+        )
+    c, h, w = stream.input_shape
+    return functools.partial(decode_files, shape=(c, h, w), max_pixels=stream.max_pixels)
+
+
+def _blocks(table: pa.Table, per_block: int) -> list[pa.Table]:
+    """Blocks of at most ``per_block`` manifest rows. A table's rows are grouped by their
+    (file, row group) first, so a decoding task reads one row group, not one per row; the
+    groups come in the manifest's (seeded random) order of their first row."""
+    if "row_group" not in table.column_names:
+        return [table.slice(start, per_block) for start in range(0, len(table), per_block)]
+    uris = table.column("uri").to_pylist()
+    groups = table.column("row_group").to_pylist()
+    blocks = []
+    for _, _, positions in group_rows(uris, groups):
+        for start in range(0, len(positions), per_block):
+            blocks.append(table.take(pa.array(positions[start : start + per_block])))
+    return blocks
 
 
 def require_decode_cpus(total_cpus: float, reserved_cpus: float) -> None:
