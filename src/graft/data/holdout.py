@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from graft.data.splits import SPLIT_MANIFEST_FILE, split_manifest_digest
+from graft.data.manifest import DataManifest
+from graft.data.splits import (
+    SPLIT_MANIFEST_FILE,
+    SplitResult,
+    split_manifest_digest,
+    write_split_manifest,
+)
 from graft.data.streaming_manifest import manifest_path
 from graft.data.streaming_read import load_streamed_split
 from graft.errors import DatasetError
@@ -83,3 +89,36 @@ def load_holdout(
         return load_streamed_split(listed, dataset_dir)
     with np.load(holdout_path(test_split_dir, task)) as archive:
         return archive["x"], archive["y"]
+
+
+def write_split_records(
+    manifest: DataManifest,
+    result: SplitResult,
+    row_ids: np.ndarray,
+    hashes: np.ndarray,
+    dropped: dict[str, np.ndarray],
+    task_positions: dict[str, dict[str, np.ndarray]],
+    seed: int,
+    out: Path,
+    holdout: Path,
+) -> None:
+    """What both data-preps (in memory, streaming) record of a split: splits.json and
+    manifest.json in ``out``, the test split's record in ``holdout``."""
+    split_manifest = out / SPLIT_MANIFEST_FILE
+    digests = write_split_manifest(
+        split_manifest,
+        result,
+        row_ids,
+        hashes,
+        seed,
+        manifest.dataset_hash,
+        dropped,
+        task_positions,
+    )
+    HoldoutManifest(
+        dataset_hash=manifest.dataset_hash,
+        split_manifest_digest=split_manifest_digest(split_manifest),
+        rows={task: info.sizes["test"] for task, info in manifest.tasks.items()},
+        digests={task: by_split["test"] for task, by_split in digests.items()},
+    ).write(holdout)
+    (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))

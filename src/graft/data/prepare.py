@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from graft.config import DataConfig
-from graft.data.holdout import HoldoutManifest, default_holdout_dir
+from graft.data.holdout import default_holdout_dir, write_split_records
 from graft.data.manifest import DataManifest, TaskInfo
 from graft.data.near_duplicates import NearDuplicateReport, resolve_near_duplicates
 from graft.data.preprocessing import (
@@ -44,13 +44,9 @@ from graft.data.quality import (
 from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset, load_source
 from graft.data.splits import (
-    SPLIT_MANIFEST_FILE,
     SPLITS,
-    SplitResult,
     check_split_labels,
-    split_manifest_digest,
     split_rows,
-    write_split_manifest,
 )
 from graft.data.streaming_manifest import manifest_path
 from graft.data.streaming_prepare import check_streaming_source, prepare_streaming
@@ -205,7 +201,9 @@ def prepare_dataset(
     manifest = _manifest(rows, config, result.strategy, duplicates, near_report, quality)
     task_positions = _write_tasks(rows, manifest, config, seed, out, holdout)
     dropped = {"time_gap": result.dropped_by_time_gap, "near_duplicates": near_dropped}
-    _write_manifests(rows, manifest, result, dropped, task_positions, seed, out, holdout)
+    write_split_records(
+        manifest, result, rows.raw.ids(), rows.hashes, dropped, task_positions, seed, out, holdout
+    )
     summary = SplitSummary.build(raw, result, dropped)
     _write_reports(rows, manifest, quality, near_report, summary, out)
     return manifest
@@ -298,37 +296,6 @@ def _write_task(
         std=stats[1],
     )
     return info, positions
-
-
-def _write_manifests(
-    rows: _PreparedRows,
-    manifest: DataManifest,
-    result: SplitResult,
-    dropped: dict[str, np.ndarray],
-    task_positions: dict[str, dict[str, np.ndarray]],
-    seed: int,
-    out: Path,
-    holdout: Path,
-) -> None:
-    """splits.json and manifest.json in ``out``; the holdout's manifest in ``holdout``."""
-    split_manifest = out / SPLIT_MANIFEST_FILE
-    digests = write_split_manifest(
-        split_manifest,
-        result,
-        rows.raw.ids(),
-        rows.hashes,
-        seed,
-        manifest.dataset_hash,
-        dropped,
-        task_positions,
-    )
-    HoldoutManifest(
-        dataset_hash=manifest.dataset_hash,
-        split_manifest_digest=split_manifest_digest(split_manifest),
-        rows={task: info.sizes["test"] for task, info in manifest.tasks.items()},
-        digests={task: by_split["test"] for task, by_split in digests.items()},
-    ).write(holdout)
-    (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
 
 
 def _write_reports(

@@ -35,19 +35,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from graft.config.data import DataConfig
-from graft.data.holdout import HoldoutManifest
+from graft.data.holdout import write_split_records
 from graft.data.manifest import DataManifest, TaskInfo
 from graft.data.near_duplicates import NearDuplicateReport, resolve_near_duplicates
 from graft.data.quality import QualityReport, imbalance_finding
 from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset
 from graft.data.splits import (
-    SPLIT_MANIFEST_FILE,
     SPLITS,
     SplitResult,
     check_split_labels,
-    split_manifest_digest,
-    write_split_manifest,
 )
 from graft.data.streaming_manifest import (
     assign_splits,
@@ -140,7 +137,10 @@ def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -
     manifest.warnings.extend(quality.warnings)
     for warning in manifest.warnings:
         log.warning("data-prep: %s", warning)
-    _write_split_records(scan, manifest, result, dropped, task_positions, seed, out, holdout)
+    row_ids = np.arange(len(scan.hashes))  # row ids are positions in the listing
+    write_split_records(
+        manifest, result, row_ids, scan.hashes, dropped, task_positions, seed, out, holdout
+    )
     _write_reports(scan, manifest, quality, result, dropped, near_report, out)
     log.info("data-prep (streaming): %d files, split manifests in %s", len(kept), out)
     return manifest
@@ -249,39 +249,6 @@ def _write_task(
         std=std,
     )
     return info, positions
-
-
-def _write_split_records(
-    scan: StreamScan,
-    manifest: DataManifest,
-    result: SplitResult,
-    dropped: dict[str, np.ndarray],
-    task_positions: dict[str, dict[str, np.ndarray]],
-    seed: int,
-    out: Path,
-    holdout: Path,
-) -> None:
-    """splits.json and manifest.json in ``out``, the test split's record in ``holdout``: the
-    same files as the in-memory data-prep writes (row ids are positions in the listing)."""
-    split_manifest = out / SPLIT_MANIFEST_FILE
-    row_ids = np.arange(len(scan.hashes))
-    digests = write_split_manifest(
-        split_manifest,
-        result,
-        row_ids,
-        scan.hashes,
-        seed,
-        manifest.dataset_hash,
-        dropped,
-        task_positions,
-    )
-    HoldoutManifest(
-        dataset_hash=manifest.dataset_hash,
-        split_manifest_digest=split_manifest_digest(split_manifest),
-        rows={task: info.sizes["test"] for task, info in manifest.tasks.items()},
-        digests={task: by_split["test"] for task, by_split in digests.items()},
-    ).write(holdout)
-    (out / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2))
 
 
 def _quality(labels: np.ndarray, class_names: list[str], config: DataConfig) -> QualityReport:
