@@ -111,6 +111,18 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return s3_server
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """For tests of models of a few thousand weights: on a busy 2-core runner two intra-op
+    threads make each step ~100x slower than one (``pytest.mark.usefixtures``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
     np.savez(path, x=x, y=y)
     return path

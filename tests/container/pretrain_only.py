@@ -11,10 +11,11 @@ def pretrain_pipeline(components: dict[str, Any]) -> Any:
     from kfp.dsl import Dataset, Model
 
     @dsl.pipeline(name="pretrain-on-a-prepared-dataset")
-    def pretrain_only(config_json: str, parent_run_id: str, dataset_uri: str) -> Model:
+    def pretrain_only(config_json: str, data_digest: str, dataset_uri: str) -> Model:
         dataset = dsl.importer(artifact_uri=dataset_uri, artifact_class=Dataset, reimport=False)
+        # pretrain logs under the parent run open-run tagged with this digest and config
         task = components["pretrain"](
-            config_json=config_json, parent_run_id=parent_run_id, dataset=dataset.output
+            config_json=config_json, data_digest=data_digest, dataset=dataset.output
         )
         return task.outputs["model"]  # type: ignore[no-any-return]
 

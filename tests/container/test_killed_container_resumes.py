@@ -70,8 +70,17 @@ def _task_containers(image: str) -> list[str]:
     return listed.stdout.split()
 
 
-def _prepare(components: dict[str, Any], config: GraftConfig, run_id: str) -> Any:
-    return components["data-prep"](config_json=config.to_json(), kfp_run_id=run_id)
+def _prepare(components: dict[str, Any], config: GraftConfig, run_id: str) -> dict[str, Any]:
+    """open-run, then data-prep: pretrain's inputs, and the parent run it logs under."""
+    opened = components["open-run"](config_json=config.to_json(), kfp_run_id=run_id)
+    digest = opened.outputs["data_digest"]
+    prep = components["data-prep"](config_json=config.to_json(), data_digest=digest)
+    return {
+        "config_json": config.to_json(),
+        "data_digest": digest,
+        "dataset_uri": prep.outputs["dataset"].uri,
+        "parent": opened.outputs["Output"],
+    }
 
 
 def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
@@ -94,11 +103,7 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
     components = make_components(images.graft)
     pretrain = pretrain_pipeline(components)
     prep = _prepare(components, config, "killed")
-    inputs = {
-        "config_json": config.to_json(),
-        "parent_run_id": prep.outputs["Output"],
-        "dataset_uri": prep.outputs["dataset"].uri,
-    }
+    inputs = {key: prep[key] for key in ("config_json", "data_digest", "dataset_uri")}
 
     killed: list[str] = []
 
@@ -118,7 +123,7 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
 
     # KFP's retry: the same task, same inputs, a new container with an empty filesystem
     resumed = pretrain(**inputs)
-    killed_run, resumed_run = stage_runs(container_cluster, prep.outputs["Output"], "pretrain")
+    killed_run, resumed_run = stage_runs(container_cluster, prep["parent"], "pretrain")
     assert killed_run.info.status == "RUNNING"  # SIGKILL: nothing in the container ended it
     assert resumed_run.info.status == "FINISHED"
     # it resumed: its first epoch is the one after the latest checkpoint, not epoch 1
@@ -128,12 +133,9 @@ def test_a_killed_pretrain_container_resumes_from_its_s3_checkpoint(
     (resumed_from,) = logged(container_cluster, resumed_run.info.run_id, "resumed_from_epoch")
     assert resumed_from == epochs[0] - 1
 
+    # a new parent run: the newest one tagged with this data and config takes pretrain's run
     clean_prep = _prepare(components, config, "uninterrupted")
-    clean = pretrain(
-        config_json=config.to_json(),
-        parent_run_id=clean_prep.outputs["Output"],
-        dataset_uri=clean_prep.outputs["dataset"].uri,
-    )
+    clean = pretrain(**{key: clean_prep[key] for key in inputs})
     resumed_model, _ = load_checkpoint_model(resumed.output.path)
     clean_model, _ = load_checkpoint_model(clean.output.path)
     for (name, a), (_, b) in zip(

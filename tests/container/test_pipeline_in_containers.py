@@ -17,7 +17,7 @@ from servers import S3_ACCESS_KEY, S3_SECRET_KEY
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
 
-STAGES = {"data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"}
+STAGES = {"monitor", "data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"}
 
 
 def test_the_tiny_pipeline_runs_in_containers_and_keeps_its_data_on_the_servers(
@@ -89,7 +89,7 @@ def test_a_pod_with_no_tracking_server_ends_with_one_error_line(
         raise_on_error=False,
     )
     config = load_config(preset="tiny", overrides=[f"ray.storage_uri=s3://{BUCKET}/ray"])
-    task = make_components(images.graft)["data-prep"](
+    task = make_components(images.graft)["open-run"](
         config_json=config.to_json(), kfp_run_id="no-server"
     )
     logs = capfd.readouterr()

@@ -139,8 +139,9 @@ def test_ddp_across_ray_node_containers_finishes_after_a_node_is_killed(
             raise_on_error=True,
         )
         components = make_components(images.graft)
-        prep = components["data-prep"](config_json=config.to_json(), kfp_run_id=f"nodes-{run}")
-        parent = prep.outputs["Output"]
+        opened = components["open-run"](config_json=config.to_json(), kfp_run_id=f"nodes-{run}")
+        parent, digest = opened.outputs["Output"], opened.outputs["data_digest"]
+        prep = components["data-prep"](config_json=config.to_json(), data_digest=digest)
 
         def kill_a_node_mid_fit() -> None:
             def some_epochs_logged() -> bool:
@@ -156,7 +157,7 @@ def test_ddp_across_ray_node_containers_finishes_after_a_node_is_killed(
         killer.start()
         pre = pretrain_pipeline(components)(
             config_json=config.to_json(),
-            parent_run_id=parent,
+            data_digest=digest,
             dataset_uri=prep.outputs["dataset"].uri,
         )
         killer.join(timeout=120)

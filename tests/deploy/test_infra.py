@@ -241,7 +241,15 @@ def test_the_printed_compile_command_writes_a_pipeline_for_that_image(tmp_path: 
     from graft.config import config_from_json
     from graft.kfp.pod_guard import check_pipeline_pod
 
-    for stage in ("data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"):
+    for stage in (
+        "open-run",
+        "data-prep",
+        "pretrain",
+        "transfer-finetune",
+        "tune",
+        "evaluate",
+        "export",
+    ):
         check_pipeline_pod(config_from_json(json.dumps(config)), stage, {"KFP_POD_NAME": "p"})
 
 

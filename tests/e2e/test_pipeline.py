@@ -25,7 +25,7 @@ from secret_scan import fake_credentials, hits_in_files, hits_in_text
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SERVE_WITHOUT_GRAFT = Path(__file__).parents[1] / "serve_without_graft.py"
-STAGES = {"data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"}
+STAGES = {"monitor", "data-prep", "pretrain", "transfer-finetune", "tune", "evaluate", "export"}
 
 
 def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(

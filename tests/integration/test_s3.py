@@ -47,13 +47,13 @@ def test_prepare_reads_a_csv_with_named_labels_from_s3(s3_env: str, tmp_path: Pa
 
 
 def test_prepare_reads_an_image_folder_from_s3(s3_env: str, tmp_path: Path) -> None:
-    root = digits_folder(tmp_path / "digits", per_class=12)
+    root = digits_folder(tmp_path / "digits", per_class=40)
     s3 = boto3.client("s3", endpoint_url=s3_env)
     s3.create_bucket(Bucket="graft-images")
     for path in sorted(root.rglob("*.png")):
         s3.upload_file(str(path), "graft-images", f"scans/{path.relative_to(root).as_posix()}")
     manifest = prepare_dataset(DataConfig(source="s3://graft-images/scans/"), 0, tmp_path / "out")
-    assert (manifest.num_rows, manifest.kind, manifest.input_shape) == (36, "image", [1, 8, 8])
+    assert (manifest.num_rows, manifest.kind, manifest.input_shape) == (120, "image", [1, 8, 8])
     assert manifest.tasks["target"].class_names == ["one", "two", "zero"]
     s3.put_object(Bucket="graft-images", Key="scans/two/broken.png", Body=b"not a png")
     with pytest.raises(DatasetError) as refused:

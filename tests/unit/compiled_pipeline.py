@@ -53,17 +53,30 @@ def _container_tasks(spec: dict, component: str) -> dict[str, dict[str, Any]]:
     return tasks
 
 
-def condition_of(spec: dict, task: str) -> str:
-    """The ``dsl.If`` expression a branch task runs under ("" outside any branch)."""
+def conditions_of(spec: dict, task: str) -> list[str]:
+    """The ``dsl.If`` expressions a task runs under, outermost first ([] outside any)."""
     _, group = stage_group(spec)
-    branches = spec["components"][group["componentRef"]["name"]]["dag"]["tasks"]
-    for branch in branches.values():
-        component = spec["components"][branch["componentRef"]["name"]]
-        for condition in component.get("dag", {}).get("tasks", {}).values():
-            inner = spec["components"][condition["componentRef"]["name"]].get("dag", {})
-            if task in inner.get("tasks", {}):
-                return str(condition["triggerPolicy"]["condition"])
-    return ""
+    return _conditions(spec, group["componentRef"]["name"], task) or []
+
+
+def condition_of(spec: dict, task: str) -> str:
+    """The innermost ``dsl.If`` expression a task runs under ("" outside any branch)."""
+    found = conditions_of(spec, task)
+    return found[-1] if found else ""
+
+
+def _conditions(spec: dict, component: str, task: str) -> list[str] | None:
+    """The conditions on the way from ``component``'s DAG down to ``task``; None if it is
+    not in there."""
+    tasks = spec["components"][component].get("dag", {}).get("tasks", {})
+    if task in tasks:
+        return []
+    for child in tasks.values():
+        inner = _conditions(spec, child["componentRef"]["name"], task)
+        if inner is not None:
+            condition = child.get("triggerPolicy", {}).get("condition")
+            return ([condition] if condition else []) + inner
+    return None
 
 
 def pipeline_tasks(spec: dict) -> dict[str, dict[str, Any]]:

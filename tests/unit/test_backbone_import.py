@@ -3,7 +3,7 @@ folder that finetune_request takes as its pretrained_dir, and the finetune train
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,8 @@ from hf_models import saved_hf_model
 REGISTERED = "graft-import-source"
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """These models are a few thousand weights: on a busy 2-core runner two intra-op threads
-    make each step ~100x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# these models are a few thousand weights: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rows(dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:

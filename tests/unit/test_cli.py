@@ -79,6 +79,7 @@ COMMANDS = [
     "stage",
     "rayjob",
     "lr-find",
+    "monitor",
 ]
 
 
@@ -113,6 +114,7 @@ def test_run_help_explains_verbose_and_where_the_logs_go() -> None:
 
 
 SUMMARY = {
+    "retrained": True,
     "accuracy": 0.94,
     "baseline_accuracy": 0.52,
     "gate_passed": True,
@@ -125,7 +127,7 @@ SUMMARY = {
 
 
 def _invoke_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str, summary: dict = SUMMARY
 ) -> tuple[Result, list[StageListener | None]]:
     """`graft run` in this process with the pipeline replaced by six stages that report
     as the log router would; returns the CLI's result and the listener it handed over."""
@@ -141,7 +143,7 @@ def _invoke_run(
                 log = stage_log_dir(config) / f"{stage}.log"
                 listener.stage_started(stage, log)
                 listener.stage_finished(stage, "done", 1.5, log)
-        return SUMMARY
+        return summary
 
     monkeypatch.setattr(graft.kfp.local_run, "run_local", fake_run_local)
     monkeypatch.setattr(graft.data.prepare, "check_source", lambda data: None)
@@ -164,6 +166,22 @@ def test_quiet_run_prints_a_line_per_stage_and_names_the_logs(
         assert sum(line.startswith(f"✓ {stage} ") for line in lines) == 1
     assert f"{tmp_path}/logs" in result.output
     assert len(lines) < 60
+
+
+def test_a_run_the_monitor_ended_says_why_and_where_the_drift_report_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ended = {
+        "retrained": False,
+        "reason": "no retraining: no drift (largest feature PSI 0.03 <= 0.2)",
+        "report_path": "/w/monitor/drift_report.html",
+    }
+    result, _ = _invoke_run(monkeypatch, tmp_path, summary=ended)
+    assert result.exit_code == 0, result.output
+    assert "the monitor found no need" in result.output
+    assert "largest feature PSI 0.03" in result.output
+    assert "/w/monitor/drift_report.html" in result.output
+    assert "test accuracy" not in result.output
 
 
 def test_verbose_run_hands_no_listener(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from graft.config import DataConfig
 from graft.data.holdout import default_holdout_dir, load_holdout
 from graft.data.manifest import DataManifest
 from graft.data.prepare import load_split, prepare_dataset
+from graft.data.splits import split_codes, split_keys
+from graft.data.validation import row_hashes
 
 
 def _tabular(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -28,11 +30,15 @@ def test_statistics_unchanged_by_an_outlier_planted_in_test(tmp_path: Path, meth
     path, x, y = _tabular(tmp_path)
     config = DataConfig(source=str(path), normalize=method)  # type: ignore[arg-type]
     before = prepare_dataset(config, 0, tmp_path / "a")
-    test_rows = json.loads((tmp_path / "a" / "splits.json").read_text())["splits"]["test"][
-        "row_ids"
-    ]
+    # a row's split follows its content, so the outlier goes into a row whose new content
+    # hashes into test (every other row keeps its split)
     planted = x.copy()
-    planted[test_rows[0]] = 1e6
+    planted[:, 0] = 1e6
+    keys = split_keys(row_hashes(planted), config.resolved_split_seed(0), "split")
+    codes = split_codes(keys, config.val_fraction, config.test_fraction)
+    row = int(np.flatnonzero(codes == 2)[0])
+    planted = x.copy()
+    planted[row, 0] = 1e6
     np.savez(path, x=planted, y=y)
     after = prepare_dataset(config, 0, tmp_path / "b")
     assert after.tasks["target"].mean == before.tasks["target"].mean

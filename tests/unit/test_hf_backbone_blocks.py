@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,8 @@ from hf_models import saved_hf_model
 MEAN, STD = [0.5], [2.0]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """These models are a few thousand weights: on a busy 2-core runner two intra-op threads
-    make each step ~100x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# these models are a few thousand weights: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _spec(folder: Path, hf_config: dict[str, Any], shape: list[int], **fields: Any) -> ModelSpec:

@@ -146,9 +146,11 @@ def tiny_run(
         ],
     )
     config_json = config.to_json()
-    parent = adapters.data_prep(
+    digest = root / "outputs" / "data_digest"
+    parent = adapters.open_run(config_json, "kfp-outputs", str(digest), str(root / "branch"))
+    adapters.data_prep(
         config_json,
-        "kfp-outputs",
+        digest.read_text(),
         str(root / "dataset"),
         str(root / "test_split"),
         str(root / "data_report.html"),

@@ -42,11 +42,13 @@ def test_an_external_backbone_takes_the_import_branch_and_skips_pretrain(tmp_pat
     assert str(failed.value).startswith("stage 'import-backbone' failed: ")
     assert "no-such-model" in str(failed.value)
     assert outcomes.seen == [
+        ("open-run", "done"),
+        ("monitor", "done"),
         ("data-prep", "done"),
         ("import-backbone", "failed"),
         (FINALIZE_TASK, "done"),
     ]
     runs = pipeline_runs(mlflow.MlflowClient(config.resolved_tracking_uri()), "unit")
-    assert set(runs.stages) == {"data-prep", "import-backbone"}
+    assert set(runs.stages) == {"monitor", "data-prep", "import-backbone"}
     assert runs.stages["import-backbone"].info.status == "FAILED"
     assert runs.parent.info.status == "FAILED"

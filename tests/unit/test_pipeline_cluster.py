@@ -51,7 +51,7 @@ def _secret(executor: dict, name: str) -> dict:
 
 def test_s3_credentials_come_from_a_secret_on_every_task(tmp_path: Path) -> None:
     _, platform = compile_tiny(tmp_path)
-    assert len(platform) == 8  # the stages (both backbone branches) and the exit task
+    assert len(platform) == 10  # open-run, monitor, the stages (both backbones), exit task
     for executor in platform.values():
         secret = _secret(executor, "graft-s3")
         envs = {pair["envVar"] for pair in secret["keyToEnv"]}
@@ -60,7 +60,7 @@ def test_s3_credentials_come_from_a_secret_on_every_task(tmp_path: Path) -> None
 
 def test_the_mlflow_user_comes_from_a_required_secret_on_every_task(tmp_path: Path) -> None:
     _, platform = compile_tiny(tmp_path)
-    assert len(platform) == 8
+    assert len(platform) == 10
     assert "exec-finalize-run" in platform  # the exit task ends MLflow runs as this user too
     for executor in platform.values():
         secret = _secret(executor, "graft-mlflow-auth")
@@ -90,7 +90,7 @@ def test_the_s3_secret_is_optional_only_while_the_config_names_no_s3_location(
 
 def test_image_pull_secrets_and_memory_backed_shm_on_every_task(tmp_path: Path) -> None:
     _, platform = compile_tiny(tmp_path, "cluster.image_pull_secrets=[regcred, mirror.pull]")
-    assert len(platform) == 8
+    assert len(platform) == 10
     for executor in platform.values():
         assert [s["secretName"] for s in executor["imagePullSecret"]] == ["regcred", "mirror.pull"]
         # Ray's object store needs more than a container's 64 MiB /dev/shm

@@ -60,6 +60,8 @@ def test_a_failed_stage_leaves_the_parent_run_failed_not_running(tmp_path: Path)
     # the error names the stage that failed, not the exit task that ran after it
     assert str(failed.value).startswith("stage 'pretrain' failed: graft.errors.ConfigError: ")
     assert outcomes.seen == [
+        ("open-run", "done"),
+        ("monitor", "done"),
         ("data-prep", "done"),
         ("pretrain", "failed"),
         (FINALIZE_TASK, "done"),
@@ -69,6 +71,45 @@ def test_a_failed_stage_leaves_the_parent_run_failed_not_running(tmp_path: Path)
     reason = runs.parent.data.tags[tracking.FAILURE_TAG]
     assert reason.startswith("KFP run ") and " ended FAILED" in reason
     assert runs.parent.data.tags[tracking.KFP_RUN_ID_TAG] in reason
-    assert {name: run.info.status for name, run in runs.stages.items()} == {"data-prep": "FINISHED"}
+    assert {name: run.info.status for name, run in runs.stages.items()} == {
+        "monitor": "FINISHED",
+        "data-prep": "FINISHED",
+    }
     finalize_log = (stage_log_dir(config) / f"{FINALIZE_TASK}.log").read_text()
     assert "ending FAILED the MLflow runs it left RUNNING" in finalize_log
+
+
+@pytest.mark.usefixtures("_local_runner_reset")
+def test_a_rerun_on_the_same_data_and_config_takes_data_prep_from_kfps_cache(
+    tmp_path: Path,
+) -> None:
+    """KFP's own cache (the local runner's, as a server's) serves data-prep again: its inputs
+    are the config and the data's digest, nothing of the run. open-run runs every time."""
+    config = tiny_config_tracked_in(
+        tmp_path,
+        "ray.mode=rayjob",
+        "ray.staging_uri=s3://b/stage",
+        "cluster.stages.pretrain.retries=0",
+    )
+    client = mlflow.MlflowClient(config.resolved_tracking_uri())
+    seen = []
+    for _ in range(2):
+        outcomes = Outcomes()
+        with pytest.raises(PipelineStageError, match="stage 'pretrain' failed"):
+            run_local(config, listener=outcomes, cache=True)
+        seen.append(outcomes.seen)
+    assert seen[0] == seen[1]  # the listener hears a cached task finish as done
+    parents = client.search_runs(
+        [client.get_experiment_by_name("unit").experiment_id],
+        filter_string="tags.`graft.kind` = 'pipeline'",
+        order_by=["attributes.start_time ASC"],
+    )
+    assert len(parents) == 2  # each run's open-run opened its own parent run
+    assert {p.data.tags[tracking.DATA_DIGEST_TAG] for p in parents} == {
+        parents[0].data.tags[tracking.DATA_DIGEST_TAG]
+    }
+    data_preps = client.search_runs(
+        [parents[0].info.experiment_id], filter_string="tags.`graft.stage` = 'data-prep'"
+    )
+    # one data-prep ran, under the first run's parent; the second took its outputs
+    assert [r.data.tags[tracking.PARENT_TAG] for r in data_preps] == [parents[0].info.run_id]

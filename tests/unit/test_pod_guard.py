@@ -68,7 +68,7 @@ def test_the_component_ends_with_one_error_line_and_no_traceback(tmp_path: Path)
         "from graft.config import load_config\n"
         "from graft.kfp import adapters\n"
         "config = load_config(preset='tiny')\n"
-        f"adapters.pretrain(config.to_json(), '{tmp_path}/d', '{tmp_path}/m', 'parent', None)\n"
+        f"adapters.pretrain(config.to_json(), 'digest', '{tmp_path}/d', '{tmp_path}/m', None)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],

@@ -13,10 +13,12 @@ from local_tracking import tiny_config_tracked_in
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
+from graft import stages
 from graft.config import GraftConfig, ProtocolConfig, load_config
 from graft.data.prepare import prepare_dataset
-from graft.errors import ConfigError
-from graft.evaluate.finetune_cv import CV_FILE, cross_validate_finetune
+from graft.data.streaming_read import load_streamed_split
+from graft.errors import ConfigError, DatasetError
+from graft.evaluate.finetune_cv import CV_FILE, check_pooled_rows_fit, cross_validate_finetune
 from graft.evaluate.protocols import (
     FoldData,
     ProtocolResult,
@@ -295,3 +297,81 @@ def test_finetune_iterated_kfold_trains_p_times_k_models(
     assert result.fits == 4 and metrics.metrics["cv_fits"] == 4
     assert len(result.repeat_means) == 2
     assert metrics.tags["cv_protocol"] == "iterated_kfold"
+
+
+# ----------------------------------------------------------------------------- streamed
+
+
+def _digits_parquet(folder: Path) -> Path:
+    """scikit-learn's digits as two Parquet files (64 float features, a ``label`` column)."""
+    import pandas as pd
+
+    digits = load_digits()
+    frame = pd.DataFrame(digits.data.astype(np.float32), columns=[f"p{i}" for i in range(64)])
+    frame["label"] = digits.target
+    folder.mkdir(parents=True)
+    for index, part in enumerate(np.array_split(np.arange(len(frame)), 2)):
+        frame.iloc[part].to_parquet(folder / f"part-{index}.parquet", row_group_size=200)
+    return folder
+
+
+@pytest.mark.timeout(240)
+def test_finetune_kfold_pools_the_streamed_target_rows(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
+    source = _digits_parquet(tmp_path / "digits")
+    config, request = _finetune_setup(
+        tmp_path,
+        untrained_model_dir,
+        f"data.source={source}",
+        "data.loader=streaming",
+        "data.transfer={target_classes: [3, 8], target_train_size: 60}",  # the tiny preset's
+        "evaluate.protocol.name=kfold",
+        "evaluate.protocol.folds=3",
+    )
+    assert request.stream is not None and request.train_path.endswith(".manifest.parquet")
+    parent = tracking.start_pipeline_run(config, "unit")
+    with tracking.stage_run(config, parent, "transfer-finetune") as run_id:
+        result = _cross_validate(config, request, tmp_path / "model", run_id)
+
+    report = json.loads((tmp_path / "model" / CV_FILE).read_text())
+    paths = (request.train_path, request.val_path)
+    splits = [load_streamed_split(Path(p), tmp_path / "data") for p in paths]
+    pooled = sum(len(y) for _, y in splits)
+    assert report["protocol"] == "kfold" and report["fits"] == 3
+    assert report["pooled_rows"] == pooled == 60 + len(splits[1][1])  # target_train_size 60
+    assert sum(f["val_rows"] for f in report["folds"]) == pooled  # each row validated once
+    # the folds' models learned the 3-vs-8 task from the decoded rows (chance is 0.5)
+    assert result.mean > 0.8
+
+
+def test_a_streamed_target_task_too_large_to_pool_is_refused_before_the_fit(
+    tmp_path: Path, untrained_model_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _digits_parquet(tmp_path / "digits")
+    config, _ = _finetune_setup(
+        tmp_path,
+        untrained_model_dir,
+        f"data.source={source}",
+        "data.loader=streaming",
+        "data.transfer={target_classes: [3, 8], target_train_size: 60}",
+        "evaluate.protocol.name=kfold",
+    )
+    # 60 train + the val rows x 64 features x 4 bytes x 2 copies is more than 10 KiB
+    monkeypatch.setattr("graft.evaluate.finetune_cv.memory_headroom", lambda: 10 * 1024)
+    monkeypatch.setattr("graft.stages.training.ensure_ray", lambda _: None)
+
+    def no_fit(*_: object) -> None:
+        raise AssertionError("the fit started before the k-fold protocol's rows were checked")
+
+    monkeypatch.setattr("graft.stages.training.fit", no_fit)
+    parent = tracking.start_pipeline_run(config, "unit")
+    with pytest.raises(DatasetError, match=r"evaluate\.protocol\.name=holdout") as refused:
+        stages.finetune.run(
+            config, str(tmp_path / "data"), str(tmp_path / "pretrained"), str(tmp_path), parent
+        )
+    assert "data.transfer.target_train_size" in str(refused.value)
+    # the in-memory pooling is not refused by this check (data-prep held those rows already)
+    (tmp_path / "memory").mkdir()
+    memory_config, memory_request = _finetune_setup(tmp_path / "memory", untrained_model_dir)
+    check_pooled_rows_fit(memory_config, (memory_request.train_path, memory_request.val_path))

@@ -204,6 +204,18 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
 
     trained = stages.TrainOutput("m", "run", 0.9, 0.1, 3)
     tuned = tmp_path / "tuned"
+    opened = stages.OpenRunOutput("parent", "digest", "pretrain")
+    monkeypatch.setattr(stages.open_run, "run", fake("open-run", lambda *_: opened))
+
+    def watched(out: str, *_: Any) -> stages.MonitorOutput:
+        Path(out).mkdir(parents=True)
+        (Path(out) / "drift_report.html").write_text("<html>drift</html>")
+        report = str(Path(out) / "drift_report.html")
+        return stages.MonitorOutput(True, "retrain: no champion yet", {}, [], report, out, "r", "p")
+
+    monkeypatch.setattr(stages.monitor, "run", fake("monitor", watched))
+    # data-prep and pretrain find the parent run open-run tagged with the data's digest
+    monkeypatch.setattr(stages.open_run, "parent_run_for", lambda config, digest: "parent")
     monkeypatch.setattr(stages.data_prep, "run", fake("data-prep", prepared))
     monkeypatch.setattr(stages.pretrain, "run", fake("pretrain", lambda *_: trained))
     monkeypatch.setattr(stages.finetune, "run", fake("transfer-finetune", lambda *_: trained))
@@ -245,18 +257,27 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         compiled_preset="default",
     )
     paths = {name: str(tmp_path / name) for name in ("data", "test", "html", "model", "eval")}
-    branch = tmp_path / "outputs" / "backbone"
-    adapters.data_prep(
-        config_json, "kfp-1", paths["data"], paths["test"], paths["html"], parameters, str(branch)
-    )
+    branch, digest = tmp_path / "outputs" / "backbone", tmp_path / "outputs" / "data_digest"
+    parent = adapters.open_run(config_json, "kfp-1", str(digest), str(branch), parameters)
+    assert parent == "parent"
     assert branch.read_text() == "pretrain"  # the DAG's dsl.If reads it
+    assert digest.read_text() == "digest"  # data-prep's and pretrain's cache key
+    retrain = tmp_path / "outputs" / "retrain"
+    drift = str(tmp_path / "drift.html")
+    watched_json = adapters.monitor(config_json, "parent", drift, str(retrain), parameters)
+    assert retrain.read_text() == "true"  # the dsl.If around the training stages reads it
+    assert json.loads(watched_json)["reason"] == "retrain: no champion yet"
+    assert Path(drift).read_text() == "<html>drift</html>"
+    adapters.data_prep(
+        config_json, "digest", paths["data"], paths["test"], paths["html"], parameters
+    )
     summary = adapters.import_backbone(
         config_json, paths["data"], paths["model"], "parent", parameters
     )
     assert json.loads(summary)["backbone_blocks"] == 6
     figures = {stage: _Artifact() for stage in ("pretrain", "finetune", "tune")}
     adapters.pretrain(
-        config_json, paths["data"], paths["model"], "parent", figures["pretrain"], parameters
+        config_json, "digest", paths["data"], paths["model"], figures["pretrain"], parameters
     )
     adapters.finetune(
         config_json, paths["data"], "pre", paths["model"], "parent", figures["finetune"], parameters
@@ -341,7 +362,7 @@ def test_data_prep_adapter_prepares_the_preset_and_source_the_ui_chose(tmp_path:
     dataset = tmp_path / "dataset"
     adapters.data_prep(
         config_json,
-        "kfp-run-1",
+        "digest-1",
         str(dataset),
         str(tmp_path / "test_split"),
         str(tmp_path / "report.html"),

@@ -6,6 +6,7 @@ normalization statistics equal the in-memory ones, and the test rows stay sealed
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,30 @@ def test_config_accepts_parquet_and_refuses_what_a_stream_cannot_do() -> None:
         DataConfig.model_validate(
             {"loader": "streaming", "source": "t.parquet", "missing_values": "fill_median"}
         )
+
+
+def test_a_column_equal_to_the_label_is_flagged_on_the_streamed_sample(tmp_path: Path) -> None:
+    frame = _frame(rows=600)
+    frame.insert(3, "leak", frame["label"].astype(np.float32))
+    source = _write(frame, tmp_path / "t")
+    sample = {"streaming": {"near_duplicate_sample": 150}}
+    manifest = _prepare(source, tmp_path / "warn", **sample)
+
+    report = json.loads((tmp_path / "warn" / "out" / "report.json").read_text())["quality"]
+    assert report["leakage_checked"]
+    assert [f["feature"] for f in report["leakage"]] == ["leak"]  # f0..f9 are only informative
+    assert report["leakage"][0]["val_balanced_accuracy"] == 1.0
+    # which rows were scored: the seeded sample's train and val rows, never the whole splits
+    scope = report["leakage_scope"]
+    train, val = (int(n) for n in re.findall(r"(\d+) train and (\d+) val rows", scope)[0])
+    assert scope.startswith("approximate: a seeded sample of") and 0 < val < train
+    assert train + val <= 150
+    assert any(w.startswith("leakage: feature 'leak'") for w in manifest.warnings)
+    assert scope in (tmp_path / "warn" / "out" / "report.html").read_text()
+
+    with pytest.raises(DatasetError, match="feature 'leak' alone predicts the label"):
+        _prepare(source, tmp_path / "error", leakage_policy="error", **sample)
+    assert not (tmp_path / "error" / "out" / "manifest.json").exists()  # refused before writing
+
+    clean = _prepare(_write(_frame(rows=600), tmp_path / "clean"), tmp_path / "c", **sample)
+    assert not any(w.startswith("leakage") for w in clean.warnings)

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from graft.cli.compile import COMPILE_HELP, compile_, show_config
 from graft.cli.kfp_server import runs, schedule, submit, upload
+from graft.cli.monitor import monitor
 from graft.cli.options import console
 from graft.cli.run import run
 from graft.cli.serve import serve
@@ -60,6 +61,8 @@ app.command(name="tune")(tune_)
 app.command(name="stage")(stage_)
 app.command(name="rayjob")(rayjob)
 app.command(name="lr-find")(lr_find)
+# before retraining: has the data drifted from the champion's?
+app.command()(monitor)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -187,6 +187,14 @@ def schedule(
     """Create a recurring run of the compiled pipeline on a KFP server and print its URL.
 
     Every scheduled run gets the same resolved config as its `config_json` parameter.
+
+    A monitored retraining schedule: --set monitor.retrain_when=drift (or new_rows) makes
+    each run compare the week's data with the champion's training rows first and end early,
+    FINISHED, when nothing drifted; --set finetune.warm_start_from_champion=true skips
+    pretrain for the champion's weights when it retrains; --set tune.warm_start_top_k=3
+    starts the search from the champion search's 3 best trials. Splits stay put across
+    snapshots (by content hash), and KFP's cache reuses data-prep and pretrain while the data
+    is unchanged. docs/retraining.md has the whole loop.
     """
     from graft.kfp.client import schedule_run, validate_cron
 

@@ -73,6 +73,20 @@ def _print_summary(
     table = Table(title="Graft pipeline run", show_header=False)
     table.add_column("what", no_wrap=True)
     table.add_column("value", overflow="fold")
+    if not summary["retrained"]:
+        table.add_row("retrained", "no: the monitor found no need (monitor.retrain_when)")
+        table.add_row("reason", str(summary["reason"]))
+        table.add_row("drift report", str(summary["report_path"]))
+    else:
+        _add_trained_rows(table, summary)
+    table.add_row("MLflow", config.resolved_tracking_uri())
+    if logs is not None:
+        table.add_row("stage logs", f"{logs}/<stage>.log")
+    console.print(table)
+    console.print(f"Open the MLflow UI with: [bold]graft ui --work-dir {config.work_dir}[/bold]")
+
+
+def _add_trained_rows(table: Table, summary: dict[str, object]) -> None:
     table.add_row("test accuracy", f"{float(summary['accuracy']):.4f}")  # type: ignore[arg-type]
     table.add_row("majority baseline", f"{float(summary['baseline_accuracy']):.4f}")  # type: ignore[arg-type]
     table.add_row("gate", "passed" if summary["gate_passed"] else "refused")
@@ -83,8 +97,3 @@ def _print_summary(
     )
     table.add_row("TorchScript", str(summary["torchscript"]))
     table.add_row("ONNX", str(summary["onnx"]))
-    table.add_row("MLflow", config.resolved_tracking_uri())
-    if logs is not None:
-        table.add_row("stage logs", f"{logs}/<stage>.log")
-    console.print(table)
-    console.print(f"Open the MLflow UI with: [bold]graft ui --work-dir {config.work_dir}[/bold]")

@@ -77,6 +77,11 @@ class ClusterStages(Strict):
     """One block per task. Each block's defaults are its class's, so overriding one key
     (``cluster.stages.pretrain.accelerator_count=1``) keeps the others."""
 
+    # opens the MLflow run and digests the data (reads the files, or lists the S3 objects)
+    open_run: LightStageResources = Field(default_factory=LightStageResources)
+    # compares the snapshot with the champion's statistics (reads the data, fits a small
+    # domain classifier)
+    monitor: LightStageResources = Field(default_factory=LightStageResources)
     data_prep: LightStageResources = Field(default_factory=LightStageResources)
     pretrain: TrainingStageResources = Field(default_factory=TrainingStageResources)
     # copies an external backbone's weights (a download and one forward pass)

@@ -103,8 +103,9 @@ class StreamingConfig(Strict):
         default=2000,
         ge=10,
         description="near duplicates are looked for among this many rows, a seeded sample of "
-        "all splits (exact duplicates are found in every row, by hash); the sample is held "
-        "decoded in memory, rows x channels x height x width x 4 bytes",
+        "all splits (exact duplicates are found in every row, by hash), and a table's "
+        "single-feature leakage check scores the sample's train and val rows; the sample is "
+        "held decoded in memory, rows x channels x height x width x 4 bytes",
     )
     scan_threads: int = Field(
         default=8, ge=1, description="files data-prep reads and hashes at once (I/O bound on S3)"
@@ -131,6 +132,13 @@ class DataConfig(Strict):
         default="stratified",
         description="stratified | random | time (by time_column, oldest rows train) | group "
         "(by group_column, an entity never spans two splits) | sequential (file order cut)",
+    )
+    split_seed: int | None = Field(
+        default=None,
+        description="salt of the split: with split random or stratified each row's split is "
+        "drawn from its content hash and this seed (with group, each group's from its id), so "
+        "a row keeps its split in every snapshot of the data; None takes the run's seed. Set "
+        "it to keep the split fixed while varying the seed (docs/splits.md)",
     )
     time_column: str | None = Field(
         default=None,
@@ -204,6 +212,10 @@ class DataConfig(Strict):
         if self.loader == "streaming":
             self._check_streamable()
         return self
+
+    def resolved_split_seed(self, seed: int) -> int:
+        """The seed the split is drawn with: ``split_seed``, or the run's ``seed``."""
+        return seed if self.split_seed is None else self.split_seed
 
     def _check_streamable(self) -> None:
         source = self.source.lower().rstrip("/")

@@ -15,6 +15,7 @@ from graft.config.data import DataConfig
 from graft.config.evaluate import EvaluateConfig
 from graft.config.export import ExportConfig
 from graft.config.model import _SELF_NORMALIZING_FIX, ModelConfig
+from graft.config.monitor import MonitorConfig
 from graft.config.runtime import (
     EXTERNAL_FAMILIES,
     REMOTE_TRACKING_SCHEMES,
@@ -41,6 +42,7 @@ class GraftConfig(Strict):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)

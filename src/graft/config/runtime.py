@@ -70,10 +70,19 @@ class TrackingConfig(Strict):
 
 
 StageName = Literal[
-    "data-prep", "pretrain", "import-backbone", "transfer-finetune", "tune", "evaluate", "export"
+    "open-run",
+    "monitor",
+    "data-prep",
+    "pretrain",
+    "import-backbone",
+    "transfer-finetune",
+    "tune",
+    "evaluate",
+    "export",
 ]
 # The pipeline branches after data-prep: it pretrains a backbone, or imports one from outside
-# (model.family hf or graft). data-prep's `backbone` output says which.
+# (model.family hf or graft) or the warm start's champion. open-run's `backbone` output says
+# which (graft.stages.open_run).
 BackboneSource = Literal["pretrain", "import"]
 # model.family values whose backbone comes from model.pretrained, not from pretrain
 EXTERNAL_FAMILIES: Final = ("hf", "graft")

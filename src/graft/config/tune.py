@@ -61,6 +61,13 @@ LR_SEARCH_KEY = "finetune.optimizer.lr"
 # refused by GraftConfig while tune trials reuse the pretrained backbone (its widths are fixed)
 WIDTH_SEARCH_KEY = "model.mobile.width_multiplier"
 
+TuneMetric = Literal["val_accuracy", "val_loss"]
+
+
+def metric_mode(metric: str) -> Literal["max", "min"]:
+    """Whether a search maximises or minimises ``metric`` (a ``tune.metric`` value)."""
+    return "max" if metric == "val_accuracy" else "min"
+
 
 class LRFinderPreStep(Strict):
     """Before the search, sweep the LR once (the book's LR finder, in-process, over the
@@ -203,8 +210,16 @@ class TuneConfig(Strict):
         "ray_train runs a Ray Train fit per trial (a fresh DDP worker group, 15-25 s to start "
         "on 2 cores); auto picks in_trainable for workers_per_trial=1, else ray_train",
     )
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    metric: TuneMetric = "val_accuracy"
     seed: int = 0
+    warm_start_top_k: int = Field(
+        default=0,
+        ge=0,
+        description="seed the search with the k best trials of the search that produced the "
+        "registered champion (models:/<export.model_name>@champion), read from MLflow and "
+        "fitted to tune.space (keys gone dropped, values clipped to the new bounds); they are "
+        "the search's first k trials, counted in num_samples. 0: off. Not with searcher=grid",
+    )
     tpe: TPEConfig = Field(default_factory=TPEConfig)
     lr_finder: LRFinderPreStep = Field(default_factory=LRFinderPreStep)
     pbt: PBTConfig = Field(default_factory=PBTConfig)
@@ -218,7 +233,7 @@ class TuneConfig(Strict):
 
     @property
     def mode(self) -> Literal["max", "min"]:
-        return "max" if self.metric == "val_accuracy" else "min"
+        return metric_mode(self.metric)
 
     @model_validator(mode="after")
     def _searcher_scheduler_and_space_agree(self) -> TuneConfig:
@@ -228,6 +243,7 @@ class TuneConfig(Strict):
         if self.searcher == "grid":
             self._check_grid_dimensions()
         self._check_conditions()
+        self._check_warm_start()
         if self.trial_runner == "in_trainable" and self.workers_per_trial > 1:
             raise ValueError(
                 f"tune.trial_runner=in_trainable trains a trial in its one Tune actor, but "
@@ -273,6 +289,22 @@ class TuneConfig(Strict):
                 f"copy them. Set tune.max_concurrent={self.num_samples} (the cluster must "
                 "fit that many trials of tune.workers_per_trial x finetune.resources) or "
                 "lower tune.num_samples"
+            )
+
+    def _check_warm_start(self) -> None:
+        if not self.warm_start_top_k:
+            return
+        if self.searcher == "grid":
+            raise ValueError(
+                "tune.warm_start_top_k cannot seed tune.searcher=grid: a grid runs every one of "
+                "its points anyway, and a seed would take the place of the whole grid. Use "
+                "searcher=optuna, hyperopt or random, or set tune.warm_start_top_k=0"
+            )
+        if self.warm_start_top_k > self.num_samples:
+            raise ValueError(
+                f"tune.warm_start_top_k={self.warm_start_top_k} seeds more trials than the "
+                f"search runs (tune.num_samples={self.num_samples}): the seeds are the search's "
+                "first trials; lower tune.warm_start_top_k or raise tune.num_samples"
             )
 
     def _check_lr_finder_dimension(self) -> None:

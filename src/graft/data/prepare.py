@@ -41,12 +41,14 @@ from graft.data.quality import (
     leakage_findings,
     missing_per_column,
 )
+from graft.data.reference import write_reference_statistics
 from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset, load_source
 from graft.data.splits import (
     SPLITS,
     check_split_labels,
     split_rows,
+    target_shares,
 )
 from graft.data.streaming_manifest import manifest_path
 from graft.data.streaming_prepare import check_streaming_source, prepare_streaming
@@ -184,7 +186,7 @@ def prepare_dataset(
     if config.loader == "streaming":
         return prepare_streaming(config, seed, out, holdout)
     raw, duplicates, hashes = _deduplicated_sample(config, seed)
-    result = split_rows(raw, config, seed)
+    result = split_rows(raw, hashes, config, seed)
     check_split_labels(raw.y, result)
     x, fill, feature_names = _filled_features(raw, result.indices["train"], config)
     result.indices, near_dropped, near_report = resolve_near_duplicates(
@@ -204,8 +206,12 @@ def prepare_dataset(
     write_split_records(
         manifest, result, rows.raw.ids(), rows.hashes, dropped, task_positions, seed, out, holdout
     )
-    summary = SplitSummary.build(raw, result, dropped)
+    summary = SplitSummary.build(raw, result, dropped, target_shares(config))
     _write_reports(rows, manifest, quality, near_report, summary, out)
+    # what the monitor compares a later snapshot with: train rows only (graft.data.reference)
+    write_reference_statistics(
+        raw, result.indices["train"], hashes, seed, manifest.dataset_hash, config.source, out
+    )
     return manifest
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from graft.errors import DatasetError
+
 MAX_LEAKAGE_FEATURES = 4096  # one cheap 1-D classifier per column; images are skipped
 
 
@@ -32,6 +34,9 @@ class QualityReport:
     constant_columns: list[str] = field(default_factory=list)
     leakage: list[LeakageFinding] = field(default_factory=list)
     leakage_checked: bool = False
+    # which rows the leakage check scored when not the whole train and val splits (a streamed
+    # table's seeded sample), or why it did not run; empty: the whole splits, or image data
+    leakage_scope: str = ""
     imbalance: ImbalanceFinding | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -100,6 +105,23 @@ def leakage_findings(
         for i in np.argsort(-scores, kind="stable")
         if scores[i] >= threshold
     ]
+
+
+def apply_leakage_policy(report: QualityReport, threshold: float, policy: str) -> None:
+    """``report``'s leakage findings as warnings (``data.leakage_policy: warn``), or the first
+    as a :class:`DatasetError` (``error``)."""
+    scope = f" [{report.leakage_scope}]" if report.leakage_scope else ""
+    for finding in report.leakage:
+        message = (
+            f"feature '{finding.feature}' alone predicts the label (val balanced accuracy "
+            f"{finding.val_balanced_accuracy:.3f} >= {threshold}{scope}): is it available at "
+            "prediction time, or derived from the label?"
+        )
+        if policy == "error":
+            raise DatasetError(
+                message + " Drop the column, or set data.leakage_policy=warn if it is legitimate"
+            )
+        report.warnings.append("leakage: " + message)
 
 
 def imbalance_finding(y: np.ndarray, class_names: list[str], max_ratio: float) -> ImbalanceFinding:

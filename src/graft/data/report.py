@@ -1,7 +1,8 @@
 """report.html: the data report a person reads before trusting a model trained on the data.
 
 One self-contained page (figures embedded as base64 PNG): split summary, class counts per
-split, a class-count chart and feature histograms, a sample gallery for images, the
+split, each class's share of each split against the target (the stratification), a
+class-count chart and feature histograms, a sample gallery for images, the
 missing-value table, duplicates, leakage and quality findings.
 """
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 GALLERY_PER_CLASS = 6
 HISTOGRAM_FEATURES = 12
+# strategies whose rows (or groups) are assigned one by one from a hash: shares are binomial
+KEYED = ("random", "stratified", "group", "hash")
 
 
 @dataclass
@@ -40,6 +43,12 @@ class SplitSummary:
     time_ranges: dict[str, list[float]] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)  # split -> distinct groups
     groups_in_several_splits: int = 0
+    # the stratification: split -> share of the rows it should hold (empty: not given), and
+    # class -> split -> the share of that class's rows the split holds
+    target_shares: dict[str, float] = field(default_factory=dict)
+    class_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    # split -> the largest |class share - target share| over the classes
+    largest_share_deviation: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -47,6 +56,7 @@ class SplitSummary:
         raw: RawDataset,
         result: SplitResult,
         dropped: dict[str, np.ndarray],
+        target_shares: dict[str, float] | None = None,
     ) -> SplitSummary:
         counts = {}
         for name in SPLITS:
@@ -58,7 +68,9 @@ class SplitSummary:
             class_counts=counts,
             dropped={reason: len(rows) for reason, rows in dropped.items()},
             time_ranges={name: list(span) for name, span in result.time_ranges.items()},
+            target_shares=dict(target_shares or {}),
         )
+        summary._add_class_shares()
         if raw.groups is not None:
             members = {name: set(raw.groups[result.indices[name]].tolist()) for name in SPLITS}
             summary.groups = {name: len(g) for name, g in members.items()}
@@ -68,6 +80,22 @@ class SplitSummary:
                     seen[group] = seen.get(group, 0) + 1
             summary.groups_in_several_splits = sum(1 for n in seen.values() if n > 1)
         return summary
+
+    def _add_class_shares(self) -> None:
+        names = sorted({c for counts in self.class_counts.values() for c in counts})
+        for name in names:
+            rows = sum(self.class_counts[s].get(name, 0) for s in SPLITS)
+            self.class_shares[name] = {s: self.class_counts[s].get(name, 0) / rows for s in SPLITS}
+        if self.target_shares and names:
+            self.largest_share_deviation = {
+                s: max(
+                    abs(shares[s] - self.target_shares[s]) for shares in self.class_shares.values()
+                )
+                for s in SPLITS
+            }
+
+    def class_rows(self, name: str) -> int:
+        return sum(self.class_counts[s].get(name, 0) for s in SPLITS)
 
 
 def _png(figure: Figure) -> str:
@@ -174,6 +202,7 @@ def write_report(
         _summary_section(manifest),
         _split_section(manifest, summary),
         _class_section(summary, quality),
+        _stratification_section(summary),
         _feature_section(raw, gallery),
         _missing_values_section(manifest, quality, len(raw.x)),
         _duplicates_section(manifest, near),
@@ -234,6 +263,62 @@ def _class_section(summary: SplitSummary, quality: QualityReport) -> str:
     return "".join(parts)
 
 
+def binomial_spread(share: float, rows: int) -> float:
+    """Two standard deviations of the share of ``rows`` rows that a split drawing each row
+    with probability ``share`` holds: about 95% of classes fall within it."""
+    return 2.0 * float(np.sqrt(share * (1.0 - share) / max(rows, 1)))
+
+
+def _share_cells(summary: SplitSummary, shares: dict[str, float], rows: int) -> list[str]:
+    cells = []
+    for split in SPLITS:
+        cells.append(f"{shares[split]:.2%}")
+        if summary.target_shares:
+            target = summary.target_shares[split]
+            deviation = 100 * (shares[split] - target)
+            spread = 100 * binomial_spread(target, rows)
+            cells.append(f"{deviation:+.2f} pp (±{spread:.2f})")
+    return cells
+
+
+def _stratification_section(summary: SplitSummary) -> str:
+    """Each class's share of each split, against the target share and its expected spread."""
+    header = ["class", "rows"]
+    for split in SPLITS:
+        header.append(f"{split} share")
+        if summary.target_shares:
+            header.append(f"{split} vs {summary.target_shares[split]:.0%} (±2σ)")
+    total = sum(summary.rows.values())
+    body = [
+        [name, summary.class_rows(name), *_share_cells(summary, shares, summary.class_rows(name))]
+        for name, shares in summary.class_shares.items()
+    ]
+    overall = {s: summary.rows[s] / max(total, 1) for s in SPLITS}
+    body.append(["all classes", total, *_share_cells(summary, overall, total)])
+    parts = ["<h2>Stratification</h2>", _table(header, body)]
+    if summary.strategy in KEYED:
+        parts.append(
+            "<p id='stratification'>each row's split (each group's, for split: group) is "
+            "drawn from its content hash and the split seed (splits.json records it), so it "
+            "stays put in every snapshot of the data; the class shares match the targets in "
+            "expectation, not exactly: a class of n rows lands within "
+            "±2σ = ±2&radic;(f(1&minus;f)/n) of a split's share f about 95% of the time "
+            "(±1 pp for a 15% split needs about 5,000 rows a class)"
+        )
+    else:
+        parts.append(
+            "<p id='stratification'>the split follows its order (time or file order), so the "
+            "class shares are not drawn: a large deviation means the classes drift along it"
+        )
+    if summary.largest_share_deviation:
+        largest = ", ".join(
+            f"{s} {100 * v:.2f} pp" for s, v in summary.largest_share_deviation.items()
+        )
+        parts[-1] += f"; largest deviation of a class share: {largest}"
+    parts[-1] += "</p>"
+    return "".join(parts)
+
+
 def _feature_section(raw: RawDataset, gallery: RawDataset | None) -> str:
     feature_names = column_names(raw.x.reshape(len(raw.x), -1).shape[1], raw.feature_names)
     section = "<h2>Feature values</h2>" + _feature_histograms(raw.x, feature_names)
@@ -291,18 +376,19 @@ def _duplicates_section(manifest: DataManifest, near: NearDuplicateReport) -> st
 
 def _leakage_section(quality: QualityReport) -> str:
     parts = ["<h2>Leakage and quality</h2>"]
+    scope = f" ({html.escape(quality.leakage_scope)})" if quality.leakage_scope else ""
     if not quality.leakage_checked:
-        parts.append("<p>single-feature leakage check: not run (image data)</p>")
+        parts.append(f"<p>single-feature leakage check: not run{scope or ' (image data)'}</p>")
     elif quality.leakage:
         parts.append(
-            "<p class='warn'>features that alone predict the label:</p>"
+            f"<p class='warn'>features that alone predict the label{scope}:</p>"
             + _table(
                 ["feature", "val balanced accuracy"],
                 [[f.feature, f.val_balanced_accuracy] for f in quality.leakage],
             )
         )
     else:
-        parts.append("<p>no single feature predicts the label alone</p>")
+        parts.append(f"<p>no single feature predicts the label alone{scope}</p>")
     constant = quality.constant_columns
     parts.append(
         f"<p>constant columns: {len(constant)}"

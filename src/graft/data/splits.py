@@ -1,10 +1,13 @@
 """Split strategies: random, stratified, time-ordered (with a gap), grouped, sequential.
 
 Every strategy is a pure function of the rows and the seed, so the same input and seed give
-the same split; :func:`write_split_manifest` records it (row ids and row hashes per split, and
-per task and split) as ``splits.json`` with a byte-stable layout, plus a digest per task and
-split that names exactly those rows (logged as MLflow dataset inputs, keyed on by the
-test-split ledger).
+the same split. The shuffled ones (random, stratified) go further: a row's split is a function
+of its content hash and the split seed alone (:func:`assign_splits`, which the streaming
+data-prep uses too), so a row keeps its split in every snapshot of the data, and a group's
+split is one of its id. :func:`write_split_manifest` records the split (row ids and row hashes
+per split, and per task and split) as ``splits.json`` with a byte-stable layout, plus a digest
+per task and split that names exactly those rows (logged as MLflow dataset inputs, keyed on by
+the test-split ledger). docs/splits.md says what is exact and what holds in expectation.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from graft.config import DataConfig
 from graft.data.sources import RawDataset
@@ -24,6 +26,26 @@ from graft.errors import DatasetError
 SPLITS = ("train", "val", "test")
 SPLIT_MANIFEST_FILE = "splits.json"
 SHUFFLED = ("random", "stratified")
+_KEY_SCALE = float(2**64)
+# what makes a split less likely to come out empty or without a class, besides more rows
+FILL_SPLIT_FIX = {
+    "train": "lower data.val_fraction / data.test_fraction",
+    "val": "raise data.val_fraction",
+    "test": "raise data.test_fraction",
+}
+
+_KEYED_UNSEEN_FIX = (
+    "Each row's split is drawn from its content hash, so a class with few rows can miss "
+    "train by chance: add rows of those classes or lower data.val_fraction / "
+    "data.test_fraction"
+)
+_UNSEEN_FIX = {
+    "ordered": "Use split: stratified, or add training rows of those classes",
+    "random": _KEYED_UNSEEN_FIX + ", or pick another data.split_seed",
+    "stratified": _KEYED_UNSEEN_FIX + ", or pick another data.split_seed",
+    "group": "Add groups holding those classes, or pick another data.split_seed",
+    "hash": _KEYED_UNSEEN_FIX,  # the streaming data-prep's split
+}
 
 
 @dataclass
@@ -35,6 +57,13 @@ class SplitResult:
     dropped_by_time_gap: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     time_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     cut_order: np.ndarray | None = None  # row order an unshuffled cut followed
+    seed: int | None = None  # the split seed a keyed split (random, stratified, group) used
+
+
+def target_shares(config: DataConfig) -> dict[str, float]:
+    """The share of the rows each split is meant to hold."""
+    test, val = config.test_fraction, config.val_fraction
+    return {"train": 1.0 - val - test, "val": val, "test": test}
 
 
 def _counts(n: int, config: DataConfig) -> tuple[int, int, int]:
@@ -43,27 +72,46 @@ def _counts(n: int, config: DataConfig) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
-def shuffled_split(y: np.ndarray, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
-    """Train/val/test positions, stratified by label unless ``split: random``."""
-    indices = np.arange(len(y))
-    stratify = y if config.split == "stratified" else None
-    try:
-        rest, test = train_test_split(
-            indices, test_size=config.test_fraction, stratify=stratify, random_state=seed
-        )
-        val_share = config.val_fraction / (1.0 - config.test_fraction)
-        train, val = train_test_split(
-            rest,
-            test_size=val_share,
-            stratify=None if stratify is None else y[rest],
-            random_state=seed + 1,
-        )
-    except ValueError as exc:
-        raise DatasetError(
-            f"cannot split {len(y)} rows into train/val/test ({exc}); "
-            "add rows or lower data.val_fraction / data.test_fraction"
-        ) from None
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+def split_keys(hashes: np.ndarray, seed: int, purpose: str) -> np.ndarray:
+    """A number in [0, 1) per content hash, uniform and fixed by (seed, purpose, hash):
+    ``purpose`` keeps the split, the row order and the near-duplicate sample independent."""
+    keys = np.empty(len(hashes), dtype=np.float64)
+    for i, value in enumerate(np.asarray(hashes).tolist()):
+        digest = hashlib.sha256(f"{seed}:{purpose}:{value}".encode()).digest()
+        keys[i] = int.from_bytes(digest[:8], "big") / _KEY_SCALE
+    return keys
+
+
+def split_codes(keys: np.ndarray, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """0 (train), 1 (val) or 2 (test) per key: test below ``test_fraction`` of the key range,
+    then val, then train. A key never moves, so neither does its split."""
+    return np.where(keys < test_fraction, 2, np.where(keys < test_fraction + val_fraction, 1, 0))
+
+
+def assign_splits(
+    hashes: np.ndarray, seed: int, val_fraction: float, test_fraction: float
+) -> dict[str, np.ndarray]:
+    """Positions of each split, each example assigned on its own by its content hash
+    (:func:`split_codes` of the ``"split"`` keys). So the split sizes, and the class
+    proportions in each split, match the fractions in expectation, not exactly: stratified
+    only on average, with binomial spread (about ``2 sqrt(f (1 - f) / n)`` for a class of
+    ``n`` rows and a fraction ``f``)."""
+    code = split_codes(split_keys(hashes, seed, "split"), val_fraction, test_fraction)
+    parts = {name: np.flatnonzero(code == index) for index, name in enumerate(SPLITS)}
+    for name, rows in parts.items():
+        if len(rows) == 0:
+            raise DatasetError(
+                f"the {name} split is empty ({len(hashes)} examples, each assigned by its "
+                f"content hash): add examples, or {FILL_SPLIT_FIX[name]}"
+            )
+    return parts
+
+
+def shuffled_split(hashes: np.ndarray, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
+    """Train/val/test positions of ``split: random`` and ``split: stratified`` (the same
+    draw: a function of one row cannot look at the other rows' labels, so stratification
+    holds in expectation and the data report shows each class's shares)."""
+    return assign_splits(hashes, seed, config.val_fraction, config.test_fraction)
 
 
 def sequential_split(n: int, config: DataConfig) -> dict[str, np.ndarray]:
@@ -122,38 +170,31 @@ def time_split(time: np.ndarray, config: DataConfig) -> SplitResult:
 
 
 def group_split(groups: np.ndarray, config: DataConfig, seed: int) -> dict[str, np.ndarray]:
-    """Whole entities go to one split: groups are shuffled by the seed, then test and val are
-    filled group by group up to their target row counts and the rest is train."""
-    names, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    """Whole entities go to one split: each group's split is drawn from its id and the seed
+    (:func:`split_codes` of the ``"group"`` keys), so a group keeps its split when others are
+    added. The row shares follow the fractions in expectation, closer the more groups."""
+    names, inverse = np.unique(groups, return_inverse=True)
     if len(names) < 3:
         raise DatasetError(
             f"split: group needs at least 3 distinct groups, the data has {len(names)}; "
             "choose a finer data.group_column or another split"
         )
-    _, n_val, n_test = _counts(len(groups), config)
-    order = np.random.default_rng(seed).permutation(len(names))
-    assignment = np.zeros(len(names), dtype=np.int64)  # 0 train, 1 val, 2 test
-    position = 0
-    for code, target in ((2, n_test), (1, n_val)):
-        filled = 0
-        # whole groups until the target row count is reached; one group always stays train
-        while filled < max(target, 1) and position < len(order) - 1:
-            assignment[order[position]] = code
-            filled += int(sizes[order[position]])
-            position += 1
-    row_split = assignment[inverse]
+    keys = split_keys(names, seed, "group")
+    row_split = split_codes(keys, config.val_fraction, config.test_fraction)[inverse.ravel()]
     parts = {name: np.flatnonzero(row_split == code) for code, name in enumerate(SPLITS)}
     for name, rows in parts.items():
         if len(rows) == 0:
             raise DatasetError(
-                f"split: group left the {name} split empty ({len(names)} groups); "
-                "add groups or change data.val_fraction / data.test_fraction"
+                f"split: group left the {name} split empty ({len(names)} groups, each "
+                f"assigned by a hash of its id): add groups, {FILL_SPLIT_FIX[name]}, or pick "
+                "another data.split_seed"
             )
     return parts
 
 
-def split_rows(raw: RawDataset, config: DataConfig, seed: int) -> SplitResult:
-    """Apply ``config.split``; refuse combinations that would leak (shuffled time series)."""
+def split_rows(raw: RawDataset, hashes: np.ndarray, config: DataConfig, seed: int) -> SplitResult:
+    """Apply ``config.split`` (``hashes``: each row's content hash; ``seed``: the run's, which
+    ``data.split_seed`` overrides); refuse combinations that would leak (shuffled time)."""
     strategy = config.split
     if raw.time is not None and strategy in SHUFFLED and not config.allow_shuffled_time:
         raise DatasetError(
@@ -161,8 +202,9 @@ def split_rows(raw: RawDataset, config: DataConfig, seed: int) -> SplitResult:
             "time-ordered rows trains on the future; use split: time, or set "
             "data.allow_shuffled_time=true if the rows are truly exchangeable"
         )
+    split_seed = config.resolved_split_seed(seed)
     if strategy in SHUFFLED:
-        return SplitResult(strategy, shuffled_split(raw.y, config, seed))
+        return SplitResult(strategy, shuffled_split(hashes, config, split_seed), seed=split_seed)
     if strategy == "sequential":
         n = len(raw.y)
         return SplitResult(strategy, sequential_split(n, config), cut_order=np.arange(n))
@@ -178,7 +220,7 @@ def split_rows(raw: RawDataset, config: DataConfig, seed: int) -> SplitResult:
             "split: group needs entity ids: set data.group_column (Parquet) or add a "
             "'groups' array to the .npz"
         )
-    return SplitResult(strategy, group_split(raw.groups, config, seed))
+    return SplitResult(strategy, group_split(raw.groups, config, split_seed), seed=split_seed)
 
 
 def check_split_labels(y: np.ndarray, result: SplitResult) -> None:
@@ -198,7 +240,7 @@ def check_split_labels(y: np.ndarray, result: SplitResult) -> None:
         if unseen:
             raise DatasetError(
                 f"{name} classes unseen in train: {unseen}; the model can never predict them. "
-                "Use split: stratified, or add training rows of those classes"
+                + _UNSEEN_FIX.get(result.strategy, _UNSEEN_FIX["ordered"])
             )
 
 
@@ -246,6 +288,7 @@ def write_split_manifest(
     body = {
         "dataset_hash": dataset_hash,
         "seed": seed,
+        **({} if result.seed is None else {"split_seed": result.seed}),
         "strategy": result.strategy,
         "splits": {name: _rows(row_ids, hashes, result.indices[name]) for name in SPLITS},
         "tasks": task_rows,

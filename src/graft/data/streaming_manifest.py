@@ -16,7 +16,8 @@ step reads each listed row group once and picks its rows):
 
 and ``sha256`` is the hash of the row's float32 features (:mod:`graft.data.streaming_table`).
 
-A file's split is a pure function of its content hash and the seed (:func:`split_keys`), so
+A file's split is a pure function of its content hash and the seed
+(:func:`graft.data.splits.assign_splits`, the in-memory data-prep's too), so
 copies of one file land in the same split at any scale, a file keeps its split when others
 are added or removed, and no list of the whole dataset has to be shuffled. The rows of a
 manifest are in the order of a second seeded key: a random order, not grouped by class, which
@@ -25,7 +26,6 @@ the workers' local shuffle buffers only have to stir.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from graft.data.splits import SPLITS
+# the keyed split is one implementation for both data-preps; the streaming modules keep
+# importing its names from here
+from graft.data.splits import assign_splits as assign_splits
+from graft.data.splits import split_keys as split_keys
 from graft.errors import DatasetError
 
 MANIFEST_SUFFIX = ".manifest.parquet"
@@ -41,39 +44,10 @@ SCHEMA = pa.schema([("uri", pa.string()), ("sha256", pa.string()), ("label", pa.
 TABLE_FIELDS = pa.schema(
     [("row_group", pa.int64()), ("row_index", pa.int64()), ("label_key", pa.string())]
 )
-_KEY_SCALE = float(2**64)
 
 
 def manifest_path(directory: str | Path, task: str, split: str) -> Path:
     return Path(directory) / task / f"{split}{MANIFEST_SUFFIX}"
-
-
-def split_keys(hashes: np.ndarray, seed: int, purpose: str) -> np.ndarray:
-    """A number in [0, 1) per content hash, uniform and fixed by (seed, purpose, hash):
-    ``purpose`` keeps the split, the row order and the near-duplicate sample independent."""
-    keys = np.empty(len(hashes), dtype=np.float64)
-    for i, value in enumerate(hashes.tolist()):
-        digest = hashlib.sha256(f"{seed}:{purpose}:{value}".encode()).digest()
-        keys[i] = int.from_bytes(digest[:8], "big") / _KEY_SCALE
-    return keys
-
-
-def assign_splits(
-    hashes: np.ndarray, seed: int, val_fraction: float, test_fraction: float
-) -> dict[str, np.ndarray]:
-    """Positions of each split: test below ``test_fraction`` of the key range, then val, then
-    train. Each file is assigned on its own, so the split sizes (and the class proportions in
-    each split) match the fractions in expectation, not exactly: stratified only on average."""
-    keys = split_keys(hashes, seed, "split")
-    code = np.where(keys < test_fraction, 2, np.where(keys < test_fraction + val_fraction, 1, 0))
-    parts = {name: np.flatnonzero(code == index) for index, name in enumerate(SPLITS)}
-    for name, rows in parts.items():
-        if len(rows) == 0:
-            raise DatasetError(
-                f"the {name} split is empty ({len(hashes)} files): add files or raise "
-                "data.val_fraction / data.test_fraction"
-            )
-    return parts
 
 
 def stream_order(positions: np.ndarray, hashes: np.ndarray, seed: int) -> np.ndarray:

@@ -20,6 +20,9 @@ directory. The checks, and how far each one holds at scale:
   looked at. The report says so and gives the sample size;
 * stratification: in expectation only; each file's split is drawn from its hash alone, so the
   class proportions of each split follow the fractions up to binomial noise;
+* single-feature leakage (tables): approximate, the in-memory check on the same seeded sample's
+  train and val rows (a feature equal to the label scores 1 on any sample; one that nearly
+  gives the label away may score either side of ``data.leakage_threshold``);
 * the report's histograms and gallery show the sample's train files.
 """
 
@@ -38,7 +41,14 @@ from graft.config.data import DataConfig
 from graft.data.holdout import write_split_records
 from graft.data.manifest import DataManifest, TaskInfo
 from graft.data.near_duplicates import NearDuplicateReport, resolve_near_duplicates
-from graft.data.quality import QualityReport, imbalance_finding
+from graft.data.quality import (
+    MAX_LEAKAGE_FEATURES,
+    QualityReport,
+    apply_leakage_policy,
+    column_names,
+    imbalance_finding,
+    leakage_findings,
+)
 from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset
 from graft.data.splits import (
@@ -107,12 +117,16 @@ def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -
     )
     kept, duplicates = _first_copies(scan.hashes, labels)
     kept = kept[stratified_subsample(labels[kept], config.max_rows, seed)]
-    parts = assign_splits(scan.hashes[kept], seed, config.val_fraction, config.test_fraction)
-    result = SplitResult(SPLIT_STRATEGY, {name: kept[rows] for name, rows in parts.items()})
+    split_seed = config.resolved_split_seed(seed)
+    parts = assign_splits(scan.hashes[kept], split_seed, config.val_fraction, config.test_fraction)
+    result = SplitResult(
+        SPLIT_STRATEGY, {name: kept[rows] for name, rows in parts.items()}, seed=split_seed
+    )
     check_split_labels(labels, result)
     result.indices, near_dropped, near_report = _near_duplicates(scan, result.indices, config)
     check_split_labels(labels, result)
     assert_disjoint({name: scan.hashes[rows] for name, rows in result.indices.items()})
+    quality = _quality(scan, kept, result.indices, config)  # leakage may refuse: nothing written
     manifest = DataManifest(
         dataset_hash=_dataset_hash(scan, np.sort(np.concatenate(list(result.indices.values())))),
         source=config.source,
@@ -133,7 +147,6 @@ def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -
             scan, task, task_classes, result, config, seed, out, holdout
         )
     dropped = {"near_duplicates": near_dropped}
-    quality = _quality(labels[kept], scan.class_names, config)
     manifest.warnings.extend(quality.warnings)
     for warning in manifest.warnings:
         log.warning("data-prep: %s", warning)
@@ -251,17 +264,54 @@ def _write_task(
     return info, positions
 
 
-def _quality(labels: np.ndarray, class_names: list[str], config: DataConfig) -> QualityReport:
-    """The label-only findings (the pixel-level ones need every row in memory)."""
+def _quality(
+    scan: StreamScan, kept: np.ndarray, splits: dict[str, np.ndarray], config: DataConfig
+) -> QualityReport:
+    """The label findings over every kept row, and a table's single-feature leakage check on
+    the sample (the other per-column findings need every row in memory)."""
     quality = QualityReport(
-        imbalance=imbalance_finding(labels, class_names, config.max_imbalance_ratio)
+        imbalance=imbalance_finding(scan.labels[kept], scan.class_names, config.max_imbalance_ratio)
     )
+    if scan.kind == "tabular" and scan.shape[0] <= MAX_LEAKAGE_FEATURES:
+        _sampled_leakage(scan, splits, config, quality)
+        apply_leakage_policy(quality, config.leakage_threshold, config.leakage_policy)
     if quality.imbalance is not None and quality.imbalance.imbalanced:
         quality.warnings.append(
             f"class imbalance (largest/smallest = {quality.imbalance.ratio}): "
             + quality.imbalance.suggestion
         )
     return quality
+
+
+def _sampled_leakage(
+    scan: StreamScan, splits: dict[str, np.ndarray], config: DataConfig, quality: QualityReport
+) -> None:
+    """The in-memory single-feature leakage check (:func:`leakage_findings`) on the sampled
+    rows (``data.streaming.near_duplicate_sample``, drawn by hash from every split) that are
+    in train and in val after the near-duplicate check: approximate, as its scope says."""
+    members = {name: set(splits[name].tolist()) for name in ("train", "val")}
+    rows = {
+        name: np.array(sorted(p for p in scan.sample if p in found), dtype=np.int64)
+        for name, found in members.items()
+    }
+    counts = f"{len(rows['train'])} train and {len(rows['val'])} val rows"
+    if not len(rows["train"]) or not len(rows["val"]):
+        quality.leakage_scope = (
+            f"the seeded sample holds {counts}; raise data.streaming.near_duplicate_sample"
+        )
+        quality.warnings.append(f"single-feature leakage check not run: {quality.leakage_scope}")
+        return
+    x = {name: np.stack([scan.sample[int(p)] for p in r]) for name, r in rows.items()}
+    quality.leakage = leakage_findings(
+        x["train"],
+        scan.labels[rows["train"]],
+        x["val"],
+        scan.labels[rows["val"]],
+        column_names(scan.shape[0], scan.feature_names),
+        config.leakage_threshold,
+    )
+    quality.leakage_checked = True
+    quality.leakage_scope = f"approximate: a seeded sample of {counts}"
 
 
 def _write_reports(

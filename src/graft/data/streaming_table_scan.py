@@ -157,8 +157,9 @@ class _Pass:
     per label code the moments of the first copies whose hash puts them in train."""
 
     limit: int
-    seed: int
-    train_from: float  # split keys at or above it are train (graft.data.streaming_manifest)
+    seed: int  # the sample's
+    split_seed: int  # the split's (data.split_seed, or the run's seed)
+    train_from: float  # split keys at or above it are train (graft.data.splits.assign_splits)
     places: list[np.ndarray] = field(default_factory=list)  # rows x (file, group, index)
     hashes: list[str] = field(default_factory=list)
     codes: list[np.ndarray] = field(default_factory=list)
@@ -191,7 +192,7 @@ class _Pass:
         for offset, value in enumerate(hashes):
             first[offset] = value not in self.seen
             self.seen.add(value)
-        train = split_keys(np.asarray(hashes), self.seed, "split") >= self.train_from
+        train = split_keys(np.asarray(hashes), self.split_seed, "split") >= self.train_from
         tallied = first & train
         self.tallied.append(tallied)
         for code in np.unique(codes[tallied]).tolist():
@@ -207,7 +208,9 @@ def scan_table(config: DataConfig, seed: int) -> TableScan:
     _refuse_time_order(config)
     roles = [c for c in (config.time_column, config.group_column) if c is not None]
     train_from = config.test_fraction + config.val_fraction  # as assign_splits cuts the keys
-    state = _Pass(config.streaming.near_duplicate_sample, seed, train_from)
+    state = _Pass(
+        config.streaming.near_duplicate_sample, seed, config.resolved_split_seed(seed), train_from
+    )
     columns: TableColumns | None = None
     for file, uri in enumerate(files):
         parquet = open_parquet(uri)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from graft.data.splits import FILL_SPLIT_FIX
 from graft.errors import DatasetError
 
 
@@ -36,6 +37,8 @@ def remapped_labels(y: np.ndarray, labels: list[int], task: str, split: str) -> 
     if missing:
         raise DatasetError(
             f"the {task} task's {split} split has no examples of classes "
-            f"{[labels[m] for m in missing]}; add data or lower the split fractions"
+            f"{[labels[m] for m in missing]} (a shuffled split draws each row on its own, so "
+            f"a class of few rows can miss a small split): add rows of those classes, or "
+            f"{FILL_SPLIT_FIX.get(split, 'lower the split fractions')}"
         )
     return task_y

@@ -10,7 +10,7 @@ from typing import Any
 
 from graft.config import GraftConfig
 from graft.errors import RegistryError, TrackingError
-from graft.io.tracking import PARENT_TAG, client_for, runs_tagged
+from graft.io.tracking import PARENT_TAG, client_for, run_record, runs_tagged
 
 # MLflow's error code for a model, version or alias the registry does not have: the only
 # failure that means "no champion". A 5xx, a 403, a timeout or no server at all is an error.
@@ -63,6 +63,25 @@ def champion_version(config: GraftConfig) -> Any | None:
         return client_for(config).get_model_version(config.export.model_name, number)
     except (MlflowException, OSError) as exc:
         raise _registry_error(config, f"read version {number} of", exc) from exc
+
+
+# the version tag export sets: the pipeline run (MLflow parent run) that registered the version
+PIPELINE_RUN_TAG = "pipeline_run_id"
+
+
+def champion_pipeline_run(config: GraftConfig) -> tuple[str, str | None] | None:
+    """The champion's version number and the pipeline run that registered it: its
+    ``pipeline_run_id`` tag, else the parent of the run it was logged in (None when neither
+    says). None without a champion; RegistryError when the registry cannot answer."""
+    version = champion_version(config)
+    if version is None:
+        return None
+    tagged = (version.tags or {}).get(PIPELINE_RUN_TAG)
+    if tagged:
+        return str(version.version), str(tagged)
+    logged_in = run_record(config, str(version.run_id)) if version.run_id else None
+    parent = None if logged_in is None else logged_in.tags.get(PARENT_TAG)
+    return str(version.version), parent
 
 
 def registered_version(

@@ -150,6 +150,33 @@ def list_s3_keys(uri: str) -> list[str]:
     return sorted(k[len(prefix) :] for k in keys if k[len(prefix) :] and not k.endswith("/"))
 
 
+def s3_object_stamps(uri: str) -> list[tuple[str, int, str]]:
+    """(key relative to ``uri``, size, ETag) of the object ``uri`` or, for a prefix, of every
+    object under it, sorted: what a snapshot holds, read from the listing alone (no bytes)."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3_uri(uri)
+    client = s3_client()
+    try:
+        if key and not key.endswith("/"):
+            try:
+                head = client.head_object(Bucket=bucket, Key=key)
+                return [("", int(head["ContentLength"]), str(head["ETag"]))]
+            except ClientError as exc:  # no such object: a prefix without its trailing '/'
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                    raise
+        prefix = key.rstrip("/") + "/" if key else ""
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        items = [item for page in pages for item in page.get("Contents", [])]
+    except Exception as exc:
+        raise _describe_s3_failure(uri, exc) from None
+    return sorted(
+        (item["Key"][len(prefix) :], int(item["Size"]), str(item["ETag"]))
+        for item in items
+        if item["Key"][len(prefix) :] and not item["Key"].endswith("/")
+    )
+
+
 def upload(path: Path, uri: str) -> str:
     """Copy a local file to ``uri`` (local path or s3://)."""
     if is_s3(uri):

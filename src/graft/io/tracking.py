@@ -12,10 +12,12 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 KFP_RUN_ID_TAG = "graft.kfp_run_id"  # on the parent run: the KFP run it belongs to
+# on the parent run: what the cacheable stages' results depend on (graft.stages.open_run)
+DATA_DIGEST_TAG = "graft.data_digest"
+CONFIG_DIGEST_TAG = "graft.config_digest"
 FAILURE_TAG = "graft.failure"  # on a run the pipeline's exit task ended FAILED: why
 
 
@@ -96,7 +101,9 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def start_pipeline_run(config: GraftConfig, kfp_run_id: str) -> str:
+def start_pipeline_run(
+    config: GraftConfig, kfp_run_id: str, tags: dict[str, str] | None = None
+) -> str:
     """The parent run of one pipeline run: resolved config as params and as an artifact."""
     from mlflow.entities import Param
 
@@ -110,6 +117,7 @@ def start_pipeline_run(config: GraftConfig, kfp_run_id: str) -> str:
             "graft.git_commit": git_commit(),
             "graft.version": __version__,
             "graft.image": os.environ.get(IMAGE_ENV, IMAGE_OUTSIDE_AN_IMAGE),
+            **(tags or {}),
         },
     )
     params = [Param(k, v[:6000]) for k, v in flatten(config.model_dump(mode="json")).items()]
@@ -235,6 +243,80 @@ def runs_tagged(config: GraftConfig, tags: dict[str, str]) -> list[str]:
         order_by=["attributes.start_time ASC"],
     )
     return [str(run.info.run_id) for run in runs]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run holds, read back: its status, tags, params (as logged: strings) and each
+    metric's latest value (the one at its highest step)."""
+
+    run_id: str
+    status: str
+    start_time: int  # ms since the epoch
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def _record(run: Any) -> RunRecord:
+    return RunRecord(
+        run_id=str(run.info.run_id),
+        status=str(run.info.status),
+        start_time=int(run.info.start_time or 0),
+        tags=dict(run.data.tags),
+        params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+    )
+
+
+def run_record(config: GraftConfig, run_id: str) -> RunRecord | None:
+    """Run ``run_id`` read back; None when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _record(client_for(config).get_run(run_id))
+    except MlflowException:
+        return None
+
+
+def child_runs(config: GraftConfig, parent_run_id: str) -> list[RunRecord]:
+    """The runs directly under ``parent_run_id`` (deleted runs excluded), oldest first; [] when
+    the store has no such parent."""
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(config)
+    try:
+        experiment = client.get_run(parent_run_id).info.experiment_id
+    except MlflowException:
+        return []
+    found: list[RunRecord] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        found += [_record(run) for run in page]
+        token = page.token
+        if not token:
+            return found
+
+
+def run_dict(config: GraftConfig, run_id: str, artifact_file: str) -> dict[str, Any] | None:
+    """The JSON artifact ``artifact_file`` of run ``run_id`` (as :meth:`RunLogger.dict` logs
+    it); None when the run has no such file."""
+    client = client_for(config)
+    folder = artifact_file.rpartition("/")[0] or None
+    if not any(f.path == artifact_file for f in client.list_artifacts(run_id, folder)):
+        return None
+    with tempfile.TemporaryDirectory() as into:
+        path = client.download_artifacts(run_id, artifact_file, into)
+        data = json.loads(Path(path).read_text())
+    return data if isinstance(data, dict) else None
 
 
 def delete_run_tags(config: GraftConfig, run_id: str, keys: list[str]) -> None:

@@ -55,37 +55,74 @@ def _dir(path: str) -> str:
     return path
 
 
-def data_prep(
+def open_run(
     config_json: str,
     kfp_run_id: str,
+    data_digest_path: str,
+    backbone_path: str,
+    parameters: RunParameters | None = None,
+) -> str:
+    """The MLflow parent run's id; writes the data's digest to ``data_digest_path`` (the
+    cacheable stages' input) and the branch after data-prep to ``backbone_path`` (the DAG's
+    ``dsl.If`` reads it: pretrain, import or champion)."""
+    config = _stage_config(config_json, "open-run", parameters)
+    out = stages.open_run.run(config, kfp_run_id)
+    _write_parameter(data_digest_path, out.data_digest)
+    _write_parameter(backbone_path, out.backbone_branch)
+    return out.parent_run_id
+
+
+def monitor(
+    config_json: str,
+    parent_run_id: str,
+    report_path: str,
+    retrain_path: str,
+    parameters: RunParameters | None = None,
+) -> str:
+    """The monitor's decision and figures as JSON; writes the drift report to ``report_path``
+    and ``true`` or ``false`` to ``retrain_path`` (the DAG's ``dsl.If`` around the training
+    stages reads it)."""
+    config = _stage_config(config_json, "monitor", parameters)
+    scratch = Path(report_path).parent / "monitor-work"
+    out = stages.monitor.run(config, str(scratch), parent_run_id)
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out.report_path, report_path)
+    _write_parameter(retrain_path, "true" if out.retrain else "false")
+    return out.to_json()
+
+
+def data_prep(
+    config_json: str,
+    data_digest: str,
     dataset_path: str,
     test_split_path: str,
     report_path: str,
     parameters: RunParameters | None = None,
-    backbone_path: str = "",
 ) -> str:
-    """Also writes the pipeline's branch, ``config.backbone_source``, to ``backbone_path``:
-    the DAG's ``dsl.If`` reads it to run pretrain or import-backbone."""
+    """The dataset's hash. Cacheable: its inputs are the config and the data's digest, and it
+    logs under the parent run open-run tagged with those."""
     config = _stage_config(config_json, "data-prep", parameters)
     out = stages.data_prep.run(
-        config, _dir(dataset_path), kfp_run_id=kfp_run_id, test_split_dir=_dir(test_split_path)
+        config,
+        _dir(dataset_path),
+        parent_run_id=stages.open_run.parent_run_for(config, data_digest),
+        test_split_dir=_dir(test_split_path),
     )
     shutil.copyfile(Path(dataset_path) / "report.html", report_path)
-    if backbone_path:
-        Path(backbone_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(backbone_path).write_text(config.backbone_source)
-    return out.parent_run_id
+    return out.dataset_hash
 
 
 def pretrain(
     config_json: str,
+    data_digest: str,
     dataset_path: str,
     model_path: str,
-    parent_run_id: str,
     metrics: Any,
     parameters: RunParameters | None = None,
 ) -> float:
+    """Cacheable, as data-prep is: no run-unique input."""
     config = _stage_config(config_json, "pretrain", parameters)
+    parent_run_id = stages.open_run.parent_run_for(config, data_digest)
     out = dispatch.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
     _log_metrics(metrics, _training_metrics(out))
     return out.val_accuracy
@@ -223,6 +260,12 @@ def finalize_run(
         stages.finalize.run(config, kfp_run_id, state, error_message)
     except TrackingError as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def _write_parameter(path: str, value: str) -> None:
+    """A component's ``dsl.OutputPath(str)``: KFP reads the file's text as the value."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(value)
 
 
 def _training_metrics(out: stages.TrainOutput) -> dict[str, object]:

@@ -17,37 +17,83 @@ from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def data_prep(
+def open_run(
     config_json: str,
     kfp_run_id: str,
-    dataset: Output[Dataset],
-    test_split: Output[Dataset],
-    data_report: Output[HTML],
+    data_digest: dsl.OutputPath(str),  # type: ignore[valid-type]
     backbone: dsl.OutputPath(str),  # type: ignore[valid-type]
     preset: str = "",
     compiled_preset: str = "",
     data_source: str = "",
     overrides: list[str] = [],  # noqa: B006
 ) -> str:
+    """Start the MLflow parent run (returned); digest the data for the cacheable stages;
+    ``backbone`` says which branch follows data-prep: pretrain, or import-backbone for an
+    external backbone or the warm start's champion. Never cached."""
+    from graft.kfp import adapters
+
+    return adapters.open_run(
+        config_json,
+        kfp_run_id,
+        data_digest,
+        backbone,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
+
+
+def monitor(
+    config_json: str,
+    parent_run_id: str,
+    drift_report: Output[HTML],
+    retrain: dsl.OutputPath(str),  # type: ignore[valid-type]
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
+) -> str:
+    """Compare the data with the champion's training data (PSI, KS, label shift, a domain
+    classifier); ``retrain`` (monitor.retrain_when) says whether the training stages run.
+    Never cached."""
+    from graft.kfp import adapters
+
+    return adapters.monitor(
+        config_json,
+        parent_run_id,
+        drift_report.path,
+        retrain,
+        adapters.RunParameters(preset, data_source, overrides, compiled_preset),
+    )
+
+
+def data_prep(
+    config_json: str,
+    data_digest: str,
+    dataset: Output[Dataset],
+    test_split: Output[Dataset],
+    data_report: Output[HTML],
+    preset: str = "",
+    compiled_preset: str = "",
+    data_source: str = "",
+    overrides: list[str] = [],  # noqa: B006
+) -> str:
     """Read, validate, deduplicate and split the data (test rows sealed in ``test_split``);
-    start the MLflow parent run. ``backbone`` says which branch follows: pretrain, or
-    import-backbone for an external one."""
+    return the dataset's hash. Cached by KFP while the data (``data_digest``) and the config
+    are unchanged."""
     from graft.kfp import adapters
 
     return adapters.data_prep(
         config_json,
-        kfp_run_id,
+        data_digest,
         dataset.path,
         test_split.path,
         data_report.path,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
-        backbone,
     )
 
 
 def pretrain(
     config_json: str,
-    parent_run_id: str,
+    data_digest: str,
     dataset: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
@@ -56,14 +102,15 @@ def pretrain(
     data_source: str = "",
     overrides: list[str] = [],  # noqa: B006
 ) -> float:
-    """Train the source-task model with Ray Train (DDP, checkpointed, early stopping)."""
+    """Train the source-task model with Ray Train (DDP, checkpointed, early stopping). Cached
+    by KFP while the data and the config are unchanged."""
     from graft.kfp import adapters
 
     return adapters.pretrain(
         config_json,
+        data_digest,
         dataset.path,
         model.path,
-        parent_run_id,
         metrics,
         adapters.RunParameters(preset, data_source, overrides, compiled_preset),
     )
@@ -237,6 +284,8 @@ def finalize_run(
 
 
 STAGE_FUNCTIONS = {
+    "open-run": open_run,
+    "monitor": monitor,
     "data-prep": data_prep,
     "pretrain": pretrain,
     "import-backbone": import_backbone,

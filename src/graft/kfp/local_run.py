@@ -16,16 +16,21 @@ from graft.config import GraftConfig
 from graft.config.runtime import TMPDIR_ENV
 from graft.errors import PipelineStageError
 from graft.io.ray_runtime import one_local_ray
+from graft.kfp.local_conditions import sibling_output_conditions
 from graft.kfp.local_oneof import oneof_artifacts
 from graft.kfp.pipeline import build_pipeline
 from graft.kfp.stage_logs import StageListener, StageLogRouter
 
 
 def run_local(
-    config: GraftConfig, listener: StageListener | None = None, one_ray: bool = True
+    config: GraftConfig,
+    listener: StageListener | None = None,
+    one_ray: bool = True,
+    cache: bool = False,
 ) -> dict[str, Any]:
     """Execute every stage as a local KFP task (same code path as on a cluster) and return
-    the export summary.
+    the export summary (``retrained`` true), or the monitor's when it ended the run early
+    (``retrained`` false).
 
     Without ``listener`` everything the runner prints reaches this process's stdout, as KFP
     prints it. With one, each stage's output goes to ``stage_log_dir(config)/<stage>.log``,
@@ -35,6 +40,10 @@ def run_local(
     With ``ray.mode=local`` the training stages join one Ray instance started here
     (``one_ray=False``: each starts its own, as before; ``bench/pipeline_e2e.py --paths``
     compares the two).
+
+    ``cache``: KFP's local cache (under the pipeline root) serves a task whose inputs an
+    earlier run had, as a KFP server does; data-prep and pretrain take only the config and the
+    data's digest (:mod:`graft.stages.open_run`). The other stages run every time.
     """
     from kfp import local
 
@@ -49,6 +58,7 @@ def run_local(
             stage_log_dir(config) if listener else None,
             listener,
             scratch=work / "tmp",
+            cache=cache,
         )
 
 
@@ -60,6 +70,7 @@ def run_pipeline(
     listener: StageListener | None = None,
     image: str | None = None,
     scratch: Path | None = None,
+    cache: bool = False,
 ) -> dict[str, Any]:
     """The pipeline built from ``config``, run by the KFP local ``runner``; the export summary.
 
@@ -72,14 +83,28 @@ def run_pipeline(
         if log_dir is not None and listener is not None
         else nullcontext()
     )
-    with routing, oneof_artifacts(), task_outputs("export") as export:
-        local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+    with (
+        routing,
+        oneof_artifacts(),
+        sibling_output_conditions(),
+        task_outputs("export") as export,
+        task_outputs("monitor") as monitor,
+    ):
+        local.init(
+            runner=runner,
+            pipeline_root=str(pipeline_root),
+            raise_on_error=True,
+            enable_caching=cache,
+        )
         pipeline = build_pipeline(**({"image": image} if image else {}), default_config=config)
         with _scratch_tmpdir(scratch) if scratch else nullcontext():
             pipeline(config_json=config.to_json())
-    if "Output" not in export:
-        raise PipelineStageError("the pipeline ended without the export stage's summary")
-    return dict(json.loads(export["Output"]))
+    if "Output" in export:
+        return {"retrained": True, **json.loads(export["Output"])}
+    if "Output" in monitor and not json.loads(monitor["Output"])["retrain"]:
+        # monitor.retrain_when said no: the training stages were skipped
+        return {"retrained": False, **json.loads(monitor["Output"])}
+    raise PipelineStageError("the pipeline ended without the export stage's summary")
 
 
 @contextmanager

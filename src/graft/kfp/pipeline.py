@@ -1,7 +1,18 @@
-"""The training DAG: data-prep -> pretrain -> transfer-finetune -> tune -> evaluate -> export.
+"""The training DAG: open-run -> monitor -> data-prep -> pretrain -> transfer-finetune ->
+tune -> evaluate -> export.
 
-The backbone branch: with ``model.family`` hf or graft, ``import-backbone`` takes pretrain's
-place (``dsl.If`` on data-prep's ``backbone`` output; ``dsl.OneOf`` hands on whichever ran).
+The monitor compares the data with the champion's training data; under
+``monitor.retrain_when`` (``always`` by default) it says whether the training stages run
+(``dsl.If`` on its ``retrain`` output).
+
+Caching: open-run (never cached) opens the MLflow parent run and digests the data. data-prep
+and pretrain take only content-derived inputs (the config, the data's digest, data-prep's
+dataset), so KFP reuses their outputs while neither the data nor the config changed; the
+later stages read the champion or log under this run's parent run, and run every time.
+
+The backbone branch: with ``model.family`` hf or graft, or a warm start from the champion,
+``import-backbone`` takes pretrain's place (``dsl.If`` on open-run's ``backbone`` output;
+``dsl.OneOf`` hands on whichever ran).
 
 The test rows are sealed: data-prep writes them to their own artifact, ``test_split``, and
 only evaluate receives it. ``dataset`` (train/val) feeds every other stage, export included
@@ -167,7 +178,7 @@ def build_pipeline(
 def _add_exit_task(finalize: Any, run: dict[str, Any]) -> Any:
     """The exit task: KFP hands it the stages' final status (``dsl.PipelineTaskFinalStatus``)
     and nothing else of theirs, so it finds the MLflow parent run by the KFP run's id, the
-    same placeholder data-prep tags the parent run with."""
+    same placeholder open-run tags the parent run with."""
     task = finalize(kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **run)
     task.set_display_name(FINALIZE_TASK)
     task.set_caching_options(False)  # it reads the MLflow runs as they are now
@@ -177,14 +188,32 @@ def _add_exit_task(finalize: Any, run: dict[str, Any]) -> Any:
 def _add_stage_tasks(components: dict[str, Any], run: dict[str, Any]) -> dict[StageName, Any]:
     """One task per stage, wired by the artifacts each passes on; called inside the pipeline
     function, where KFP records each task it creates into the DAG."""
-    prep = components["data-prep"](kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **run)
+    opened = components["open-run"](kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **run)
+    opened.set_display_name("open-run")
+    opened.set_caching_options(False)  # it opens this run's MLflow run and reads the data now
+    watch = components["monitor"](parent_run_id=opened.outputs["Output"], **run)
+    watch.set_display_name("monitor")
+    watch.set_caching_options(False)  # it compares with the champion of now
+    # monitor.retrain_when decides; when it says no, the monitor has ended the parent run
+    with dsl.If(watch.outputs["retrain"] == "true", name="retrain"):
+        training = _add_training_tasks(components, run, opened)
+    return {"open-run": opened, "monitor": watch, **training}
+
+
+def _add_training_tasks(
+    components: dict[str, Any], run: dict[str, Any], opened: Any
+) -> dict[StageName, Any]:
+    """data-prep to export, under open-run's parent run and with its data digest."""
+    parent = opened.outputs["Output"]
+    data_digest = opened.outputs["data_digest"]
+    # cacheable: the config and the data's digest are its only inputs
+    prep = components["data-prep"](data_digest=data_digest, **run)
     prep.set_display_name("data-prep")
-    parent = prep.outputs["Output"]
     dataset = prep.outputs["dataset"]
-    # the backbone: pretrained here, or imported (model.family hf or graft); the other branch
-    # is skipped, and KFP shows it as such
-    with dsl.If(prep.outputs["backbone"] == "pretrain", name="pretrain-backbone"):
-        pre = components["pretrain"](parent_run_id=parent, dataset=dataset, **run)
+    # the backbone: pretrained here, or imported (model.family hf or graft, or the warm
+    # start's champion); the other branch is skipped, and KFP shows it as such
+    with dsl.If(opened.outputs["backbone"] == "pretrain", name="pretrain-backbone"):
+        pre = components["pretrain"](data_digest=data_digest, dataset=dataset, **run)
         pre.set_display_name("pretrain")
     with dsl.Else(name="import-backbone"):
         imported = components["import-backbone"](parent_run_id=parent, dataset=dataset, **run)

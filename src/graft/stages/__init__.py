@@ -1,7 +1,10 @@
 """The stages, one module each: ``run(config, ...)`` takes the config and the stage's
 folders and MLflow parent run, and returns the stage's typed output (:mod:`.outputs`).
 
-The KFP adapters and the CLI call them (the training stages through
+:mod:`.open_run` comes first: it opens the pipeline's MLflow parent run and digests the data,
+so that data-prep and pretrain take only content-derived inputs and KFP's cache can reuse
+them; :mod:`.monitor` then compares the data with the champion's and decides whether the
+training stages run. The KFP adapters and the CLI call them (the training stages through
 :mod:`graft.remote.dispatch`, which runs them here or ships them to the cluster); tests
 exercise them without KFP. Each stage writes into its own MLflow run nested under the
 pipeline's parent run. :mod:`.import_backbone` replaces pretrain when the backbone comes from
@@ -16,6 +19,8 @@ from graft.stages import (
     finalize,
     finetune,
     import_backbone,
+    monitor,
+    open_run,
     pretrain,
     tune,
 )
@@ -25,6 +30,8 @@ from graft.stages.outputs import (
     ExportOutput,
     FinalizeOutput,
     ImportOutput,
+    MonitorOutput,
+    OpenRunOutput,
     TrainOutput,
     TuneOutput,
 )
@@ -35,6 +42,8 @@ __all__ = [
     "ExportOutput",
     "FinalizeOutput",
     "ImportOutput",
+    "MonitorOutput",
+    "OpenRunOutput",
     "TrainOutput",
     "TuneOutput",
     "data_prep",
@@ -43,6 +52,8 @@ __all__ = [
     "finalize",
     "finetune",
     "import_backbone",
+    "monitor",
+    "open_run",
     "pretrain",
     "tune",
 ]

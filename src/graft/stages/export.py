@@ -14,6 +14,7 @@ import torch
 from graft.config import GraftConfig
 from graft.data.manifest import DataManifest
 from graft.data.prepare import load_split
+from graft.data.reference import REFERENCE_FOLDER
 from graft.export.bundle import ExportBundle, build_export_bundle
 from graft.export.model_card import build_model_card, write_model_card
 from graft.export.promotion import promote_champion
@@ -64,7 +65,9 @@ def run(
         version = _find_or_register(
             config,
             parent_run_id,
-            lambda: _register(config, run_id, weights, bundle, class_names, example, out),
+            lambda: _register(
+                config, run_id, weights, bundle, class_names, example, out, Path(dataset_dir)
+            ),
         )
         tags = _version_tags(config, bundle, gate, metrics, manifest.dataset_hash)
         registry.set_version_tags(config, version, {**tags, "pipeline_run_id": parent_run_id})
@@ -151,12 +154,18 @@ def _register(
     class_names: list[str],
     example: torch.Tensor,
     out: Path,
+    dataset_dir: Path,
 ) -> str:
     """A new registry version of the served model (graft.export.served_model: the exported
     ONNX graph taking raw rows, with class names and probabilities out), with its signature
-    and input example, and the weights Graft loads it from (graft.train.champion)."""
+    and input example, the weights Graft loads it from (graft.train.champion) and the
+    reference statistics of its train rows the monitor compares snapshots with
+    (graft.data.reference; a streaming data-prep writes none)."""
     # before the version exists: a champion always has the files Graft loads it from
-    tracking.logger_for(config, run_id).artifact(weights, WEIGHTS_FOLDER)
+    logger = tracking.logger_for(config, run_id)
+    logger.artifact(weights, WEIGHTS_FOLDER)
+    if (dataset_dir / REFERENCE_FOLDER).is_dir():
+        logger.artifact(dataset_dir / REFERENCE_FOLDER, REFERENCE_FOLDER)
     served = add_prediction_head(Path(bundle.files.onnx), class_names, out / SERVED_ONNX_FILE)
     rows = example.numpy()
     outputs = check_head(served, Path(bundle.files.onnx), rows, class_names)

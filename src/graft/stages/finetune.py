@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from graft.config import GraftConfig
-from graft.evaluate.finetune_cv import cross_validate_finetune
+from graft.evaluate.finetune_cv import check_pooled_rows_fit, cross_validate_finetune
 from graft.stages.outputs import TrainOutput
 from graft.stages.training import TrainingStage, run_training_stage
 from graft.train.in_process import FinetuneFoldTrainer, FinetuneStart
@@ -35,13 +35,18 @@ def run(
             splits = (request.train_path, request.val_path)
             cross_validate_finetune(config, trainer, splits, out, run_id)
 
+    def request_for(run_id: str) -> FitRequest:
+        request = finetune_request(config, dataset_dir, pretrained_dir, out / "scratch", run_id)
+        if config.evaluate.protocol.name != "holdout":
+            # a streamed target task too large to pool in memory is refused before the fit
+            check_pooled_rows_fit(config, (request.train_path, request.val_path))
+        return request
+
     return run_training_stage(
         config,
         FINETUNE,
         parent_run_id,
         output_dir,
-        request_for=lambda run_id: finetune_request(
-            config, dataset_dir, pretrained_dir, out / "scratch", run_id
-        ),
+        request_for=request_for,
         after_fit=cross_validate,
     )

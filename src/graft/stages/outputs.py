@@ -8,6 +8,32 @@ from typing import Any
 
 
 @dataclass
+class OpenRunOutput:
+    parent_run_id: str
+    data_digest: str  # what data.source holds (graft.data.fingerprint)
+    backbone_branch: str  # pretrain, import or champion
+
+
+@dataclass
+class MonitorOutput:
+    retrain: bool
+    reason: str
+    # the headline figures (snapshot_rows, new_rows, max_feature_psi, label_psi,
+    # label_total_variation, domain_auc); empty without a champion to compare with
+    figures: dict[str, float]
+    triggers: list[str]  # the figures above their thresholds, one sentence each
+    report_path: str
+    output_dir: str
+    run_id: str
+    parent_run_id: str  # the pipeline's MLflow run: the one given, or the one opened here
+    champion_version: str | None = None
+    drifted_features: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
 class DataPrepOutput:
     dataset_dir: str  # train/val only: what the training stages receive
     parent_run_id: str

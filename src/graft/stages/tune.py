@@ -16,7 +16,8 @@ from graft.stages.outputs import TuneOutput
 from graft.tune import search
 from graft.tune.html_report import write_tune_report
 from graft.tune.lr_range import narrow_lr_range
-from graft.tune.runs import tag_best_trial, tune_stage_run
+from graft.tune.runs import TUNE_DISABLED_TAG, tag_best_trial, tune_stage_run
+from graft.tune.warm_start import seeds_for_search
 
 
 def run(
@@ -46,6 +47,8 @@ def run(
         if not config.tune.enabled:
             return _hand_on_untuned(config, logger, out, finetuned_dir, finetuned_val_accuracy)
         config = _narrow_lr_range(config, logger, dataset_dir, pretrained_dir, out)
+        # after the LR finder: the seeds are fitted to the narrowed LR range
+        seeds = seeds_for_search(config, logger)
         ensure_ray(config.ray)
         result = search.run_search(
             config,
@@ -54,6 +57,7 @@ def run(
             out,
             tune_run_id=run_id,
             experiment_name=experiment_name,
+            seeds=seeds,
         )
         _log_search(config, logger, result)
         tuned_val_accuracy = validation_accuracy(dataset_dir, result.best_checkpoint_dir)
@@ -86,7 +90,7 @@ def _hand_on_untuned(
             "tune.enabled=false and no finetuned model to hand on; enable tuning or "
             "pass the finetuned model directory"
         )
-    logger.tags({"graft.tune": "disabled"})
+    logger.tags({TUNE_DISABLED_TAG: "disabled"})
     report = write_tune_report(
         out,
         title=f"Graft tune: {config.name}",

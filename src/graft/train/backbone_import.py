@@ -47,6 +47,13 @@ def import_backbone(config: GraftConfig, dataset_dir: str, output_dir: Path) -> 
     )
 
 
+def import_champion(config: GraftConfig, dataset_dir: str, output_dir: Path) -> Path:
+    """The warm start's backbone: ``models:/<export.model_name>@champion`` as a model folder,
+    in place of a pretrain the retraining loop would throw away."""
+    source = f"models:/{config.export.model_name}@champion"
+    return _import_registered(config, source, dataset_dir, output_dir)
+
+
 def fetch_pretrained(config: GraftConfig, source: str, scratch: Path) -> Path:
     """A local folder with ``source``'s files: the folder itself, or a copy of an s3://
     prefix or an MLflow artifact URI downloaded under ``scratch``."""

@@ -34,6 +34,7 @@ class Champion:
     version: str
     network: GraftNet
     fill: MissingValueFill | None
+    spec: ModelSpec
 
     def served(self) -> nn.Module:
         """The network taking raw rows, as the registered model does."""
@@ -62,7 +63,7 @@ def load_champion(config: GraftConfig) -> Champion | None:
     with tempfile.TemporaryDirectory(prefix="graft-champion-") as scratch:
         folder = registry.download_version_files(config, version, WEIGHTS_FOLDER, Path(scratch))
         try:
-            network, _ = load_checkpoint_model(folder)
+            network, spec = load_checkpoint_model(folder)
             fill = _read_fill(folder / FILL_FILE)
         except (GraftError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise RegistryError(
@@ -71,7 +72,16 @@ def load_champion(config: GraftConfig) -> Champion | None:
                 f"(MlflowClient().delete_registered_model_alias('{config.export.model_name}', "
                 "'champion'))"
             ) from None
-    return Champion(str(version.version), network, fill)
+    return Champion(str(version.version), network, fill, spec)
+
+
+def architecture_difference(champion: Champion, config: GraftConfig) -> str:
+    """What keeps ``config`` from warm-starting from ``champion`` without a pretrain: the
+    model-block keys whose values differ (dropout aside: it has no weights); "" if none."""
+    theirs = {k: v for k, v in champion.spec.model.items() if k != "dropout"}
+    ours = {k: v for k, v in config.model.model_dump(mode="json").items() if k != "dropout"}
+    differing = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    return ", ".join(f"model.{k}" for k in differing)
 
 
 def _read_fill(path: Path) -> MissingValueFill | None:

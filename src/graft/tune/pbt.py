@@ -58,6 +58,8 @@ TRIAL_OVERRIDES: dict[str, Any] = {
 RESTORED_FROM_TAG = "graft.pbt.restored_from"
 RESTORED_AT_EPOCH_TAG = "graft.pbt.restored_from_epoch"
 EXPLOITS_TAG = "graft.pbt.exploits"
+# a trial run's metric pbt.<key>: the value of tune.space key <key> each segment trained under
+PBT_PARAM_PREFIX = "pbt."
 
 
 @dataclass
@@ -332,7 +334,8 @@ def _report_segment(
     for row in rows:
         logger.metrics(row, step=int(row["epoch"]))
     logger.metrics(
-        {f"pbt.{k}": v for k, v in _numeric(trial.applied).items()}, step=state.epochs_done
+        {f"{PBT_PARAM_PREFIX}{k}": v for k, v in _numeric(trial.applied).items()},
+        step=state.epochs_done,
     )
     state.save(model_dir)
     (model_dir / HISTORY_FILE).write_text(json.dumps(history))

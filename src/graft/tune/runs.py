@@ -14,6 +14,7 @@ from graft.io import tracking
 EXPERIMENT_TAG = "graft.tune_experiment"
 TRIAL_TAG = "graft.trial_id"
 BEST_TAG = "graft.best_trial"
+TUNE_DISABLED_TAG = "graft.tune"  # "disabled" on the tune stage run of tune.enabled=false
 # completed, early_stopped, cut, failed or BEFORE_FIRST_EPOCH
 OUTCOME_TAG = "graft.trial_outcome"
 STOP_REASON_TAG = "graft.trial_stop_reason"  # why a trial ended before its first epoch

@@ -4,21 +4,31 @@ or none) and what else ends trials (an epoch budget, PBT's last epoch)."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from graft.config import GraftConfig
 from graft.tune.pbt import make_pbt_scheduler
+from graft.tune.seeds import completed_seed
 from graft.tune.space import OptunaSpace
 from graft.tune.trial import TIME_ATTR
 
 
-def make_searcher(config: GraftConfig) -> Any:
+def make_searcher(config: GraftConfig, seeds: Sequence[Mapping[str, Any]] = ()) -> Any:
+    """The searcher; ``seeds`` (partial configurations: graft.tune.warm_start) are its first
+    suggestions, each in place of one of ``tune.num_samples``. Optuna and random search fill
+    a seed's missing keys themselves; HyperOpt takes whole points only, so they are drawn at
+    random here. The config refuses seeds for a grid."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     tune_cfg = config.tune
+    points = [dict(seed) for seed in seeds] or None
     if tune_cfg.searcher in ("random", "grid"):
         return BasicVariantGenerator(
-            random_state=tune_cfg.seed, max_concurrent=tune_cfg.max_concurrent
+            points_to_evaluate=points,
+            random_state=tune_cfg.seed,
+            max_concurrent=tune_cfg.max_concurrent,
         )
     if tune_cfg.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -28,12 +38,17 @@ def make_searcher(config: GraftConfig) -> Any:
             metric=tune_cfg.metric,
             mode=tune_cfg.mode,
             sampler=tpe_sampler(config),
+            points_to_evaluate=points,
         )
     else:
         from ray.tune.search.hyperopt import HyperOptSearch
 
+        rng = random.Random(tune_cfg.seed)
         searcher = HyperOptSearch(
-            metric=tune_cfg.metric, mode=tune_cfg.mode, random_state_seed=tune_cfg.seed
+            metric=tune_cfg.metric,
+            mode=tune_cfg.mode,
+            random_state_seed=tune_cfg.seed,
+            points_to_evaluate=[completed_seed(s, tune_cfg.space, rng) for s in seeds] or None,
         )
     return ConcurrencyLimiter(searcher, max_concurrent=tune_cfg.max_concurrent)
 
