@@ -10,20 +10,16 @@ exercise them without KFP. Each stage writes into its own MLflow run nested unde
 pipeline's parent run. :mod:`.import_backbone` replaces pretrain when the backbone comes from
 outside (model.family hf or graft). :mod:`.finalize` is the pipeline's exit task: it ends
 FAILED the runs a failed or killed pipeline run left RUNNING.
+
+Each stage module is imported when first named (``stages.tune``): a pipeline task runs one
+stage in a fresh process, and importing all of them (torch, scikit-learn, ONNX, Ray Tune)
+cost every task seconds it did not need.
 """
 
-from graft.stages import (
-    data_prep,
-    evaluate,
-    export,
-    finalize,
-    finetune,
-    import_backbone,
-    monitor,
-    open_run,
-    pretrain,
-    tune,
-)
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 from graft.stages.outputs import (
     DataPrepOutput,
     EvaluateOutput,
@@ -57,3 +53,25 @@ __all__ = [
     "pretrain",
     "tune",
 ]
+
+_STAGE_MODULES = frozenset(name for name in __all__ if name.islower())
+
+if TYPE_CHECKING:
+    from graft.stages import (
+        data_prep,
+        evaluate,
+        export,
+        finalize,
+        finetune,
+        import_backbone,
+        monitor,
+        open_run,
+        pretrain,
+        tune,
+    )
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _STAGE_MODULES:
+        return importlib.import_module(f"graft.stages.{name}")
+    raise AttributeError(f"module 'graft.stages' has no attribute {name!r}")

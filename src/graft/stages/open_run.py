@@ -22,7 +22,6 @@ from graft.config import GraftConfig
 from graft.data.fingerprint import source_digest
 from graft.io import tracking
 from graft.stages.outputs import OpenRunOutput
-from graft.train.champion import architecture_difference, load_champion
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,9 @@ def backbone_branch(config: GraftConfig) -> str:
         return "import"
     if not config.finetune.warm_start_from_champion:
         return "pretrain"
+    # torch, only for the warm start: open-run runs in every pipeline run
+    from graft.train.champion import architecture_difference, load_champion
+
     champion = load_champion(config)
     name = config.export.model_name
     if champion is None:
