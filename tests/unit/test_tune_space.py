@@ -161,6 +161,25 @@ def test_importance_needs_three_trials() -> None:
     assert param_importances(frame, config.tune.space, "val_accuracy", "max") is None
 
 
+def test_importance_is_skipped_when_every_trial_scored_the_same(tmp_path: Path) -> None:
+    """fANOVA raises on a metric without variance ("zero total variance in all trees"): a
+    search whose trials all tie (a small validation split) must still end with its plots."""
+    config = _config(space=SPACE)
+    frame = pd.DataFrame(
+        [
+            {
+                "trial_id": f"a_{index:05d}",
+                "val_accuracy": 0.96,
+                "config/finetune.optimizer.lr": 10 ** (-4 + index / 3),
+            }
+            for index in range(5)
+        ]
+    )
+    assert param_importances(frame, config.tune.space, "val_accuracy", "max") is None
+    paths = plot_search(frame, config.tune.space, "val_accuracy", "max", tmp_path)
+    assert "param_importance.png" not in {Path(p).name for p in paths}
+
+
 def test_cli_resume_without_session_is_one_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "graft.cli", "tune", "--resume", "--output-dir", str(tmp_path)],

@@ -81,7 +81,9 @@ class _PreparedRows:
     splits: dict[str, np.ndarray]  # split -> positions, after the near-duplicate policy
 
 
-def _read(config: DataConfig) -> RawDataset:
+def read_validated(config: DataConfig) -> RawDataset:
+    """Every row of ``config.source`` (no deduplication, no subsample), validated as
+    data-prep validates them; the monitor reads a snapshot this way too."""
     raw = load_source(
         config.source,
         config.label_column,
@@ -90,6 +92,11 @@ def _read(config: DataConfig) -> RawDataset:
         image=config.image,
     )
     validate_raw(raw, config.source, allow_missing=config.missing_values == "fill_median")
+    return raw
+
+
+def _read(config: DataConfig) -> RawDataset:
+    raw = read_validated(config)
     validate_target_classes(raw, config.transfer.target_classes, config.source)
     return raw
 

@@ -6,23 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from graft.config.data import DataConfig
+from graft.data.prepare import read_validated
 from graft.data.reference import ReferenceStatistics, hash_numbers
-from graft.data.sources import RawDataset, load_source
-from graft.data.validation import row_hashes, validate_raw
+from graft.data.sources import RawDataset
+from graft.data.validation import row_hashes
 from graft.errors import DatasetError
 
 
 def read_snapshot(config: DataConfig) -> RawDataset:
     """Every row of ``config.source`` (no deduplication, no subsample), validated as
     data-prep validates it; class names default to the ids, as data-prep names them."""
-    raw = load_source(
-        config.source,
-        config.label_column,
-        config.time_column,
-        config.group_column,
-        image=config.image,
-    )
-    validate_raw(raw, config.source, allow_missing=config.missing_values == "fill_median")
+    raw = read_validated(config)
     if not raw.class_names:
         raw.class_names = [str(c) for c in range(int(raw.y.max()) + 1)]
     return raw

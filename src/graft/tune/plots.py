@@ -98,16 +98,21 @@ def param_importances(
     frame: pd.DataFrame, space: dict[str, SearchDimension], metric: str, mode: str
 ) -> dict[str, float] | None:
     """fANOVA importances (Optuna's evaluator) over the finished trials; None with fewer than 3
-    trials or no parameter that varied."""
+    trials, no parameter that varied, or every trial scoring the same (no variance to explain:
+    fANOVA raises on it)."""
     import optuna
 
     data = frame.dropna(subset=[metric])
     varied = [
         k for k in space if CONFIG_PREFIX + k in data and data[CONFIG_PREFIX + k].nunique() > 1
     ]
-    if len(data) < 3 or not varied:
+    if len(data) < 3 or not varied or data[metric].nunique() < 2:
         log.info(
-            "param importance skipped: %d trials, %d varied parameters", len(data), len(varied)
+            "param importance skipped: %d trials, %d varied parameters, %d distinct %s values",
+            len(data),
+            len(varied),
+            data[metric].nunique(),
+            metric,
         )
         return None
     distributions: dict[str, optuna.distributions.BaseDistribution] = {}
