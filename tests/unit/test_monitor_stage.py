@@ -44,17 +44,22 @@ def _config(tmp_path: Path, *overrides: str) -> GraftConfig:
 
 
 def _export(
-    config: GraftConfig, tmp_path: Path, model_dir: Callable[..., Path], statistics: bool = True
+    config: GraftConfig,
+    tmp_path: Path,
+    model_dir: Callable[..., Path],
+    statistics: bool = True,
+    passed: bool = True,
 ) -> Any:
-    """Data-prep, then an untrained model exported (and promoted) as the champion; without
-    ``statistics`` as an older Graft did, with no reference folder to register."""
+    """Data-prep, then an untrained model exported (and promoted, if it ``passed`` the gate)
+    as the champion; without ``statistics`` as an older Graft did, with no reference folder to
+    register."""
     data = stages.data_prep.run(config, str(tmp_path / "data"))
     if not statistics:
         shutil.rmtree(Path(data.dataset_dir) / REFERENCE_FOLDER)
     model = model_dir(config, data.dataset_dir, tmp_path / "model", "target")
     evaluation = tmp_path / "eval"
     evaluation.mkdir()
-    (evaluation / "gate.json").write_text('{"passed": true, "reasons": []}')
+    (evaluation / "gate.json").write_text(json.dumps({"passed": passed, "reasons": []}))
     (evaluation / "metrics.json").write_text('{"test_accuracy": 0.9, "baseline_accuracy": 0.5}')
     return stages.export.run(
         config,
@@ -236,6 +241,26 @@ def test_help_explains_the_policies() -> None:
     assert result.exit_code == 0
     for word in ("retrain_when", "always", "drift", "new_rows", "PSI", "AUC", "exit code is 0"):
         assert word in result.output
+
+
+def test_the_challenger_as_reference_does_not_flag_a_shift_its_retrain_already_saw(
+    champion: dict[str, Any], tmp_path: Path, untrained_model_dir: Callable[..., Path]
+) -> None:
+    """A retrain on brighter digits whose challenger the gate refused: compared with the
+    champion the shift is still drift; compared with the challenger nothing has arrived."""
+    brighter = _brighter_digits(tmp_path / "brighter.npz")
+    retrained = champion["config"].model_copy(deep=True)
+    retrained.data.source = str(brighter)
+    refused = _export(retrained, tmp_path / "retrain", untrained_model_dir, passed=False)
+    assert refused.aliases == ["challenger"]
+    retrained.monitor.retrain_when = "drift"
+    against_champion = monitor.run(retrained, str(tmp_path / "champion"))
+    assert against_champion.retrain, against_champion.reason
+    assert against_champion.champion_version == champion["export"].model_version
+    retrained.monitor.reference = "challenger"
+    against_challenger = monitor.run(retrained, str(tmp_path / "challenger"))
+    assert not against_challenger.retrain, against_challenger.reason
+    assert against_challenger.champion_version == refused.model_version
 
 
 @pytest.fixture

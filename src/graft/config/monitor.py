@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from graft.config.base import Strict
 
 RetrainWhen = Literal["always", "drift", "new_rows"]
+MonitorReference = Literal["champion", "challenger"]
 CompareRows = Literal["new_rows", "snapshot"]
 
 
@@ -27,6 +28,15 @@ class MonitorConfig(Strict):
         "its threshold | new_rows: when the snapshot holds at least new_rows rows the "
         "champion's dataset did not (by content hash). Without a champion, or a champion "
         "without reference statistics, the monitor always says retrain",
+    )
+    reference: MonitorReference = Field(
+        default="champion",
+        description="the registered version whose training rows the snapshot is compared with: "
+        "champion (what is served) | challenger (the latest retrain, promoted or not: export "
+        "sets the alias on every version it registers). With champion, a shift that a "
+        "retrain already saw, and whose challenger the gate refused, is flagged again at "
+        "every run until a challenger is promoted; challenger asks only whether anything "
+        "arrived since the last retrain",
     )
     psi_threshold: float = Field(
         default=0.2,

@@ -42,21 +42,22 @@ def registered_model(config: GraftConfig) -> Any | None:
         raise _registry_error(config, "read", exc) from exc
 
 
-def champion_alias(config: GraftConfig) -> str | None:
-    """The version number the ``champion`` alias points to; None when the registry has no
-    such model or the model no such alias. Raises RegistryError when the registry cannot
-    answer (a short outage must not read as "no champion": the gate would pass)."""
+def champion_alias(config: GraftConfig, alias: str = "champion") -> str | None:
+    """The version number ``alias`` (``champion`` unless named) points to; None when the
+    registry has no such model or the model no such alias. Raises RegistryError when the
+    registry cannot answer (a short outage must not read as "no champion": the gate would
+    pass)."""
     model = registered_model(config)
-    version = None if model is None else (model.aliases or {}).get("champion")
+    version = None if model is None else (model.aliases or {}).get(alias)
     return None if version is None else str(version)
 
 
-def champion_version(config: GraftConfig) -> Any | None:
-    """The registered version behind the ``champion`` alias, or None (see
+def champion_version(config: GraftConfig, alias: str = "champion") -> Any | None:
+    """The registered version behind ``alias`` (``champion`` unless named), or None (see
     :func:`champion_alias`)."""
     from mlflow.exceptions import MlflowException
 
-    number = champion_alias(config)
+    number = champion_alias(config, alias)
     if number is None:
         return None
     try:

@@ -1,7 +1,8 @@
-"""The reference statistics registered with ``models:/<export.model_name>@champion``.
+"""The reference statistics registered with ``models:/<export.model_name>@champion``, or with
+``@challenger`` (``monitor.reference``).
 
-Export logs data-prep's ``reference`` folder in the champion version's run, next to its
-``weights`` (graft.train.champion); this module downloads and reads it."""
+Export logs data-prep's ``reference`` folder in each version's run, next to its ``weights``
+(graft.train.champion); this module downloads and reads the one the monitor compares with."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ class ChampionReference:
 
 
 def champion_reference(config: GraftConfig) -> ChampionReference | None:
-    """The champion's version and reference statistics; None when there is no champion.
-    RegistryError when the registry cannot answer (an outage must not read as "none")."""
-    version = registry.champion_version(config)
+    """The version ``monitor.reference`` names (the champion unless set) and its reference
+    statistics; None when there is no such version. RegistryError when the registry cannot
+    answer (an outage must not read as "none")."""
+    version = registry.champion_version(config, config.monitor.reference)
     if version is None:
         return None
     number = str(version.version)
