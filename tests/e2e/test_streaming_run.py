@@ -1,0 +1,50 @@
+"""`graft run` with data.loader=streaming: an image folder through the whole tiny pipeline,
+every training stage reading its rows from a Ray Data stream of the split manifests that
+data-prep wrote instead of arrays (issue 20). Slow: `make test-all`.
+
+On 2 cores each of pretrain's two DDP workers takes half a CPU, so that Ray Data's decoding
+tasks find a CPU beside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from graft.data.sources import load_source
+from graft.data.streaming_manifest import MANIFEST_SUFFIX
+from image_folders import digits_folder
+from pipeline_runs import graft_run, prepared_manifest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def test_a_streamed_image_folder_runs_end_to_end(tmp_path: Path) -> None:
+    folder = digits_folder(tmp_path / "digits", per_class=100)
+    work = tmp_path / "work"
+    graft_run(
+        [
+            f"data.source={folder}",
+            "data.loader=streaming",
+            f"work_dir={work}",
+            "pretrain.resources.cpus=0.5",
+            "finetune.resources.cpus=0.5",
+        ]
+    )
+
+    manifest = prepared_manifest(work)
+    assert manifest.loader == "streaming"
+    (prepared,) = (work / "kfp").glob("*/data-prep/dataset")
+    # file lists with hashes and no arrays: every stage that trained read a stream
+    assert list(prepared.rglob(f"*{MANIFEST_SUFFIX}"))
+    assert not list(prepared.rglob("*.npz"))
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/graft-tiny@champion")
+    raw = load_source(str(folder), "label")
+    rows = np.arange(0, len(raw.y), 5)
+    labels = list(model.predict(raw.x[rows])["label"])
+    truth = [raw.class_names[i] for i in raw.y[rows]]
+    assert np.mean([a == b for a, b in zip(labels, truth, strict=True)]) > 0.8
