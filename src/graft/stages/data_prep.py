@@ -12,6 +12,7 @@ from graft.data.prepare import prepare_dataset
 from graft.data.splits import SPLIT_MANIFEST_FILE, read_task_splits
 from graft.io import tracking
 from graft.stages.outputs import DataPrepOutput
+from graft.stages.run_records import write_run_record
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def run(
     tracking.logger_for(config, parent).tags({"graft.dataset_hash": manifest.dataset_hash})
     with tracking.stage_run(config, parent, "data-prep") as run_id:
         _log_dataset(config, run_id, manifest, Path(output_dir))
+    write_run_record(output_dir, "data-prep", run_id, parent)
     log.info("data-prep: %d rows, hash %s", manifest.num_rows, manifest.dataset_hash)
     return DataPrepOutput(str(output_dir), parent, manifest.dataset_hash, holdout)
 

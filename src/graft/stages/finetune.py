@@ -9,6 +9,7 @@ from pathlib import Path
 from graft.config import GraftConfig
 from graft.evaluate.finetune_cv import check_pooled_rows_fit, cross_validate_finetune
 from graft.stages.outputs import TrainOutput
+from graft.stages.run_records import link_reused_runs
 from graft.stages.training import TrainingStage, run_training_stage
 from graft.train.in_process import FinetuneFoldTrainer, FinetuneStart
 from graft.train.request import FitRequest
@@ -27,6 +28,8 @@ def run(
     parent_run_id: str,
 ) -> TrainOutput:
     out = Path(output_dir)
+    # the dataset and the backbone may come from KFP's cache: name their runs here
+    link_reused_runs(config, parent_run_id, [dataset_dir, pretrained_dir])
 
     def cross_validate(request: FitRequest, run_id: str) -> None:
         if config.evaluate.protocol.name != "holdout":

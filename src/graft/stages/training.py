@@ -14,6 +14,7 @@ from graft.io import tracking
 from graft.io.ray_runtime import ensure_ray, train_storage
 from graft.stages.common import run_name_key
 from graft.stages.outputs import TrainOutput
+from graft.stages.run_records import write_run_record
 from graft.train.fit import FitResult, fit
 from graft.train.request import FitRequest, FitRun
 
@@ -56,6 +57,7 @@ def run_training_stage(
         )
         result = fit(request, run)
         _log_fit(config, run_id, result, stage.title)
+        write_run_record(result.model_dir, stage.name, run_id, parent_run_id)
         if after_fit is not None:
             after_fit(request, run_id)
     return _train_output(result, run_id)
