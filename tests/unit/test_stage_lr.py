@@ -81,3 +81,22 @@ def test_an_autoencoder_pretrain_has_no_loss_to_sweep(
 def test_lr_find_refuses_a_stage_it_cannot_sweep(tiny_dataset_and_source: tuple[str, str]) -> None:
     result = run_graft("lr-find", "tune", "--dataset-dir", tiny_dataset_and_source[0])
     assert_one_clear_error(result, "lr-find sweeps pretrain or transfer-finetune, not 'tune'")
+
+
+def test_the_sweep_reads_a_streamed_dataset_from_its_manifest(tmp_path: Path) -> None:
+    """With data.loader=streaming the split is a manifest of files, not arrays: the LR finder
+    (tune.lr_finder) decodes the rows it steps through (a graft run once failed here)."""
+    from graft.data.prepare import prepare_dataset
+    from image_folders import digits_folder
+
+    folder = digits_folder(tmp_path / "digits", per_class=40)
+    config = load_config(
+        preset="tiny", overrides=[f"data.source={folder}", "data.loader=streaming"]
+    )
+    dataset = tmp_path / "dataset"
+    prepare_dataset(config.data, config.seed, dataset, tmp_path / "test")
+    sweep = sweep_stage(
+        config, "pretrain", str(dataset), tmp_path, min_lr=1e-5, max_lr=1.0, num_steps=12
+    )
+    assert len(sweep.result.losses) > 0
+    assert all(math.isfinite(loss) for loss in sweep.result.losses)

@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from graft.config import GraftConfig, PhaseConfig
+from graft.data.streaming_read import load_streamed_split
 from graft.errors import ConfigError
 from graft.nn.models import ModelSpec, build_model
 from graft.nn.transfer import apply_phase
 from graft.train.lr_finder import LRFinderResult, find_lr, plot_lr_finder
 from graft.train.request import FitRequest
-from graft.train.rows import load_split_rows
+from graft.train.rows import array_rows, load_split_rows
 from graft.train.stage_requests import finetune_request, pretrain_request
 
 SweptStage = Literal["pretrain", "transfer-finetune"]
@@ -76,7 +77,7 @@ def sweep_stage(
         raise ConfigError(f"the LR finder sweeps pretrain or transfer-finetune, not '{stage}'")
     model, phase = _starting_model(request, config.seed)
     loader = DataLoader(
-        load_split_rows(request.train_path),
+        _sweep_rows(request, dataset_dir, train_config.batch_size * num_steps),
         batch_size=train_config.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(config.seed),
@@ -92,6 +93,16 @@ def sweep_stage(
         num_steps,
     )
     return StageSweep(stage, result, phase.lr_scale)
+
+
+def _sweep_rows(request: FitRequest, dataset_dir: str, needed: int) -> TensorDataset:
+    """The train rows the sweep steps through: the split's arrays, or, for a streamed
+    dataset, the first ``needed`` rows of its manifest (listed in a seeded random order),
+    decoded into memory."""
+    if request.stream is None:
+        return load_split_rows(request.train_path)
+    x, y = load_streamed_split(request.train_path, dataset_dir, limit=needed)
+    return array_rows(x, y)
 
 
 def write_sweep(sweep: StageSweep, output_dir: Path) -> tuple[Path, Path]:
