@@ -41,7 +41,7 @@ from graft.data.quality import (
     leakage_findings,
     missing_per_column,
 )
-from graft.data.reference import write_reference_statistics
+from graft.data.reference import REFERENCE_FOLDER, build_reference, write_reference
 from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset, load_source
 from graft.data.splits import (
@@ -216,9 +216,10 @@ def prepare_dataset(
     summary = SplitSummary.build(raw, result, dropped, target_shares(config))
     _write_reports(rows, manifest, quality, near_report, summary, out)
     # what the monitor compares a later snapshot with: train rows only (graft.data.reference)
-    write_reference_statistics(
-        raw, result.indices["train"], hashes, seed, manifest.dataset_hash, config.source, out
+    reference = build_reference(
+        raw, result.indices["train"], hashes, seed, manifest.dataset_hash, config.source
     )
+    write_reference(reference, out / REFERENCE_FOLDER)
     return manifest
 
 

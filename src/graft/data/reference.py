@@ -127,20 +127,6 @@ def build_reference(
     )
 
 
-def write_reference_statistics(
-    raw: RawDataset,
-    train: np.ndarray,
-    hashes: np.ndarray,
-    seed: int,
-    dataset_hash: str,
-    source: str,
-    dataset_dir: Path,
-) -> Path:
-    """Build and write the statistics of the train rows into ``<dataset_dir>/reference``."""
-    reference = build_reference(raw, train, hashes, seed, dataset_hash, source)
-    return write_reference(reference, dataset_dir / REFERENCE_FOLDER)
-
-
 def write_reference(reference: ReferenceStatistics, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = asdict(reference)
