@@ -190,7 +190,9 @@ def schedule(
 
     A monitored retraining schedule: --set monitor.retrain_when=drift (or new_rows) makes
     each run compare the week's data with the champion's training rows first and end early,
-    FINISHED, when nothing drifted; --set finetune.warm_start_from_champion=true skips
+    FINISHED, when nothing drifted; --set monitor.reference=challenger compares with the
+    latest retrain's rows instead, so a shift whose retrain the gate refused is not flagged
+    again every week; --set finetune.warm_start_from_champion=true skips
     pretrain for the champion's weights when it retrains; --set tune.warm_start_top_k=3
     starts the search from the champion search's 3 best trials. Splits stay put across
     snapshots (by content hash), and KFP's cache reuses data-prep and pretrain while the data
