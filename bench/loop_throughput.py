@@ -10,9 +10,13 @@ Same model (Graft's ``build_model`` of the default preset's MLP, and of its CNN 
 * bare loop in a Ray Train worker (variant ``ray-bare``): the same bare loop as the one worker
   of a plain ``TorchTrainer`` run, which isolates what Ray's worker process costs from what
   Graft's loop adds;
-* Graft: what ``graft pretrain`` runs, ``graft.train.fit.fit`` with one Ray Train worker
-  running ``train_loop_per_worker`` (per step: gradient norm, schedule, metrics; per epoch:
-  validation, checkpoint, report to the controller, early-stopping bookkeeping).
+* Graft: ``graft.train.fit.fit`` with one Ray Train worker running ``train_loop_per_worker``
+  (per step: gradient norm, schedule, metrics; per epoch: validation, checkpoint, report to the
+  controller, early-stopping bookkeeping);
+* Graft in process (variant ``in-process``): the same loop run by
+  ``graft.train.local_fit.fit_in_process`` in this process, which is what a one-worker
+  ``graft pretrain`` or finetune runs by default (``*.runner=auto``): each epoch's checkpoint
+  copied into the run's storage, no worker process to start.
 
 Worker start-up is excluded, and so is the first epoch of every run (warm-up). Three figures,
 all in training samples per second:
@@ -73,10 +77,11 @@ os.environ.setdefault("GRAFT_RAY_LOG_TO_DRIVER", "0")
 TARGET_RATIO = 0.9
 BARE = "bare PyTorch"
 MODELS = ("mlp", "cnn")
-VARIANTS = ("ray-bare", "default", "lean", "tracked")
+VARIANTS = ("ray-bare", "default", "in-process", "lean", "tracked")
 VARIANT_OVERRIDES: dict[str, list[str]] = {
     "ray-bare": [],  # not Graft's loop: the bare loop run by a Ray Train worker
     "default": [],
+    "in-process": [],  # the default loop, trained in this process (pretrain.runner=in_process)
     "lean": [
         "pretrain.deterministic=false",
         "pretrain.early_stopping.enabled=false",
@@ -293,6 +298,45 @@ def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str)
     )
 
 
+def graft_fit_in_process(
+    config: Any, dataset: Path, work: Path, label: str, run_name: str
+) -> Throughput:
+    """As :func:`graft_fit`, the loop run in this process: ``fit_in_process``'s checkpoint
+    keeping, with each report's arrival clocked as the Ray Train controller clocks it."""
+    from graft.train.local_fit import CheckpointKeeper, fit_here
+    from graft.train.loop_session import LocalSession
+    from graft.train.stage_requests import pretrain_request
+
+    start = time.perf_counter()
+    request = pretrain_request(config, str(dataset), None)  # runs the preflight if enabled
+    preflight = time.perf_counter() - start
+    keeper = CheckpointKeeper(work / "in-process" / run_name, num_to_keep=1)
+    arrivals: list[float] = []
+
+    def report(metrics: dict[str, float], folder: str | None) -> None:
+        keeper.keep(metrics, folder)
+        arrivals.append(time.perf_counter())
+
+    start = time.perf_counter()
+    result = fit_here(request, LocalSession(report_to=report), work / run_name)
+    fit_seconds = time.perf_counter() - start
+    history = result.history[1:]  # the first epoch is warm-up
+    if not history:
+        raise SystemExit(f"{label}: fewer than 2 epochs ran (early stop?); raise --epochs")
+    seen = [b["examples_seen"] - a["examples_seen"] for a, b in itertools.pairwise(result.history)]
+    steps_seconds = sum(h["epoch_seconds"] for h in history)
+    return Throughput(
+        label,
+        sum(seen) / steps_seconds,
+        sum(seen) / sum(h["epoch_cpu_seconds"] for h in history),
+        steps_seconds,
+        epoch_samples_per_s=sum(seen) / (arrivals[-1] - arrivals[0]),
+        fit_seconds=fit_seconds,
+        preflight_seconds=preflight if config.pretrain.preflight_overfit_batch else None,
+        epochs=len(result.history),
+    )
+
+
 def _verdict(ratio: float) -> str:
     return f"meets {TARGET_RATIO}" if ratio >= TARGET_RATIO else f"BELOW {TARGET_RATIO}"
 
@@ -420,6 +464,9 @@ def run_rounds(
             name = f"{model}-{variant}-{index}"
             if variant == "ray-bare":
                 row = bare_loop_in_ray(config, dataset, args.epochs, work, name)
+            elif variant == "in-process":
+                variant_config = _config(model, variant, args, work)
+                row = graft_fit_in_process(variant_config, dataset, work, f"Graft {variant}", name)
             else:
                 variant_config = _config(model, variant, args, work)
                 row = graft_fit(variant_config, dataset, work, f"Graft {variant}", name)

@@ -15,8 +15,9 @@ DockerRunner with every task in the Graft image against MLflow, Postgres and S3 
     python bench/pipeline_e2e.py --runners
 
 With ``--paths`` it times ``graft run``'s whole pipeline (KFP local runner) on the path of
-before issue 21 (a Ray instance per training stage, a Ray Train fit per tune trial) and on
-today's (one Ray for the run, one-worker trials inside their Tune actors), alternating,
+before issue 21 (a Ray instance per training stage, a Ray Train fit per tune trial and per
+training stage) and on today's (one Ray for the run, one-worker trials inside their Tune
+actors, one-worker pretrain and finetune fits in their stage's process), alternating,
 ``--repeats`` times each, and prints the medians, the peak RSS and the test accuracy:
 
     python bench/pipeline_e2e.py --paths --preset tiny --repeats 3
@@ -232,17 +233,23 @@ def compare_paths(preset: str, work: Path, repeats: int) -> None:
     from graft.config import load_config
     from graft.kfp.local_run import run_local
 
+    # (one Ray for the run, tune.trial_runner, pretrain's and finetune's runner)
     paths = {
-        "old: Ray per stage, Ray Train trials": (False, "ray_train"),
-        "new: one Ray, trials in Tune actors": (True, "auto"),
+        "old: Ray per stage, Ray Train fits": (False, "ray_train", "ray_train"),
+        "new: one Ray, 1-worker fits in process": (True, "auto", "auto"),
     }
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
     for repeat in range(repeats):
-        for name, (one_ray, runner) in paths.items():
-            folder = work / f"{runner}-{repeat}"
+        for name, (one_ray, trial_runner, stage_runner) in paths.items():
+            folder = work / f"{trial_runner}-{repeat}"
             config = load_config(
                 preset=preset,
-                overrides=[f"work_dir={folder}", f"tune.trial_runner={runner}"],
+                overrides=[
+                    f"work_dir={folder}",
+                    f"tune.trial_runner={trial_runner}",
+                    f"pretrain.runner={stage_runner}",
+                    f"finetune.runner={stage_runner}",
+                ],
             )
             with PeakMemory() as memory:
                 start = time.perf_counter()

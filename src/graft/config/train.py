@@ -199,6 +199,15 @@ class TrainConfig(Strict):
     epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=64, ge=1, description="per worker")
     num_workers: int = Field(default=2, ge=1, description="Ray Train DDP workers")
+    runner: Literal["auto", "in_process", "ray_train"] = Field(
+        default="auto",
+        description="where the stage's fit trains: in_process runs the training loop in the "
+        "stage's own process (one worker, no Ray to join and no worker process to start; the "
+        "same loop, seeds and checkpoints, so the same weights; a failure restarts it from "
+        "its checkpoint up to checkpoint.max_failures times) | ray_train runs a Ray Train "
+        "fit of num_workers DDP workers (10-25 s to start on 2 cores) | auto picks in_process "
+        "for one CPU worker with data.loader=memory on local storage, else ray_train",
+    )
     resources: WorkerResources = Field(
         default_factory=WorkerResources,
         description="per worker; a tune trial is a finetune fit, so finetune.resources x "
@@ -227,6 +236,17 @@ class TrainConfig(Strict):
         description="linear scaling rule: LR (and 1cycle peak, piecewise values) x num_workers, "
         "the reference batch being one worker's batch_size",
     )
+
+    @model_validator(mode="after")
+    def _in_process_is_one_worker(self) -> TrainConfig:
+        if self.runner == "in_process" and (self.num_workers > 1 or self.resources.gpus > 0):
+            raise ValueError(
+                f"runner=in_process trains one CPU worker in the stage's process, but "
+                f"num_workers={self.num_workers} and resources.gpus={self.resources.gpus:g}: "
+                "set runner=auto (or ray_train) for DDP or GPU fits, or num_workers=1 and "
+                "resources.gpus=0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fp16_has_a_gpu(self) -> TrainConfig:

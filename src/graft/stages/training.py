@@ -1,5 +1,6 @@
-"""What the two training stages (pretrain, transfer-finetune) share: one Ray Train fit in the
-stage's MLflow run, its learning curves and history logged, and the best epoch handed on."""
+"""What the two training stages (pretrain, transfer-finetune) share: one fit in the stage's
+MLflow run (Ray Train's, or one worker in this process: ``runner``), its learning curves and
+history logged, and the best epoch handed on."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from typing import Literal
 from graft.config import GraftConfig, StageName, TrainConfig
 from graft.evaluate.plots import plot_learning_curves
 from graft.io import tracking
-from graft.io.ray_runtime import ensure_ray, train_storage
+from graft.io.ray_runtime import TrainStorage, ensure_ray, train_storage
 from graft.stages.common import run_name_key
 from graft.stages.outputs import TrainOutput
 from graft.stages.run_records import write_run_record
 from graft.train.fit import FitResult, fit
+from graft.train.local_fit import fit_in_process
 from graft.train.request import FitRequest, FitRun
 
 
@@ -42,25 +44,41 @@ def run_training_stage(
     """Fit the request ``request_for(run_id)`` builds inside the stage's MLflow run;
     ``after_fit(request, run_id)`` runs in that run after the fit is logged."""
     settings = stage.settings(config)
-    ensure_ray(config.ray)
+    train_store = train_storage(config.ray, config.work_path / "ray")
+    in_process = trains_in_process(config, settings, train_store)
+    if not in_process or config.data.loader == "streaming":  # Ray Data streams need a Ray
+        ensure_ray(config.ray)
     with tracking.stage_run(config, parent_run_id, stage.name) as run_id:
-        tracking.logger_for(config, run_id).params(
-            tracking.flatten(settings.model_dump(mode="json"), f"{stage.block}.")
-        )
+        logger = tracking.logger_for(config, run_id)
+        logger.params(tracking.flatten(settings.model_dump(mode="json"), f"{stage.block}."))
+        logger.tags({"graft.runner": "in_process" if in_process else "ray_train"})
         request = request_for(run_id)
-        train_store = train_storage(config.ray, config.work_path / "ray")
         run = FitRun.for_stage(
             settings,
             run_name=f"{stage.block}-{run_name_key(parent_run_id)}",
             output_dir=Path(output_dir),
             storage=train_store,
         )
-        result = fit(request, run)
+        result = fit_in_process(request, run) if in_process else fit(request, run)
         _log_fit(config, run_id, result, stage.title)
         write_run_record(result.model_dir, stage.name, run_id, parent_run_id)
         if after_fit is not None:
             after_fit(request, run_id)
     return _train_output(result, run_id)
+
+
+def trains_in_process(config: GraftConfig, settings: TrainConfig, storage: TrainStorage) -> bool:
+    """Whether the stage's fit runs in this process (``runner``; auto: one CPU worker on
+    in-memory data with local checkpoints, where a Ray Train worker group would cost more
+    start-up than the fit trains)."""
+    if settings.runner != "auto":
+        return settings.runner == "in_process"
+    return (
+        settings.num_workers == 1
+        and settings.resources.gpus == 0
+        and config.data.loader == "memory"
+        and storage.filesystem is None
+    )
 
 
 def _log_fit(config: GraftConfig, run_id: str, result: FitResult, title: str) -> None:
