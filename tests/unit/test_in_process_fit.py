@@ -102,3 +102,37 @@ def test_an_in_process_fit_refuses_s3_storage(inputs: tuple[Path, Path], tmp_pat
 def test_runner_in_process_is_refused_for_ddp_or_gpu_fits(override: str) -> None:
     with pytest.raises(ConfigError, match="runner=in_process trains one CPU worker"):
         load_config(preset="tiny", overrides=["finetune.runner=in_process", override])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "in_process"),
+    [
+        ([], True),  # the tiny preset's finetune: one CPU worker, in memory, local storage
+        # graft run's one Ray: each stage's process is a driver of it
+        (["ray.mode=address", "ray.address=10.0.0.1:6379", "ray.submit=driver"], True),
+        (["finetune.num_workers=2"], False),
+        (["finetune.resources.gpus=1"], False),
+        (["data.loader=streaming", "data.source=/data/table.parquet"], False),
+        (["ray.mode=address", "ray.address=10.0.0.1:6379", "ray.submit=job"], False),
+        (["ray.mode=rayjob", "ray.staging_uri=s3://b/p"], False),
+        (["finetune.runner=ray_train"], False),
+    ],
+)
+def test_auto_trains_one_cpu_worker_in_process_only_where_the_stage_runs(
+    overrides: list[str], in_process: bool, tmp_path: Path
+) -> None:
+    from graft.stages.training import trains_in_process
+
+    config = load_config(preset="tiny", overrides=overrides)
+    local = TrainStorage(str(tmp_path))
+    assert trains_in_process(config, config.finetune, local) is in_process
+
+
+def test_auto_keeps_checkpoints_on_s3_with_ray_train(tmp_path: Path) -> None:
+    from graft.stages.training import trains_in_process
+
+    config = load_config(preset="tiny")
+    s3 = TrainStorage("bucket/prefix", filesystem=object())
+    assert not trains_in_process(config, config.finetune, s3)
+    explicit = load_config(preset="tiny", overrides=["finetune.runner=in_process"])
+    assert trains_in_process(explicit, explicit.finetune, TrainStorage(str(tmp_path)))

@@ -206,7 +206,8 @@ class TrainConfig(Strict):
         "same loop, seeds and checkpoints, so the same weights; a failure restarts it from "
         "its checkpoint up to checkpoint.max_failures times) | ray_train runs a Ray Train "
         "fit of num_workers DDP workers (10-25 s to start on 2 cores) | auto picks in_process "
-        "for one CPU worker with data.loader=memory on local storage, else ray_train",
+        "for one CPU worker with data.loader=memory on local storage in a stage that runs "
+        "here (not sent to a cluster by ray.submit=job or ray.mode=rayjob), else ray_train",
     )
     resources: WorkerResources = Field(
         default_factory=WorkerResources,

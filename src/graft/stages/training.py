@@ -70,7 +70,9 @@ def run_training_stage(
 def trains_in_process(config: GraftConfig, settings: TrainConfig, storage: TrainStorage) -> bool:
     """Whether the stage's fit runs in this process (``runner``; auto: one CPU worker on
     in-memory data with local checkpoints, where a Ray Train worker group would cost more
-    start-up than the fit trains)."""
+    start-up than the fit trains). Not for a stage sent to a Ray cluster (``ray.submit=job``,
+    ``ray.mode=rayjob``): there this process is the job's driver on the head node, and the
+    fit belongs on the cluster's workers."""
     if settings.runner != "auto":
         return settings.runner == "in_process"
     return (
@@ -78,6 +80,7 @@ def trains_in_process(config: GraftConfig, settings: TrainConfig, storage: Train
         and settings.resources.gpus == 0
         and config.data.loader == "memory"
         and storage.filesystem is None
+        and not config.ray.runs_stages_elsewhere
     )
 
 
