@@ -13,7 +13,8 @@ from compiled_pipeline import parameter_source, pipeline_tasks
 
 from graft.config import FINALIZE_TASK, GraftConfig, load_config
 from graft.data.manifest import DataManifest
-from graft.errors import ConfigError
+from graft.errors import ConfigError, TrackingError
+from graft.io import tracking
 from graft.kfp import adapters
 from graft.kfp.compile import PIPELINE_FILE, compile_all
 from graft.kfp.components import STAGE_FUNCTIONS
@@ -215,7 +216,9 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
 
     monkeypatch.setattr(stages.monitor, "run", fake("monitor", watched))
     # data-prep and pretrain find the parent run open-run tagged with the data's digest
-    monkeypatch.setattr(stages.open_run, "parent_run_for", lambda config, digest: "parent")
+    monkeypatch.setattr(
+        stages.open_run, "parent_run_for", lambda config, digest, in_pipeline: "parent"
+    )
     monkeypatch.setattr(stages.data_prep, "run", fake("data-prep", prepared))
     monkeypatch.setattr(stages.pretrain, "run", fake("pretrain", lambda *_: trained))
     monkeypatch.setattr(stages.finetune, "run", fake("transfer-finetune", lambda *_: trained))
@@ -360,9 +363,12 @@ def test_data_prep_adapter_prepares_the_preset_and_source_the_ui_chose(tmp_path:
         preset="tiny", overrides=["data.max_rows=600"], compiled_preset="default"
     )
     dataset = tmp_path / "dataset"
+    digest = tmp_path / "outputs" / "data_digest"
+    branch = str(tmp_path / "outputs" / "branch")
+    adapters.open_run(config_json, "kfp-ui", str(digest), branch, parameters)
     adapters.data_prep(
         config_json,
-        "digest-1",
+        digest.read_text(),
         str(dataset),
         str(tmp_path / "test_split"),
         str(tmp_path / "report.html"),
@@ -372,3 +378,25 @@ def test_data_prep_adapter_prepares_the_preset_and_source_the_ui_chose(tmp_path:
     assert manifest.source == "builtin:digits"
     assert manifest.num_rows <= 600
     assert (tmp_path / "report.html").stat().st_size > 0
+
+
+def test_a_cacheable_task_without_open_runs_parent_fails_and_opens_no_orphan_run(
+    tmp_path: Path,
+) -> None:
+    """In a pipeline open-run always tags the parent first; a data-prep that finds none (its
+    pod sees another tracking store) says so instead of opening a parent run of its own."""
+    config_json = _compiled(
+        f"work_dir={tmp_path / 'work'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    config = effective_config(config_json, None)
+    with pytest.raises(TrackingError, match="open-run, the pipeline's first task"):
+        adapters.data_prep(
+            config_json,
+            "digest-nobody-tagged",
+            str(tmp_path / "dataset"),
+            str(tmp_path / "test_split"),
+            str(tmp_path / "report.html"),
+        )
+    assert tracking.runs_tagged(config, {"graft.kind": "pipeline"}) == []
+    assert not (tmp_path / "dataset" / "manifest.json").exists()

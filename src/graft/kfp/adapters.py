@@ -103,7 +103,7 @@ def data_prep(
     out = stages.data_prep.run(
         config,
         _dir(dataset_path),
-        parent_run_id=stages.open_run.parent_run_for(config, data_digest),
+        parent_run_id=stages.open_run.parent_run_for(config, data_digest, in_pipeline=True),
         test_split_dir=_dir(test_split_path),
     )
     shutil.copyfile(Path(dataset_path) / "report.html", report_path)
@@ -120,7 +120,7 @@ def pretrain(
 ) -> float:
     """Cacheable, as data-prep is: no run-unique input."""
     config = _stage_config(config_json, "pretrain", parameters)
-    parent_run_id = stages.open_run.parent_run_for(config, data_digest)
+    parent_run_id = stages.open_run.parent_run_for(config, data_digest, in_pipeline=True)
     out = dispatch.pretrain(config, dataset_path, _dir(model_path), parent_run_id)
     _log_metrics(metrics, _training_metrics(out))
     return out.val_accuracy

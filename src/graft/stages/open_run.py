@@ -20,6 +20,7 @@ import logging
 
 from graft.config import GraftConfig
 from graft.data.fingerprint import source_digest
+from graft.errors import TrackingError
 from graft.io import tracking
 from graft.stages.outputs import OpenRunOutput
 
@@ -51,17 +52,27 @@ def digest_tags(config: GraftConfig, data_digest: str) -> dict[str, str]:
     }
 
 
-def parent_run_for(config: GraftConfig, data_digest: str) -> str:
+def parent_run_for(config: GraftConfig, data_digest: str, *, in_pipeline: bool = False) -> str:
     """The parent run a cacheable stage logs under: the newest pipeline run that open-run
     tagged with this data and config. Two runs of the same data and config at once share
-    their results through KFP's cache; their MLflow stage runs then go under the newer."""
-    found = tracking.runs_tagged(
-        config, {"graft.kind": "pipeline", **digest_tags(config, data_digest)}
-    )
+    their results through KFP's cache; their MLflow stage runs then go under the newer.
+
+    Outside a pipeline (the CLI's `graft stage`, a test) a stage without one opens a parent
+    run of its own. In a pipeline (``in_pipeline``) open-run always ran first, so a missing
+    parent means the tasks see different tracking stores: an error, not an orphan run."""
+    tags = digest_tags(config, data_digest)
+    found = tracking.runs_tagged(config, {"graft.kind": "pipeline", **tags})
     if found:
         return found[-1]
-    # a stage run outside a pipeline (the CLI's `graft stage`, a test): a parent of its own
-    return tracking.start_pipeline_run(config, "local", tags=digest_tags(config, data_digest))
+    if in_pipeline:
+        raise TrackingError(
+            f"no pipeline run in experiment '{config.tracking.experiment_name}' of "
+            f"{config.resolved_tracking_uri()} is tagged {tags}: open-run, the pipeline's "
+            "first task, opens and tags it. Every task of a run must reach the same tracking "
+            "server (tracking.tracking_uri, and the same experiment): check the task's "
+            "environment and config_json"
+        )
+    return tracking.start_pipeline_run(config, "local", tags=tags)
 
 
 def backbone_branch(config: GraftConfig) -> str:
