@@ -280,22 +280,8 @@ def graft_fit(config: Any, dataset: Path, work: Path, label: str, run_name: str)
         ),
     )
     fit_seconds = time.perf_counter() - start
-    history = result.history[1:]  # the first epoch is warm-up
-    if not history:
-        raise SystemExit(f"{label}: fewer than 2 epochs ran (early stop?); raise --epochs")
-    seen = [b["examples_seen"] - a["examples_seen"] for a, b in itertools.pairwise(result.history)]
     arrivals = [float(line) for line in clock.read_text().split()]
-    steps_seconds = sum(h["epoch_seconds"] for h in history)
-    return Throughput(
-        label,
-        sum(seen) / steps_seconds,
-        sum(seen) / sum(h["epoch_cpu_seconds"] for h in history),
-        steps_seconds,
-        epoch_samples_per_s=sum(seen) / (arrivals[-1] - arrivals[0]),
-        fit_seconds=fit_seconds,
-        preflight_seconds=preflight if config.pretrain.preflight_overfit_batch else None,
-        epochs=len(result.history),
-    )
+    return _fit_throughput(config, label, result.history, arrivals, fit_seconds, preflight)
 
 
 def graft_fit_in_process(
@@ -320,20 +306,33 @@ def graft_fit_in_process(
     start = time.perf_counter()
     result = fit_here(request, LocalSession(report_to=report), work / run_name)
     fit_seconds = time.perf_counter() - start
-    history = result.history[1:]  # the first epoch is warm-up
-    if not history:
+    return _fit_throughput(config, label, result.history, arrivals, fit_seconds, preflight)
+
+
+def _fit_throughput(
+    config: Any,
+    label: str,
+    history: list[dict[str, float]],
+    arrivals: list[float],
+    fit_seconds: float,
+    preflight: float,
+) -> Throughput:
+    """A Graft fit's figures from its epoch history and its reports' arrival times, the
+    first epoch left out as warm-up."""
+    timed = history[1:]
+    if not timed:
         raise SystemExit(f"{label}: fewer than 2 epochs ran (early stop?); raise --epochs")
-    seen = [b["examples_seen"] - a["examples_seen"] for a, b in itertools.pairwise(result.history)]
-    steps_seconds = sum(h["epoch_seconds"] for h in history)
+    seen = [b["examples_seen"] - a["examples_seen"] for a, b in itertools.pairwise(history)]
+    steps_seconds = sum(h["epoch_seconds"] for h in timed)
     return Throughput(
         label,
         sum(seen) / steps_seconds,
-        sum(seen) / sum(h["epoch_cpu_seconds"] for h in history),
+        sum(seen) / sum(h["epoch_cpu_seconds"] for h in timed),
         steps_seconds,
         epoch_samples_per_s=sum(seen) / (arrivals[-1] - arrivals[0]),
         fit_seconds=fit_seconds,
         preflight_seconds=preflight if config.pretrain.preflight_overfit_batch else None,
-        epochs=len(result.history),
+        epochs=len(history),
     )
 
 

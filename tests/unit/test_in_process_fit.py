@@ -5,14 +5,12 @@ runner the settings cannot honour is refused at load."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from graft.config import GraftConfig, load_config
-from graft.data.prepare import prepare_dataset
 from graft.errors import ConfigError, TrainingError
 from graft.io import tracking
 from graft.io.ray_runtime import TrainStorage
@@ -24,15 +22,12 @@ from graft.train.stage_requests import finetune_request
 FAIL_AT = 3  # epochs done when the injected failure strikes
 
 
-@pytest.fixture(scope="module")
-def inputs(
-    tmp_path_factory: pytest.TempPathFactory, untrained_model_dir: Callable[..., Path]
-) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("in-process")
-    config = load_config(preset="tiny")
-    dataset = root / "dataset"
-    prepare_dataset(config.data, config.seed, dataset)
-    return dataset, untrained_model_dir(config, dataset, root / "pretrained")
+@pytest.fixture
+def inputs(tiny_dataset_and_source: tuple[str, str]) -> tuple[Path, Path]:
+    """The tiny preset's dataset and an untrained source model (shared, read-only: the
+    injected failure's marker is removed again by the test that leaves it)."""
+    dataset, pretrained = tiny_dataset_and_source
+    return Path(dataset), Path(pretrained)
 
 
 def _request(
@@ -61,10 +56,12 @@ def test_a_failed_in_process_fit_restarts_from_its_newest_checkpoint(
     config, clean = _request(tmp_path / "clean", inputs)
     fit_in_process(clean, _run(config, "clean"))
     failing_config, failing = _request(tmp_path / "failed", inputs, fail_at_epoch=FAIL_AT)
-    result = fit_in_process(failing, _run(failing_config, "failed", max_failures=1))
     marker = inputs[0] / "target" / f".failed-{FAIL_AT}"
-    assert marker.exists()  # the failure struck
-    marker.unlink()
+    try:
+        result = fit_in_process(failing, _run(failing_config, "failed", max_failures=1))
+        assert marker.exists()  # the failure struck
+    finally:
+        marker.unlink(missing_ok=True)
 
     old = torch.load(config.work_path / "model" / MODEL_FILE, weights_only=True)
     new = torch.load(Path(result.model_dir) / MODEL_FILE, weights_only=True)
@@ -88,7 +85,7 @@ def test_an_in_process_fit_out_of_restarts_names_the_setting(
         with pytest.raises(TrainingError, match=r"checkpoint.max_failures=0"):
             fit_in_process(failing, _run(config, "failed", max_failures=0))
     finally:
-        (inputs[0] / "target" / f".failed-{FAIL_AT}").unlink()
+        (inputs[0] / "target" / f".failed-{FAIL_AT}").unlink(missing_ok=True)
 
 
 def test_an_in_process_fit_refuses_s3_storage(inputs: tuple[Path, Path], tmp_path: Path) -> None:
