@@ -47,31 +47,69 @@ def _standardized(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarra
     return np.nan_to_num((x - mean) / std, nan=0.0).astype(np.float32)
 
 
+def norm_band(threshold: float) -> tuple[float, float]:
+    """The range of ``|b| / |a|`` within which two rows can reach similarity ``threshold``.
+
+    ``2 a.b / (|a|^2 + |b|^2) <= 2 r / (1 + r^2)`` for ``r = |b| / |a|`` (Cauchy-Schwarz), and
+    that bound is at least ``t`` only for ``r`` between the roots of ``r^2 - 2r/t + 1``. Rows
+    outside the band cannot match, so they need no comparison: an exact pruning, not an
+    approximation. A threshold of 0 or less prunes nothing."""
+    if threshold <= 0.0:
+        return 0.0, float("inf")
+    inverse = 1.0 / min(threshold, 1.0)
+    spread = float(np.sqrt(max(inverse * inverse - 1.0, 0.0)))
+    return inverse - spread, inverse + spread
+
+
 def best_matches(
-    x: np.ndarray, rows: np.ndarray, partners: np.ndarray, mean: np.ndarray, std: np.ndarray
+    x: np.ndarray,
+    rows: np.ndarray,
+    partners: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    threshold: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each row in ``rows``: the most similar row of ``partners`` and that similarity.
+    """For each row in ``rows``: the most similar row of ``partners`` and that similarity,
+    for the rows whose best similarity reaches ``threshold`` (the others get similarity
+    -inf: only partners that could reach it are compared, see :func:`norm_band`).
 
     The similarity is ``2 a.b / (|a|^2 + |b|^2)`` on standardized features: the cosine when
     both rows have the same length, lower when they differ, so rows must agree in direction
     *and* magnitude (plain cosine calls ``[1, 1]`` and ``[5, 5]`` duplicates, and finds many
-    chance matches in low-dimensional tables).
+    chance matches in low-dimensional tables). Two all-zero rows have similarity 1.
     """
+    best_index = np.zeros(len(rows), dtype=np.int64)
+    best_value = np.full(len(rows), -np.inf, dtype=np.float32)
     if len(rows) == 0 or len(partners) == 0:
-        return np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.float32)
+        return partners[best_index] if len(partners) else best_index, best_value
     other = _standardized(x[partners], mean, std)
     other_sq = (other * other).sum(axis=1)
-    best_index = np.empty(len(rows), dtype=np.int64)
-    best_value = np.empty(len(rows), dtype=np.float32)
+    # partners by length, and rows in blocks of similar length: each block compares only
+    # the partners in its band
+    by_length = np.argsort(other_sq, kind="stable")
+    other, other_sq = other[by_length], other_sq[by_length]
+    low, high = norm_band(threshold)
+    standardized = _standardized(x[rows], mean, std)
+    row_sq = (standardized * standardized).sum(axis=1)
+    row_order = np.argsort(row_sq, kind="stable")
     for start in range(0, len(rows), BLOCK_ROWS):
-        block = _standardized(x[rows[start : start + BLOCK_ROWS]], mean, std)
-        block_sq = (block * block).sum(axis=1)
-        denominator = block_sq[:, None] + other_sq[None, :]
-        similarity = np.where(
-            denominator > 0, 2.0 * (block @ other.T) / np.maximum(denominator, 1e-12), 1.0
-        )
-        best_index[start : start + len(block)] = similarity.argmax(axis=1)
-        best_value[start : start + len(block)] = similarity.max(axis=1)
+        picked = row_order[start : start + BLOCK_ROWS]
+        block, block_sq = standardized[picked], row_sq[picked]
+        first = np.searchsorted(other_sq, block_sq.min() * low * low, side="left")
+        last = np.searchsorted(other_sq, block_sq.max() * high * high, side="right")
+        if first >= last:
+            continue
+        candidates, candidates_sq = other[first:last], other_sq[first:last]
+        similarity = block @ candidates.T
+        similarity *= 2.0
+        denominator = block_sq[:, None] + candidates_sq[None, :]
+        similarity /= np.maximum(denominator, 1e-12)
+        zero_rows, zero_partners = block_sq == 0, candidates_sq == 0
+        if zero_rows.any() and zero_partners.any():
+            similarity[np.ix_(zero_rows, zero_partners)] = 1.0
+        index = similarity.argmax(axis=1)
+        best_index[picked] = by_length[first + index]
+        best_value[picked] = similarity[np.arange(len(picked)), index]
     return partners[best_index], best_value
 
 
@@ -101,7 +139,7 @@ def resolve_near_duplicates(
     moves: dict[int, str] = {}  # position -> split it must join (or "" to drop)
     for later, earlier in PAIRS:
         rows = np.array([r for r in splits[later] if int(r) not in moves], dtype=np.int64)
-        partners, similarity = best_matches(flat, rows, splits[earlier], mean, std)
+        partners, similarity = best_matches(flat, rows, splits[earlier], mean, std, threshold)
         hit = similarity >= threshold
         report.by_pair[f"{later}~{earlier}"] = int(hit.sum())
         for row, partner, value in zip(rows[hit], partners[hit], similarity[hit], strict=True):
