@@ -47,7 +47,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -197,7 +197,6 @@ class WeekResult:
     champion_val_before: float | None = None
     val_rows: int = 0  # the target task's validation rows that figure is measured on
     champion_val_after: float | None = None
-    epochs_to_previous: int | None = None  # trial-epochs until a trial reached ..._val_before
     flagged: bool = False  # the monitor found drift (a trigger above its threshold)
     # the search's epoch reports in arrival order: val accuracy, trial-epochs spent after each
     search_values: list[float] = field(default_factory=list)
@@ -362,8 +361,6 @@ def _retrain(
     progress = search_progress_of(config, parent)
     result.trial_epochs = progress.trial_epochs
     result.search_values, result.search_spent = list(progress.values), list(progress.spent)
-    if result.champion_val_before is not None:
-        result.epochs_to_previous = progress.epochs_to_reach(result.champion_val_before)
     scored = watch(
         "evaluate",
         lambda: stages.evaluate.run(
@@ -519,10 +516,10 @@ def monitor_target(results: list[WeekResult], weeks: int) -> Target:
 def epochs_to_reach(result: WeekResult, target: float) -> int | None:
     """Trial-epochs ``result``'s search had spent when some trial first reached ``target``
     validation accuracy; None if none did."""
-    for spent, value in zip(result.search_spent, result.search_values, strict=True):
-        if value >= target:
-            return spent
-    return None
+    from graft.tune.progress import SearchProgress
+
+    progress = SearchProgress("val_accuracy", "max", result.search_values, result.search_spent)
+    return progress.epochs_to_reach(target)
 
 
 @dataclass(frozen=True)
@@ -753,12 +750,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only is not None:
         saved = json.loads((out / "results.json").read_text())
-        results = [WeekResult(**r) for r in saved]
-        seeds = sorted({r.seed for r in results})
+        # results of an older bench may hold fields it has since dropped
+        known = {f.name for f in fields(WeekResult)}
+        loaded = [WeekResult(**{k: v for k, v in r.items() if k in known}) for r in saved]
+        seeds = sorted({r.seed for r in loaded})
         simulation = Simulation(
-            max(r.week for r in results), simulation.first_rows, simulation.weekly_rows
+            max(r.week for r in loaded), simulation.first_rows, simulation.weekly_rows
         )
-        report(results, simulation, seeds, args.report_only, out, args)
+        report(loaded, simulation, seeds, args.report_only, out, args)
         return
 
     from graft.config import load_config

@@ -81,7 +81,7 @@ def best_matches(
     best_index = np.zeros(len(rows), dtype=np.int64)
     best_value = np.full(len(rows), -np.inf, dtype=np.float32)
     if len(rows) == 0 or len(partners) == 0:
-        return partners[best_index] if len(partners) else best_index, best_value
+        return best_index, best_value
     other = _standardized(x[partners], mean, std)
     other_sq = (other * other).sum(axis=1)
     # partners by length, and rows in blocks of similar length: each block compares only
