@@ -18,6 +18,19 @@ Same model (Graft's ``build_model`` of the default preset's MLP, and of its CNN 
   ``graft pretrain`` or finetune runs by default (``*.runner=auto``): each epoch's checkpoint
   copied into the run's storage, no worker process to start.
 
+Graft's loop does two things the bare loop does not, both kept on purpose because the bare
+loop stands for the loop most PyTorch code runs:
+
+* a one-worker Graft loop reads its shuffled batches with one gather per batch
+  (``graft.train.rows.shuffled_batches``: the same rows in the same order from the same
+  generator draws), where the bare loop keeps ``DataLoader``'s row-by-row reads and
+  ``torch.stack``; on the MLP that saves about an eighth of a step. A DDP worker keeps the
+  row-by-row loader (Ray Train gives it a ``DistributedSampler``);
+* on the CPU a CNN's weights are stored channels-last
+  (``graft.train.workers.channels_last_on_cpu``), which oneDNN's convolutions run faster.
+
+So Graft's training steps can run faster than the bare loop's.
+
 Worker start-up is excluded, and so is the first epoch of every run (warm-up). Three figures,
 all in training samples per second:
 
@@ -74,7 +87,8 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # one progress line per epoch from the worker would interleave with the tables
 os.environ.setdefault("GRAFT_RAY_LOG_TO_DRIVER", "0")
 
-TARGET_RATIO = 0.9
+TARGET_RATIO = 0.9  # the training steps alone
+WHOLE_EPOCH_TARGET = 0.95  # steps + validation + checkpoint + report (issue 21)
 BARE = "bare PyTorch"
 MODELS = ("mlp", "cnn")
 VARIANTS = ("ray-bare", "default", "in-process", "lean", "tracked")
@@ -336,8 +350,8 @@ def _fit_throughput(
     )
 
 
-def _verdict(ratio: float) -> str:
-    return f"meets {TARGET_RATIO}" if ratio >= TARGET_RATIO else f"BELOW {TARGET_RATIO}"
+def _verdict(ratio: float, target: float = TARGET_RATIO) -> str:
+    return f"meets {target}" if ratio >= target else f"BELOW {target}"
 
 
 @dataclass
@@ -442,7 +456,7 @@ def print_table(model: str, config: Any, rounds: Rounds, threads: int) -> None:
         epochs = rounds.ratios(label, "epoch_samples_per_s")
         if epochs:
             epoch = statistics.median(epochs)
-            line += f", whole-epoch ratio {epoch:.3f} ({_verdict(epoch)})"
+            line += f", whole-epoch ratio {epoch:.3f} ({_verdict(epoch, WHOLE_EPOCH_TARGET)})"
         console.print(line)
     console.print()
 

@@ -46,12 +46,13 @@ from graft.train.loop_state import (
 from graft.train.optimizers import build_optimizer
 from graft.train.regularizers import kernel_sparsity
 from graft.train.request import FitRequest, LocalInputs, ShippedInputs
-from graft.train.rows import evaluate_model, load_split_rows
+from graft.train.rows import evaluate_model, load_split_rows, shuffled_batches
 from graft.train.schedules import LRSchedule, build_schedule
 from graft.train.step import StepRules, StepTarget, objective_of
 from graft.train.stream_data import StreamedSplit, WorkerStreams
 from graft.train.workers import (
     bottleneck_features,
+    channels_last_on_cpu,
     global_sum,
     quiet_per_report_logging,
     seed_everything,
@@ -130,6 +131,7 @@ class WorkerFit:
         # checkpoints are read onto the CPU first
         self.device = session.device()
         self.model.to(self.device)
+        channels_last_on_cpu(self.model, self.device)
         if self.world > 1 and spec.model_config.batch_norm.enabled:
             self.model = sync_batch_norm(self.model, self.device, spec.model_config.batch_norm.sync)
         # data.loader: streaming reads Ray Data shards; else the splits are loaded whole
@@ -271,15 +273,21 @@ class WorkerFit:
     def _memory_loader(self, cached: bool) -> DataLoader[Any]:
         """The in-memory split's loader (of the trunk's outputs when ``cached``)."""
         rows = self.train_set
-        loader = DataLoader(
+        trained = (
             bottleneck_features(self.model, rows, self.device, self.rank, self.world)
             if cached
-            else rows,
+            else rows
+        )
+        # every virtual-epoch step is one full global batch: the budget is exact
+        drop_last = self.plan is not None or len(rows) > self.config.batch_size * self.world
+        if self.world == 1:  # the same batches, gathered a batch at a time
+            return shuffled_batches(trained, self.config.batch_size, self.generator, drop_last)
+        loader = DataLoader(
+            trained,
             batch_size=self.config.batch_size,
             shuffle=True,
             generator=self.generator,
-            # every virtual-epoch step is one full global batch: the budget is exact
-            drop_last=self.plan is not None or len(rows) > self.config.batch_size * self.world,
+            drop_last=drop_last,
         )
         return self.session.prepare_loader(loader)
 
@@ -317,8 +325,17 @@ class WorkerFit:
         # machine was busy" (with one torch thread every op runs on this thread)
         timing = (time.perf_counter() - epoch_start, time.thread_time() - epoch_cpu_start)
         state.examples_seen += global_sum(totals.seen, self.world, self.device)
+        # validation batches of the training batch's size, as Keras' validation_batch_size
+        # defaults: a batch that trains fits in memory, and larger batches run a CNN's
+        # forward pass slower on CPU (1,024 rows took 1.9x as long per row as 64-128 on the
+        # default CNN: bench/loop_throughput.py, docs/benchmarks.md)
         val = (
-            evaluate_model(self.model, self.val_set, objective=self.spec.objective)
+            evaluate_model(
+                self.model,
+                self.val_set,
+                batch_size=self.config.batch_size,
+                objective=self.spec.objective,
+            )
             if self.streams is None
             else self.streams.evaluate(self.model, self.spec.objective, self.device)
         )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 
 from graft.nn.models import GraftNet
 from graft.train.objectives import objective_loss
@@ -18,6 +19,37 @@ def array_rows(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         torch.from_numpy(np.asarray(x, dtype=np.float32)),
         torch.from_numpy(np.asarray(y, dtype=np.int64)),
     )
+
+
+class _GatheredBatches(Dataset[tuple[torch.Tensor, ...]]):
+    """A TensorDataset read a batch at a time: ``dataset[indices]`` gathers the rows with one
+    ``index_select`` per tensor."""
+
+    def __init__(self, rows: TensorDataset) -> None:
+        self.tensors = rows.tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        picked = torch.as_tensor(indices)
+        return tuple(tensor.index_select(0, picked) for tensor in self.tensors)
+
+
+def shuffled_batches(
+    rows: TensorDataset, batch_size: int, generator: torch.Generator, drop_last: bool
+) -> DataLoader[Any]:
+    """The batches of ``DataLoader(rows, batch_size, shuffle=True, generator=generator,
+    drop_last=drop_last)``, tensor for tensor, from the same draws of ``generator``, each
+    gathered in one indexing op instead of ``batch_size`` row reads and a ``torch.stack``
+    (about 0.15 ms of a 1 ms MLP step on these CPUs: bench/loop_throughput.py).
+
+    One process only: under DDP, Ray Train's ``prepare_data_loader`` replaces a loader's
+    sampler with a ``DistributedSampler`` over rows, which a batch sampler cannot take."""
+    sampler = BatchSampler(RandomSampler(rows, generator=generator), batch_size, drop_last)
+    # batch_size=None: each of the sampler's index lists is fetched as one item; the loader
+    # still draws its base seed from ``generator`` as a shuffling DataLoader does
+    return DataLoader(_GatheredBatches(rows), batch_size=None, sampler=sampler, generator=generator)
 
 
 def load_split_rows(path: str | io.BytesIO) -> TensorDataset:
