@@ -43,6 +43,9 @@ def streaming_config(root: Path, source: str, *overrides: str) -> GraftConfig:
             f"data.source={source}",
             "data.loader=streaming",
             "data.streaming.shuffle_buffer=64",
+            # every epoch streams from S3 (auto would keep these small splits decoded in the
+            # object store: tests/integration/test_streaming_cache.py)
+            "data.streaming.cache_decoded=never",
             "pretrain.batch_size=16",
             "pretrain.resources.cpus=0.5",  # a CPU stays free for Ray Data's decoding tasks
             *overrides,

@@ -110,6 +110,14 @@ class StreamingConfig(Strict):
     scan_threads: int = Field(
         default=8, ge=1, description="files data-prep reads and hashes at once (I/O bound on S3)"
     )
+    cache_decoded: Literal["auto", "never", "always"] = Field(
+        default="auto",
+        description="keep a split's decoded rows in Ray's object store after the first "
+        "decoding, so later epochs read them instead of reading and decoding every file again: "
+        "auto when the decoded split fits in a quarter of the object store (the rest of it "
+        "streams), never (every epoch re-reads the files: data larger than the cluster's "
+        "memory), always (Ray spills what does not fit to local disk)",
+    )
 
 
 # the sources a streaming data-prep reads: an image folder, a .parquet file or a folder of

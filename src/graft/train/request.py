@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -33,6 +33,7 @@ class StreamInputs(BaseModel):
     rows: dict[str, int]  # examples per split, train and val
     shuffle_buffer: int  # data.streaming.shuffle_buffer
     max_pixels: int  # data.image.max_pixels, checked again as each file is decoded
+    cache_decoded: Literal["auto", "never", "always"] = "auto"  # data.streaming.cache_decoded
     # a Parquet source's feature columns and label column (None for an image folder)
     features: list[str] | None = None
     label_column: str | None = None
