@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,12 +223,10 @@ def _median_run(runs: list[Run]) -> Run:
     """The run of median samples/s, with the peak memory over all of them."""
     ranked = sorted(runs, key=lambda r: r.samples_per_s)
     middle = ranked[len(ranked) // 2]
-    return Run(
-        **{
-            **middle.__dict__,
-            "peak_rss_mib": max(r.peak_rss_mib for r in runs),
-            "peak_private_mib": max(r.peak_private_mib for r in runs),
-        }
+    return replace(
+        middle,
+        peak_rss_mib=max(r.peak_rss_mib for r in runs),
+        peak_private_mib=max(r.peak_private_mib for r in runs),
     )
 
 
