@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from local_tracking import tiny_config_tracked_in
@@ -18,12 +18,15 @@ from graft.errors import ConfigError
 from graft.io import tracking
 from graft.tune.runs import trial_runs
 from graft.tune.search_algorithms import make_searcher
+from graft.tune.search_start import PriorResult, SearchStart, warm_rng_seed
 from graft.tune.seeds import completed_seed, fitted_seed
+from graft.tune.space import OptunaSpace, optuna_distributions, param_space
 from graft.tune.warm_start import (
     SEEDS_TAG,
     WARM_START_FILE,
     WARM_START_TAG,
-    seeds_for_search,
+    recorded_start,
+    search_start,
     warm_start,
 )
 
@@ -135,22 +138,85 @@ def test_hyperopt_seeds_get_every_missing_key_drawn_inside_its_dimension() -> No
     assert whole[NAME] in ("adamw", "sgd") and whole[MOMENTUM] in (0.5, 0.9)
 
 
+TWO_KEYS = (
+    'tune.space={"finetune.optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.01},'
+    ' "model.dropout.rate": {"type": "uniform", "low": 0.0, "high": 0.3}}'
+)
+
+
+def _searcher(config: GraftConfig, start: SearchStart | None = None) -> Any:
+    search = make_searcher(config, start)
+    if config.tune.searcher == "hyperopt":  # its space comes from the Tuner's param_space
+        search.set_search_properties(config.tune.metric, config.tune.mode, param_space(config))
+    return search
+
+
+def _suggested(search: Any, count: int) -> list[tuple[float, float]]:
+    """``count`` suggestions, each trial finished (at 0.5) before the next is asked for."""
+    points = []
+    for index in range(count):
+        params = search.suggest(f"t{index}")
+        points.append((params[LR], params[DROPOUT]))
+        search.on_trial_complete(f"t{index}", {"val_accuracy": 0.5, "epoch": 2})
+    return points
+
+
 def test_the_searchers_take_the_seeds_as_their_first_suggestions() -> None:
-    space = (
-        'tune.space={"finetune.optimizer.lr": {"type": "loguniform", "low": 0.001, "high": 0.01},'
-        ' "model.dropout.rate": {"type": "uniform", "low": 0.0, "high": 0.3}}'
-    )
     seeds = [{LR: 0.002}, {LR: 0.004, DROPOUT: 0.1}]
     for searcher in ("optuna", "hyperopt"):
-        config = load_config(preset="tiny", overrides=[f"tune.searcher={searcher}", space])
-        search = make_searcher(config, seeds)
-        if searcher == "hyperopt":  # its space comes from the Tuner's param_space
-            from graft.tune.space import param_space
-
-            search.set_search_properties(config.tune.metric, config.tune.mode, param_space(config))
+        config = load_config(preset="tiny", overrides=[f"tune.searcher={searcher}", TWO_KEYS])
+        search = _searcher(config, SearchStart(seeds))
         first = [search.suggest(f"t{i}") for i in range(2)]
         assert [p[LR] for p in first] == [0.002, 0.004], searcher
         assert first[1][DROPOUT] == 0.1
+
+
+@pytest.mark.parametrize("searcher", ["optuna", "hyperopt"])
+def test_a_warm_search_does_not_run_again_what_the_search_it_continues_ran(
+    searcher: str,
+) -> None:
+    """Same tune.seed, so a cold restart would draw the last search's startup points again
+    (the seeds among them); a warm one runs its seeds, then new points."""
+    config = load_config(
+        preset="tiny", overrides=[f"tune.searcher={searcher}", TWO_KEYS, "tune.num_samples=8"]
+    )
+    last = _suggested(_searcher(config), 5)
+    scores = [0.6, 0.9, 0.5, 0.8, 0.7]
+    seeds = [{LR: last[1][0], DROPOUT: last[1][1]}, {LR: last[3][0], DROPOUT: last[3][1]}]
+    prior = [
+        PriorResult({LR: lr, DROPOUT: rate}, s) for (lr, rate), s in zip(last, scores, strict=True)
+    ]
+    assert _suggested(_searcher(config), 5) == last  # what a cold restart would run
+    warm = _suggested(_searcher(config, SearchStart(seeds, prior, rng_seed=12345)), 5)
+    assert warm[:2] == [last[1], last[3]]
+    assert not set(warm[2:]) & set(last)
+
+
+def test_tpe_models_the_prior_results_before_its_first_suggestion() -> None:
+    """With as many prior results as TPE's random startup trials, its first suggestion is
+    modelled: the same sampler seed without them draws a random point instead."""
+    config = load_config(preset="tiny", overrides=[TWO_KEYS, "tune.tpe.startup_trials=3"])
+    prior = [
+        PriorResult({LR: 0.0012, DROPOUT: 0.05}, 0.55),
+        PriorResult({LR: 0.0060, DROPOUT: 0.20}, 0.93),
+        PriorResult({LR: 0.0090, DROPOUT: 0.28}, 0.60),
+        PriorResult({LR: 0.0020, DROPOUT: 0.25}, 0.58),
+    ]
+    told = make_searcher(config, SearchStart([], prior, rng_seed=7))
+    study = told.searcher._ot_study  # Ray keeps it private; read here for what TPE models
+    assert [(t.params, t.value) for t in study.trials] == [(p.params, p.score) for p in prior]
+    untold = make_searcher(config, SearchStart([], [], rng_seed=7))
+    assert _suggested(told, 1) != _suggested(untold, 1)
+
+
+def test_the_prior_results_carry_the_distributions_the_searcher_suggests_from() -> None:
+    import optuna
+
+    study = optuna.create_study()
+    for _ in range(6):
+        trial = study.ask()
+        OptunaSpace(SPACE)(trial)
+        assert trial.distributions == optuna_distributions(SPACE, trial.params)
 
 
 @pytest.mark.parametrize(
@@ -219,6 +285,21 @@ def test_the_top_k_trials_of_the_champions_search_by_their_last_score_seed_the_s
     clipped = f"'{LR}': 0.02 -> 0.01 (clipped to the bounds [0.001, 0.01])"
     assert warm.trials[0]["changes"] == [clipped]
     assert "seeding the search with the 2 best trial(s) by val_accuracy" in caplog.text
+    # every trial is a prior result, fitted to the space as the seeds are, with its last score
+    assert [(p.params, p.score) for p in warm.prior] == [
+        ({LR: 0.01, DROPOUT: 0.1}, 0.80),
+        ({LR: 0.004, DROPOUT: 0.2}, 0.55),
+        ({LR: 0.002, DROPOUT: 0.3}, 0.70),
+        ({LR: 0.003, DROPOUT: 0.0}, 0.30),
+    ]
+    # a random stream of its own, the same for the same champion search and data
+    assert warm.rng_seed == warm_rng_seed(config.tune.seed, stage, "") != config.tune.seed
+    assert warm.start() == SearchStart(warm.seeds, warm.prior, warm.rng_seed)
+    # next week's data (the gate kept the champion): the same seeds, another stream
+    week_2, week_3 = warm_start(config, "week2-hash"), warm_start(config, "week3-hash")
+    assert week_2.seeds == week_3.seeds == warm.seeds
+    assert week_2.rng_seed != week_3.rng_seed
+    assert warm_start(config, "week2-hash").rng_seed == week_2.rng_seed
 
 
 def test_a_search_that_minimised_its_loss_is_ranked_by_it_and_pbt_trials_by_their_last_values(
@@ -233,6 +314,8 @@ def test_a_search_that_minimised_its_loss_is_ranked_by_it_and_pbt_trials_by_thei
     warm = warm_start(config)
     assert warm.source["metric"] == "val_loss" and warm.source["mode"] == "min"
     assert warm.seeds == [{LR: 0.005, DROPOUT: 0.1}]
+    # losses do not compare with the accuracies this search maximises: no prior results
+    assert warm.prior == []
 
 
 def test_the_tune_stage_run_records_its_seeds_and_a_retry_reuses_them(logged: Logged) -> None:
@@ -241,16 +324,24 @@ def test_the_tune_stage_run_records_its_seeds_and_a_retry_reuses_them(logged: Lo
         config.resolved_tracking_uri(), tracking.experiment_id(config), "pipeline", "tune", {}
     )
     logger = tracking.logger_for(config, stage)
-    seeds = seeds_for_search(config, logger)
-    assert len(seeds) == 2
+    start = search_start(config, logger, "data-hash")
+    assert len(start.seeds) == 2 and len(start.prior) == 4 and start.rng_seed is not None
     run = tracking.run_record(config, stage)
     assert run is not None
     assert run.tags[WARM_START_TAG] == "seeded" and run.tags[SEEDS_TAG] == "2"
     record = tracking.run_dict(config, stage, WARM_START_FILE)
-    assert record is not None and record["seeds"] == seeds and record["seeded"] is True
-    # the retried stage keeps the seeds it recorded, whatever a new lookup would give
+    assert record is not None and record["seeds"] == start.seeds and record["seeded"] is True
+    assert [p["score"] for p in record["prior"]] == [0.80, 0.55, 0.70, 0.30]
+    # the retried stage keeps what it recorded, whatever a new lookup would give
     assert len(warm_start(with_overrides(config, {"tune.warm_start_top_k": 1})).seeds) == 1
-    assert seeds_for_search(with_overrides(config, {"tune.warm_start_top_k": 1}), logger) == seeds
+    retried = with_overrides(config, {"tune.warm_start_top_k": 1})
+    assert search_start(retried, logger, "data-hash") == start
+
+
+def test_a_start_recorded_before_prior_results_were_kept_reuses_its_seeds() -> None:
+    old = {"seeded": True, "seeds": [{LR: 0.004}], "reason": "", "source": {}, "trials": []}
+    assert recorded_start(old) == SearchStart([{LR: 0.004}])
+    assert recorded_start({"seeded": False, "seeds": [], "rng_seed": 3}) == SearchStart()
 
 
 def test_no_champion_or_a_champion_without_a_search_starts_cold_and_says_why(
@@ -268,7 +359,7 @@ def test_no_champion_or_a_champion_without_a_search_starts_cold_and_says_why(
     stage = tracking.create_child_run(
         config.resolved_tracking_uri(), tracking.experiment_id(config), "pipeline", "tune", {}
     )
-    assert seeds_for_search(config, tracking.logger_for(config, stage)) == []
+    assert search_start(config, tracking.logger_for(config, stage), "h") == SearchStart()
     run = tracking.run_record(config, stage)
     assert run is not None and run.tags[WARM_START_TAG] == "cold"
     record = tracking.run_dict(config, stage, WARM_START_FILE)

@@ -218,7 +218,9 @@ class TuneConfig(Strict):
         description="seed the search with the k best trials of the search that produced the "
         "registered champion (models:/<export.model_name>@champion), read from MLflow and "
         "fitted to tune.space (keys gone dropped, values clipped to the new bounds); they are "
-        "the search's first k trials, counted in num_samples. 0: off. Not with searcher=grid",
+        "the search's first k trials, counted in num_samples. Optuna is also told every trial "
+        "of that search with its score, and the searcher draws from a random stream of its own "
+        "(not the last search's draws again). 0: off. Not with searcher=grid",
     )
     tpe: TPEConfig = Field(default_factory=TPEConfig)
     lr_finder: LRFinderPreStep = Field(default_factory=LRFinderPreStep)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from graft.config import LR_SEARCH_KEY, GraftConfig
+from graft.data.manifest import DataManifest
 from graft.errors import ConfigError
 from graft.io import tracking
 from graft.io.ray_runtime import ensure_ray
@@ -17,7 +18,7 @@ from graft.tune import search
 from graft.tune.html_report import write_tune_report
 from graft.tune.lr_range import narrow_lr_range
 from graft.tune.runs import TUNE_DISABLED_TAG, tag_best_trial, tune_stage_run
-from graft.tune.warm_start import seeds_for_search
+from graft.tune.warm_start import search_start
 
 
 def run(
@@ -48,7 +49,7 @@ def run(
             return _hand_on_untuned(config, logger, out, finetuned_dir, finetuned_val_accuracy)
         config = _narrow_lr_range(config, logger, dataset_dir, pretrained_dir, out)
         # after the LR finder: the seeds are fitted to the narrowed LR range
-        seeds = seeds_for_search(config, logger)
+        start = search_start(config, logger, DataManifest.read(dataset_dir).dataset_hash)
         ensure_ray(config.ray)
         result = search.run_search(
             config,
@@ -57,7 +58,7 @@ def run(
             out,
             tune_run_id=run_id,
             experiment_name=experiment_name,
-            seeds=seeds,
+            start=start,
         )
         _log_search(config, logger, result)
         tuned_val_accuracy = validation_accuracy(dataset_dir, result.best_checkpoint_dir)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from graft.errors import TrainingError
 from graft.io.ray_runtime import TrainStorage, train_storage
 from graft.tune.pbt import run_pbt_trial
 from graft.tune.search_algorithms import make_scheduler, make_searcher, search_stopper
+from graft.tune.search_start import SearchStart
 from graft.tune.space import active_params, param_space
 from graft.tune.trial import TIME_ATTR, TRIAL_CPU, SearchInputs, run_trial
 
@@ -139,13 +140,13 @@ def run_search(
     experiment_name: str,
     trial_function: Callable[[dict[str, Any], SearchInputs], None] | None = None,
     callbacks: Sequence[Any] = (),
-    seeds: Sequence[Mapping[str, Any]] = (),
+    start: SearchStart | None = None,
 ) -> SearchResult:
     """The search; ``trial_function`` (with :func:`run_trial`'s signature) replaces the
     trial that the config chooses, for a test that must hold a trial back; ``callbacks``
-    (Tune callbacks) watch it besides Graft's own (a bench times the trials); ``seeds``
-    (configurations of ``tune.space`` keys, graft.tune.warm_start) are its first trials. A
-    resumed search keeps the searcher it started with, seeds included."""
+    (Tune callbacks) watch it besides Graft's own (a bench times the trials); ``start``
+    (graft.tune.search_start; None: cold) gives a warm search its seeds, which are its first
+    trials, and its prior results. A resumed search keeps the searcher it started with."""
     from graft.train.request import phases_for
     from graft.tune.runs import BEFORE_FIRST_EPOCH
 
@@ -167,7 +168,7 @@ def run_search(
         trials_store=trials_store,
     )
     trainable = _trainable(config, trial_function, inputs)
-    tuner = _tuner(config, trainable, store, experiment_name, max_epochs, callbacks, seeds)
+    tuner = _tuner(config, trainable, store, experiment_name, max_epochs, callbacks, start)
     started = time.monotonic()
     grid = tuner.fit()
     elapsed = time.monotonic() - started
@@ -243,7 +244,7 @@ def _tuner(
     experiment_name: str,
     max_epochs: int,
     callbacks: Sequence[Any] = (),
-    seeds: Sequence[Mapping[str, Any]] = (),
+    start: SearchStart | None = None,
 ) -> Any:
     """The experiment ``experiment_name`` in ``store``: resumed where it exists, else new."""
     from ray import tune
@@ -263,7 +264,7 @@ def _tuner(
         tune_config=tune.TuneConfig(
             metric=config.tune.metric,
             mode=config.tune.mode,
-            search_alg=make_searcher(config, seeds),
+            search_alg=make_searcher(config, start),
             scheduler=make_scheduler(config, max_epochs),
             # a grid enumerates its trials itself: each grid point runs once
             num_samples=1 if config.tune.searcher == "grid" else config.tune.num_samples,

@@ -5,29 +5,37 @@ or none) and what else ends trials (an epoch budget, PBT's last epoch)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from graft.config import GraftConfig
 from graft.tune.pbt import make_pbt_scheduler
+from graft.tune.search_start import PriorResult, SearchStart
 from graft.tune.seeds import completed_seed
-from graft.tune.space import OptunaSpace
+from graft.tune.space import OptunaSpace, optuna_distributions
 from graft.tune.trial import TIME_ATTR
 
+# Ray's OptunaSearch loads the study of this name from the storage it is given
+OPTUNA_STUDY = "graft-search"
 
-def make_searcher(config: GraftConfig, seeds: Sequence[Mapping[str, Any]] = ()) -> Any:
-    """The searcher; ``seeds`` (partial configurations: graft.tune.warm_start) are its first
-    suggestions, each in place of one of ``tune.num_samples``. Optuna and random search fill
-    a seed's missing keys themselves; HyperOpt takes whole points only, so they are drawn at
-    random here. The config refuses seeds for a grid."""
+
+def make_searcher(config: GraftConfig, start: SearchStart | None = None) -> Any:
+    """The searcher, started as ``start`` says (graft.tune.search_start; None: cold). Its seeds
+    (partial configurations) are its first suggestions, each in place of one of
+    ``tune.num_samples``: Optuna and random search fill a seed's missing keys themselves;
+    HyperOpt takes whole points only, so they are drawn at random here. The config refuses
+    seeds for a grid. Only Optuna learns from the prior results: random search has nothing to
+    learn, and HyperOpt's warm start would take them in place of the seeds."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
+    start = start or SearchStart()
     tune_cfg = config.tune
-    points = [dict(seed) for seed in seeds] or None
+    rng_seed = start.searcher_seed(tune_cfg.seed)
+    points = [dict(seed) for seed in start.seeds] or None
     if tune_cfg.searcher in ("random", "grid"):
         return BasicVariantGenerator(
             points_to_evaluate=points,
-            random_state=tune_cfg.seed,
+            random_state=rng_seed,
             max_concurrent=tune_cfg.max_concurrent,
         )
     if tune_cfg.searcher == "optuna":
@@ -37,23 +45,49 @@ def make_searcher(config: GraftConfig, seeds: Sequence[Mapping[str, Any]] = ()) 
             space=OptunaSpace(tune_cfg.space),
             metric=tune_cfg.metric,
             mode=tune_cfg.mode,
-            sampler=tpe_sampler(config),
+            sampler=tpe_sampler(config, rng_seed),
             points_to_evaluate=points,
+            study_name=OPTUNA_STUDY,
+            storage=study_with_prior(config, start.prior) if start.prior else None,
         )
     else:
         from ray.tune.search.hyperopt import HyperOptSearch
 
-        rng = random.Random(tune_cfg.seed)
+        rng = random.Random(rng_seed)
         searcher = HyperOptSearch(
             metric=tune_cfg.metric,
             mode=tune_cfg.mode,
-            random_state_seed=tune_cfg.seed,
-            points_to_evaluate=[completed_seed(s, tune_cfg.space, rng) for s in seeds] or None,
+            random_state_seed=rng_seed,
+            points_to_evaluate=[completed_seed(s, tune_cfg.space, rng) for s in start.seeds]
+            or None,
         )
     return ConcurrencyLimiter(searcher, max_concurrent=tune_cfg.max_concurrent)
 
 
-def tpe_sampler(config: GraftConfig) -> Any:
+def study_with_prior(config: GraftConfig, prior: Sequence[PriorResult]) -> Any:
+    """An in-memory Optuna storage whose study already holds ``prior`` as finished trials,
+    for OptunaSearch to load: TPE models them before its first suggestion."""
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage,
+        study_name=OPTUNA_STUDY,
+        direction="maximize" if config.tune.mode == "max" else "minimize",
+    )
+    for result in prior:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=result.params,
+                distributions=optuna_distributions(config.tune.space, result.params),
+                value=result.score,
+            )
+        )
+    return storage
+
+
+def tpe_sampler(config: GraftConfig, rng_seed: int | None = None) -> Any:
+    """TPE as ``tune.tpe`` sets it, seeded with ``rng_seed`` (None: ``tune.seed``)."""
     import warnings
 
     import optuna
@@ -64,7 +98,7 @@ def tpe_sampler(config: GraftConfig) -> Any:
         # chosen in config, so the warning would only repeat what the user asked for
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=config.tune.seed,
+            seed=config.tune.seed if rng_seed is None else rng_seed,
             n_startup_trials=tpe.startup_trials,
             multivariate=tpe.multivariate,
             # conditional keys make the space dynamic: multivariate TPE models each group of

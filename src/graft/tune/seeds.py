@@ -46,10 +46,14 @@ class SeedChange:
 
 
 def fitted_seed(
-    logged: Mapping[str, str], space: Mapping[str, SearchDimension], label: str = "seed"
+    logged: Mapping[str, str],
+    space: Mapping[str, SearchDimension],
+    label: str = "seed",
+    warn: bool = True,
 ) -> tuple[dict[str, Any], list[SeedChange]]:
     """``logged`` (a trial's parameters as MLflow holds them: strings) fitted to ``space``:
-    the seed and what changed on the way, each change logged as a warning under ``label``."""
+    the seed and what changed on the way, each change logged as a warning under ``label``
+    (unless not ``warn``)."""
     seed: dict[str, Any] = {}
     changes: list[SeedChange] = []
     for key, text in logged.items():
@@ -65,7 +69,7 @@ def fitted_seed(
     for key in list(seed):
         if not _may_apply(space[key], seed):
             changes.append(SeedChange(key, seed.pop(key), None, f"inactive: {space[key].when}"))
-    for change in changes:
+    for change in changes if warn else []:
         log.warning("warm start, %s: %s", label, change.describe())
     return seed, changes
 

@@ -3,6 +3,7 @@ space, and which sampled keys a trial applies (conditional keys: ``when``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from graft.config import GraftConfig, SearchDimension
@@ -61,6 +62,30 @@ class OptunaSpace:
                 suggested[key] = trial.suggest_float(
                     key, dim.low, dim.high, log=dim.type == "loguniform"
                 )
+
+
+def optuna_distributions(
+    space: dict[str, SearchDimension], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Optuna distribution of each key of ``params``: the one :class:`OptunaSpace`'s
+    suggestion of that key records, so a finished trial added to a study (a warm start's prior
+    result) and the trials it suggests share their distributions."""
+    import optuna.distributions as od
+
+    distributions: dict[str, Any] = {}
+    for key in params:
+        dim = space[key]
+        if dim.type == "choice":
+            distributions[key] = od.CategoricalDistribution(list(dim.values or []))
+            continue
+        assert dim.low is not None and dim.high is not None
+        if dim.type == "int":
+            distributions[key] = od.IntDistribution(int(dim.low), int(dim.high))
+        else:
+            distributions[key] = od.FloatDistribution(
+                dim.low, dim.high, log=dim.type == "loguniform"
+            )
+    return distributions
 
 
 def active_params(space: dict[str, SearchDimension], params: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """A search that starts where the last one ended (``tune.warm_start_top_k``): its first trials
-are the k best trials of the search that produced the registered champion.
+are the k best trials of the search that produced the registered champion, its searcher is told
+every trial of that search with its score, and it draws from a random stream of its own
+(graft.tune.search_start says why).
 
 The champion (``models:/<export.model_name>@champion``) names the pipeline run that
 registered it; that run's tune stage run holds the search, its nested trial runs each trial's
@@ -7,13 +9,15 @@ parameters and its metric per epoch. A trial scores its metric's last value (the
 ranked it by), under the metric the past search optimised (its ``best_<metric>``); a PBT
 trial's numeric keys are the values it last trained under (``pbt.<key>``). The best trials
 are fitted to the current ``tune.space`` (graft.tune.seeds); two that fit to the same seed
-count once.
+count once. Every trial, fitted the same way, is a prior result, unless the past search ranked
+by another metric than ``tune.metric`` (its scores would not compare).
 
 Without a champion, or when the champion's run did not search, the search starts cold with
 an info line saying why. The tune stage's run records what it used: tags
 ``graft.tune.warm_start`` (seeded or cold) and ``graft.tune.warm_start_seeds`` (how many),
-and ``tune/warm_start.json`` (the source, the seeds, each seed's trial and changes). A retried
-or resumed tune stage reuses the seeds its run recorded, even if the champion moved since.
+and ``tune/warm_start.json`` (the source, the seeds, each seed's trial and changes, the prior
+results and the random seed). A retried or resumed tune stage reuses what its run recorded,
+even if the champion moved since.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from graft.config.tune import metric_mode
 from graft.io import registry, tracking
 from graft.tune.pbt import PBT_PARAM_PREFIX
 from graft.tune.runs import TRIAL_TAG, TUNE_DISABLED_TAG
+from graft.tune.search_start import PriorResult, SearchStart, warm_rng_seed
 from graft.tune.seeds import fitted_seed
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,8 @@ class WarmStart:
     reason: str
     source: dict[str, str] = field(default_factory=dict)
     trials: list[dict[str, Any]] = field(default_factory=list)  # per seed: its trial, changes
+    prior: list[PriorResult] = field(default_factory=list)
+    rng_seed: int | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -84,30 +91,50 @@ class WarmStart:
             "source": self.source,
             "seeds": self.seeds,
             "trials": self.trials,
+            "prior": [{"params": p.params, "score": p.score} for p in self.prior],
+            "rng_seed": self.rng_seed,
         }
 
+    def start(self) -> SearchStart:
+        return SearchStart(self.seeds, self.prior, self.rng_seed) if self.seeds else SearchStart()
 
-def seeds_for_search(config: GraftConfig, logger: tracking.RunLogger) -> list[dict[str, Any]]:
-    """The seeds of the search of the tune stage run ``logger`` writes to, recorded on that
-    run; [] when ``tune.warm_start_top_k`` is 0 (nothing looked up or recorded)."""
+
+def search_start(config: GraftConfig, logger: tracking.RunLogger, dataset_hash: str) -> SearchStart:
+    """How the search of the tune stage run ``logger`` writes to starts on the data of
+    ``dataset_hash``, recorded on that run; a cold start when ``tune.warm_start_top_k`` is 0
+    (nothing looked up or recorded)."""
     if not config.tune.warm_start_top_k:
-        return []
+        return SearchStart()
     recorded = tracking.run_dict(config, logger.run_id, WARM_START_FILE)
     if recorded is not None:
-        seeds = list(recorded.get("seeds", []))
-        log.info("warm start: this tune stage run recorded %d seed(s) already; reused", len(seeds))
-        return seeds
-    warm = warm_start(config)
+        start = recorded_start(recorded)
+        log.info(
+            "warm start: this tune stage run recorded %d seed(s) already; reused",
+            len(start.seeds),
+        )
+        return start
+    warm = warm_start(config, dataset_hash)
     logger.tags(
         {WARM_START_TAG: "seeded" if warm.seeds else "cold", SEEDS_TAG: str(len(warm.seeds))}
     )
     logger.dict(warm.record(), WARM_START_FILE)
-    return warm.seeds
+    return warm.start()
 
 
-def warm_start(config: GraftConfig) -> WarmStart:
+def recorded_start(record: Mapping[str, Any]) -> SearchStart:
+    """The start a tune stage run recorded (``tune/warm_start.json``); a record written before
+    prior results were kept has none, and a cold record none of anything."""
+    seeds = list(record.get("seeds", []))
+    if not seeds:
+        return SearchStart()
+    prior = [PriorResult(dict(p["params"]), float(p["score"])) for p in record.get("prior", [])]
+    return SearchStart(seeds, prior, record.get("rng_seed"))
+
+
+def warm_start(config: GraftConfig, dataset_hash: str = "") -> WarmStart:
     """The top ``tune.warm_start_top_k`` trials of the champion's search, fitted to
-    ``tune.space``; a cold start (no seeds) with the reason when there is no such search."""
+    ``tune.space``, its prior results and the random seed of a search on the data of
+    ``dataset_hash``; a cold start (no seeds) with the reason when there is no such search."""
     found = champion_search(config)
     if isinstance(found, str):
         log.info("warm start: the search starts cold: %s", found)
@@ -127,6 +154,8 @@ def warm_start(config: GraftConfig) -> WarmStart:
         if len(warm.seeds) == config.tune.warm_start_top_k:
             break
         _add_seed(warm, trial, config)
+    warm.prior = prior_results(found, config)
+    warm.rng_seed = warm_rng_seed(config.tune.seed, found.tune_run_id, dataset_hash)
     of_search = (
         f"of the search of champion version {found.champion_version} (pipeline run "
         f"{found.pipeline_run_id})"
@@ -159,6 +188,25 @@ def _add_seed(warm: WarmStart, trial: PastTrial, config: GraftConfig) -> None:
             "changes": [change.describe() for change in changes],
         }
     )
+
+
+def prior_results(found: PastSearch, config: GraftConfig) -> list[PriorResult]:
+    """Every trial of ``found`` fitted to ``tune.space`` (quietly: the seeds' changes were
+    warned about), in trial order; none when ``found`` ranked by another metric."""
+    if found.metric != config.tune.metric:
+        log.info(
+            "warm start: the champion's search ranked by %s, this one by %s: its scores are "
+            "not told to the searcher",
+            found.metric,
+            config.tune.metric,
+        )
+        return []
+    prior = []
+    for trial in found.trials:
+        params, _ = fitted_seed(trial.params, config.tune.space, warn=False)
+        if params:
+            prior.append(PriorResult(params, trial.score))
+    return prior
 
 
 def champion_search(config: GraftConfig) -> PastSearch | str:
