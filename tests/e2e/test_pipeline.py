@@ -110,6 +110,49 @@ def test_tiny_pipeline_trains_tunes_evaluates_exports_registers(
     assert evaluation["ab_seeds"] == tiny.evaluate.transfer_report.seeds
     assert 0.0 <= evaluation["ab_transfer_mean_accuracy"] <= 1.0
     _scan_for_credentials(client, runs, work, output, credentials, tmp_path)
+    _rerun_reuses_data_prep_and_pretrain(overrides, work, client)
+
+
+def _rerun_reuses_data_prep_and_pretrain(
+    overrides: list[str], work: Path, client: MlflowClient
+) -> None:
+    """`graft run` again on the same data and config: KFP's local cache serves data-prep and
+    pretrain (the run's own Ray has another address, which no task's inputs hold), and the
+    new parent run names the runs it reused. finetune and tune train again, the same model
+    bit for bit, and evaluate refuses to score it on the test split a second time."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="graft-e2e-ray-", dir="/tmp"))
+    rerun = subprocess.run(
+        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
+        + [arg for override in overrides for arg in ("--set", override)],
+        capture_output=True,
+        text=True,
+        timeout=870,
+        env={**os.environ, "COLUMNS": "100", "RAY_TMPDIR": str(ray_tmp)},
+    )
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    output = rerun.stdout + rerun.stderr
+    lines = output.splitlines()
+    for stage in ("data-prep", "pretrain"):
+        (line,) = [line for line in lines if line.startswith(f"✓ {stage} ")]
+        assert line.endswith("cached (an earlier run's outputs)"), output
+    for stage in ("transfer-finetune", "tune"):
+        (line,) = [line for line in lines if line.startswith(f"✓ {stage} ")]
+        assert "cached" not in line, output
+    assert rerun.returncode != 0 and "already scored on this test split" in output, output
+    runs = client.search_runs(
+        [client.get_experiment_by_name("e2e").experiment_id],
+        filter_string="tags.`graft.kind` = 'pipeline'",
+        order_by=["attributes.start_time ASC"],
+    )
+    assert len(runs) == 2
+    first, second = runs
+    reused = {second.data.tags[f"graft.reused.{stage}"] for stage in ("data-prep", "pretrain")}
+    parents = {client.get_run(run_id).data.tags["mlflow.parentRunId"] for run_id in reused}
+    assert len(reused) == 2 and parents == {first.info.run_id}
+    data_preps = client.search_runs(
+        [first.info.experiment_id], filter_string="tags.`graft.stage` = 'data-prep'"
+    )
+    assert len(data_preps) == 1
 
 
 def _champion_serves_without_graft(

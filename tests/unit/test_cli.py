@@ -136,8 +136,11 @@ def _invoke_run(
 
     handed: list[StageListener | None] = []
 
-    def fake_run_local(config: GraftConfig, listener: StageListener | None = None) -> dict:
+    def fake_run_local(
+        config: GraftConfig, listener: StageListener | None = None, cache: bool = False
+    ) -> dict:
         handed.append(listener)
+        caching.append(cache)
         if listener is not None:
             for stage in get_args(StageName):
                 log = stage_log_dir(config) / f"{stage}.log"
@@ -153,6 +156,19 @@ def _invoke_run(
         env={"COLUMNS": "100"},
     )
     return result, handed
+
+
+caching: list[bool] = []  # what each fake run_local was asked: KFP's cache on or off
+
+
+def test_a_run_uses_kfps_cache_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    caching.clear()
+    for flags in ((), ("--no-cache",), ("--verbose", "--no-cache"), ("--cache",)):
+        result, _ = _invoke_run(monkeypatch, tmp_path, *flags)
+        assert result.exit_code == 0, result.output
+    assert caching == [True, False, False, True]
 
 
 def test_quiet_run_prints_a_line_per_stage_and_names_the_logs(

@@ -7,6 +7,7 @@ with tune.enabled=false, which hands on the finetuned model and still writes its
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,8 @@ def tiny_run(
 
 
 def _metrics(name: str) -> Metrics:
-    return Metrics(name=name, uri="", metadata={})
+    """A Metrics output whose file goes where a task's would: a local path of its own."""
+    return Metrics(name=name, uri=str(Path(tempfile.mkdtemp()) / name), metadata={})
 
 
 def test_evaluate_logs_metrics_confusion_roc_and_the_report(tiny_run: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from local_tracking import tiny_config_tracked_in
 from graft.config import FINALIZE_TASK
 from graft.errors import PipelineStageError
 from graft.io import tracking
+from graft.kfp import local_run
 from graft.kfp.local_run import run_local, stage_log_dir
 from graft.kfp.stage_logs import StageOutcome
 from pipeline_runs import pipeline_runs
@@ -81,10 +82,11 @@ def test_a_failed_stage_leaves_the_parent_run_failed_not_running(tmp_path: Path)
 
 @pytest.mark.usefixtures("_local_runner_reset")
 def test_a_rerun_on_the_same_data_and_config_takes_data_prep_from_kfps_cache(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """KFP's own cache (the local runner's, as a server's) serves data-prep again: its inputs
-    are the config and the data's digest, nothing of the run. open-run runs every time."""
+    are the config and the data's digest, nothing of the run. open-run runs every time. Once
+    Graft's code changed (another digest of the package), data-prep runs again."""
     config = tiny_config_tracked_in(
         tmp_path,
         "ray.mode=rayjob",
@@ -98,7 +100,11 @@ def test_a_rerun_on_the_same_data_and_config_takes_data_prep_from_kfps_cache(
         with pytest.raises(PipelineStageError, match="stage 'pretrain' failed"):
             run_local(config, listener=outcomes, cache=True)
         seen.append(outcomes.seen)
-    assert seen[0] == seen[1]  # the listener hears a cached task finish as done
+    # the listener hears the cached task as served from the cache, the others as before
+    assert dict(seen[0])["data-prep"] == "done" and dict(seen[1])["data-prep"] == "cached"
+    assert [(s, o) for s, o in seen[1] if s != "data-prep"] == [
+        (s, o) for s, o in seen[0] if s != "data-prep"
+    ]
     parents = client.search_runs(
         [client.get_experiment_by_name("unit").experiment_id],
         filter_string="tags.`graft.kind` = 'pipeline'",
@@ -113,3 +119,13 @@ def test_a_rerun_on_the_same_data_and_config_takes_data_prep_from_kfps_cache(
     )
     # one data-prep ran, under the first run's parent; the second took its outputs
     assert [r.data.tags[tracking.PARENT_TAG] for r in data_preps] == [parents[0].info.run_id]
+
+    monkeypatch.setattr(local_run, "graft_code_digest", lambda: "another-graft")
+    outcomes = Outcomes()
+    with pytest.raises(PipelineStageError, match="stage 'pretrain' failed"):
+        run_local(config, listener=outcomes, cache=True)
+    assert dict(outcomes.seen)["data-prep"] == "done"
+    data_preps = client.search_runs(
+        [parents[0].info.experiment_id], filter_string="tags.`graft.stage` = 'data-prep'"
+    )
+    assert len(data_preps) == 2

@@ -278,7 +278,9 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         config_json, paths["data"], paths["model"], "parent", parameters
     )
     assert json.loads(summary)["backbone_blocks"] == 6
-    figures = {stage: _Artifact() for stage in ("pretrain", "finetune", "tune")}
+    figures = {
+        stage: _Artifact(tmp_path / "figures" / stage) for stage in ("pretrain", "finetune", "tune")
+    }
     adapters.pretrain(
         config_json, "digest", paths["data"], paths["model"], figures["pretrain"], parameters
     )
@@ -302,8 +304,8 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
         paths["test"],
         "model",
         paths["eval"],
-        _Artifact(),
-        _Artifact(),
+        _Artifact(tmp_path / "figures" / "evaluate"),
+        _Artifact(tmp_path / "figures" / "classification"),
         str(tmp_path / "evaluation_report.html"),
         "parent",
         "",
@@ -323,6 +325,9 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
     assert expected.finetune.epochs == 2 and expected.tracking.experiment_name == "ui"
     # and each filled its KFP outputs from what its stage returned or wrote
     assert figures["pretrain"].metadata == {"val_accuracy": 0.9, "val_loss": 0.1, "epochs_run": 3}
+    # and in the artifact's file: KFP's local cache serves no task whose output file is missing
+    for stage, artifact in figures.items():
+        assert json.loads(Path(artifact.path).read_text()) == artifact.metadata, stage
     assert figures["tune"].metadata == {
         "val_accuracy": 0.9,
         "trials": 3,
@@ -336,10 +341,12 @@ def test_every_adapter_runs_its_stage_with_the_same_effective_config(
 
 
 class _Artifact:
-    """What a KFP Metrics/ClassificationMetrics output offers an adapter: the log methods."""
+    """What a KFP Metrics/ClassificationMetrics output offers an adapter: the log methods and
+    the local path of its file."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path) -> None:
         self.metadata: dict[str, Any] = {}
+        self.path = str(path)
 
     def log_metric(self, name: str, value: float) -> None:
         self.metadata[name] = value

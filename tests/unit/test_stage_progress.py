@@ -23,6 +23,10 @@ def test_stage_line_says_status_and_wall_time() -> None:
     assert "failed" not in done
     assert stage_line("pretrain", "failed", 3.0).plain.split()[-1] == "failed"
     assert stage_line("tune", "stopped", 3.0).plain.split()[-1] == "stopped"
+    cached = stage_line("data-prep", "cached", 0.4).plain
+    assert (
+        cached.startswith("✓ data-prep ") and "0.4 s  cached (an earlier run's outputs)" in cached
+    )
     # names line up: the time column starts at the same place for every stage
     assert len(stage_line("tune", "done", 1.0).plain) == len(
         stage_line("transfer-finetune", "done", 1.0).plain

@@ -20,12 +20,13 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from graft.config import StageName
-from graft.kfp.stage_logs import StageOutcome, log_tail
+from graft.kfp.stage_logs import SUCCEEDED, StageOutcome, log_tail
 
 FAILURE_TAIL_LINES = 20
 _NAME_WIDTH = max(len(name) for name in get_args(StageName))
 _MARKS: dict[StageOutcome, tuple[str, str]] = {
     "done": ("✓", "green"),
+    "cached": ("✓", "green"),
     "failed": ("✗", "red"),
     "stopped": ("■", "yellow"),
 }
@@ -43,7 +44,9 @@ def stage_line(stage: str, outcome: StageOutcome, seconds: float) -> Text:
     """``✓ pretrain           42.1 s``; a stage that did not finish says how it ended."""
     mark, colour = _MARKS[outcome]
     line = Text.assemble((f"{mark} ", colour), f"{stage:<{_NAME_WIDTH}}  {wall_time(seconds):>10}")
-    if outcome != "done":
+    if outcome == "cached":
+        line.append("  cached (an earlier run's outputs)", style="dim")
+    elif outcome != "done":
         line.append(f"  {outcome}", style=f"bold {colour}")
     return line
 
@@ -103,7 +106,7 @@ class StageProgress:
                 for line in tail:
                     # the log keeps KFP's colour codes: render them, never parse them as markup
                     self.console.print(Text.from_ansi(line), highlight=False, soft_wrap=True)
-        if outcome != "done":
+        if outcome not in SUCCEEDED:
             self.console.print(f"  full log: {log}", highlight=False, soft_wrap=True)
 
 

@@ -31,11 +31,26 @@ VerboseOption = Annotated[
 ]
 
 
+CacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--cache/--no-cache",
+        help=(
+            "Reuse data-prep's and pretrain's outputs from an earlier run in the same work_dir "
+            "while the data (its digest), the config and Graft's code are unchanged, as KFP's "
+            "cache does on a cluster (the stage's line says 'cached'). --no-cache runs every "
+            "stage."
+        ),
+    ),
+]
+
+
 def run(
     config: ConfigOption = None,
     preset: PresetOption = None,
     set_: SetOption = None,
     verbose: VerboseOption = False,
+    cache: CacheOption = True,
 ) -> None:
     """Run the whole pipeline here: KFP local runner, local Ray, local MLflow.
 
@@ -45,6 +60,8 @@ def run(
     the runner's lines between stages to <work_dir>/logs/pipeline.log. When a stage fails,
     the last lines of its log are printed with the log's path. --verbose prints it all here
     instead, and writes no log files.
+
+    A rerun on unchanged data and config reuses data-prep and pretrain (--no-cache: not).
     """
     from graft.cli.progress import StageProgress, terminal_console
     from graft.data.prepare import check_source
@@ -55,7 +72,7 @@ def run(
     check_source(resolved.data)
     if verbose:
         console.print(f"[bold]graft[/bold]: running the pipeline; outputs in {resolved.work_dir}")
-        _print_summary(run_local(resolved), resolved)
+        _print_summary(run_local(resolved, cache=cache), resolved)
         return
     logs = stage_log_dir(resolved)
     console.print(
@@ -63,7 +80,7 @@ def run(
         f"each stage's log in {logs}"
     )
     with terminal_console() as terminal:
-        summary = run_local(resolved, listener=StageProgress(terminal))
+        summary = run_local(resolved, listener=StageProgress(terminal), cache=cache)
     _print_summary(summary, resolved, logs)
 
 

@@ -77,6 +77,10 @@ def ensure_ray(config: RayConfig) -> None:
     # workers' placement groups. Pinning the port and exporting it before the raylet starts
     # gives every process of this instance its own dashboard's address.
     ray_auth.secure_local_instance()
+    # ray.init without an address joins RAY_ADDRESS when it is set: local means a new instance
+    if os.environ.get(RAY_ADDRESS_ENV):
+        log.info("ray.mode=local: starting a local Ray, not joining RAY_ADDRESS")
+        _replaced_env.setdefault(RAY_ADDRESS_ENV, os.environ.pop(RAY_ADDRESS_ENV))
     dashboard_port = _free_port()
     _replaced_env[RAY_API_SERVER_ADDRESS_ENV] = os.environ.get(RAY_API_SERVER_ADDRESS_ENV)
     os.environ[RAY_API_SERVER_ADDRESS_ENV] = f"http://127.0.0.1:{dashboard_port}"
@@ -176,10 +180,13 @@ def one_local_ray(config: RayConfig) -> Iterator[RayConfig]:
 
     With ``ray.mode=local`` each training stage would start (and stop) an instance of its own,
     about 6 s each. This starts one here, in the caller's process, and yields the settings a
-    stage joins it with: ``mode=address`` at its GCS address, ``submit=driver`` (the stage
-    process is the driver). The stages' processes inherit the token and the dashboard's
-    address from this process's environment (:func:`ensure_ray` exported them). Any other mode
-    is yielded unchanged."""
+    stage joins it with: ``mode=address`` with no address, ``submit=driver`` (the stage
+    process is the driver). The stages' processes inherit the GCS address (``RAY_ADDRESS``),
+    the token and the dashboard's address from this process's environment, exported here and
+    by :func:`ensure_ray`, and restored by :func:`shutdown_ray`. The address stays out of the
+    settings on purpose: they are part of the config every task gets, so an address that
+    changes from run to run would change every task's inputs, and KFP's cache would never
+    serve a rerun. Any other mode is yielded unchanged."""
     import ray
 
     # a cluster is already one Ray; a Ray this process runs already is someone else's to stop
@@ -189,8 +196,10 @@ def one_local_ray(config: RayConfig) -> Iterator[RayConfig]:
     ensure_ray(config)
     address = ray.get_runtime_context().gcs_address
     log.info("one local Ray for the run at %s", address)
+    _replaced_env.setdefault(RAY_ADDRESS_ENV, os.environ.get(RAY_ADDRESS_ENV))
+    os.environ[RAY_ADDRESS_ENV] = address
     try:
-        yield config.model_copy(update={"mode": "address", "address": address, "submit": "driver"})
+        yield config.model_copy(update={"mode": "address", "address": None, "submit": "driver"})
     finally:
         shutdown_ray()
 

@@ -218,8 +218,8 @@ def evaluate(
     evaluation = Path(evaluation_path)
     report = json.loads((evaluation / "metrics.json").read_text())
     # the numbers MLflow has for the run (test_accuracy, baseline_accuracy, ...), and the gate
-    _log_metrics(metrics, {k: v for k, v in report.items() if k not in ("report", "class_names")})
-    metrics.log_metric("gate_passed", float(out.gate_passed))
+    figures = {k: v for k, v in report.items() if k not in ("report", "class_names")}
+    _log_metrics(metrics, {**figures, "gate_passed": out.gate_passed})
     classification.log_confusion_matrix(report["class_names"], report["report"]["confusion"])
     roc_file = evaluation / ROC_FILE  # written for binary tasks only
     if roc_file.is_file():
@@ -284,7 +284,15 @@ def _training_metrics(out: stages.TrainOutput) -> dict[str, object]:
 
 def _log_metrics(artifact: Any, values: Mapping[str, object]) -> None:
     """Numbers onto a KFP ``Metrics`` output (booleans as 0/1). KFP stores them as JSON, which
-    has no NaN or infinity: those are left out (MLflow still has them)."""
+    has no NaN or infinity: those are left out (MLflow still has them).
+
+    The same numbers also go to the artifact's file, as JSON. KFP keeps logged metrics in the
+    artifact's metadata and writes no file, and its local cache takes an output artifact
+    whose file is missing for one that is gone: without the file no task with metrics
+    (pretrain) could ever be served from a local run's cache."""
     for name, value in values.items():
         if isinstance(value, bool | int | float) and math.isfinite(float(value)):
             artifact.log_metric(name, float(value))
+    path = Path(artifact.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(artifact.metadata, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
 import os
@@ -20,6 +21,9 @@ from graft.kfp.local_conditions import sibling_output_conditions
 from graft.kfp.local_oneof import oneof_artifacts
 from graft.kfp.pipeline import build_pipeline
 from graft.kfp.stage_logs import StageListener, StageLogRouter
+
+# what data-prep and pretrain compute with besides Graft: a new version may change their outputs
+CACHED_OUTPUT_LIBRARIES = ("torch", "numpy", "ray", "scikit-learn", "pillow", "pyarrow")
 
 
 def run_local(
@@ -43,7 +47,8 @@ def run_local(
 
     ``cache``: KFP's local cache (under the pipeline root) serves a task whose inputs an
     earlier run had, as a KFP server does; data-prep and pretrain take only the config and the
-    data's digest (:mod:`graft.stages.open_run`). The other stages run every time.
+    data's digest (:mod:`graft.stages.open_run`), and the digest of Graft's code
+    (:func:`graft_code_digest`). The other stages run every time.
     """
     from kfp import local
 
@@ -75,7 +80,8 @@ def run_pipeline(
     """The pipeline built from ``config``, run by the KFP local ``runner``; the export summary.
 
     ``image`` is the components' base image (what a DockerRunner starts); ``scratch`` becomes
-    TMPDIR for the run, where KFP's runner leaves its per-task files."""
+    TMPDIR for the run, where KFP's runner leaves its per-task files; ``cache`` turns KFP's
+    local cache on, keyed on Graft's code too (:func:`graft_code_digest`)."""
     from kfp import local
 
     routing: AbstractContextManager[None] = (
@@ -96,7 +102,11 @@ def run_pipeline(
             raise_on_error=True,
             enable_caching=cache,
         )
-        pipeline = build_pipeline(**({"image": image} if image else {}), default_config=config)
+        pipeline = build_pipeline(
+            **({"image": image} if image else {}),
+            default_config=config,
+            code_digest=graft_code_digest() if cache else None,
+        )
         with _scratch_tmpdir(scratch) if scratch else nullcontext():
             pipeline(config_json=config.to_json())
     if "Output" in export:
@@ -105,6 +115,26 @@ def run_pipeline(
         # monitor.retrain_when said no: the training stages were skipped
         return {"retrained": False, **json.loads(monitor["Output"])}
     raise PipelineStageError("the pipeline ended without the export stage's summary")
+
+
+def graft_code_digest(package_dir: Path | None = None) -> str:
+    """16 hex digits naming the code a local task runs: every ``.py`` and ``.yaml`` file of
+    the graft package (``package_dir``; default: the one imported here), by path and bytes,
+    and the versions of the libraries that compute the cached outputs. Hashing about 200
+    small files takes milliseconds."""
+    from importlib import metadata
+
+    import graft
+
+    root = package_dir or Path(graft.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    for library in CACHED_OUTPUT_LIBRARIES:
+        digest.update(f"{library}=={metadata.version(library)}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 @contextmanager

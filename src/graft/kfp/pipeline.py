@@ -124,13 +124,26 @@ def apply_pod_settings(task: Any, cluster: ClusterConfig) -> None:
         )
 
 
+# the cacheable tasks' env var naming the code they run, for KFP's local cache (see below)
+CODE_DIGEST_ENV = "GRAFT_CODE_DIGEST"
+CACHEABLE_TASKS: tuple[StageName, ...] = ("data-prep", "pretrain")
+
+
 def build_pipeline(
     image: str = DEFAULT_IMAGE,
     default_config: GraftConfig | None = None,
     compiled_preset: str = DEFAULT_PRESET,
+    code_digest: str | None = None,
 ) -> Any:
     """The pipeline with ``default_config`` (resolved from ``compiled_preset``) as the default
     of ``config_json``; its other parameters are described in :mod:`graft.kfp.run_parameters`.
+
+    ``code_digest`` (a local run's: graft.kfp.local_run.graft_code_digest) goes to the
+    cacheable tasks as ``GRAFT_CODE_DIGEST``. KFP's cache keys a task on its image, command,
+    inputs and env; on a cluster the image names the code, but a local run's image and
+    command stay the same when Graft's library changes, so without it a rerun after an
+    upgrade would be served outputs the old code computed. The compiled YAML has none: its
+    image tag names the code, and the YAML must not change with every edit.
     """
     components = make_components(image)
     finalize = make_exit_component(image)
@@ -163,6 +176,9 @@ def build_pipeline(
             apply_pod_settings(task, config.cluster)
         for stage, task in tasks.items():
             apply_ray_token(task, stage, config)
+        if code_digest is not None:
+            for stage in CACHEABLE_TASKS:
+                tasks[stage].set_env_variable(CODE_DIGEST_ENV, code_digest)
         # no pipeline output: KFP takes none from inside an ExitHandler (export's summary is
         # its task's output, which local_run.task_outputs records)
 

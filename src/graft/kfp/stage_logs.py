@@ -35,7 +35,10 @@ from typing import Any, Literal, Protocol
 
 from graft.errors import PipelineStageError
 
-StageOutcome = Literal["done", "failed", "stopped"]  # stopped: an exception ended the wait
+# cached: KFP's cache served the task's outputs (it did not run); stopped: an exception ended
+# the wait
+StageOutcome = Literal["done", "cached", "failed", "stopped"]
+SUCCEEDED: frozenset[StageOutcome] = frozenset({"done", "cached"})
 PIPELINE_LOG = "pipeline.log"
 # a traceback's end: "graft.errors.TrainingError: message", "KeyboardInterrupt",
 # "ray.exceptions.RayTaskError(TrainingError): ray::..."
@@ -128,6 +131,7 @@ class StageLogRouter:
         self.failed: StageFailure | None = None
         self._clock = clock
         self._running: str | None = None
+        self._served_from_cache = False  # the running stage's outputs came from KFP's cache
         self._lock = threading.Lock()
 
     @contextmanager
@@ -148,7 +152,7 @@ class StageLogRouter:
 
         task_executor.execute_single_task = execute_routed
         try:
-            with output_to(self.log_dir / PIPELINE_LOG):
+            with output_to(self.log_dir / PIPELINE_LOG), self._watching_cache_hits():
                 yield
         except RuntimeError as exc:
             if self.failed is None:
@@ -156,6 +160,29 @@ class StageLogRouter:
             raise self.failed.error() from exc
         finally:
             task_executor.execute_single_task = original
+
+    @contextmanager
+    def _watching_cache_hits(self) -> Iterator[None]:
+        """Note when KFP's local cache answers a lookup of the running task with its outputs:
+        the task executor returns them without running it (the second seam, next to
+        ``execute_single_task``; tests/unit/test_pipeline_exit_handler.py sees a cached task
+        reported as such)."""
+        from kfp.local.cache import LocalCache
+
+        original = LocalCache.get
+
+        @functools.wraps(original)
+        def get_watched(cache: Any, key: str) -> Any:
+            found = original(cache, key)
+            if found is not None:
+                self._served_from_cache = True
+            return found
+
+        LocalCache.get = get_watched
+        try:
+            yield
+        finally:
+            LocalCache.get = original
 
     def _run_stage(self, stage: str, run: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
         with self._lock:
@@ -170,15 +197,19 @@ class StageLogRouter:
         self.listener.stage_started(stage, log)
         started = self._clock()
         outcome: StageOutcome = "stopped"
+        self._served_from_cache = False
         try:
             with output_to(log):
                 outputs, status = run()
             # kfp.local.status.Status is an Enum: compare by name, not by importing it here
-            outcome = "done" if getattr(status, "name", "") == "SUCCESS" else "failed"
+            if getattr(status, "name", "") != "SUCCESS":
+                outcome = "failed"
+            else:
+                outcome = "cached" if self._served_from_cache else "done"
             return outputs, status
         finally:
             self._running = None
-            if outcome != "done" and self.failed is None:
+            if outcome not in SUCCEEDED and self.failed is None:
                 # the first failure is the cause: the exit task runs after it, and may fail too
                 self.failed = StageFailure(stage, log)
             self.listener.stage_finished(stage, outcome, self._clock() - started, log)
