@@ -34,10 +34,11 @@ def pipeline_runs(client: Any, experiment_name: str) -> PipelineRuns:
     return PipelineRuns(parent, stages, trials)
 
 
-def graft_run(overrides: list[str], env: dict[str, str] | None = None) -> str:
-    """``graft run --preset tiny --set ...`` as a user starts it, in a subprocess; its output,
-    once it exited 0."""
-    run = subprocess.run(
+def graft_run_process(
+    overrides: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``graft run --preset tiny --set ...`` as a user starts it, in a subprocess."""
+    return subprocess.run(
         [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
         + [arg for override in overrides for arg in ("--set", override)],
         capture_output=True,
@@ -45,6 +46,11 @@ def graft_run(overrides: list[str], env: dict[str, str] | None = None) -> str:
         timeout=870,
         env=env,
     )
+
+
+def graft_run(overrides: list[str], env: dict[str, str] | None = None) -> str:
+    """:func:`graft_run_process`'s output, once it exited 0."""
+    run = graft_run_process(overrides, env)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     return output

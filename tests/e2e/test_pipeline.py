@@ -19,7 +19,13 @@ from graft.remote.command import RAY_STAGES, StageInputs
 from graft.remote.kuberay_manifest import build_rayjob
 from graft.tune.runs import OUTCOME_TAG
 from model_runtime import clean_env, runtime_python
-from pipeline_runs import PipelineRuns, graft_run, pipeline_runs, prepared_manifest
+from pipeline_runs import (
+    PipelineRuns,
+    graft_run,
+    graft_run_process,
+    pipeline_runs,
+    prepared_manifest,
+)
 from secret_scan import fake_credentials, hits_in_files, hits_in_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -121,13 +127,8 @@ def _rerun_reuses_data_prep_and_pretrain(
     new parent run names the runs it reused. finetune and tune train again, the same model
     bit for bit, and evaluate refuses to score it on the test split a second time."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="graft-e2e-ray-", dir="/tmp"))
-    rerun = subprocess.run(
-        [sys.executable, "-m", "graft.cli", "run", "--preset", "tiny"]
-        + [arg for override in overrides for arg in ("--set", override)],
-        capture_output=True,
-        text=True,
-        timeout=870,
-        env={**os.environ, "COLUMNS": "100", "RAY_TMPDIR": str(ray_tmp)},
+    rerun = graft_run_process(
+        overrides, env={**os.environ, "COLUMNS": "100", "RAY_TMPDIR": str(ray_tmp)}
     )
     shutil.rmtree(ray_tmp, ignore_errors=True)
     output = rerun.stdout + rerun.stderr

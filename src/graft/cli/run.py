@@ -61,7 +61,10 @@ def run(
     the last lines of its log are printed with the log's path. --verbose prints it all here
     instead, and writes no log files.
 
-    A rerun on unchanged data and config reuses data-prep and pretrain (--no-cache: not).
+    A rerun on unchanged data and config reuses data-prep and pretrain (--no-cache: not):
+    after a failed stage, it starts where the work changed. A rerun of a run that finished
+    trains the same model again, which evaluate refuses to score twice on the same test split
+    (evaluate.allow_repeat_test).
     """
     from graft.cli.progress import StageProgress, terminal_console
     from graft.data.prepare import check_source
