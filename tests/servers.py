@@ -23,6 +23,12 @@ S3_SECRET_KEY = "graft-test-secret-key"
 WEED_SERVERS = ["s3", "master", "volume", "filer", "webdav", "admin"]
 WEED_GRPC = ["s3", "master", "volume", "filer", "admin"]
 WEED_PORT_COUNT = len(WEED_SERVERS) + len(WEED_GRPC)
+# Every bucket is a collection of volumes of its own, and left at 0 "mini" allows free disk
+# space / volume size volumes (1 GiB each at the default): on a runner with ~20 GB free the
+# suite's ~25th bucket got "No writable volumes and no free volumes left" (an InternalError
+# to boto3). Volumes are not preallocated, so a fixed, generous count costs no disk.
+WEED_MAX_VOLUMES = 1000
+WEED_VOLUME_SIZE_LIMIT_MB = 64
 
 
 def free_port() -> int:
@@ -124,6 +130,8 @@ def weed_mini_args(root: Path, config: Path, ports: list[int]) -> list[str]:
         f"-s3.config={config}",
         "-admin.ui=false",
         "-master.telemetry=false",  # no statistics sent off this machine
+        f"-volume.max={WEED_MAX_VOLUMES}",
+        f"-master.volumeSizeLimitMB={WEED_VOLUME_SIZE_LIMIT_MB}",
         *(f"{flag}={port}" for flag, port in zip(named, ports, strict=True)),
     ]
 

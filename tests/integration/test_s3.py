@@ -118,3 +118,25 @@ def test_run_artifacts_and_registered_models_live_on_s3(s3_env: str, tmp_path: P
         tracking.client_for(config).get_experiment(tracking.experiment_id(config)).artifact_location
         == "s3://graft-mlflow/experiments/on-s3"
     )
+
+
+def test_the_test_s3_server_holds_objects_in_more_buckets_than_its_disk_would_guess(
+    s3_env: str,
+) -> None:
+    """Each bucket takes a volume of its own: with the volume count left to SeaweedFS (free
+    disk / 1 GiB), a runner with ~20 GB free refused a PutObject in the suite's ~25th bucket."""
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    buckets = [f"graft-many-{index}" for index in range(60)]
+    created: list[str] = []
+    try:
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket)
+            created.append(bucket)
+            s3.put_object(Bucket=bucket, Key="one", Body=b"one object")
+        assert [s3.get_object(Bucket=b, Key="one")["Body"].read() for b in buckets] == [
+            b"one object"
+        ] * len(buckets)
+    finally:
+        for bucket in created:  # the other tests' buckets get the volumes back
+            s3.delete_object(Bucket=bucket, Key="one")
+            s3.delete_bucket(Bucket=bucket)
