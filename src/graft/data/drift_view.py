@@ -40,18 +40,25 @@ def drift_view(x: np.ndarray, kind: str, feature_names: list[str] | None = None)
     return DriftView(table, names, compared=table.shape[1])
 
 
+def image_column_names(shape: tuple[int, ...]) -> list[str]:
+    """The drift columns of an image of ``shape`` (C x H x W)."""
+    return [*IMAGE_SUMMARIES, *_grid_names(*shape)]
+
+
+def image_view(values: np.ndarray, shape: tuple[int, ...]) -> DriftView:
+    """Drift columns of images of ``shape`` (C x H x W), computed apart (a pass over the
+    files, graft.data.streaming_scan), as a view."""
+    return DriftView(values, image_column_names(shape), compared=len(IMAGE_SUMMARIES))
+
+
 def _image_view(x: np.ndarray) -> DriftView:
     # in chunks: 60,000 Fashion-MNIST images as float64 would take 380 MB, their
     # differences as much again
     parts = [
         _image_columns(x[start : start + CHUNK_ROWS]) for start in range(0, len(x), CHUNK_ROWS)
     ]
-    grid_names = _grid_names(x.shape[1], x.shape[2], x.shape[3])
-    return DriftView(
-        np.concatenate(parts) if parts else np.empty((0, 3 + len(grid_names))),
-        [*IMAGE_SUMMARIES, *grid_names],
-        compared=len(IMAGE_SUMMARIES),
-    )
+    names = image_column_names(x.shape[1:])
+    return image_view(np.concatenate(parts) if parts else np.empty((0, len(names))), x.shape[1:])
 
 
 def _image_columns(chunk: np.ndarray) -> np.ndarray:

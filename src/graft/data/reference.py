@@ -12,17 +12,22 @@ weights, so ``models:/NAME@champion`` carries the statistics of the data it lear
                             classifier, and ``sample_hash``, their content hashes;
                             ``row_hash``: every prepared row's content hash (all splits), to
                             count a snapshot's new rows
+
+A streaming data-prep (graft.data.streaming_prepare) writes the same files from its one pass
+over the source: an image folder's histograms over every train file, a table's over the train
+rows of its seeded sample (per-row columns would be the table itself).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from graft.data.drift_view import drift_view
+from graft.data.drift_view import DriftView, drift_view
 from graft.data.sources import RawDataset
 from graft.data.validation import row_hashes
 from graft.errors import DatasetError
@@ -98,7 +103,52 @@ def build_reference(
 ) -> ReferenceStatistics:
     """The statistics of ``raw``'s rows at positions ``train``; ``hashes``: every prepared
     row's content hash (all splits)."""
-    view = drift_view(raw.x[train], raw.kind, raw.feature_names)
+    return reference_statistics(
+        ReferenceRows(
+            view=drift_view(raw.x[train], raw.kind, raw.feature_names),
+            hashes_of=lambda picked: hash_numbers(row_hashes(raw.x[train[picked]])),
+            labels=np.asarray(raw.class_names)[raw.y[train]],
+        ),
+        hash_numbers(hashes),
+        ReferenceSource(
+            kind=raw.kind,
+            source=source,
+            dataset_hash=dataset_hash,
+            seed=seed,
+            input_shape=list(raw.x.shape[1:]),
+            feature_names=raw.feature_names,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceRows:
+    """The train rows a reference describes: the drift columns of every train row (or of a
+    sample of them, where the rows are not all at hand), their content hashes on demand, and
+    the class name of EVERY train row."""
+
+    view: DriftView
+    hashes_of: Callable[[np.ndarray], np.ndarray]  # rows of ``view`` -> uint64 content hashes
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class ReferenceSource:
+    kind: str
+    source: str
+    dataset_hash: str
+    seed: int
+    input_shape: list[int]
+    feature_names: list[str] | None
+
+
+def reference_statistics(
+    rows: ReferenceRows, row_hash: np.ndarray, source: ReferenceSource
+) -> ReferenceStatistics:
+    """The histograms of ``rows.view``'s compared columns, a seeded sample of at most
+    REFERENCE_SAMPLE_ROWS of its rows, the class counts; ``row_hash``: uint64 content hash of
+    every prepared row (all splits)."""
+    view = rows.view
     histograms = []
     for column, name in enumerate(view.compared_names):
         edges = bin_edges(view.values[:, column])
@@ -106,24 +156,24 @@ def build_reference(
         histograms.append(
             ColumnHistogram(name, edges.tolist(), (counts / max(1, counts.sum())).tolist())
         )
-    names, counts = np.unique(np.asarray(raw.class_names)[raw.y[train]], return_counts=True)
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.permutation(len(train))[:REFERENCE_SAMPLE_ROWS])
+    names, counts = np.unique(np.asarray(rows.labels, dtype=str), return_counts=True)
+    rng = np.random.default_rng(source.seed)
+    picked = np.sort(rng.permutation(len(view.values))[:REFERENCE_SAMPLE_ROWS])
     return ReferenceStatistics(
-        kind=raw.kind,
-        source=source,
-        dataset_hash=dataset_hash,
-        seed=seed,
-        train_rows=len(train),
-        input_shape=list(raw.x.shape[1:]),
-        feature_names=raw.feature_names,
+        kind=source.kind,
+        source=source.source,
+        dataset_hash=source.dataset_hash,
+        seed=source.seed,
+        train_rows=len(rows.labels),
+        input_shape=source.input_shape,
+        feature_names=source.feature_names,
         columns=view.names,
         compared=view.compared,
         histograms=histograms,
         label_counts={str(n): int(c) for n, c in zip(names, counts, strict=True)},
         sample=view.values[picked],
-        sample_hash=hash_numbers(row_hashes(raw.x[train[picked]])),
-        row_hash=hash_numbers(hashes),
+        sample_hash=np.asarray(rows.hashes_of(picked), dtype=np.uint64),
+        row_hash=np.asarray(row_hash, dtype=np.uint64),
     )
 
 
@@ -158,5 +208,5 @@ def read_reference(folder: Path) -> ReferenceStatistics:
         raise DatasetError(
             f"{folder} holds no readable reference statistics ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); they are written by "
-            "data-prep (data.loader=memory) and registered by export: run the pipeline again"
+            "data-prep and registered by export: run the pipeline again"
         ) from None

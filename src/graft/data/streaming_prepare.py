@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from graft.config.data import DataConfig
+from graft.data.drift_view import DriftView
 from graft.data.holdout import write_split_records
 from graft.data.manifest import DataManifest, TaskInfo
 from graft.data.near_duplicates import NearDuplicateReport, resolve_near_duplicates
@@ -48,6 +49,14 @@ from graft.data.quality import (
     column_names,
     imbalance_finding,
     leakage_findings,
+)
+from graft.data.reference import (
+    REFERENCE_FOLDER,
+    ReferenceRows,
+    ReferenceSource,
+    ReferenceStatistics,
+    reference_statistics,
+    write_reference,
 )
 from graft.data.report import SplitSummary, write_report
 from graft.data.sources import RawDataset
@@ -90,6 +99,7 @@ class StreamScan(Protocol):
 
     class_names: list[str]
     hashes: np.ndarray
+    row_hash: np.ndarray  # uint64, as graft.data.reference hashes the in-memory reader's rows
     sample: dict[int, np.ndarray]
     kind: str
 
@@ -103,6 +113,7 @@ class StreamScan(Protocol):
     def scaling_statistics(
         self, rows: np.ndarray, method: str
     ) -> tuple[list[float], list[float]]: ...
+    def reference_rows(self, train: np.ndarray) -> tuple[DriftView, np.ndarray]: ...
 
 
 def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -> DataManifest:
@@ -155,6 +166,10 @@ def prepare_streaming(config: DataConfig, seed: int, out: Path, holdout: Path) -
         manifest, result, row_ids, scan.hashes, dropped, task_positions, seed, out, holdout
     )
     _write_reports(scan, manifest, quality, result, dropped, near_report, out)
+    write_reference(
+        streamed_reference(scan, result.indices, seed, manifest.dataset_hash, config.source),
+        out / REFERENCE_FOLDER,
+    )
     log.info("data-prep (streaming): %d files, split manifests in %s", len(kept), out)
     return manifest
 
@@ -217,6 +232,35 @@ def _near_duplicates(
     for position, name in moved.items():
         new_splits[name] = np.sort(np.append(new_splits[name], position))
     return new_splits, np.sort(dropped), report
+
+
+def streamed_reference(
+    scan: StreamScan, splits: dict[str, np.ndarray], seed: int, dataset_hash: str, source: str
+) -> ReferenceStatistics:
+    """What the monitor compares a later snapshot with (graft.data.reference), from the train
+    split only: an image folder's histograms over every train file (the pass kept each file's
+    drift columns), a table's over the sampled train rows; the class counts over every train
+    row; the content hash of every kept row."""
+    train = splits["train"]
+    view, positions = scan.reference_rows(train)
+    rows = ReferenceRows(
+        view=view,
+        hashes_of=lambda picked: scan.row_hash[positions[picked]],
+        labels=np.asarray(scan.class_names)[scan.labels[train]],
+    )
+    kept = np.sort(np.concatenate(list(splits.values())))
+    return reference_statistics(
+        rows,
+        scan.row_hash[kept],
+        ReferenceSource(
+            kind=scan.kind,
+            source=source,
+            dataset_hash=dataset_hash,
+            seed=seed,
+            input_shape=list(scan.shape),
+            feature_names=scan.feature_names,
+        ),
+    )
 
 
 def _dataset_hash(scan: StreamScan, rows: np.ndarray) -> str:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from graft.data.intake_limits import check_fits_in_memory
-from graft.data.sources import integer_labels
+from graft.data.sources import RawDataset, integer_labels
 from graft.errors import DatasetError, StorageError
 from graft.io import storage
 
@@ -146,6 +146,47 @@ def row_group(
             "data.missing_values=fill_median can)"
         )
     return x, label_keys(table.column(columns.label), where)
+
+
+def read_whole_table(source: str, label_column: str, roles: list[str]) -> RawDataset:
+    """Every row of a Parquet source (a file, or a folder of them) in memory, checked as the
+    streaming pass checks it, class names as it names them (sorted strings, or the ids): for
+    the monitor, which compares a snapshot as a whole (graft.monitor.snapshot)."""
+    files = table_files(source)
+    if not files:
+        raise DatasetError(f"{source} holds no .parquet file")
+    parquets = [open_parquet(uri) for uri in files]
+    columns = TableColumns.of(parquets[0].schema_arrow, files[0], label_column, roles)
+    for parquet, uri in zip(parquets[1:], files[1:], strict=True):
+        columns.check(parquet.schema_arrow, uri, roles)
+    rows = sum(parquet.metadata.num_rows for parquet in parquets)
+    cells = rows * len(columns.features)
+    check_fits_in_memory(source, 4 * cells, cells)
+    parts, keys = [], []
+    for parquet, uri in zip(parquets, files, strict=True):
+        for group in range(parquet.num_row_groups):
+            x, group_keys = row_group(parquet, uri, group, columns)
+            parts.append(x)
+            keys.extend(group_keys)
+    if not keys:
+        raise DatasetError(f"{source} is empty; point data.source at Parquet files with rows")
+    text = pa.types.is_string(parquets[0].schema_arrow.field(label_column).type) or (
+        pa.types.is_large_string(parquets[0].schema_arrow.field(label_column).type)
+    )
+    if text:
+        class_names = sorted(set(keys))
+        order = {name: index for index, name in enumerate(class_names)}
+        y = np.array([order[key] for key in keys], dtype=np.int64)
+    else:
+        y = np.array([int(key) for key in keys], dtype=np.int64)
+        class_names = [str(c) for c in range(int(y.max()) + 1)]
+    return RawDataset(
+        x=np.concatenate(parts),
+        y=y,
+        class_names=class_names,
+        kind="tabular",
+        feature_names=list(columns.features),
+    )
 
 
 def label_keys(column: pa.ChunkedArray, where: str) -> list[str]:

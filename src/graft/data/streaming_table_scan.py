@@ -2,9 +2,11 @@
 
 Row group by row group, every row is read once and checked (:mod:`graft.data.streaming_table`);
 what is kept per row is its place (file, row group, row index), its content hash and its class
-id, plus the features of a seeded sample of at most ``data.streaming.near_duplicate_sample``
-rows (the near-duplicate check and the report). String labels become the sorted distinct
-strings' positions once the pass has seen them all, as the in-memory reader does.
+id (and, for the monitor's reference statistics, the hash the in-memory reader would give the
+row: graft.data.reference), plus the features of a seeded sample of at most
+``data.streaming.near_duplicate_sample`` rows (the near-duplicate check, the report, the
+reference's histograms). String labels become the sorted distinct strings' positions once the
+pass has seen them all, as the in-memory reader does.
 
 The train split's normalization statistics come from the same pass: a row's split is a function
 of its hash, so the pass merges, per class, the moments (count, mean, squared deviations, min,
@@ -26,7 +28,9 @@ import numpy as np
 import pyarrow as pa
 
 from graft.config.data import MAX_CLASS_ID, DataConfig
+from graft.data.drift_view import DriftView, drift_view
 from graft.data.preprocessing import scaling_statistics
+from graft.data.reference import hash_numbers
 from graft.data.streaming_manifest import split_keys
 from graft.data.streaming_table import (
     TableColumns,
@@ -36,6 +40,7 @@ from graft.data.streaming_table import (
     row_group,
     table_files,
 )
+from graft.data.validation import row_hashes
 from graft.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -109,6 +114,7 @@ class TableScan:
     labels: np.ndarray
     tallied: np.ndarray  # bool per row: in ``moments``
     moments: dict[int, Moments]  # class id -> moments of its tallied rows
+    row_hash: np.ndarray  # uint64 per row (graft.data.reference)
     sample: dict[int, np.ndarray] = field(default_factory=dict)  # position -> features
     kind: str = "tabular"
 
@@ -129,6 +135,19 @@ class TableScan:
             "row_index": self.row_index[rows],
             "label_key": [self.class_names[c] for c in self.labels[rows].tolist()],
         }
+
+    def reference_rows(self, train: np.ndarray) -> tuple[DriftView, np.ndarray]:
+        """The features of the sampled rows (``data.streaming.near_duplicate_sample``, drawn
+        by hash from every split) among ``train``, and their positions: a table's per-row
+        columns would be the table itself, so its histograms come from this sample."""
+        positions = np.array(sorted(set(self.sample) & set(train.tolist())), dtype=np.int64)
+        width = len(self.columns.features)
+        x = (
+            np.stack([self.sample[int(p)] for p in positions])
+            if len(positions)
+            else np.empty((0, width), np.float32)
+        )
+        return drift_view(x, self.kind, self.feature_names), positions
 
     def scaling_statistics(self, rows: np.ndarray, method: str) -> tuple[list[float], list[float]]:
         """:func:`graft.data.preprocessing.scaling_statistics` of the rows at ``rows`` (a
@@ -162,6 +181,7 @@ class _Pass:
     train_from: float  # split keys at or above it are train (graft.data.splits.assign_splits)
     places: list[np.ndarray] = field(default_factory=list)  # rows x (file, group, index)
     hashes: list[str] = field(default_factory=list)
+    row_hash: list[np.ndarray] = field(default_factory=list)
     codes: list[np.ndarray] = field(default_factory=list)
     keys: dict[str, int] = field(default_factory=dict)  # label key -> code, first seen first
     text: set[bool] = field(default_factory=set)
@@ -174,6 +194,7 @@ class _Pass:
         start = len(self.hashes)
         hashes = content_hashes(x)
         self.hashes.extend(hashes)
+        self.row_hash.append(hash_numbers(row_hashes(x)))
         codes = np.array([self.keys.setdefault(k, len(self.keys)) for k in keys], dtype=np.int64)
         self.codes.append(codes)
         place = np.empty((len(x), 3), dtype=np.int64)
@@ -243,6 +264,7 @@ def scan_table(config: DataConfig, seed: int) -> TableScan:
         labels=labels,
         tallied=np.concatenate(state.tallied),
         moments={int(ids[code]): moments for code, moments in state.moments.items()},
+        row_hash=np.concatenate(state.row_hash),
         sample={position: x for _, position, x in state.heap},
     )
     log.info(

@@ -19,8 +19,8 @@ from graft.io import registry, tracking
 @dataclass(frozen=True)
 class ChampionReference:
     version: str
-    # None: the version was registered without statistics (before the monitor existed, or
-    # from a streaming data-prep, which computes none)
+    # None: the version was registered without statistics (by a Graft from before the
+    # monitor, or before a streaming data-prep computed them)
     reference: ReferenceStatistics | None
 
 

@@ -26,7 +26,8 @@ def no_reference(version: str) -> Decision:
     return Decision(
         True,
         f"retrain: the champion (version {version}) was registered without reference "
-        "statistics (before the monitor, or from a streaming data-prep), so drift cannot be "
+        "statistics (by a Graft from before the monitor, or before streaming data-prep wrote "
+        "them), so drift cannot be "
         "judged; a retrain registers them",
     )
 

@@ -9,13 +9,19 @@ from graft.config.data import DataConfig
 from graft.data.prepare import read_validated
 from graft.data.reference import ReferenceStatistics, hash_numbers
 from graft.data.sources import RawDataset
+from graft.data.streaming_table import is_table_source, read_whole_table
 from graft.data.validation import row_hashes
 from graft.errors import DatasetError
 
 
 def read_snapshot(config: DataConfig) -> RawDataset:
     """Every row of ``config.source`` (no deduplication, no subsample), validated as
-    data-prep validates it; class names default to the ids, as data-prep names them."""
+    data-prep validates it; class names default to the ids, as data-prep names them. A
+    Parquet source of ``data.loader: streaming`` (a folder of files, say) is read as its
+    data-prep reads it, but whole: the monitor compares all of a snapshot's rows."""
+    if config.loader == "streaming" and is_table_source(config.source):
+        roles = [c for c in (config.time_column, config.group_column) if c is not None]
+        return read_whole_table(config.source, config.label_column, roles)
     raw = read_validated(config)
     if not raw.class_names:
         raw.class_names = [str(c) for c in range(int(raw.y.max()) + 1)]

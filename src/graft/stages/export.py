@@ -160,7 +160,7 @@ def _register(
     ONNX graph taking raw rows, with class names and probabilities out), with its signature
     and input example, the weights Graft loads it from (graft.train.champion) and the
     reference statistics of its train rows the monitor compares snapshots with
-    (graft.data.reference; a streaming data-prep writes none)."""
+    (graft.data.reference)."""
     # before the version exists: a champion always has the files Graft loads it from
     logger = tracking.logger_for(config, run_id)
     logger.artifact(weights, WEIGHTS_FOLDER)
