@@ -23,6 +23,7 @@ from graft.data.prepare import prepare_dataset
 from graft.data.reference import REFERENCE_FOLDER, ReferenceStatistics, bin_edges, read_reference
 from graft.data.sources import load_digits
 from graft.data.streaming_manifest import manifest_path, read_manifest
+from graft.errors import DatasetError
 from graft.monitor.figures import measure_drift
 from graft.monitor.policy import decide
 from graft.monitor.snapshot import check_comparable, count_new_rows, read_snapshot, snapshot_hashes
@@ -162,3 +163,14 @@ def test_a_table_reference_counts_new_rows_as_the_monitor_reads_them_and_finds_a
     )
     assert decision.retrain
     assert any("'f0'" in trigger for trigger in decision.triggers)
+
+
+def test_the_monitor_refuses_a_parquet_snapshot_whose_labels_are_no_class_ids(
+    tmp_path: Path,
+) -> None:
+    """As data-prep does: a label of 10**9 would otherwise name a billion classes."""
+    frame = _table(30, seed=0)
+    frame["label"] = np.array([0, 1, 10**9] * 10, dtype=np.int64)
+    folder = _parquet_folder(tmp_path / "odd", frame)
+    with pytest.raises(DatasetError, match="1000000000 is not a class id"):
+        read_snapshot(_streaming(folder, label_column="label"))

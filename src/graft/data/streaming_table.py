@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from graft.config.data import MAX_CLASS_ID
 from graft.data.intake_limits import check_fits_in_memory
 from graft.data.sources import RawDataset, integer_labels
 from graft.errors import DatasetError, StorageError
@@ -170,23 +171,39 @@ def read_whole_table(source: str, label_column: str, roles: list[str]) -> RawDat
             keys.extend(group_keys)
     if not keys:
         raise DatasetError(f"{source} is empty; point data.source at Parquet files with rows")
-    text = pa.types.is_string(parquets[0].schema_arrow.field(label_column).type) or (
-        pa.types.is_large_string(parquets[0].schema_arrow.field(label_column).type)
+    label_type = parquets[0].schema_arrow.field(label_column).type
+    distinct = list(dict.fromkeys(keys))
+    class_names, ids = class_ids(
+        distinct, pa.types.is_string(label_type) or pa.types.is_large_string(label_type), source
     )
-    if text:
-        class_names = sorted(set(keys))
-        order = {name: index for index, name in enumerate(class_names)}
-        y = np.array([order[key] for key in keys], dtype=np.int64)
-    else:
-        y = np.array([int(key) for key in keys], dtype=np.int64)
-        class_names = [str(c) for c in range(int(y.max()) + 1)]
+    code = {key: index for index, key in enumerate(distinct)}
     return RawDataset(
         x=np.concatenate(parts),
-        y=y,
+        y=ids[np.array([code[key] for key in keys], dtype=np.int64)],
         class_names=class_names,
         kind="tabular",
         feature_names=list(columns.features),
     )
+
+
+def class_ids(keys: list[str], text: bool, where: str) -> tuple[list[str], np.ndarray]:
+    """Class names, and the class id of each of the distinct label ``keys``: the sorted
+    strings' places, as the in-memory reader numbers them, or the integers themselves."""
+    if text:
+        names = sorted(keys)
+        order = {name: i for i, name in enumerate(names)}
+        ids = np.array([order[k] for k in keys], dtype=np.int64)
+    else:
+        ids = np.array([int(k) for k in keys], dtype=np.int64)
+        if ids.max() > MAX_CLASS_ID:
+            raise DatasetError(
+                f"{where}: label {int(ids.max())} is not a class id: ids run 0..K-1 (at most "
+                f"{MAX_CLASS_ID}); encode the labels as 0..K-1"
+            )
+        names = [str(c) for c in range(int(ids.max()) + 1)]
+    if len(keys) < 2:
+        raise DatasetError(f"{where}: only one class ({keys}) in the labels; need at least 2")
+    return names, ids
 
 
 def label_keys(column: pa.ChunkedArray, where: str) -> list[str]:

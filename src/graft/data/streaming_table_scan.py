@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from graft.config.data import MAX_CLASS_ID, DataConfig
+from graft.config.data import DataConfig
 from graft.data.drift_view import DriftView, drift_view
 from graft.data.preprocessing import scaling_statistics
 from graft.data.reference import hash_numbers
 from graft.data.streaming_manifest import split_keys
 from graft.data.streaming_table import (
     TableColumns,
+    class_ids,
     content_hashes,
     open_parquet,
     read_rows,
@@ -279,26 +280,10 @@ def scan_table(config: DataConfig, seed: int) -> TableScan:
 
 
 def _classes(state: _Pass, text: bool, where: str) -> tuple[list[str], np.ndarray]:
-    """Class names, and the class id of each label code: the sorted distinct strings' places,
-    or the integers themselves."""
+    """Class names, and the class id of each label code."""
     if not state.hashes:
         raise DatasetError(f"{where} is empty; point data.source at Parquet files with rows")
-    keys = list(state.keys)
-    if text:
-        names = sorted(keys)
-        order = {name: i for i, name in enumerate(names)}
-        ids = np.array([order[k] for k in keys], dtype=np.int64)
-    else:
-        ids = np.array([int(k) for k in keys], dtype=np.int64)
-        if ids.max() > MAX_CLASS_ID:
-            raise DatasetError(
-                f"{where}: label {int(ids.max())} is not a class id: ids run 0..K-1 (at most "
-                f"{MAX_CLASS_ID}); encode the labels as 0..K-1"
-            )
-        names = [str(c) for c in range(int(ids.max()) + 1)]
-    if len(keys) < 2:
-        raise DatasetError(f"{where}: only one class ({keys}) in the labels; need at least 2")
-    return names, ids
+    return class_ids(list(state.keys), text, where)
 
 
 def _refuse_time_order(config: DataConfig) -> None:
