@@ -415,7 +415,8 @@ def diluted_figures(config: Any) -> dict[str, float]:
     if champion is None or champion.reference is None:
         return {}
     settings = config.monitor.model_copy(update={"compare": "snapshot"})
-    figures = measure_drift(champion.reference, read_snapshot(config.data), settings, config.seed)
+    snapshot = read_snapshot(config.data, config.seed)
+    figures = measure_drift(champion.reference, snapshot, settings, config.seed)
     return figures.summary()
 
 

@@ -17,6 +17,7 @@ from graft.data.validation import row_hashes
 from graft.monitor.drift import psi
 from graft.monitor.figures import DriftFigures, measure_drift
 from graft.monitor.policy import decide, drift_triggers
+from graft.monitor.snapshot import Snapshot
 
 DRIFT = MonitorConfig(retrain_when="drift")
 COLUMNS = ["f1", "f2", "uniform", "count"]
@@ -48,7 +49,7 @@ def table_reference() -> ReferenceStatistics:
 
 
 def _figures(reference: ReferenceStatistics, snapshot: RawDataset) -> DriftFigures:
-    return measure_drift(reference, snapshot, DRIFT, seed=0)
+    return measure_drift(reference, Snapshot.of(snapshot), DRIFT, seed=0)
 
 
 def test_psi_is_zero_for_equal_shares_and_grows_with_the_shift() -> None:
@@ -200,9 +201,10 @@ def test_a_shift_in_the_new_rows_is_not_diluted_by_the_old_ones() -> None:
     reference = _reference(raw.take(old))  # the champion's dataset: the old rows only
     brighter = np.clip(raw.x[new] + 1.0, 0, 16)
     snapshot = _images(raw, np.concatenate([raw.x[old], brighter]), np.concatenate([old, new]))
-    on_new = measure_drift(reference, snapshot, DRIFT, seed=0)
+    rows = Snapshot.of(snapshot)
+    on_new = measure_drift(reference, rows, DRIFT, seed=0)
     on_all = measure_drift(
-        reference, snapshot, MonitorConfig(retrain_when="drift", compare="snapshot"), seed=0
+        reference, rows, MonitorConfig(retrain_when="drift", compare="snapshot"), seed=0
     )
     assert (on_new.compared, on_new.rows_compared, on_new.new_rows) == ("new_rows", 500, 500)
     assert (on_all.compared, on_all.rows_compared) == ("snapshot", 1797)

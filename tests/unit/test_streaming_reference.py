@@ -19,14 +19,14 @@ from graft.config.monitor import MonitorConfig
 from graft.data.drift_view import drift_view
 from graft.data.image_folder import list_image_files
 from graft.data.manifest import DataManifest
-from graft.data.prepare import prepare_dataset
+from graft.data.prepare import prepare_dataset, read_validated
 from graft.data.reference import REFERENCE_FOLDER, ReferenceStatistics, bin_edges, read_reference
 from graft.data.sources import load_digits
 from graft.data.streaming_manifest import manifest_path, read_manifest
 from graft.errors import DatasetError
 from graft.monitor.figures import measure_drift
 from graft.monitor.policy import decide
-from graft.monitor.snapshot import check_comparable, count_new_rows, read_snapshot, snapshot_hashes
+from graft.monitor.snapshot import Snapshot, check_comparable, count_new_rows, read_snapshot
 
 DRIFT = MonitorConfig(retrain_when="drift", min_rows=100)
 CLASSES = {0: "zero", 1: "one", 2: "two"}
@@ -79,30 +79,47 @@ def test_an_image_folder_reference_covers_every_train_file_exactly(
     position = {str(f.path): index for index, f in enumerate(files)}
     train_uris = read_manifest(manifest_path(dataset, "source", "train")).column("uri")
     train = np.array(sorted(position[u] for u in train_uris.to_pylist()))
-    snapshot = read_snapshot(_streaming(folder))
-    view = drift_view(snapshot.x[train], "image")
+    whole = read_validated(DataConfig(source=str(folder)))  # the in-memory reader's pixels
+    view = drift_view(whole.x[train], "image")
     for column, histogram in enumerate(reference.histograms):
         assert histogram.name == view.names[column]
         assert histogram.edges == bin_edges(view.values[:, column]).tolist()
     assert len(reference.sample) == train_rows  # fewer train files than the sample's cap
     # the monitor's hash of each row read in memory is the one the streaming pass stored
-    assert set(reference.sample_hash.tolist()) == set(snapshot_hashes(snapshot.take(train)))
-    assert set(reference.row_hash.tolist()) == set(snapshot_hashes(snapshot).tolist())
+    in_memory = Snapshot.of(whole)
+    assert set(reference.sample_hash.tolist()) == set(in_memory.hashes[train].tolist())
+    assert set(reference.row_hash.tolist()) == set(in_memory.hashes.tolist())
+
+
+def test_the_streamed_snapshot_is_the_in_memory_one_without_the_pixels(
+    digits: tuple[Path, ReferenceStatistics, Path],
+) -> None:
+    """Under data.loader=streaming the monitor reads an image folder by data-prep's pass, one
+    window of files at a time: the same rows, columns, labels and hashes as a whole read."""
+    folder, _, _ = digits
+    streamed = read_snapshot(_streaming(folder), seed=0)
+    whole = read_snapshot(DataConfig(source=str(folder)), seed=0)
+    assert streamed.rows == whole.rows == 537
+    assert streamed.hashes.tolist() == whole.hashes.tolist()  # the same order: the listing
+    assert streamed.labels.tolist() == whole.labels.tolist()
+    assert streamed.view.names == whole.view.names
+    np.testing.assert_allclose(streamed.view.values, whole.view.values, rtol=1e-12)
+    assert (streamed.kind, streamed.input_shape) == (whole.kind, whole.input_shape)
 
 
 def test_the_monitor_keeps_a_streamed_champion_on_the_same_folder_and_flags_a_brighter_one(
     digits: tuple[Path, ReferenceStatistics, Path], tmp_path: Path
 ) -> None:
     folder, reference, _ = digits
-    same = read_snapshot(_streaming(folder))
+    same = read_snapshot(_streaming(folder), seed=0)
     check_comparable(reference, same, str(folder), "1")
     figures = measure_drift(reference, same, DRIFT, seed=0)
     assert figures.new_rows == 0
     assert not decide(DRIFT, figures).retrain, decide(DRIFT, figures).reason
 
-    brighter = read_snapshot(_streaming(_digit_folder(tmp_path / "brighter", brighten=0.3)))
+    brighter = read_snapshot(_streaming(_digit_folder(tmp_path / "brighter", brighten=0.3)), seed=0)
     figures = measure_drift(reference, brighter, DRIFT, seed=0)
-    assert figures.new_rows == len(np.unique(snapshot_hashes(brighter)))  # all changed
+    assert figures.new_rows == len(np.unique(brighter.hashes))  # all changed
     decision = decide(DRIFT, figures)
     assert decision.retrain
     assert any("brightness" in trigger for trigger in decision.triggers)
@@ -144,23 +161,21 @@ def test_a_table_reference_counts_new_rows_as_the_monitor_reads_them_and_finds_a
     assert [h.name for h in reference.histograms] == FEATURES
 
     # the monitor reads the folder whole, as data-prep streamed it: week one is nothing new
-    same = read_snapshot(_streaming(source, label_column="label"))
+    same = read_snapshot(_streaming(source, label_column="label"), seed=0)
     check_comparable(reference, same, str(source), "1")
-    assert count_new_rows(reference, snapshot_hashes(same)) == 0
+    assert count_new_rows(reference, same.hashes) == 0
 
     # week two: week one's files and one of 300 new rows
     week_two = _parquet_folder(tmp_path / "week2", *week_one, _table(300, seed=1))
-    snapshot = read_snapshot(_streaming(week_two, label_column="label"))
-    assert count_new_rows(reference, snapshot_hashes(snapshot)) == 300
+    snapshot = read_snapshot(_streaming(week_two, label_column="label"), seed=0)
+    assert count_new_rows(reference, snapshot.hashes) == 300
     figures = measure_drift(reference, snapshot, DRIFT, seed=0)
     assert figures.compared == "new_rows" and figures.rows_compared == 300
     assert not decide(DRIFT, figures).retrain, decide(DRIFT, figures).reason
 
     moved = _parquet_folder(tmp_path / "moved", *week_one, _table(300, seed=2, shift=2.0))
-    decision = decide(
-        DRIFT,
-        measure_drift(reference, read_snapshot(_streaming(moved, label_column="label")), DRIFT, 0),
-    )
+    snapshot = read_snapshot(_streaming(moved, label_column="label"), seed=0)
+    decision = decide(DRIFT, measure_drift(reference, snapshot, DRIFT, 0))
     assert decision.retrain
     assert any("'f0'" in trigger for trigger in decision.triggers)
 
@@ -173,4 +188,4 @@ def test_the_monitor_refuses_a_parquet_snapshot_whose_labels_are_no_class_ids(
     frame["label"] = np.array([0, 1, 10**9] * 10, dtype=np.int64)
     folder = _parquet_folder(tmp_path / "odd", frame)
     with pytest.raises(DatasetError, match="1000000000 is not a class id"):
-        read_snapshot(_streaming(folder, label_column="label"))
+        read_snapshot(_streaming(folder, label_column="label"), seed=0)

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from graft.config.monitor import MonitorConfig
-from graft.data.drift_view import drift_view
 from graft.data.reference import ReferenceStatistics
-from graft.data.sources import RawDataset
 from graft.monitor.domain_classifier import DomainCheck, domain_auc
 from graft.monitor.drift import ColumnDrift, LabelShift, column_drift, label_shift
-from graft.monitor.snapshot import count_new_rows, snapshot_hashes
+from graft.monitor.snapshot import Snapshot, count_new_rows
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class DriftFigures:
 
 
 def measure_drift(
-    reference: ReferenceStatistics, snapshot: RawDataset, config: MonitorConfig, seed: int
+    reference: ReferenceStatistics, snapshot: Snapshot, config: MonitorConfig, seed: int
 ) -> DriftFigures:
     """Columns and labels on the compared rows (:func:`compared_rows`), the domain classifier
     on those of them that are not copies of the reference's sampled rows: a row in both
@@ -63,18 +61,17 @@ def measure_drift(
     the AUC below 0.5 (0.14 on a snapshot that is the training file itself) and would hide a
     drift among the other rows. The snapshot must be comparable
     (graft.monitor.snapshot.check_comparable)."""
-    hashes = snapshot_hashes(snapshot)
-    rows, compared = compared_rows(reference, hashes, config)
-    kept = snapshot.take(rows) if compared == "new_rows" else snapshot
-    view = drift_view(kept.x, kept.kind, kept.feature_names)
-    labels = np.asarray(kept.class_names)[kept.y].tolist()
-    unsampled = ~np.isin(hashes[rows], reference.sample_hash)
+    rows, compared = compared_rows(reference, snapshot.hashes, config)
+    kept = snapshot.take(rows)
+    unsampled = ~np.isin(kept.hashes, reference.sample_hash)
     return DriftFigures(
-        snapshot_rows=len(snapshot.y),
-        new_rows=count_new_rows(reference, hashes),
-        columns=column_drift(reference, view),
-        labels=label_shift(reference.label_counts, labels),
-        domain=domain_auc(reference.sample, view.values[unsampled], config.domain_max_rows, seed),
+        snapshot_rows=snapshot.rows,
+        new_rows=count_new_rows(reference, snapshot.hashes),
+        columns=column_drift(reference, kept.view),
+        labels=label_shift(reference.label_counts, kept.labels.tolist()),
+        domain=domain_auc(
+            reference.sample, kept.view.values[unsampled], config.domain_max_rows, seed
+        ),
         compared_rows=len(rows),
         compared=compared,
     )

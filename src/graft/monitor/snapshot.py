@@ -1,39 +1,97 @@
 """The new snapshot, read and validated as data-prep reads its source, and checked against
-the champion's reference: the same features, and how many of its rows are new."""
+the champion's reference: the same features, and how many of its rows are new.
+
+The monitor keeps of a snapshot what it compares: each row's drift columns
+(graft.data.drift_view), class name and content hash. Under ``data.loader: streaming`` an image
+folder is read one window of files at a time by data-prep's own pass
+(graft.data.streaming_scan), so no pixel array of the whole folder is ever held; a Parquet
+source is read whole (its drift columns are its features: the table itself)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from graft.config.data import DataConfig
+from graft.data.drift_view import DriftView, drift_view, image_view
 from graft.data.prepare import read_validated
 from graft.data.reference import ReferenceStatistics, hash_numbers
 from graft.data.sources import RawDataset
+from graft.data.streaming_scan import scan_folder
 from graft.data.streaming_table import is_table_source, read_whole_table
 from graft.data.validation import row_hashes
 from graft.errors import DatasetError
 
 
-def read_snapshot(config: DataConfig) -> RawDataset:
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot as the monitor compares it, row by row."""
+
+    view: DriftView  # every row's drift columns
+    labels: np.ndarray  # every row's class name
+    hashes: np.ndarray  # every row's content hash, uint64, as graft.data.reference stores them
+    kind: str
+    input_shape: list[int]  # a raw row's shape
+    feature_names: list[str] | None
+
+    @classmethod
+    def of(cls, raw: RawDataset) -> Snapshot:
+        """The rows of a dataset read whole."""
+        return cls(
+            view=drift_view(raw.x, raw.kind, raw.feature_names),
+            labels=np.asarray(raw.class_names)[raw.y],
+            hashes=hash_numbers(row_hashes(raw.x)),
+            kind=raw.kind,
+            input_shape=list(raw.x.shape[1:]),
+            feature_names=raw.feature_names,
+        )
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+    def take(self, rows: np.ndarray) -> Snapshot:
+        view = DriftView(self.view.values[rows], self.view.names, self.view.compared)
+        return Snapshot(
+            view,
+            self.labels[rows],
+            self.hashes[rows],
+            self.kind,
+            self.input_shape,
+            self.feature_names,
+        )
+
+
+def read_snapshot(config: DataConfig, seed: int) -> Snapshot:
     """Every row of ``config.source`` (no deduplication, no subsample), validated as
-    data-prep validates it; class names default to the ids, as data-prep names them. A
-    Parquet source of ``data.loader: streaming`` (a folder of files, say) is read as its
-    data-prep reads it, but whole: the monitor compares all of a snapshot's rows."""
+    data-prep validates it; class names default to the ids, as data-prep names them.
+    ``seed``: the streaming pass's (it draws data-prep's near-duplicate sample)."""
     if config.loader == "streaming" and is_table_source(config.source):
         roles = [c for c in (config.time_column, config.group_column) if c is not None]
-        return read_whole_table(config.source, config.label_column, roles)
+        return Snapshot.of(read_whole_table(config.source, config.label_column, roles))
+    if config.loader == "streaming":
+        scan = scan_folder(config, seed)
+        return Snapshot(
+            view=image_view(scan.drift, scan.shape),
+            labels=np.asarray(scan.class_names)[scan.labels],
+            hashes=scan.row_hash,
+            kind=scan.kind,
+            input_shape=list(scan.shape),
+            feature_names=None,
+        )
     raw = read_validated(config)
     if not raw.class_names:
         raw.class_names = [str(c) for c in range(int(raw.y.max()) + 1)]
-    return raw
+    return Snapshot.of(raw)
 
 
 def check_comparable(
-    reference: ReferenceStatistics, snapshot: RawDataset, source: str, version: str
+    reference: ReferenceStatistics, snapshot: Snapshot, source: str, version: str
 ) -> None:
     """DatasetError unless the snapshot's rows have the reference's kind, shape and columns."""
     champion = f"the champion (version {version}) was trained on"
-    shape = list(snapshot.x.shape[1:])
+    shape = snapshot.input_shape
     if snapshot.kind != reference.kind or shape != reference.input_shape:
         fix = (
             "set data.image.size and data.image.channels as they were for that training"
@@ -53,12 +111,7 @@ def check_comparable(
         )
 
 
-def snapshot_hashes(snapshot: RawDataset) -> np.ndarray:
-    """Each snapshot row's content hash, as the reference stores them (uint64)."""
-    return hash_numbers(row_hashes(snapshot.x))
-
-
 def count_new_rows(reference: ReferenceStatistics, hashes: np.ndarray) -> int:
-    """Distinct snapshot rows (``hashes``: :func:`snapshot_hashes`) that no row of the
+    """Distinct snapshot rows (``hashes``: :attr:`Snapshot.hashes`) that no row of the
     champion's prepared dataset (any split) had."""
     return int(np.isin(np.unique(hashes), reference.row_hash, invert=True).sum())

@@ -15,13 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from graft.config import GraftConfig
-from graft.data.sources import RawDataset
 from graft.io import tracking
 from graft.monitor.champion_reference import ChampionReference, champion_reference
 from graft.monitor.figures import DriftFigures, measure_drift
 from graft.monitor.policy import Decision, decide, no_champion, no_reference
 from graft.monitor.report import write_drift_report
-from graft.monitor.snapshot import check_comparable, read_snapshot
+from graft.monitor.snapshot import Snapshot, check_comparable, read_snapshot
 from graft.stages.outputs import MonitorOutput
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def run(
     (tagged ``graft.retrained=false``)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    snapshot = read_snapshot(config.data)
+    snapshot = read_snapshot(config.data, config.seed)
     champion = champion_reference(config)
     figures = _figures(config, snapshot, champion)
     decision = _decision(config, champion, figures)
@@ -79,7 +78,7 @@ def run(
 
 
 def _figures(
-    config: GraftConfig, snapshot: RawDataset, champion: ChampionReference | None
+    config: GraftConfig, snapshot: Snapshot, champion: ChampionReference | None
 ) -> DriftFigures | None:
     if champion is None or champion.reference is None:
         return None
