@@ -144,8 +144,10 @@ def _read_window(entries: list[StreamEntry], threads: int) -> Iterator[bytes]:
         yield from pool.map(lambda e: storage.read_bytes(e.uri, client), entries)
 
 
-def scan_folder(config: DataConfig, seed: int) -> FolderScan:
-    """Read, hash and decode every file of the image folder ``config.source`` once."""
+def scan_folder(config: DataConfig, seed: int, sample_limit: int | None = None) -> FolderScan:
+    """Read, hash and decode every file of the image folder ``config.source`` once, keeping
+    the pixels of at most ``sample_limit`` files (default
+    ``data.streaming.near_duplicate_sample``; the monitor keeps none)."""
     classes, entries = list_entries(config.source)
     first = storage.read_bytes(entries[0].uri)
     shape = target_shape(first, entries[0].shown, config.image)
@@ -163,7 +165,7 @@ def scan_folder(config: DataConfig, seed: int) -> FolderScan:
         drift=np.zeros((count, len(image_column_names(shape)))),
     )
     heap: list[tuple[float, int, np.ndarray]] = []  # the sample: max-heap on the sample key
-    limit = config.streaming.near_duplicate_sample
+    limit = config.streaming.near_duplicate_sample if sample_limit is None else sample_limit
     batch = _DriftBatch(scan)
     for start in range(0, count, WINDOW):
         window = entries[start : start + WINDOW]
@@ -176,7 +178,7 @@ def scan_folder(config: DataConfig, seed: int) -> FolderScan:
             key = float(split_keys(scan.hashes[position : position + 1], seed, "sample")[0])
             if len(heap) < limit:
                 heapq.heappush(heap, (-key, position, pixels))
-            elif -heap[0][0] > key:
+            elif heap and -heap[0][0] > key:
                 heapq.heapreplace(heap, (-key, position, pixels))
         log.debug("streaming scan: %d / %d files", min(start + WINDOW, count), count)
     batch.flush()

@@ -71,7 +71,7 @@ def read_snapshot(config: DataConfig, seed: int) -> Snapshot:
         roles = [c for c in (config.time_column, config.group_column) if c is not None]
         return Snapshot.of(read_whole_table(config.source, config.label_column, roles))
     if config.loader == "streaming":
-        scan = scan_folder(config, seed)
+        scan = scan_folder(config, seed, sample_limit=0)  # no pixels kept
         return Snapshot(
             view=image_view(scan.drift, scan.shape),
             labels=np.asarray(scan.class_names)[scan.labels],
