@@ -415,7 +415,7 @@ def diluted_figures(config: Any) -> dict[str, float]:
     if champion is None or champion.reference is None:
         return {}
     settings = config.monitor.model_copy(update={"compare": "snapshot"})
-    snapshot = read_snapshot(config.data, config.seed)
+    snapshot = read_snapshot(config.data)
     figures = measure_drift(champion.reference, snapshot, settings, config.seed)
     return figures.summary()
 

@@ -97,8 +97,8 @@ def test_the_streamed_snapshot_is_the_in_memory_one_without_the_pixels(
     """Under data.loader=streaming the monitor reads an image folder by data-prep's pass, one
     window of files at a time: the same rows, columns, labels and hashes as a whole read."""
     folder, _, _ = digits
-    streamed = read_snapshot(_streaming(folder), seed=0)
-    whole = read_snapshot(DataConfig(source=str(folder)), seed=0)
+    streamed = read_snapshot(_streaming(folder))
+    whole = read_snapshot(DataConfig(source=str(folder)))
     assert streamed.rows == whole.rows == 537
     assert streamed.hashes.tolist() == whole.hashes.tolist()  # the same order: the listing
     assert streamed.labels.tolist() == whole.labels.tolist()
@@ -111,13 +111,13 @@ def test_the_monitor_keeps_a_streamed_champion_on_the_same_folder_and_flags_a_br
     digits: tuple[Path, ReferenceStatistics, Path], tmp_path: Path
 ) -> None:
     folder, reference, _ = digits
-    same = read_snapshot(_streaming(folder), seed=0)
+    same = read_snapshot(_streaming(folder))
     check_comparable(reference, same, str(folder), "1")
     figures = measure_drift(reference, same, DRIFT, seed=0)
     assert figures.new_rows == 0
     assert not decide(DRIFT, figures).retrain, decide(DRIFT, figures).reason
 
-    brighter = read_snapshot(_streaming(_digit_folder(tmp_path / "brighter", brighten=0.3)), seed=0)
+    brighter = read_snapshot(_streaming(_digit_folder(tmp_path / "brighter", brighten=0.3)))
     figures = measure_drift(reference, brighter, DRIFT, seed=0)
     assert figures.new_rows == len(np.unique(brighter.hashes))  # all changed
     decision = decide(DRIFT, figures)
@@ -161,20 +161,20 @@ def test_a_table_reference_counts_new_rows_as_the_monitor_reads_them_and_finds_a
     assert [h.name for h in reference.histograms] == FEATURES
 
     # the monitor reads the folder whole, as data-prep streamed it: week one is nothing new
-    same = read_snapshot(_streaming(source, label_column="label"), seed=0)
+    same = read_snapshot(_streaming(source, label_column="label"))
     check_comparable(reference, same, str(source), "1")
     assert count_new_rows(reference, same.hashes) == 0
 
     # week two: week one's files and one of 300 new rows
     week_two = _parquet_folder(tmp_path / "week2", *week_one, _table(300, seed=1))
-    snapshot = read_snapshot(_streaming(week_two, label_column="label"), seed=0)
+    snapshot = read_snapshot(_streaming(week_two, label_column="label"))
     assert count_new_rows(reference, snapshot.hashes) == 300
     figures = measure_drift(reference, snapshot, DRIFT, seed=0)
     assert figures.compared == "new_rows" and figures.rows_compared == 300
     assert not decide(DRIFT, figures).retrain, decide(DRIFT, figures).reason
 
     moved = _parquet_folder(tmp_path / "moved", *week_one, _table(300, seed=2, shift=2.0))
-    snapshot = read_snapshot(_streaming(moved, label_column="label"), seed=0)
+    snapshot = read_snapshot(_streaming(moved, label_column="label"))
     decision = decide(DRIFT, measure_drift(reference, snapshot, DRIFT, 0))
     assert decision.retrain
     assert any("'f0'" in trigger for trigger in decision.triggers)
@@ -188,4 +188,4 @@ def test_the_monitor_refuses_a_parquet_snapshot_whose_labels_are_no_class_ids(
     frame["label"] = np.array([0, 1, 10**9] * 10, dtype=np.int64)
     folder = _parquet_folder(tmp_path / "odd", frame)
     with pytest.raises(DatasetError, match="1000000000 is not a class id"):
-        read_snapshot(_streaming(folder, label_column="label"), seed=0)
+        read_snapshot(_streaming(folder, label_column="label"))

@@ -40,7 +40,7 @@ def run(
     (tagged ``graft.retrained=false``)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    snapshot = read_snapshot(config.data, config.seed)
+    snapshot = read_snapshot(config.data)
     champion = champion_reference(config)
     figures = _figures(config, snapshot, champion)
     decision = _decision(config, champion, figures)
