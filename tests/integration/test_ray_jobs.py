@@ -35,6 +35,7 @@ from graft.io.ray_runtime import ensure_ray, shutdown_ray, train_env_defaults
 from graft.remote import dispatch
 from graft.remote.command import RESULT_PREFIX, JobOutcome
 from graft.remote.ray_job import RETRY_SUFFIX, job_client, run_job, stage_submission_id
+from servers import S3_ACCESS_KEY, S3_SECRET_KEY
 from sigterm_helpers import terminate_after
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
@@ -87,9 +88,11 @@ def _holding_token(token: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[RayHead]:
+def ray_head(s3_server: str) -> Iterator[RayHead]:
     """A one-node Ray cluster (2 CPUs) with token authentication, for this module's tests
-    only: an idle head left up would take CPU from every later test on a 2-core machine."""
+    only: an idle head left up would take CPU from every later test on a 2-core machine. Its
+    processes hold the test S3 server's credentials, as a cluster's pods get them from a
+    secret: Ray Train's storage on S3 is reached with the node's own, never pickled ones."""
     token = secrets.token_urlsafe(32)
     temp_dir = Path(f"/tmp/rj-{os.getpid()}")  # short: socket paths are limited to 107 bytes
     dashboard_port = free_port()
@@ -111,6 +114,10 @@ def ray_head() -> Iterator[RayHead]:
         "RAY_USAGE_STATS_ENABLED": "0",
         # SIGTERM tears the node down at once instead of draining it first
         "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
     }
     # a cluster of its own: not this process's MLflow server or Ray address
     for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
