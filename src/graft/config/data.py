@@ -221,6 +221,11 @@ class DataConfig(Strict):
             self._check_streamable()
         return self
 
+    @property
+    def role_columns(self) -> list[str]:
+        """The columns a split reads that are no features: ``time_column``, ``group_column``."""
+        return [c for c in (self.time_column, self.group_column) if c is not None]
+
     def resolved_split_seed(self, seed: int) -> int:
         """The seed the split is drawn with: ``split_seed``, or the run's ``seed``."""
         return seed if self.split_seed is None else self.split_seed

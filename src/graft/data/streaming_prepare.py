@@ -183,7 +183,7 @@ def check_streaming_source(config: DataConfig) -> None:
     files = table_files(config.source)
     if not files:
         raise DatasetError(f"{config.source} holds no .parquet file")
-    roles = [c for c in (config.time_column, config.group_column) if c is not None]
+    roles = config.role_columns
     TableColumns.of(open_parquet(files[0]).schema_arrow, files[0], config.label_column, roles)
 
 

@@ -228,7 +228,7 @@ def scan_table(config: DataConfig, seed: int) -> TableScan:
     if not files:
         raise DatasetError(f"{config.source} holds no .parquet file")
     _refuse_time_order(config)
-    roles = [c for c in (config.time_column, config.group_column) if c is not None]
+    roles = config.role_columns
     train_from = config.test_fraction + config.val_fraction  # as assign_splits cuts the keys
     state = _Pass(
         config.streaming.near_duplicate_sample, seed, config.resolved_split_seed(seed), train_from

@@ -67,8 +67,9 @@ def read_snapshot(config: DataConfig) -> Snapshot:
     """Every row of ``config.source`` (no deduplication, no subsample), validated as
     data-prep validates it; class names default to the ids, as data-prep names them."""
     if config.loader == "streaming" and is_table_source(config.source):
-        roles = [c for c in (config.time_column, config.group_column) if c is not None]
-        return Snapshot.of(read_whole_table(config.source, config.label_column, roles))
+        return Snapshot.of(
+            read_whole_table(config.source, config.label_column, config.role_columns)
+        )
     if config.loader == "streaming":
         # no sample of pixels kept, so the seed that draws it does not matter
         scan = scan_folder(config, seed=0, sample_limit=0)
